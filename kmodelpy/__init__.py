@@ -1,0 +1,32 @@
+"""kmodelpy: compile TFLite models for the Kendryte K210 KPU and emulate kmodel v4 bit for bit.
+
+    import kmodelpy
+    model = kmodelpy.load("model.kmodel")      # or a .tflite (float reference evaluation)
+    outputs = model.run(chw_array)              # list of numpy arrays
+
+Importing kmodelpy is cheap: numba and the op kernels load on first use.
+"""
+from .errors import KmodelpyError  # noqa: F401
+
+__version__ = "0.1.0"
+
+
+def load(path):
+    """Load a ``.kmodel`` (bit-exact emulator) or a ``.tflite`` (float evaluator)."""
+    from pathlib import Path
+
+    if Path(path).suffix.lower() == ".tflite":
+        from .tflite_model import load_tflite
+
+        return load_tflite(path)
+    from .runtime import load_kmodel
+
+    return load_kmodel(path)
+
+
+def compile(tflite_path, dataset=None, output=None, **options):  # noqa: A001 - mirrors `ncc compile`
+    """Compile a float TFLite model to kmodel v4. Returns the kmodel bytes, or the output path when
+    ``output`` is given. Options are ncc's, with underscores (``input_mean=0.5``...)."""
+    from .compiler import compile_model
+
+    return compile_model(tflite_path, dataset=dataset, output=output, **options)

@@ -1,0 +1,33 @@
+"""kmodelpy's error types.
+
+Every problem caused by the user's input (a bad file, a wrong option, a model that cannot be
+compiled) is raised as a :class:`KmodelpyError`. The CLI prints ``str(error)`` as one line on stderr
+and exits with status 2; nothing else ever reaches the user as a traceback.
+"""
+
+
+class KmodelpyError(Exception):
+    """Base class: a user-facing problem. The message is one line naming the file/layer/tensor
+    and saying what to do."""
+
+    exit_code = 2
+
+
+class FormatError(KmodelpyError):
+    """A model file (kmodel or tflite) that cannot be read."""
+
+
+class InputError(KmodelpyError):
+    """Bad input data: image, raw file, dataset folder, array shape or dtype."""
+
+
+class UnsupportedError(KmodelpyError):
+    """Something valid but not supported (an operator, a layer configuration)."""
+
+
+class CompileError(KmodelpyError):
+    """The compiler cannot produce a kmodel (e.g. the KPU RAM overflows)."""
+
+
+class KernelError(KmodelpyError):
+    """An exception raised by a runtime kernel where ``ncc infer`` throws (it writes no output)."""

@@ -1,0 +1,1 @@
+"""File formats: kmodel v4 (read/write) and TFLite (read)."""

@@ -1,0 +1,83 @@
+"""The contract every runtime op module fulfils, and the opcode registry.
+
+One op, one module: ``kmodelpy/ops/<op>.py`` defines a dataclass subclass of :class:`Op` holding the
+node body's fields, with
+
+* ``read(cls, r: Reader) -> Op``   parse the body (``r`` spans exactly the node's body bytes);
+* ``write(self, w: Writer)``       serialise the body *without* the trailing 8-byte alignment
+  (the container adds it; ``w.offset`` is the absolute file offset, for ops that align internally);
+* ``run(self, mem: Memory)``       execute it exactly as ``ncc infer`` does;
+* ``inputs()`` / ``outputs()``     the memory ranges read / written (for inspect and shape lookup);
+* ``output_shape(rng)``            the shape of the tensor this node writes into ``rng`` (or None).
+
+Modules register themselves with ``@register``; :data:`OPS` maps opcode -> class.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..format.binio import MemoryRange, Reader, Writer
+
+OPS: dict[int, type["Op"]] = {}
+
+
+def register(cls):
+    """Class decorator: add an Op subclass to the opcode registry."""
+    if cls.opcode in OPS and OPS[cls.opcode] is not cls:
+        raise RuntimeError(f"opcode 0x{cls.opcode:04X} registered twice")
+    OPS[cls.opcode] = cls
+    return cls
+
+
+class Op:
+    opcode: ClassVar[int]
+    name: ClassVar[str]  # ncc's display name, e.g. "Conv2D"
+
+    @classmethod
+    def read(cls, r: Reader) -> "Op":
+        raise NotImplementedError
+
+    def write(self, w: Writer) -> None:
+        raise NotImplementedError
+
+    def run(self, mem) -> None:
+        raise NotImplementedError
+
+    def inputs(self) -> list[MemoryRange]:
+        return [getattr(self, "input")] if hasattr(self, "input") else []
+
+    def outputs(self) -> list[MemoryRange]:
+        return [getattr(self, "output")] if hasattr(self, "output") else []
+
+    def output_shape(self, rng: MemoryRange) -> list[int] | None:
+        return None
+
+    def body_bytes(self, base: int = 0) -> bytes:
+        w = Writer(base)
+        self.write(w)
+        return bytes(w.buf)
+
+
+def op_class(opcode: int) -> type[Op] | None:
+    _load_all()
+    return OPS.get(opcode)
+
+
+_loaded = False
+
+
+def _load_all() -> None:
+    """Import every op module (they register themselves). Importing defines numba functions but
+    compiles nothing: numba compiles lazily on first call, from its on-disk cache when warm."""
+    global _loaded
+    if _loaded:
+        return
+    import importlib
+    import pkgutil
+
+    from .. import ops as pkg
+
+    for m in pkgutil.iter_modules(pkg.__path__):
+        if m.name not in ("base",) and not m.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{m.name}")
+    _loaded = True

@@ -1,0 +1,191 @@
+"""The kmodel v4 interpreter: memories, input placement, node loop, outputs.
+
+Mirrors ``ncc infer`` (nncase v0.2.0-beta4): main memory is allocated once per model and persists
+across runs (it is zero-filled here; ncc leaves it uninitialised), KPU RAM is 2 MiB zero-filled once,
+only input 0 is fed, nodes run in file order, and a kernel *error* stops the run but the outputs are
+still returned (``Model.last_error`` says what happened), as ``ncc infer`` still writes the file.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FormatError, InputError, KernelError
+from .format.binio import DT_FLOAT32, DT_UINT8, MEM_CONST, MEM_KPU, MEM_MAIN, MemoryRange
+from .format.kmodel import KModel
+
+KPU_RAM_SIZE = 2 << 20
+
+
+class KernelFailure(Exception):
+    """Raised by a kernel where ncc's kernel returns an error: the run stops, outputs are kept.
+    The message is ncc's (``error occurs in running kernel: <display name>``)."""
+
+
+class Memory:
+    """The three memory spaces of a running kmodel."""
+
+    def __init__(self, km: KModel, file: str = "model"):
+        self.const = np.frombuffer(km.constants, dtype=np.uint8)
+        self.main = np.zeros(km.main_mem, dtype=np.uint8)
+        self.kpu = np.zeros(KPU_RAM_SIZE, dtype=np.uint8)
+        self.file = file
+        self.node = "?"
+
+    def space(self, mr: MemoryRange) -> np.ndarray:
+        if mr.memory_type == MEM_MAIN:
+            return self.main
+        if mr.memory_type == MEM_KPU:
+            return self.kpu
+        if mr.memory_type == MEM_CONST:
+            return self.const
+        raise FormatError(f"{self.file}: {self.node}: memory type {mr.memory_type} is not const/main/kpu")
+
+    def span(self, mr: MemoryRange, size: int | None = None) -> np.ndarray:
+        """uint8 view of ``size`` (default ``mr.size``) bytes at ``mr.start`` (writable unless const)."""
+        buf = self.space(mr)
+        n = mr.size if size is None else size
+        if mr.start + n > len(buf):
+            names = {MEM_MAIN: "main memory", MEM_KPU: "KPU RAM", MEM_CONST: "the constants"}
+            raise FormatError(
+                f"{self.file}: {self.node}: range {mr} ends at byte {mr.start + n}, past the end of "
+                f"{names[mr.memory_type]} ({len(buf)} bytes); the file is damaged"
+            )
+        return buf[mr.start : mr.start + n]
+
+    def view(self, mr: MemoryRange, dtype=None, count: int | None = None) -> np.ndarray:
+        """Typed 1-D view of a range: ``floor(size / itemsize)`` elements (or ``count``).
+        ``dtype`` defaults to the range's datatype. Unaligned starts give a (slower) unaligned view."""
+        dt = np.dtype(dtype) if dtype is not None else mr.dtype
+        n = mr.size // dt.itemsize if count is None else count
+        return self.span(mr, n * dt.itemsize).view(dt)
+
+    def f32(self, mr: MemoryRange, count: int | None = None) -> np.ndarray:
+        return self.view(mr, np.float32, count)
+
+    def u8(self, mr: MemoryRange, count: int | None = None) -> np.ndarray:
+        return self.view(mr, np.uint8, count)
+
+
+class Model:
+    """A loaded kmodel, ready to run. ``kmodelpy.load(path)`` returns one."""
+
+    def __init__(self, km: KModel, path: str = "model"):
+        self.kmodel = km
+        self.path = str(path)
+        self.mem = Memory(km, self.path)
+        self.last_error: str | None = None
+        if not km.inputs:
+            raise FormatError(f"{self.path}: the kmodel has no inputs")
+
+    @classmethod
+    def from_bytes(cls, data: bytes, path: str = "model") -> "Model":
+        return cls(KModel.parse(data, path), path)
+
+    # ---------------------------------------------------------------- description
+    @property
+    def input_shape(self) -> list[int]:
+        return list(self.kmodel.input_shapes[0])
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return self.kmodel.inputs[0].dtype
+
+    def output_shapes(self) -> list[list[int]]:
+        """Shape of each output, from the last node that writes its range (NCHW as the node lays
+        it out); a flat vector when no node says."""
+        shapes = []
+        for mr in self.kmodel.outputs:
+            shape = None
+            for op in reversed(self.kmodel.ops):
+                if any(_same_place(mr, o) for o in op.outputs()):
+                    shape = op.output_shape(mr)
+                    break
+            n = mr.size // mr.itemsize
+            if shape is None or int(np.prod(shape)) != n:
+                shape = [n]
+            shapes.append([int(d) for d in shape])
+        return shapes
+
+    # ---------------------------------------------------------------- running
+    def set_input(self, x) -> None:
+        """Place input 0 the way ``ncc infer`` does (raw copy to main memory, or kpu_upload)."""
+        from .kpu.layout import kpu_upload
+
+        mr = self.kmodel.inputs[0]
+        shape = self.input_shape
+        want = np.dtype(np.float32) if mr.datatype == DT_FLOAT32 else np.dtype(np.uint8)
+        x = np.asarray(x)
+        if x.dtype != want:
+            if want == np.uint8 and x.dtype.kind in "iu" and x.size and (x.min() < 0 or x.max() > 255):
+                raise InputError(f"{self.path}: input values must be 0..255 for this uint8 model")
+            if want == np.uint8 and x.dtype.kind == "f":
+                raise InputError(
+                    f"{self.path}: the model input is uint8 but a {x.dtype} array was given; pass pixel "
+                    "codes 0..255 as uint8"
+                )
+            x = x.astype(want)
+        n_el = int(np.prod(shape))
+        if x.size != n_el or (x.ndim not in (1, len(shape) - 1, len(shape))):
+            raise InputError(
+                f"{self.path}: input has shape {list(x.shape)} but the model wants "
+                f"{'x'.join(map(str, shape))} (NCHW, {want}); pass a CHW or NCHW array"
+            )
+        x = np.ascontiguousarray(x).reshape(shape)
+        if mr.memory_type == MEM_KPU:
+            if mr.datatype != DT_UINT8:
+                raise FormatError(f"{self.path}: a float input in KPU memory cannot be fed")
+            kpu_upload(self.mem.kpu, mr.start, x)
+        else:
+            nbytes = min(mr.size, x.nbytes)
+            self.mem.span(mr, nbytes)[:] = np.frombuffer(x.tobytes(), dtype=np.uint8)[:nbytes]
+
+    def run(self, x) -> list[np.ndarray]:
+        """Run one input (CHW or NCHW; uint8 or float32 as the model wants). Returns the outputs as
+        numpy arrays (copies), shaped by :meth:`output_shapes`."""
+        self.set_input(x)
+        self.run_nodes()
+        return self.read_outputs()
+
+    def run_nodes(self) -> None:
+        self.last_error = None
+        mem = self.mem
+        for k, op in enumerate(self.kmodel.ops):
+            mem.node = f"node {k} ({op.name})"
+            try:
+                op.run(mem)
+            except KernelFailure as e:
+                self.last_error = f"{self.path}: {mem.node}: {e}"
+                return
+            except KernelError as e:
+                raise KernelError(f"{self.path}: {mem.node}: {e}") from None
+
+    def read_outputs(self) -> list[np.ndarray]:
+        outs = []
+        for mr, shape in zip(self.kmodel.outputs, self.output_shapes()):
+            raw = self.mem.span(mr).copy()
+            n = mr.size // mr.itemsize
+            outs.append(raw[: n * mr.itemsize].view(mr.dtype).reshape(shape))
+        return outs
+
+    def output_bytes(self) -> bytes:
+        """All output ranges, raw, concatenated in output order: exactly what ``ncc infer`` writes."""
+        return b"".join(self.mem.span(mr).tobytes() for mr in self.kmodel.outputs)
+
+
+def _same_place(a: MemoryRange, b: MemoryRange) -> bool:
+    return a.memory_type == b.memory_type and a.start == b.start and b.size > 0
+
+
+def load_kmodel(path) -> Model:
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory, not a .kmodel file") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot read: {e.strerror}") from None
+    return Model.from_bytes(data, str(p))

@@ -1,0 +1,132 @@
+"""Compute sequence, buffer lifetimes and memory planning of the LLIR graph (compiler spec §9).
+
+:func:`schedule` walks the LLIR graph in ncc's DFS order (§3.2) exactly like scheduler.cpp:
+
+1. for every output of the node and **for every consumer connection** of it: the first time, allocate
+   a buffer in the output's memory space (birth = current age, one reference); every further
+   connection adds a reference. Outputs without consumers are never allocated (hence ``ignore`` nodes);
+2. append the node to the compute sequence; every allocator's age grows by one (and the age of every
+   still-referenced buffer);
+3. unless the node is an ``output`` node, release one reference of each input's buffer, except
+   const buffers (constants never die). Graph outputs are therefore never released.
+
+Then every allocator places its buffers first-fit (:mod:`kmodelpy.compiler.allocator`). Sizes: const
+and main tensors take ``elements × bytes(dtype)`` (alignment 8); KPU tensors take their KPU row-layout
+size ``kpu_bytes(to4(shape))`` (alignment 64, 2 MiB limit). Working memory (``main_mem``) is the main
+allocator's maximum usage; the header's ``constants`` is the const allocator's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import CompileError
+from ..ir.graph import MEM_CONST, MEM_KPU, MEM_MAIN, Graph, Node, OutputConnector
+from .allocator import KPU_RAM_BYTES, Buffer, MemoryAllocator
+
+DTYPE_BYTES = {"float32": 4, "uint8": 1, "int32": 4}
+
+
+def to4(shape, fill: int = 1) -> list[int]:
+    """Right-align a shape of rank <= 4 into 4 ints, leading entries ``fill`` (compiler spec §10.2)."""
+    shape = [int(d) for d in shape]
+    if len(shape) > 4:
+        raise CompileError(f"shape {shape} has rank {len(shape)}; the K210 runtime supports at most 4 dimensions")
+    return [fill] * (4 - len(shape)) + shape
+
+
+def tensor_bytes(out: OutputConnector) -> int:
+    """Bytes a tensor occupies in its memory space (main/const: dense; KPU: row layout, §9.1)."""
+    if out.memory == MEM_KPU:
+        from ..kpu.layout import kpu_bytes
+
+        if out.dtype != "uint8":
+            raise CompileError(f"{out.node.name}: KPU tensors must be uint8, got {out.dtype}")
+        return int(kpu_bytes(to4(out.shape)))
+    n = 1
+    for d in out.shape:
+        n *= int(d)
+    return n * DTYPE_BYTES[out.dtype]
+
+
+@dataclass
+class Schedule:
+    """Result of :func:`schedule`: the compute sequence and every tensor's placement."""
+
+    sequence: list[Node]
+    allocators: dict[str, MemoryAllocator]
+    buffers: dict[OutputConnector, Buffer] = field(default_factory=dict)
+
+    def buffer(self, out: OutputConnector) -> Buffer:
+        return self.buffers[out]
+
+    @property
+    def main_usage(self) -> int:
+        return self.allocators[MEM_MAIN].max_usage
+
+    @property
+    def const_usage(self) -> int:
+        return self.allocators[MEM_CONST].max_usage
+
+    @property
+    def kpu_usage(self) -> int:
+        return self.allocators[MEM_KPU].max_usage
+
+
+def make_allocators() -> dict[str, MemoryAllocator]:
+    """The K210 target's three allocators (cpu/target.cpp + k210/target.cpp ``fill_allocators``)."""
+    return {
+        MEM_CONST: MemoryAllocator(MEM_CONST, 8),
+        MEM_MAIN: MemoryAllocator(MEM_MAIN, 8),
+        MEM_KPU: MemoryAllocator(MEM_KPU, 64, KPU_RAM_BYTES),
+    }
+
+
+def plan_lifetimes(graph: Graph, allocators: dict[str, MemoryAllocator] | None = None) -> Schedule:
+    """Steps 1–3 above (no placement yet): the compute sequence and every buffer's birth and age."""
+    allocators = allocators if allocators is not None else make_allocators()
+    sched = Schedule([], allocators)
+    for node in graph.dfs():
+        for out in node.outputs:
+            for _ in out.consumers:
+                buf = sched.buffers.get(out)
+                if buf is None:
+                    alloc = allocators[out.memory]
+                    sched.buffers[out] = alloc.allocate(tensor_bytes(out), label=_label(out))
+                else:
+                    buf.add_ref()
+        sched.sequence.append(node)
+        for alloc in allocators.values():
+            alloc.grow_age()
+        if node.op != "output":
+            for ic in node.inputs:
+                out = ic.producer
+                if out is not None and out.memory != MEM_CONST and out in sched.buffers:
+                    sched.buffers[out].release()
+    return sched
+
+
+def schedule(graph: Graph) -> Schedule:
+    """Plan lifetimes, then place every space first-fit. Raises CompileError when the KPU tensors do not
+    fit the K210's 2 MiB KPU RAM, naming the layer whose tensor overflows (ncc only says
+    ``KPU allocator cannot allocate more memory.``)."""
+    sched = plan_lifetimes(graph)
+    for alloc in sched.allocators.values():
+        alloc.finish()
+    kpu = sched.allocators[MEM_KPU]
+    bad = kpu.overflow()
+    if bad is not None:
+        raise CompileError(
+            f"KPU memory overflow at layer {bad.label}: its KPU tensor needs {bad.valid_size} B "
+            f"({bad.size} B aligned) at KPU offset {bad.start}, and the live KPU tensors need "
+            f"{kpu.max_usage} B in total, over the K210's 2 MB KPU RAM ({KPU_RAM_BYTES} B); "
+            "reduce the input size or the number of channels of the layers that run on the KPU"
+        )
+    return sched
+
+
+def _label(out: OutputConnector) -> str:
+    n = out.node
+    name = n.name or n.op
+    if len(n.outputs) > 1:
+        return f"{name} ({n.op} output {out.index})"
+    return f"{name} ({n.op})"

@@ -1,0 +1,180 @@
+"""Back end of the compiler: first-fit allocator, lifetimes, lowering, KPU sizes/load planning, emission
+(compiler spec §8.1, §9, §10)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kmodelpy.compiler.allocator import KPU_RAM_BYTES, FreeList, MemoryAllocator, align
+from kmodelpy.compiler.schedule import plan_lifetimes, schedule, to4
+from kmodelpy.errors import CompileError
+from kmodelpy.ir.graph import MEM_CONST, MEM_KPU, MEM_MAIN, Graph
+
+
+# ------------------------------------------------------------------------------------------ free list (§9.3)
+def test_freelist_grows_heap_for_new_blocks():
+    fl = FreeList()
+    assert fl.allocate(16) == 0
+    assert fl.allocate(8) == 16
+    assert fl.heap_end == 24
+
+
+def test_freelist_returns_upper_part_of_larger_block():
+    fl = FreeList()
+    a = fl.allocate(16)
+    fl.allocate(8)
+    fl.free(a, 16)
+    # lowest block [0, 16) is larger than 8: it is shrunk from the top and its upper part returned
+    assert fl.allocate(8) == 8
+    assert fl.blocks == [[0, 8]]
+    # nothing fits 16 and the free block [0, 8) does not end at the heap end (24) -> new block at 24
+    assert fl.allocate(16) == 24
+    assert fl.heap_end == 40
+
+
+def test_freelist_grows_last_free_block_at_heap_end():
+    fl = FreeList()
+    fl.allocate(8)
+    b = fl.allocate(8)
+    fl.free(b, 8)  # [8, 16) is free and ends at the heap end
+    assert fl.allocate(24) == 8  # grown to exactly 24 and returned whole
+    assert fl.heap_end == 32
+    assert fl.blocks == []
+
+
+def test_freelist_exact_fit_and_merging():
+    fl = FreeList()
+    starts = [fl.allocate(8) for _ in range(4)]  # 0, 8, 16, 24
+    fl.free(starts[0], 8)
+    fl.free(starts[2], 8)
+    assert fl.blocks == [[0, 8], [16, 8]]
+    fl.free(starts[1], 8)  # merges with both neighbours
+    assert fl.blocks == [[0, 24]]
+    assert fl.allocate(24) == 0  # exact fit removes the block
+    assert fl.blocks == []
+
+
+def test_first_fit_frees_before_allocations_of_the_same_age():
+    al = MemoryAllocator("main", 8)
+    a = al.allocate(100)  # birth 0
+    al.grow_age()
+    a.release()  # lives on age 0 only
+    b = al.allocate(64)  # birth 1: may reuse a's place
+    al.grow_age()
+    b.release()
+    al.finish()
+    assert (a.birth, a.age, a.size, a.valid_size) == (0, 1, 104, 100)
+    assert a.start == 0 and b.start == 104 - 64  # upper part of the freed 104-byte block
+    assert al.max_usage == 104
+
+
+# hypothesis: random lifetimes never overlap in place, starts are aligned, max usage = heap end
+@st.composite
+def lifetimes(draw):
+    n_steps = draw(st.integers(1, 12))
+    bufs = []
+    for t in range(n_steps):
+        for _ in range(draw(st.integers(0, 3))):
+            size = draw(st.integers(1, 300))
+            last = draw(st.integers(t, n_steps - 1))
+            bufs.append((t, last, size))
+    return n_steps, bufs
+
+
+@settings(max_examples=200, deadline=None)
+@given(lifetimes(), st.sampled_from([8, 64]))
+def test_first_fit_no_overlap(case, alignment):
+    n_steps, spec = case
+    al = MemoryAllocator("x", alignment)
+    live = []
+    for t in range(n_steps):
+        for birth, last, size in spec:
+            if birth == t:
+                live.append((al.allocate(size), last))
+        al.grow_age()
+        for b, last in live:
+            if last == t:
+                b.release()
+    al.finish()
+    bufs = al.buffers
+    for b in bufs:
+        assert b.start % alignment == 0 and b.size == align(b.valid_size, alignment)
+    for i, x in enumerate(bufs):
+        for y in bufs[i + 1:]:
+            t_overlap = x.birth < y.birth + y.age and y.birth < x.birth + x.age
+            if t_overlap:
+                assert x.end <= y.start or y.end <= x.start, (x, y)
+    assert al.max_usage == max((b.end for b in bufs), default=0)
+
+
+# ------------------------------------------------------------------------------------------ lifetimes (§9.2)
+def _chain_graph():
+    """input(u8 1x3x8x8) -> a -> b ; input -> c ; concat(b, c) -> output ; const -> b."""
+    g = Graph()
+    x = g.add("input", (), [(1, 3, 8, 8)], ["float32"], name="x")
+    k = g.add("constant", (), [(1,)], ["float32"], memory=MEM_CONST, data=np.ones(1, np.float32))
+    a = g.add("unary", [x.output], [(1, 3, 8, 8)], name="a", unary_op="neg")
+    b = g.add("binary", [a.output, k.output], [(1, 3, 8, 8)], name="b", binary_op="add")
+    c = g.add("unary", [x.output], [(1, 3, 8, 8)], name="c", unary_op="abs")
+    cat = g.add("concat", [b.output, c.output], [(1, 6, 8, 8)], name="cat", axis=1)
+    g.add("output", [cat.output], [], name="y")
+    return g, dict(x=x, k=k, a=a, b=b, c=c, cat=cat)
+
+
+def test_lifetimes_follow_ncc_scheduler():
+    g, n = _chain_graph()
+    s = plan_lifetimes(g)
+    order = [node.name or node.op for node in s.sequence]
+    assert order == ["x", "a", "constant", "b", "c", "cat", "y"]
+    buf = {k: s.buffers[v.output] for k, v in n.items()}
+    # input: born at step 0, consumers a (step 1) and c (step 4) -> live ages [0, 4]
+    assert (buf["x"].birth, buf["x"].age) == (0, 5)
+    assert (buf["a"].birth, buf["a"].age) == (1, 3)  # steps 1..3 (b runs at step 3)
+    # constants never die
+    assert buf["k"].birth == 2 and buf["k"].refs == 1 and buf["k"].age == 5
+    # graph output never released
+    assert buf["cat"].refs == 1 and buf["cat"].age == 2
+    assert buf["x"].valid_size == 3 * 8 * 8 * 4
+
+
+def test_outputs_without_consumers_are_not_allocated():
+    g = Graph()
+    x = g.add("input", (), [(4,)], ["float32"], name="x")
+    d = g.add("unary", [x.output], [(4,)], unary_op="neg")
+    d.outputs.append(type(d.output)(d, 1, (4,), "float32"))  # second output, never consumed
+    g.add("output", [d.output], [], name="y")
+    s = plan_lifetimes(g)
+    assert d.outputs[0] in s.buffers and d.outputs[1] not in s.buffers
+
+
+def test_schedule_places_and_reuses():
+    g, n = _chain_graph()
+    s = schedule(g)
+    b = {k: s.buffers[v.output] for k, v in n.items()}
+    assert b["k"].start == 0 and s.const_usage == 8
+    # x [0,768); a [768,1536) (ages 1-3); b born 3 while a lives -> [1536,2304); c born 4 = a's free age
+    # -> a's place; cat (1536 B) born 5 when only x's [0,768) is free -> new block at the heap end
+    assert (b["x"].start, b["a"].start, b["b"].start, b["c"].start, b["cat"].start) == (0, 768, 1536, 768, 2304)
+    assert s.main_usage == 3840
+
+
+def test_kpu_overflow_names_the_layer():
+    g = Graph()
+    x = g.add("input", (), [(1, 3, 256, 512)], ["uint8"], name="x")
+    up = g.add("kpu_upload", [x.output], [(1, 3, 256, 512)], ["uint8"], name="up", memory=MEM_KPU)
+    big = g.add("kpu_upload", [x.output], [(1, 16, 256, 512)], ["uint8"], name="big_layer", memory=MEM_KPU,
+                in_shapes=[(1, 3, 256, 512)])
+    cat = g.add("concat", [up.output, big.output], [(1, 19, 256, 512)], ["uint8"], axis=1)
+    g.add("output", [cat.output], [], name="y")
+    with pytest.raises(CompileError, match=r"big_layer.*2097152 B"):
+        schedule(g)
+
+
+def test_to4():
+    assert to4([5]) == [1, 1, 1, 5]
+    assert to4([2, 3], fill=0) == [0, 0, 2, 3]
+    assert to4([1, 2, 3, 4]) == [1, 2, 3, 4]
+    with pytest.raises(CompileError):
+        to4([1, 2, 3, 4, 5])

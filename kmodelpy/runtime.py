@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FormatError, InputError, KernelError
+from .errors import FormatError, InputError, KernelError, KmodelpyError
 from .format.binio import DT_FLOAT32, DT_UINT8, MEM_CONST, MEM_KPU, MEM_MAIN, MemoryRange
 from .format.kmodel import KModel
 
@@ -74,8 +74,26 @@ class Model:
         self.path = str(path)
         self.mem = Memory(km, self.path)
         self.last_error: str | None = None
+        self._shapes: list[list[int]] | None = None
         if not km.inputs:
             raise FormatError(f"{self.path}: the kmodel has no inputs")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Refuse, at load time, any range that lies outside its memory (ncc never checks and would
+        read or write past its buffers): one clear line instead of a crash in a kernel."""
+        mem = self.mem
+        mem.node = "input 0 descriptor"
+        mem.span(self.kmodel.inputs[0])
+        for i, mr in enumerate(self.kmodel.outputs):
+            mem.node = f"output {i} descriptor"
+            mem.span(mr)
+        for k, op in enumerate(self.kmodel.ops):
+            mem.node = f"node {k} ({op.name})"
+            for mr in list(op.inputs()) + list(op.outputs()):
+                if mr is not None and mr.size:
+                    mem.span(mr)
+        mem.node = "?"
 
     @classmethod
     def from_bytes(cls, data: bytes, path: str = "model") -> "Model":
@@ -93,6 +111,11 @@ class Model:
     def output_shapes(self) -> list[list[int]]:
         """Shape of each output, from the last node that writes its range (NCHW as the node lays
         it out); a flat vector when no node says."""
+        if self._shapes is None:
+            self._shapes = self._find_output_shapes()
+        return [list(s) for s in self._shapes]
+
+    def _find_output_shapes(self) -> list[list[int]]:
         shapes = []
         for mr in self.kmodel.outputs:
             shape = None
@@ -147,17 +170,52 @@ class Model:
         return self.read_outputs()
 
     def run_nodes(self) -> None:
+        """Run every node in file order (§B.26): a KernelFailure stops the run and is kept in
+        ``last_error`` (ncc prints ``Fatal: ...`` and still writes the outputs); a KernelError
+        (ncc throws) propagates."""
         self.last_error = None
-        mem = self.mem
         for k, op in enumerate(self.kmodel.ops):
-            mem.node = f"node {k} ({op.name})"
-            try:
-                op.run(mem)
-            except KernelFailure as e:
-                self.last_error = f"{self.path}: {mem.node}: {e}"
+            if not self._run_node(k, op):
                 return
-            except KernelError as e:
-                raise KernelError(f"{self.path}: {mem.node}: {e}") from None
+
+    def _run_node(self, k: int, op) -> bool:
+        mem = self.mem
+        mem.node = f"node {k} ({op.name})"
+        try:
+            op.run(mem)
+        except KernelFailure as e:
+            self.last_error = f"{self.path}: {mem.node}: {e}"
+            return False
+        except KernelError as e:
+            raise KernelError(f"{self.path}: {mem.node}: {_one_line(e)}") from None
+        except KmodelpyError:
+            raise
+        except _DAMAGE as e:
+            # A body whose fields contradict each other (shapes vs. range sizes...): ncc would read
+            # or write out of bounds; we stop with one line naming the node.
+            raise FormatError(
+                f"{self.path}: {mem.node} cannot run: its body is inconsistent "
+                f"({type(e).__name__}: {_one_line(e)}); the file is damaged or not supported"
+            ) from None
+        return True
+
+    def profile(self, x, repeats: int = 1) -> list[tuple[int, str, float]]:
+        """Run ``x`` ``repeats`` times and return ``[(node index, op name, best seconds)]`` for
+        every node executed (to find the slow kernel)."""
+        import time
+
+        best: dict[int, float] = {}
+        for _ in range(max(1, repeats)):
+            self.set_input(x)
+            self.last_error = None
+            for k, op in enumerate(self.kmodel.ops):
+                t0 = time.perf_counter()
+                ok = self._run_node(k, op)
+                dt = time.perf_counter() - t0
+                best[k] = min(best.get(k, dt), dt)
+                if not ok:
+                    break
+        return [(k, self.kmodel.ops[k].name, best[k]) for k in sorted(best)]
 
     def read_outputs(self) -> list[np.ndarray]:
         outs = []
@@ -170,6 +228,13 @@ class Model:
     def output_bytes(self) -> bytes:
         """All output ranges, raw, concatenated in output order: exactly what ``ncc infer`` writes."""
         return b"".join(self.mem.span(mr).tobytes() for mr in self.kmodel.outputs)
+
+
+_DAMAGE = (IndexError, ValueError, OverflowError, ZeroDivisionError, MemoryError, KeyError)
+
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split())
 
 
 def _same_place(a: MemoryRange, b: MemoryRange) -> bool:

@@ -60,8 +60,8 @@ class KModel:
         if ident != KMODEL_IDENTIFIER:
             if ident == 3:
                 raise UnsupportedError(
-                    f"{file}: this is a kmodel v3 (nncase v0.1 / old MaixPy); kmodelpy reads kmodel v4 — "
-                    "recompile the source model with `kmodelpy compile` (or ncc v0.2)"
+                    f"{file}: this is a kmodel v3 (from nncase v0.1 / the old Maix toolbox); kmodelpy reads "
+                    "kmodel v4 only: recompile the source model with `kmodelpy compile` (or ncc v0.2)"
                 )
             raise FormatError(
                 f"{file}: not a kmodel (magic {data[:4].hex()} instead of 4c444d4b 'LDMK'); "
@@ -84,8 +84,8 @@ class KModel:
             raise FormatError(f"{file}: header target {target} is neither 0 (CPU) nor 1 (K210)")
         if main_mem > MAX_MAIN_MEM:
             raise FormatError(
-                f"{file}: header asks for {main_mem} bytes of main memory (limit {MAX_MAIN_MEM}); "
-                "the file is damaged"
+                f"{file}: header asks for {main_mem} bytes of main memory (the K210 has 6 MB, kmodelpy "
+                f"allows {MAX_MAIN_MEM}); the file is damaged"
             )
         if n_const > len(data) or n_nodes > MAX_NODES or n_in > 4096 or n_out > 4096:
             raise FormatError(
@@ -116,7 +116,7 @@ class KModel:
                     f"{len(data)}-byte file; the file is truncated"
                 )
             br = Reader(data, pos, min(end, len(data)), f"node {k} ({cls_.name}) body", file)
-            op = cls_.read(br)
+            op = _read_body(cls_, br, k, file)
             rest = bytes(data[br.pos : min(end, len(data))])
             natural = (-(br.pos)) % 8
             short = max(0, end - len(data))  # only the last body may be cut short (ncc quirk)
@@ -168,3 +168,35 @@ class KModel:
             drop = last_pad if self.missing_tail is None else self.missing_tail
             out = out[: len(out) - drop]
         return out + self.trailer
+
+
+def _read_body(cls_, br: Reader, k: int, file: str):
+    """Parse one body; anything but a KmodelpyError raised by the op's reader means the body's
+    fields are inconsistent (a damaged file), and is reported as such."""
+    from ..errors import KmodelpyError
+
+    try:
+        return cls_.read(br)
+    except KmodelpyError:
+        raise
+    except (ValueError, IndexError, OverflowError, MemoryError, struct.error, TypeError, KeyError) as e:
+        raise FormatError(
+            f"{file}: node {k} ({cls_.name}) body is inconsistent ({type(e).__name__}: "
+            f"{' '.join(str(e).split())}); the file is damaged"
+        ) from None
+
+
+def node_opcodes(data: bytes, file: str = "model") -> list[int]:
+    """The opcode of every node, read from the header and node headers only (no body parsing)."""
+    data = bytes(data)
+    r = Reader(data, 0, len(data), "header", file)
+    r.skip(16)
+    n_const, _, n_nodes, n_in, n_out = (r.u32(n) for n in ("constants", "main_mem", "nodes", "inputs", "outputs"))
+    if n_nodes > MAX_NODES:
+        raise FormatError(f"{file}: header says {n_nodes} nodes; the file is damaged")
+    r = Reader(data, HEADER_SIZE + 32 * n_in + 16 * n_out + n_const, len(data), "node headers", file)
+    out = []
+    for _ in range(n_nodes):
+        out.append(r.u32("opcode"))
+        r.skip(4, "body_size")
+    return out

@@ -1,0 +1,334 @@
+"""The ``kmodelpy`` command: ``infer``, ``run``, ``inspect``, ``demo`` and ``compile``.
+
+``infer`` writes the same files as ``ncc infer`` (runtime spec §E). Every user error (a
+:class:`~kmodelpy.errors.KmodelpyError`) is printed as one ``error: ...`` line on stderr with exit
+status 2 and no traceback; an unexpected exception is reported as a kmodelpy bug (status 1, with
+the traceback only when ``KMODELPY_DEBUG=1``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import InputError, KmodelpyError, UnsupportedError
+
+RAW_SUFFIXES = (".bin", ".raw")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _load_model(path):
+    """``kmodelpy.load`` with the two not-yet-available cases turned into one-line errors."""
+    from . import load
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not a model file")
+    try:
+        return load(p)
+    except ModuleNotFoundError as e:
+        if (e.name or "").startswith("kmodelpy"):
+            raise UnsupportedError(f"{p}: .tflite support is not available in this kmodelpy ({e.name} is missing)") from None
+        raise
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder, then rename: never a partial file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _make_outdir(path) -> Path:
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"{p}: output path exists and is not a folder") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot create the output folder: {e.strerror or e}") from None
+    return p
+
+
+def _output_bytes(model, outputs) -> bytes:
+    """What ``ncc infer`` writes: every output range raw, concatenated (kmodel), or the float
+    outputs concatenated (a .tflite reference model)."""
+    import numpy as np
+
+    if hasattr(model, "output_bytes"):
+        return model.output_bytes()
+    return b"".join(np.ascontiguousarray(o).tobytes() for o in outputs)
+
+
+def _input_chw(model):
+    from .images import model_chw
+
+    return model_chw(model.input_shape)
+
+
+def _batch(model, samples):
+    """The [N, C, H, W] tensor ``ncc infer`` builds from N samples. ncc v0.2.0-beta4 writes every
+    sample of a batch into slot 0 (so slot 0 holds the batch's last sample) and leaves the other
+    slots uninitialised (spec §E caveat); kmodelpy does the same with zeros in the other slots."""
+    import numpy as np
+
+    shape = [int(d) for d in model.input_shape]
+    x = np.zeros(shape, dtype=samples[-1].dtype)
+    x[0] = samples[-1].reshape(shape[1:])
+    return x
+
+
+def _kernel_failure(model) -> None:
+    err = getattr(model, "last_error", None)
+    if err:
+        print(f"Fatal: {err}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- infer
+def cmd_infer(args) -> int:
+    from .images import list_dataset, load_input
+
+    model = _load_model(args.model)
+    files = list_dataset(args.dataset, args.dataset_format)
+    n = max(1, int(model.input_shape[0]))
+    files = files[: len(files) - len(files) % n]
+    if not files:
+        raise InputError(f"{args.dataset}: the dataset has fewer files than the model's batch size {n}")
+    if n > 1:
+        print(
+            f"warning: {args.model}: input batch {n} > 1: like ncc infer, each output uses only the last "
+            "file of its batch (ncc v0.2 bug)", file=sys.stderr,
+        )
+    c, h, w = _input_chw(model)
+    dtype = model.input_dtype
+    if args.dataset_format == "raw":  # check every size first: no output at all for a bad dataset
+        from .images import load_raw
+
+        for f in files:
+            load_raw(f, dtype, (c, h, w))
+    outdir = None
+    for b in range(0, len(files), n):
+        group = files[b : b + n]
+        samples = [load_input(f, args.dataset_format, dtype, (c, h, w), args.input_mean, args.input_std)
+                   for f in group]
+        outputs = model.run(_batch(model, samples))
+        _kernel_failure(model)
+        outdir = outdir or _make_outdir(args.outdir)
+        _atomic_write(outdir / f"{group[0].stem}.bin", _output_bytes(model, outputs))
+    print(f"kmodelpy infer: {len(files)} file(s) -> {args.outdir}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- run
+def _summary(o) -> str:
+    import numpy as np
+
+    a = np.asarray(o)
+    shape = "x".join(map(str, a.shape)) or "scalar"
+    flat = a.reshape(-1)
+    head = f"  shape {shape} {a.dtype}"
+    if flat.size == 0:
+        return head + ": empty"
+    if flat.size == 1:
+        return head + f": {flat[0]:.6g}" if a.dtype.kind == "f" else head + f": {flat[0]}"
+    vector = sum(d > 1 for d in a.shape) <= 1
+    if vector:
+        k = min(5, flat.size)
+        order = np.argsort(-flat.astype(np.float64), kind="stable")[:k]
+        top = ", ".join(f"[{i}] {flat[i]:.6g}" for i in order)
+        return head + f": top-{k} {top}"
+    ff = flat.astype(np.float64)
+    first = " ".join(f"{v:.4g}" for v in flat[:6])
+    return head + f": min {ff.min():.6g} max {ff.max():.6g} mean {ff.mean():.6g}; first values {first} ..."
+
+
+def cmd_run(args) -> int:
+    from .images import load_input
+
+    model = _load_model(args.model)
+    c, h, w = _input_chw(model)
+    dtype = model.input_dtype
+    outdir = _make_outdir(args.save) if args.save else None
+    for f in args.inputs:
+        p = Path(f)
+        fmt = "raw" if p.suffix.lower() in RAW_SUFFIXES else "image"
+        x = load_input(p, fmt, dtype, (c, h, w), args.input_mean, args.input_std)
+        outputs = model.run(_batch(model, [x]))
+        _kernel_failure(model)
+        print(f"{p}:")
+        for i, o in enumerate(outputs):
+            print(f" output {i}:" + _summary(o)[1:])
+        if outdir is not None:
+            _atomic_write(outdir / f"{p.stem}.bin", _output_bytes(model, outputs))
+    return 0
+
+
+# ---------------------------------------------------------------------------- inspect
+def cmd_inspect(args) -> int:
+    p = Path(args.model)
+    if p.suffix.lower() == ".tflite":
+        if not p.is_file():
+            raise InputError(f"{p}: no such file")
+        try:
+            from .fit_report import report
+        except ModuleNotFoundError as e:
+            if (e.name or "").startswith("kmodelpy"):
+                raise UnsupportedError(f"{p}: inspecting .tflite files is not available in this kmodelpy ({e.name} is missing)") from None
+            raise
+        print(report(str(p)))
+        return 0
+    from .inspect_kmodel import describe_file
+
+    print(describe_file(p))
+    return 0
+
+
+# ---------------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    """The bundled line follower (reference case line_follower_kpu) on three bundled PNGs, next
+    to what ncc infer and the float TFLite model give for the same pictures."""
+    import json
+
+    import numpy as np
+
+    from .images import load_image_u8
+
+    data = Path(__file__).resolve().parent / "data"
+    model = _load_model(data / "line_follower.kmodel")
+    refs_path = data / "line_follower_refs.json"
+    refs = json.loads(refs_path.read_text()) if refs_path.exists() else {}
+    c, h, w = _input_chw(model)
+    print(f"line follower (MobileNet v1 0.25, {w}x{h} RGB, uint8 kmodel) emulated like ncc infer;"
+          " steering in [-1, 1]")
+    for png in sorted(data.glob("*.png")):
+        (steer,) = model.run(load_image_u8(png, c, h, w))
+        v = np.float32(steer.reshape(-1)[0])
+        line = f"  {png.name}: steering {float(v):+.5f}"
+        ref = refs.get(png.name, {})
+        if "ncc_infer" in ref:
+            same = "bit-exact" if np.float32(ref["ncc_infer"]).tobytes() == v.tobytes() else "DIFFERS"
+            line += f"   ncc infer {ref['ncc_infer']:+.5f} ({same})"
+        if "float_tflite" in ref:
+            line += f"   float TFLite {ref['float_tflite']:+.5f}"
+        print(line)
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def _add_norm(p) -> None:
+    p.add_argument("--input-mean", type=float, default=0.0, metavar="M",
+                   help="float inputs: v = (v - M) / S after scaling pixels to [0, 1] (default 0)")
+    p.add_argument("--input-std", type=float, default=1.0, metavar="S", help="see --input-mean (default 1)")
+
+
+def _add_compile(sub, load: bool) -> None:
+    """Register `compile`. kmodelpy.compiler.cli (written separately) is imported only when the
+    command is `compile` (keeps `kmodelpy run` start-up fast)."""
+    if not load:
+        p = sub.add_parser("compile", help="compile a float .tflite to kmodel v4 (like ncc compile)",
+                           add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        return
+    try:
+        from .compiler import cli as ccli
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("kmodelpy"):
+            raise
+        missing = e.name
+        p = sub.add_parser("compile", help="compile a float .tflite to kmodel v4 (not available)",
+                           add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda a: _unavailable(f"compile: the compiler is not available in this kmodelpy ({missing})"))
+        return
+    p = sub.add_parser("compile", help="compile a float .tflite to kmodel v4 (like ncc compile)")
+    ccli.configure_parser(p)
+    p.set_defaults(func=ccli.main)
+
+
+def _unavailable(msg: str) -> int:
+    raise UnsupportedError(msg)
+
+
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="kmodelpy",
+        description="Compile TFLite for the K210 KPU and emulate kmodel v4 bit for bit like ncc infer.",
+    )
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("infer", help="like `ncc infer`: one .bin of raw outputs per dataset file")
+    p.add_argument("model", help=".kmodel (or .tflite for the float reference)")
+    p.add_argument("outdir", help="output folder (created if missing)")
+    p.add_argument("--dataset", required=True, help="a folder (walked recursively, sorted) or one file")
+    p.add_argument("--dataset-format", choices=("image", "raw"), default="image",
+                   help="image: files OpenCV decodes; raw: CHW files of exactly C*H*W input elements")
+    _add_norm(p)
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("run", help="run images (or raw .bin files) and print the outputs")
+    p.add_argument("model", help=".kmodel (or .tflite)")
+    p.add_argument("inputs", nargs="+", help="images; .bin/.raw files are read as raw CHW samples")
+    p.add_argument("--save", metavar="DIR", help="also write DIR/<stem>.bin as `infer` does")
+    _add_norm(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("inspect", help="describe a kmodel (ops, memory, MaixPy hints) or a .tflite's fit")
+    p.add_argument("model")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("demo", help="run the bundled line-follower kmodel on the bundled images")
+    p.set_defaults(func=cmd_demo)
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _add_compile(sub, load=bool(argv) and argv[0] == "compile")
+    return ap
+
+
+def main(argv=None) -> int:
+    debug = os.environ.get("KMODELPY_DEBUG") == "1"
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error argparse already printed
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    try:
+        return int(args.func(args) or 0)
+    except KmodelpyError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(
+            f"internal error (a kmodelpy bug, please report it): {type(e).__name__}: "
+            f"{' '.join(str(e).split())} (set KMODELPY_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

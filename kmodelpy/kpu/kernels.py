@@ -1,0 +1,248 @@
+"""numba kernels of the KPU layer (runtime spec §C.5, §C.6), bit-exact with ``ncc infer``.
+
+The convolution sum ``Sxw = Σ x·w`` is computed exactly from centered values ``x' = x−128``,
+``w' = w−128`` (each product fits i16, sums fit i32, so the loops vectorise):
+
+    Sxw = D + 128·Σx' + 128·Σw' + 16384·T,   D = Σ x'·w',  T = g_ic·K² taps
+
+and then, all in i64 as the spec says::
+
+    C  = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic          (Sx = Σx, Sw = Σw, padding taps = Zp)
+    Bv = asr(C·norm_mul, norm_shift) + norm_add
+    j  = largest j in 15..0 with Bv > x_start[j]
+    U  = clamp(KROUND((Bv − x_start[j])·y_mul[j], shift[j]) + add[j], 0, 255)
+
+followed by the pool (C.6). Nothing here is compiled at import time.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+ERR_NONE, ERR_NO_SEGMENT, ERR_SHIFT = 0, 1, 2
+# pool_type -> stride (C.6)
+POOL_STRIDE = (1, 2, 2, 4, 4, 2, 2, 4, 1, 1)
+
+
+@numba.njit(cache=True)
+def kround(t, s):
+    """``carry_shift<int64, banker=true>`` with its sign quirk (C.5): KROUND(−1, 2) = −2."""
+    if s == 0:
+        return t
+    q = t >> s
+    f = t & ((np.int64(1) << s) - 1)
+    h = np.int64(1) << (s - 1)
+    sigma = np.int64(-1) if t < 0 else np.int64(1)
+    if f < h:
+        return q
+    if f > h:
+        return q + sigma
+    if q & 1:
+        return q + sigma
+    return q
+
+
+@numba.njit(cache=True)
+def pool_plane(u, ih, iw, pool_type, dst):
+    """Pool one channel ``u`` (flat ih*iw u8) into ``dst`` [OH, OW] (C.6)."""
+    oh, ow = dst.shape
+    if pool_type == 0:
+        for y in range(oh):
+            for x in range(ow):
+                dst[y, x] = u[y * iw + x]
+    elif pool_type == 1 or pool_type == 3:  # max_2_s2, max_4_s4
+        s = 2 if pool_type == 1 else 4
+        for y in range(oh):
+            for x in range(ow):
+                m = 0
+                for ky in range(s):
+                    row = (y * s + ky) * iw + x * s
+                    for kx in range(s):
+                        v = u[row + kx]
+                        if v > m:
+                            m = v
+                dst[y, x] = m
+    elif pool_type == 2 or pool_type == 4:  # mean_2_s2, mean_4_s4
+        s = 2 if pool_type == 2 else 4
+        for y in range(oh):
+            for x in range(ow):
+                acc = np.uint32(0)
+                for ky in range(s):
+                    row = (y * s + ky) * iw + x * s
+                    for kx in range(s):
+                        acc += np.uint32(u[row + kx])
+                dst[y, x] = acc // np.uint32(s * s)
+    elif pool_type == 5 or pool_type == 6 or pool_type == 7:  # left_top_2, right_top_2, left_top_4
+        s = 4 if pool_type == 7 else 2
+        dx = 1 if pool_type == 6 else 0
+        for y in range(oh):
+            for x in range(ow):
+                dst[y, x] = u[(y * s) * iw + x * s + dx]
+    elif pool_type == 8:  # mean_2_s1, edge replicated
+        for y in range(oh):
+            y1 = min(y + 1, ih - 1)
+            for x in range(ow):
+                x1 = min(x + 1, iw - 1)
+                acc = (np.uint32(u[y * iw + x]) + np.uint32(u[y * iw + x1]) + np.uint32(u[y1 * iw + x])
+                       + np.uint32(u[y1 * iw + x1]))
+                dst[y, x] = acc // np.uint32(4)
+    else:  # 9: max_2_s1, taps past the edge read as 0
+        for y in range(oh):
+            for x in range(ow):
+                m = u[y * iw + x]
+                if x + 1 < iw and u[y * iw + x + 1] > m:
+                    m = u[y * iw + x + 1]
+                if y + 1 < ih:
+                    if u[(y + 1) * iw + x] > m:
+                        m = u[(y + 1) * iw + x]
+                    if x + 1 < iw and u[(y + 1) * iw + x + 1] > m:
+                        m = u[(y + 1) * iw + x + 1]
+                dst[y, x] = m
+
+
+@numba.njit(cache=True)
+def _pad_center(x, n, zp, pad, xp):
+    """xp[c] = x[n, c] − 128, with a ``pad``-wide border of Zp − 128."""
+    ic, ih, iw = x.shape[1], x.shape[2], x.shape[3]
+    ph, pw = ih + 2 * pad, iw + 2 * pad
+    pv = np.int16(zp - 128)
+    for c in range(ic):
+        for yy in range(ph):
+            y = yy - pad
+            if y < 0 or y >= ih:
+                for xx in range(pw):
+                    xp[c, yy, xx] = pv
+                continue
+            for xx in range(pad):
+                xp[c, yy, xx] = pv
+                xp[c, yy, pw - 1 - xx] = pv
+            for xq in range(iw):
+                xp[c, yy, xq + pad] = np.int16(x[n, c, y, xq]) - np.int16(128)
+
+
+@numba.njit(cache=True)
+def _box_sum(plane, k, ih, iw, out):
+    """out[y*iw+x] = Σ_{ky,kx<k} plane[y+ky, x+kx] (i64)."""
+    for y in range(ih):
+        for x in range(iw):
+            s = np.int64(0)
+            for ky in range(k):
+                for kx in range(k):
+                    s += plane[y + ky, x + kx]
+            out[y * iw + x] = s
+
+
+@numba.njit(cache=True)
+def _axpy_taps(xp, c, wrow, woff, k, ih, iw, acc):
+    """acc[y*iw+x] += Σ_{ky,kx} w'[woff+ky*k+kx] · xp[c, y+ky, x+kx]."""
+    for ky in range(k):
+        for kx in range(k):
+            wv = np.int32(wrow[woff + ky * k + kx])
+            if wv == 0:
+                continue
+            for y in range(ih):
+                base = y * iw
+                src = xp[c, y + ky]
+                for x in range(iw):
+                    acc[base + x] += wv * np.int32(src[x + kx])
+
+
+@numba.njit(cache=True)
+def _dot_rows(cols, wrow, acc):
+    """acc[p] = Σ_k cols[p, k] · wrow[k] (i16 products, i32 sums: vectorises to pmaddwd)."""
+    p_n, kd = cols.shape
+    for p in range(p_n):
+        s = np.int32(0)
+        for q in range(kd):
+            s += np.int32(cols[p, q]) * np.int32(wrow[q])
+        acc[p] = s
+
+
+@numba.njit(cache=True)
+def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
+              bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, out):
+    """One KPU layer over all batches. ``x`` u8 [N, IC, IH, IW]; ``w16`` centered weights
+    [OC, taps(+zero padding)]; ``swc`` Σw' per channel; ``out`` u8 [N, OC, OH, OW].
+    Returns ERR_NONE, or ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined."""
+    n_b, ic, ih, iw = x.shape
+    oc = w16.shape[0]
+    pad = (k - 1) // 2
+    ph, pw = ih + 2 * pad, iw + 2 * pad
+    npix = ih * iw
+    kk = k * k
+    gic = 1 if dw else ic
+    taps = np.int64(gic * kk)
+    xp = np.empty((ic, ph, pw), np.int16)
+    acc = np.empty(npix, np.int32)
+    u = np.empty(npix, np.uint8)
+    sxc = np.empty(npix, np.int64)  # Σx' over the taps of each position
+    axsx = np.empty(npix, np.int64)  # asr(ax·Sx, sx)
+    cs = np.empty((ph, pw), np.int64)
+    cols = np.zeros((npix if use_dot else 0, w16.shape[1]), np.int16)
+    err = ERR_NONE
+    for n in range(n_b):
+        _pad_center(x, n, zp, pad, xp)
+        if not dw:
+            for yy in range(ph):
+                for xx in range(pw):
+                    cs[yy, xx] = 0
+            for c in range(ic):
+                for yy in range(ph):
+                    for xx in range(pw):
+                        cs[yy, xx] += xp[c, yy, xx]
+            _box_sum(cs, k, ih, iw, sxc)
+            for p in range(npix):
+                axsx[p] = (ax * (sxc[p] + 128 * taps)) >> sx
+        if use_dot:
+            for y in range(ih):
+                for xq in range(iw):
+                    p = y * iw + xq
+                    q = 0
+                    for c in range(ic):
+                        for ky in range(k):
+                            for kx in range(k):
+                                cols[p, q] = xp[c, y + ky, xq + kx]
+                                q += 1
+        for o in range(oc):
+            wrow = w16[o]
+            if use_dot:
+                _dot_rows(cols, wrow, acc)
+            else:
+                for p in range(npix):
+                    acc[p] = 0
+                if dw:
+                    _axpy_taps(xp, o, wrow, 0, k, ih, iw, acc)
+                    for yy in range(ph):
+                        for xx in range(pw):
+                            cs[yy, xx] = xp[o, yy, xx]
+                    _box_sum(cs, k, ih, iw, sxc)
+                    for p in range(npix):
+                        axsx[p] = (ax * (sxc[p] + 128 * taps)) >> sx
+                else:
+                    for c in range(ic):
+                        _axpy_taps(xp, c, wrow, c * kk, k, ih, iw, acc)
+            # per-channel constants
+            w_sum = swc[o] + 128 * taps
+            const = 128 * swc[o] + 16384 * taps + ((aw * w_sum) >> sw) + aadd * gic
+            mul = bn_mul[o]
+            bsh = bn_shift[o]
+            badd = bn_add[o]
+            for p in range(npix):
+                c_val = np.int64(acc[p]) + 128 * sxc[p] + axsx[p] + const
+                bv = ((c_val * mul) >> bsh) + badd
+                j = 15
+                while j >= 0 and not bv > s_start[j]:
+                    j -= 1
+                if j < 0:
+                    err = ERR_NO_SEGMENT
+                    u[p] = 0
+                    continue
+                sh = s_shift[j]
+                if sh >= 32:
+                    err = ERR_SHIFT
+                    u[p] = 0
+                    continue
+                r = kround((bv - s_start[j]) * s_mul[j], sh) + s_add[j]
+                u[p] = 0 if r < 0 else (255 if r > 255 else r)
+            pool_plane(u, ih, iw, pool_type, out[n, o])
+    return err

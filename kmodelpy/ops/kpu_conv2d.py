@@ -1,0 +1,240 @@
+"""KPUConv2D (0x2002): one K210 KPU layer -- convolution, batch norm, piecewise-linear activation,
+pooling -- emulated bit for bit as ``ncc infer`` does (runtime spec §C.4 encoding, §C.5 execution,
+§C.6 pools, §B.26 errors). The numba kernels are in :mod:`kmodelpy.kpu.kernels`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..errors import KernelError
+from ..format.binio import DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
+from ..kpu.layer_args import ACT_TABLE_SIZE, ActivationTable, BatchNorm, LayerArgs
+from ..kpu.layout import kpu_bytes, kpu_download, kpu_upload
+from ..kpu.kernels import ERR_NO_SEGMENT, ERR_SHIFT, POOL_STRIDE, kpu_layer
+from .base import Op, register
+
+ALIGN = 256  # BN table, activation table and weights start at multiples of 256 (absolute file offset)
+FIXED_SIZE = 120  # main_mem_output, batches, reserved0, layer argument
+
+
+def _as_bn(bn) -> BatchNorm:
+    if isinstance(bn, BatchNorm):
+        return bn
+    mul, shift, add = bn
+    return BatchNorm(norm_mul=mul, norm_add=add, norm_shift=shift)
+
+
+def _as_act(act) -> ActivationTable:
+    if isinstance(act, ActivationTable):
+        return act
+    shift, mul, x_start, add = act
+    return ActivationTable(shift_number=shift, y_mul=mul, x_start=x_start, add=add)
+
+
+class _Prepared:
+    """Per-layer tables decoded once: centered int16 weights, weight sums, int64 BN/act arrays."""
+
+    __slots__ = ("w16", "swc", "use_dot", "bn_mul", "bn_shift", "bn_add", "s_shift", "s_mul", "s_start",
+                 "s_add", "k", "dw")
+
+    def __init__(self, weights, k, dw, ic, oc, bn: BatchNorm, act: ActivationTable):
+        taps = k * k * (1 if dw else ic)
+        w = np.asarray(weights, dtype=np.uint8)[: oc * taps].reshape(oc, taps).astype(np.int16) - 128
+        self.swc = w.sum(axis=1, dtype=np.int64)
+        # dot-product form (im2col) for long reductions, where it vectorises to pmaddwd
+        self.use_dot = (not dw) and taps >= 64
+        if self.use_dot:
+            kp = -(-taps // 16) * 16
+            w16 = np.zeros((oc, kp), np.int16)
+            w16[:, :taps] = w
+        else:
+            w16 = np.ascontiguousarray(w, dtype=np.int16)
+        self.w16 = w16
+        self.k, self.dw = k, dw
+        self.bn_mul, self.bn_shift, self.bn_add = bn.norm_mul.copy(), bn.norm_shift.copy(), bn.norm_add.copy()
+        self.s_shift, self.s_mul = act.shift_number.copy(), act.y_mul.copy()
+        self.s_start, self.s_add = act.x_start.copy(), act.add.copy()
+
+
+def _run_prepared(x, pr: _Prepared, pool_type, pad_value, arg_x, shift_x, arg_w, shift_w, arg_add, out_hw):
+    n, ic, ih, iw = x.shape
+    oc = pr.w16.shape[0]
+    s = POOL_STRIDE[pool_type]
+    oh, ow = out_hw if out_hw is not None else (ih // s, iw // s)
+    out = np.empty((n, oc, oh, ow), np.uint8)
+    err = kpu_layer(np.ascontiguousarray(x, dtype=np.uint8), pr.w16, pr.swc, pr.use_dot, pr.dw, pr.k,
+                    int(pad_value), int(arg_x), int(shift_x), int(arg_w), int(shift_w), int(arg_add),
+                    pr.bn_mul, pr.bn_shift, pr.bn_add, pr.s_shift, pr.s_mul, pr.s_start, pr.s_add,
+                    int(pool_type), out)
+    if err == ERR_NO_SEGMENT:
+        raise KernelError("a batch-norm value is <= every activation x_start (no segment matches; ncc's "
+                          "result is undefined here); fix the activation table's segment 0")
+    if err == ERR_SHIFT:
+        raise KernelError("an activation segment with shift_number >= 32 is used (undefined in ncc); "
+                          "fix the activation table")
+    return out
+
+
+def kpu_conv2d(x_nchw_u8, weights_u8, bn, act, kernel_size, depthwise, pool_type, pad_value,
+               arg_x, shift_x, arg_w, shift_w, arg_add) -> np.ndarray:
+    """Array-level KPU layer (C.5 steps 2a-2d for every batch): ``x`` u8 [N, IC, H, W];
+    ``weights`` u8 OIHW (``OC×K×K`` if depthwise); ``bn`` a BatchNorm or (mul, shift, add);
+    ``act`` an ActivationTable or (shift_number, y_mul, x_start, add). Returns the pooled u8
+    [N, OC, H/stride, W/stride]."""
+    x = np.asarray(x_nchw_u8, dtype=np.uint8)
+    bn, act = _as_bn(bn), _as_act(act)
+    if kernel_size not in (1, 3) or not 0 <= pool_type < 10:
+        raise KernelError("Invalid kpu filter")
+    oc = len(bn)
+    if depthwise and x.shape[1] != oc:
+        raise KernelError(f"a depthwise KPU layer needs IC == OC, got {x.shape[1]} and {oc}")
+    pr = _Prepared(weights_u8, kernel_size, bool(depthwise), x.shape[1], oc, bn, act)
+    return _run_prepared(x, pr, pool_type, pad_value, arg_x, shift_x, arg_w, shift_w, arg_add, None)
+
+
+@register
+@dataclass(eq=False)
+class KPUConv2D(Op):
+    """Body (C.4): MR main_mem_output, i32 batches, i32 reserved0, 96-byte layer argument, gap,
+    OC batch-norm words, gap, 144-byte activation table, gap, weights. The gap lengths live in
+    ``bwsx_base_addr`` / ``active_addr`` / ``para_start_addr``. ``*_gap`` hold gap bytes read from a
+    file when writing them back needs them (non-zero bytes or not 256-aligned); ``None`` means
+    "compute the gap so the block starts at a multiple of 256" when writing.
+
+    ``run`` caches decoded tables on the instance: call :meth:`invalidate` after mutating fields."""
+
+    opcode = 0x2002
+    name = "KPUConv2D"
+
+    main_mem_output: MemoryRange = field(default_factory=MemoryRange)
+    batches: int = 1
+    reserved0: int = 0
+    layer_argument: LayerArgs = field(default_factory=LayerArgs)
+    bn: BatchNorm = None
+    activation: ActivationTable = None
+    weights: np.ndarray = None
+    bn_gap: bytes | None = None
+    act_gap: bytes | None = None
+    weights_gap: bytes | None = None
+
+    # ---------------------------------------------------------------- encoding
+    @property
+    def kernel_size(self) -> int | None:
+        return self.layer_argument.kernel_size
+
+    def weight_count(self) -> int | None:
+        la = self.layer_argument
+        k = la.kernel_size
+        if k is None:
+            return None
+        ic, _, _ = la.in_shape
+        oc, _, _ = la.out_shape
+        return oc * k * k * (1 if la.depth_wise_layer else ic)
+
+    @classmethod
+    def read(cls, r: Reader) -> "KPUConv2D":
+        mmo = MemoryRange.read(r, "main_mem_output")
+        batches = r.i32("batches")
+        reserved0 = r.i32("reserved0")
+        la = LayerArgs.from_bytes(r.raw(LayerArgs.SIZE, "layer argument"))
+        oc = la.o_ch_num + 1
+
+        def gap(n, name):
+            b = r.raw(n, name)
+            return None if not any(b) and n == (-(r.pos - n)) % ALIGN else b
+
+        g1 = gap(la.bwsx_base_addr, "gap before the batch-norm table (bwsx_base_addr)")
+        bn = BatchNorm.unpack(r.array("<u8", oc, "batch-norm table"))
+        g2 = gap(la.active_addr, "gap before the activation table (active_addr)")
+        act = ActivationTable.from_bytes(r.raw(ACT_TABLE_SIZE, "activation table"))
+        g3 = gap(la.para_start_addr, "gap before the weights (para_start_addr)")
+        op = cls(mmo, batches, reserved0, la, bn, act, None, g1, g2, g3)
+        wn = op.weight_count()
+        # an invalid kernel_type throws at run time; keep every remaining byte so the file round-trips
+        op.weights = r.array(np.uint8, r.remaining if wn is None else wn, "weights")
+        return op
+
+    def gaps(self, offset: int) -> tuple[int, int, int]:
+        """(G1, G2, G3) for a body starting at absolute file ``offset``."""
+        p = offset + FIXED_SIZE
+        out = []
+        for g, size in ((self.bn_gap, 8 * len(self.bn)), (self.act_gap, ACT_TABLE_SIZE), (self.weights_gap, 0)):
+            n = (-p) % ALIGN if g is None else len(g)
+            out.append(n)
+            p += n + size
+        return tuple(out)
+
+    def write(self, w: Writer) -> None:
+        g1, g2, g3 = self.gaps(w.offset)
+        la = replace(self.layer_argument, bwsx_base_addr=g1, active_addr=g2, para_start_addr=g3)
+        self.main_mem_output.write(w)
+        w.i32(self.batches)
+        w.i32(self.reserved0)
+        w.raw(la.to_bytes())
+        w.raw(self.bn_gap if self.bn_gap is not None else bytes(g1))
+        w.array(self.bn.pack(), "<u8")
+        w.raw(self.act_gap if self.act_gap is not None else bytes(g2))
+        w.raw(self.activation.to_bytes())
+        w.raw(self.weights_gap if self.weights_gap is not None else bytes(g3))
+        w.array(self.weights, np.uint8)
+
+    # ---------------------------------------------------------------- shapes and ranges
+    def _in_shape4(self):
+        ic, ih, iw = self.layer_argument.in_shape
+        return [max(self.batches, 0), ic, ih, iw]
+
+    def _out_shape4(self):
+        oc, oh, ow = self.layer_argument.out_shape
+        return [max(self.batches, 0), oc, oh, ow]
+
+    def inputs(self) -> list[MemoryRange]:
+        s = self._in_shape4()
+        return [MemoryRange(MEM_KPU, DT_UINT8, self.layer_argument.image_src_addr * 64, kpu_bytes(s))]
+
+    def outputs(self) -> list[MemoryRange]:
+        s = self._out_shape4()
+        outs = [MemoryRange(MEM_KPU, DT_UINT8, self.layer_argument.image_dst_addr * 64, kpu_bytes(s))]
+        if self.main_mem_output.size != 0:
+            outs.append(self.main_mem_output)
+        return outs
+
+    def output_shape(self, rng: MemoryRange) -> list[int] | None:
+        return self._out_shape4()
+
+    # ---------------------------------------------------------------- execution (C.5)
+    def invalidate(self) -> None:
+        self.__dict__.pop("_prep", None)
+
+    def _prepare(self) -> _Prepared:
+        pr = self.__dict__.get("_prep")
+        if pr is not None:
+            return pr
+        la = self.layer_argument
+        k = la.kernel_size
+        if k is None or la.pool_type >= 10:
+            raise KernelError("Invalid kpu filter")
+        ic, ih, iw = la.in_shape
+        oc, oh, ow = la.out_shape
+        s = POOL_STRIDE[la.pool_type]
+        if (ih // s, iw // s) != (oh, ow):
+            raise KernelError(
+                f"pool type {la.pool_type} turns {ih}x{iw} into {ih // s}x{iw // s} but the registers say "
+                f"{oh}x{ow} (o_col_high/o_row_wid); the layer is inconsistent"
+            )
+        if la.depth_wise_layer and ic != oc:
+            raise KernelError(f"depthwise KPU layer with {ic} input but {oc} output channels")
+        pr = _Prepared(self.weights, k, bool(la.depth_wise_layer), ic, oc, self.bn, self.activation)
+        self.__dict__["_prep"] = pr
+        return pr
+
+    def run(self, mem) -> None:
+        pr = self._prepare()
+        la = self.layer_argument
+        x = kpu_download(mem.kpu, la.image_src_addr * 64, self._in_shape4())
+        out = _run_prepared(x, pr, la.pool_type, la.pad_value, la.arg_x, la.shr_x, la.arg_w, la.shr_w,
+                            la.arg_add, None)
+        kpu_upload(mem.kpu, la.image_dst_addr * 64, out)
+        if self.main_mem_output.size != 0:
+            dst = MemoryRange(MEM_MAIN, DT_UINT8, self.main_mem_output.start, out.size)
+            mem.span(dst)[:] = out.reshape(-1)

@@ -1,0 +1,172 @@
+"""Conv2D (opcode 0x02): f32 grouped, strided, dilated 2-D convolution, NCHW, with a fused clamp.
+
+Runtime spec §B.6 (and the compiler's float evaluator, compiler spec §8.2). Each output starts at
+``bias[o]``; then for ic, ky, kx (valid taps only, §B.2) ``v = v + x·w`` — an f32 multiply, then an
+f32 add, in exactly that order; finally ``clamp(v, act)``. Padding taps are skipped, never added.
+
+The kernel runs tap-major (for each output channel: ic → ky → kx, then over all output pixels the
+tap reaches). Every output still receives its additions in the spec's ic → ky → kx order, so the
+result is bit-identical to the per-output loop, and the inner loop is over contiguous pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ..errors import KernelError
+from ..format.binio import FLT_MAX, MemoryRange, ValueRange, read_padding, read_shape4, shape_size, \
+    write_padding, write_shape4
+from ._arith import clamp, get_out, tap_out_range
+from .base import Op, register
+
+
+@numba.njit(cache=True)
+def _conv2d_kernel(x, w, bias, groups, pad_h, pad_w, sh, sw, dh, dw, lo, hi, out):
+    n_batch, _, in_h, in_w = x.shape
+    n_oc, g_ic, fh, fw = w.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    g_oc = n_oc // groups
+    for n in range(n_batch):
+        for g in range(groups):
+            for oc in range(g_oc):
+                o = g * g_oc + oc
+                plane = out[n, o]
+                b = bias[o]
+                for oy in range(out_h):
+                    for ox in range(out_w):
+                        plane[oy, ox] = b
+                for ic in range(g_ic):
+                    xc = x[n, g * g_ic + ic]
+                    for ky in range(fh):
+                        by = ky * dh - pad_h
+                        oy0, oy1 = tap_out_range(by, in_h, sh, out_h)
+                        for kx in range(fw):
+                            bx = kx * dw - pad_w
+                            ox0, ox1 = tap_out_range(bx, in_w, sw, out_w)
+                            wv = w[o, ic, ky, kx]
+                            for oy in range(oy0, oy1):
+                                row = xc[oy * sh + by]
+                                for ox in range(ox0, ox1):
+                                    plane[oy, ox] += row[ox * sw + bx] * wv
+                for oy in range(out_h):
+                    for ox in range(out_w):
+                        plane[oy, ox] = clamp(plane[oy, ox], lo, hi)
+
+
+def check_window(name: str, filter_h: int, filter_w: int, stride_h: int, stride_w: int,
+                 dilation_h: int, dilation_w: int) -> None:
+    """Refuse window parameters for which ncc's kernel divides by zero or loops nonsensically."""
+    if min(stride_h, stride_w, dilation_h, dilation_w) <= 0 or min(filter_h, filter_w) < 0:
+        raise KernelError(
+            f"{name} has filter {filter_h}x{filter_w}, stride {stride_h}x{stride_w}, dilation "
+            f"{dilation_h}x{dilation_w}; strides and dilations must be >= 1 (the file is damaged)"
+        )
+
+
+def check_groups(name: str, channels: int, out_channels: int, groups: int) -> None:
+    if groups <= 0 or channels % groups or out_channels % groups or channels < 0 or out_channels < 0:
+        raise KernelError(
+            f"{name}: {channels} input and {out_channels} output channels cannot be split into "
+            f"{groups} groups (the file is damaged)"
+        )
+
+
+def conv2d(x_nchw, weights, bias, groups, padding_h, padding_w, stride_h, stride_w, dilation_h, dilation_w,
+           act_lo=-FLT_MAX, act_hi=FLT_MAX) -> np.ndarray:
+    """Array-level Conv2D. ``x_nchw`` f32 [N, C, H, W]; ``weights`` f32 [OC, C/groups, fh, fw] (OIHW);
+    ``bias`` f32 [OC]; paddings are (before, after) pairs (negative crops). Returns f32
+    [N, OC, OH, OW] with ``OH = get_out(H, fh, stride_h, dilation_h, padding_h)`` (§B.2)."""
+    x = np.ascontiguousarray(x_nchw, dtype=np.float32)
+    w = np.ascontiguousarray(weights, dtype=np.float32)
+    b = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
+    n, c, h, wd = x.shape
+    oc, g_ic, fh, fw = w.shape
+    check_window("Conv2D", fh, fw, stride_h, stride_w, dilation_h, dilation_w)
+    check_groups("Conv2D", c, oc, groups)
+    if g_ic != c // groups or b.shape[0] != oc:
+        raise ValueError(f"conv2d: weights {w.shape} / bias {b.shape} do not fit input {x.shape}, groups {groups}")
+    oh = max(get_out(h, fh, stride_h, dilation_h, *padding_h), 0)
+    ow = max(get_out(wd, fw, stride_w, dilation_w, *padding_w), 0)
+    out = np.empty((n, oc, oh, ow), dtype=np.float32)
+    _conv2d_kernel(x, w, b, int(groups), int(padding_h[0]), int(padding_w[0]), int(stride_h), int(stride_w),
+                   int(dilation_h), int(dilation_w), np.float32(act_lo), np.float32(act_hi), out)
+    return out
+
+
+@register
+@dataclass(eq=False)
+class Conv2D(Op):
+    """Body layout §B.6 (104 bytes + f32 weights[OC·C/groups·fh·fw] OIHW + f32 bias[OC])."""
+
+    opcode = 0x02
+    name = "Conv2D"
+    SIZE = 104
+
+    input: MemoryRange = field(default_factory=MemoryRange)
+    output: MemoryRange = field(default_factory=MemoryRange)
+    in_shape: list = field(default_factory=lambda: [1, 1, 1, 1])
+    groups: int = 1
+    out_channels: int = 1
+    padding_h: tuple = (0, 0)
+    padding_w: tuple = (0, 0)
+    filter_h: int = 1
+    filter_w: int = 1
+    stride_h: int = 1
+    stride_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    act: ValueRange = field(default_factory=ValueRange)
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
+
+    @property
+    def weights_count(self) -> int:
+        """ncc reads ``(size_t)out_channels * C / groups * fh * fw`` weights (left to right)."""
+        if self.groups == 0:
+            return -1  # the reader then reports a damaged body
+        return self.out_channels * self.in_shape[1] // self.groups * self.filter_h * self.filter_w
+
+    @classmethod
+    def read(cls, r):
+        op = cls(MemoryRange.read(r, "input"), MemoryRange.read(r, "output"), read_shape4(r, "in_shape"),
+                 r.i32("groups"), r.i32("out_channels"), read_padding(r, "padding_h"), read_padding(r, "padding_w"),
+                 *(r.i32(n) for n in ("filter_h", "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w")),
+                 ValueRange.read(r, "act"))
+        op.weights = r.array("<f4", op.weights_count, "weights")
+        op.bias = r.array("<f4", op.out_channels, "bias")
+        return op
+
+    def write(self, w):
+        self.input.write(w)
+        self.output.write(w)
+        write_shape4(w, self.in_shape)
+        w.i32(self.groups)
+        w.i32(self.out_channels)
+        write_padding(w, self.padding_h)
+        write_padding(w, self.padding_w)
+        for v in (self.filter_h, self.filter_w, self.stride_h, self.stride_w, self.dilation_h, self.dilation_w):
+            w.i32(v)
+        self.act.write(w)
+        w.array(np.ravel(self.weights), "<f4")
+        w.array(np.ravel(self.bias), "<f4")
+
+    def output_shape(self, rng):
+        return [self.in_shape[0], self.out_channels,
+                get_out(self.in_shape[2], self.filter_h, self.stride_h, self.dilation_h, *self.padding_h),
+                get_out(self.in_shape[3], self.filter_w, self.stride_w, self.dilation_w, *self.padding_w)]
+
+    def run(self, mem):
+        n, c, h, wd = self.in_shape
+        if min(self.in_shape) < 0:
+            raise KernelError(f"{self.name} has a negative dimension in in_shape {self.in_shape}")
+        check_window(self.name, self.filter_h, self.filter_w, self.stride_h, self.stride_w,
+                     self.dilation_h, self.dilation_w)
+        check_groups(self.name, c, self.out_channels, self.groups)
+        x = np.array(mem.f32(self.input, shape_size(self.in_shape))).reshape(n, c, h, wd)
+        w = np.asarray(self.weights, np.float32).reshape(self.out_channels, c // self.groups,
+                                                           self.filter_h, self.filter_w)
+        y = conv2d(x, w, self.bias, self.groups, self.padding_h, self.padding_w, self.stride_h, self.stride_w,
+                   self.dilation_h, self.dilation_w, self.act.lo, self.act.hi)
+        mem.f32(self.output, y.size)[:] = y.reshape(-1)

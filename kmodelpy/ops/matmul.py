@@ -1,0 +1,102 @@
+"""MatMul (opcode 0x04): f32 ``A[a_rows×a_cols] · B[a_cols×b_cols] + bias`` with a fused clamp.
+
+Runtime spec §B.11 (compiler spec §8.2 uses the same order). For each row r and column c:
+``v = bias[c]``, then for i = 0..a_cols−1 ``v = v + A[r][i]·B[i][c]`` (f32 multiply, f32 add),
+and ``out[r][c] = clamp(v, act)``. The kernel runs i-major over a row of outputs, which keeps each
+output's additions in ascending i.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ..errors import KernelError
+from ..format.binio import FLT_MAX, MemoryRange, ValueRange
+from ._arith import clamp
+from .base import Op, register
+
+
+@numba.njit(cache=True)
+def _matmul_kernel(a, b, bias, lo, hi, out):
+    rows, cols = a.shape
+    b_cols = b.shape[1]
+    for r in range(rows):
+        orow = out[r]
+        for c in range(b_cols):
+            orow[c] = bias[c]
+        for i in range(cols):
+            av = a[r, i]
+            brow = b[i]
+            for c in range(b_cols):
+                orow[c] += av * brow[c]
+        for c in range(b_cols):
+            orow[c] = clamp(orow[c], lo, hi)
+
+
+def matmul(a, b, bias, act_lo=-FLT_MAX, act_hi=FLT_MAX) -> np.ndarray:
+    """Array-level MatMul: ``a`` f32 [rows, cols], ``b`` f32 [cols, b_cols], ``bias`` f32 [b_cols].
+    Returns f32 [rows, b_cols]."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    b = np.ascontiguousarray(b, dtype=np.float32)
+    bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or bias.shape[0] != b.shape[1]:
+        raise ValueError(f"matmul: shapes {a.shape} x {b.shape} + bias {bias.shape} do not fit")
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+    _matmul_kernel(a, b, bias, np.float32(act_lo), np.float32(act_hi), out)
+    return out
+
+
+def check_dims(name: str, a_rows: int, a_cols: int, b_cols: int) -> None:
+    if min(a_rows, a_cols, b_cols) < 0:
+        raise KernelError(f"{name} has negative dimensions {a_rows}x{a_cols}x{b_cols} (the file is damaged)")
+
+
+@register
+@dataclass(eq=False)
+class MatMul(Op):
+    """Body layout §B.11 (68 bytes + f32 bias[b_cols])."""
+
+    opcode = 0x04
+    name = "MatMul"
+    SIZE = 68
+
+    input_a: MemoryRange = field(default_factory=MemoryRange)
+    input_b: MemoryRange = field(default_factory=MemoryRange)
+    output: MemoryRange = field(default_factory=MemoryRange)
+    a_rows: int = 1
+    a_cols: int = 1
+    b_cols: int = 1
+    act: ValueRange = field(default_factory=ValueRange)
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
+
+    @classmethod
+    def read(cls, r):
+        op = cls(MemoryRange.read(r, "input_a"), MemoryRange.read(r, "input_b"), MemoryRange.read(r, "output"),
+                 r.i32("a_rows"), r.i32("a_cols"), r.i32("b_cols"), ValueRange.read(r, "act"))
+        op.bias = r.array("<f4", op.b_cols, "bias")
+        return op
+
+    def write(self, w):
+        self.input_a.write(w)
+        self.input_b.write(w)
+        self.output.write(w)
+        w.i32(self.a_rows)
+        w.i32(self.a_cols)
+        w.i32(self.b_cols)
+        self.act.write(w)
+        w.array(np.ravel(self.bias), "<f4")
+
+    def inputs(self):
+        return [self.input_a, self.input_b]
+
+    def output_shape(self, rng):
+        return [self.a_rows, self.b_cols]
+
+    def run(self, mem):
+        check_dims(self.name, self.a_rows, self.a_cols, self.b_cols)
+        a = np.array(mem.f32(self.input_a, self.a_rows * self.a_cols)).reshape(self.a_rows, self.a_cols)
+        b = np.array(mem.f32(self.input_b, self.a_cols * self.b_cols)).reshape(self.a_cols, self.b_cols)
+        y = matmul(a, b, self.bias, self.act.lo, self.act.hi)
+        mem.f32(self.output, y.size)[:] = y.reshape(-1)

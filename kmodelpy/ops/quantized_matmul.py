@@ -1,0 +1,108 @@
+"""QuantizedMatMul (opcode 0x10): u8 matrix product with an i32 accumulator and MCS requantization.
+
+Runtime spec §B.12. The i32 accumulator starts at ``bias[c]`` and adds
+``(a + input_a_offset)·(b + input_b_offset)`` for i = 0..a_cols−1 (wrapping on overflow); the
+output is ``clamp(MCS(acc, output_mul, output_shift) + output_offset, 0, 255)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ..format.binio import MemoryRange
+from ._arith import clamp_u8, mul_and_carry_shift, wrap_i32
+from .base import Op, register
+from .matmul import check_dims
+
+
+@numba.njit(cache=True)
+def _qmatmul_kernel(a, b, bias, a_off, b_off, o_mul, o_shift, o_off, out):
+    rows, cols = a.shape
+    b_cols = b.shape[1]
+    bq = np.empty((cols, b_cols), dtype=np.int64)
+    for i in range(cols):
+        for c in range(b_cols):
+            bq[i, c] = wrap_i32(np.int64(b[i, c]) + b_off)
+    acc = np.empty(b_cols, dtype=np.int64)
+    for r in range(rows):
+        for c in range(b_cols):
+            acc[c] = np.int64(bias[c]) & 0xFFFFFFFF
+        for i in range(cols):
+            av = wrap_i32(np.int64(a[r, i]) + a_off)
+            for c in range(b_cols):
+                acc[c] = (acc[c] + av * bq[i, c]) & 0xFFFFFFFF
+        for c in range(b_cols):
+            v = mul_and_carry_shift(wrap_i32(acc[c]), o_mul, o_shift)
+            out[r, c] = clamp_u8(wrap_i32(v + o_off))
+
+
+def quantized_matmul(a, b, bias, input_a_offset, input_b_offset, output_mul, output_shift,
+                     output_offset) -> np.ndarray:
+    """Array-level QuantizedMatMul: ``a`` u8 [rows, cols], ``b`` u8 [cols, b_cols], ``bias`` i32
+    [b_cols]. Returns u8 [rows, b_cols]."""
+    a = np.ascontiguousarray(a, dtype=np.uint8)
+    b = np.ascontiguousarray(b, dtype=np.uint8)
+    bias = np.ascontiguousarray(bias, dtype=np.int32).reshape(-1)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or bias.shape[0] != b.shape[1]:
+        raise ValueError(f"quantized_matmul: shapes {a.shape} x {b.shape} + bias {bias.shape} do not fit")
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.uint8)
+    _qmatmul_kernel(a, b, bias, int(input_a_offset), int(input_b_offset), int(output_mul), int(output_shift),
+                    int(output_offset), out)
+    return out
+
+
+@register
+@dataclass(eq=False)
+class QuantizedMatMul(Op):
+    """Body layout §B.12 (80 bytes + i32 bias[b_cols])."""
+
+    opcode = 0x10
+    name = "QuantizedMatMul"
+    SIZE = 80
+
+    input_a: MemoryRange = field(default_factory=MemoryRange)
+    input_b: MemoryRange = field(default_factory=MemoryRange)
+    output: MemoryRange = field(default_factory=MemoryRange)
+    a_rows: int = 1
+    a_cols: int = 1
+    b_cols: int = 1
+    input_a_offset: int = 0
+    input_b_offset: int = 0
+    output_mul: int = 1
+    output_shift: int = 0
+    output_offset: int = 0
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int32))
+
+    _INTS = ("a_rows", "a_cols", "b_cols", "input_a_offset", "input_b_offset", "output_mul", "output_shift",
+             "output_offset")
+
+    @classmethod
+    def read(cls, r):
+        op = cls(MemoryRange.read(r, "input_a"), MemoryRange.read(r, "input_b"), MemoryRange.read(r, "output"),
+                 *(r.i32(n) for n in cls._INTS))
+        op.bias = r.array("<i4", op.b_cols, "bias")
+        return op
+
+    def write(self, w):
+        self.input_a.write(w)
+        self.input_b.write(w)
+        self.output.write(w)
+        for n in self._INTS:
+            w.i32(getattr(self, n))
+        w.array(np.ravel(self.bias), "<i4")
+
+    def inputs(self):
+        return [self.input_a, self.input_b]
+
+    def output_shape(self, rng):
+        return [self.a_rows, self.b_cols]
+
+    def run(self, mem):
+        check_dims(self.name, self.a_rows, self.a_cols, self.b_cols)
+        a = np.array(mem.u8(self.input_a, self.a_rows * self.a_cols)).reshape(self.a_rows, self.a_cols)
+        b = np.array(mem.u8(self.input_b, self.a_cols * self.b_cols)).reshape(self.a_cols, self.b_cols)
+        y = quantized_matmul(a, b, self.bias, self.input_a_offset, self.input_b_offset, self.output_mul,
+                             self.output_shift, self.output_offset)
+        mem.u8(self.output, y.size)[:] = y.reshape(-1)

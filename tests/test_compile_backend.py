@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from kmodelpy.compiler.allocator import KPU_RAM_BYTES, FreeList, MemoryAllocator, align
 from kmodelpy.compiler.schedule import plan_lifetimes, schedule, to4
 from kmodelpy.errors import CompileError
-from kmodelpy.ir.graph import MEM_CONST, MEM_KPU, MEM_MAIN, Graph
+from kmodelpy.ir.graph import MEM_CONST, MEM_KPU, MEM_MAIN, Graph, OutputConnector
 
 
 # ------------------------------------------------------------------------------------------ free list (§9.3)
@@ -178,3 +178,79 @@ def test_to4():
     assert to4([1, 2, 3, 4]) == [1, 2, 3, 4]
     with pytest.raises(CompileError):
         to4([1, 2, 3, 4, 5])
+
+
+# ------------------------------------------------------------ memory planning vs. the reference ncc kmodels
+from refcases import CASES, cases_with  # noqa: E402
+
+COMPILED = [c for c in cases_with("model.tflite") if (CASES / c / "ncc.kmodel").exists()]
+_DT = {0: "float32", 1: "uint8"}
+_MEM = {0: MEM_CONST, 1: MEM_MAIN, 2: MEM_KPU}
+
+
+def _shape_for(mr):
+    """A shape whose size in its space is exactly mr.size (KPU: a 64-wide plane = plain lines)."""
+    if mr.memory_type == 2:
+        return (1, 1, mr.size // 64, 64)
+    return (mr.size // (4 if mr.datatype == 0 else 1),)
+
+
+def graph_from_kmodel(km):
+    """Rebuild the scheduled LLIR graph of an ncc kmodel: each node reads the tensor most recently
+    written at exactly its input range; const ranges become constant nodes; unread outputs get an
+    ignore node (ncc attaches one to a KPU output that only feeds the main-memory copy).
+    Returns (graph, [(connector, reference range)])."""
+    g = Graph()
+    written = {}
+    consts = {}
+    pairs = []
+    key = lambda mr: (mr.memory_type, mr.start, mr.size)  # noqa: E731
+
+    def out_conn(node, k, mr):
+        c = OutputConnector(node, k, _shape_for(mr), _DT[mr.datatype], _MEM[mr.memory_type])
+        node.outputs.append(c)
+        written[key(mr)] = c
+        pairs.append((c, mr))
+        return c
+
+    for i, mr in enumerate(km.inputs):
+        n = g.add("input", (), [], name=f"in{i}")
+        out_conn(n, 0, mr)
+
+    def source(mr):
+        if mr.memory_type == 0:
+            if key(mr) not in consts:
+                c = g.add("constant", (), [], name=f"const{mr.start}")
+                consts[key(mr)] = out_conn(c, 0, mr)
+            return consts[key(mr)]
+        return written[key(mr)]
+
+    for k, op in enumerate(km.ops):
+        srcs = [source(mr) for mr in op.inputs()]
+        n = g.add(op.name.lower(), srcs, [], name=f"n{k}")
+        for j, mr in enumerate(op.outputs()):
+            out_conn(n, j, mr)
+    for i, mr in enumerate(km.outputs):
+        g.add("output", [written[key(mr)]], [], name=f"out{i}")
+    for n in list(g.nodes):
+        for oc in n.outputs:
+            if not oc.consumers and n.op not in ("input", "constant"):
+                g.add("ignore", [oc], [])
+    return g, pairs
+
+
+@pytest.mark.parametrize("case", COMPILED)
+def test_memory_plan_matches_ncc(case):
+    from kmodelpy.format.kmodel import KModel
+
+    km = KModel.parse((CASES / case / "ncc.kmodel").read_bytes(), case)
+    g, pairs = graph_from_kmodel(km)
+    s = schedule(g)
+    # the rebuilt graph's DFS order is the file's node order
+    emitted = [n.name for n in s.sequence if n.name.startswith("n")]
+    assert emitted == [f"n{k}" for k in range(len(km.ops))]
+    got = [(s.buffers[c].start, s.buffers[c].valid_size) for c, _ in pairs]
+    want = [(mr.start, mr.size) for _, mr in pairs]
+    assert got == want
+    assert s.main_usage == km.main_mem
+    assert s.const_usage == len(km.constants)

@@ -305,7 +305,7 @@ def _nnil_unary_method(n, s):
     from ..ops.nnil_unary_method import NNILUnaryMethod
 
     return _make(NNILUnaryMethod, input=memory_range(s, n.inputs[0]), output=memory_range(s, n.outputs[0]),
-                 body=bytes(n.attrs["body"]))
+                 program=bytes(n.attrs["body"]))
 
 
 def _table_lookup1d(n, s):
@@ -361,7 +361,7 @@ def _kpu_conv2d(n, s):
     at = n.attrs
     main = memory_range(s, n.outputs[1]) if has_main_output(n) and n.outputs[1] in s.buffers else MemoryRange()
     return _make(KPUConv2D, main_mem_output=main, batches=int(n.inputs[0].shape[0]), reserved0=0,
-                 layer=kpu_layer_args(n, s), batch_norm=at["batch_norm"], activation=at["activation"],
+                 layer_argument=kpu_layer_args(n, s), bn=at["batch_norm"], activation=at["activation"],
                  weights=np.asarray(at["weights"], dtype=np.uint8).reshape(-1))
 
 

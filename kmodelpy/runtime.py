@@ -194,9 +194,9 @@ class Model:
             # A body whose fields contradict each other (shapes vs. range sizes...): ncc would read
             # or write out of bounds; we stop with one line naming the node.
             raise FormatError(
-                f"{self.path}: {mem.node} cannot run: its body is inconsistent "
-                f"({type(e).__name__}: {_one_line(e)}); the file is damaged or not supported"
-            ) from None
+                f"{self.path}: {mem.node} failed ({type(e).__name__}: {_one_line(e)}): its body's fields "
+                "are inconsistent (a damaged file) or this is a kmodelpy bug (KMODELPY_DEBUG=1 shows where)"
+            ) from e
         return True
 
     def profile(self, x, repeats: int = 1) -> list[tuple[int, str, float]]:

@@ -1,0 +1,115 @@
+"""CPUDepthwiseConv2D (opcode 0x1002): f32 depthwise convolution in NHWC, weights [C, fh, fw].
+
+Runtime spec §B.23. Loops: batch, oy, ox, channel c; each output starts at ``bias[c]`` and adds
+``x[iy][ix][c]·w[c][ky][kx]`` for valid ky, then kx (f32 multiply, f32 add), then ``clamp(v, act)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ..format.binio import FLT_MAX, MemoryRange, ValueRange, read_padding, read_shape4, shape_size, \
+    write_padding, write_shape4
+from ._arith import clamp
+from .base import Op, register
+from .conv2d import check_window
+from .cpu_conv2d import check_nhwc, nhwc_out_hw, tap_range
+
+
+@numba.njit(cache=True)
+def _cpu_dwconv2d_kernel(x, w, bias, pad_h, pad_w, sh, sw, dh, dw, lo, hi, out):
+    n_batch, in_h, in_w, n_c = x.shape
+    fh, fw = w.shape[1], w.shape[2]
+    out_h, out_w = out.shape[1], out.shape[2]
+    for n in range(n_batch):
+        for oy in range(out_h):
+            org_y, ky0, ky1 = tap_range(oy, sh, pad_h, dh, in_h, fh)
+            for ox in range(out_w):
+                org_x, kx0, kx1 = tap_range(ox, sw, pad_w, dw, in_w, fw)
+                for c in range(n_c):
+                    v = bias[c]
+                    for ky in range(ky0, ky1):
+                        for kx in range(kx0, kx1):
+                            v += x[n, org_y + dh * ky, org_x + dw * kx, c] * w[c, ky, kx]
+                    out[n, oy, ox, c] = clamp(v, lo, hi)
+
+
+def cpu_depthwise_conv2d(x_nhwc, weights, bias, padding_h, padding_w, stride_h, stride_w, dilation_h,
+                         dilation_w, act_lo=-FLT_MAX, act_hi=FLT_MAX) -> np.ndarray:
+    """Array-level CPUDepthwiseConv2D: ``x_nhwc`` f32 [N, H, W, C], ``weights`` f32 [C, fh, fw],
+    ``bias`` f32 [C]. Returns f32 [N, OH, OW, C]."""
+    x = np.ascontiguousarray(x_nhwc, dtype=np.float32)
+    w = np.ascontiguousarray(weights, dtype=np.float32)
+    b = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
+    c, fh, fw = w.shape
+    check_window("CPUDepthwiseConv2D", fh, fw, stride_h, stride_w, dilation_h, dilation_w)
+    if c != x.shape[3] or b.shape[0] != c:
+        raise ValueError(f"cpu_depthwise_conv2d: weights {w.shape} / bias {b.shape} do not fit input {x.shape}")
+    oh, ow = nhwc_out_hw(x.shape, fh, fw, stride_h, stride_w, dilation_h, dilation_w, padding_h, padding_w)
+    out = np.empty((x.shape[0], oh, ow, c), dtype=np.float32)
+    _cpu_dwconv2d_kernel(x, w, b, int(padding_h[0]), int(padding_w[0]), int(stride_h), int(stride_w),
+                         int(dilation_h), int(dilation_w), np.float32(act_lo), np.float32(act_hi), out)
+    return out
+
+
+@register
+@dataclass(eq=False)
+class CPUDepthwiseConv2D(Op):
+    """Body layout §B.23 (96 bytes + f32 weights[C·fh·fw] + f32 bias[C])."""
+
+    opcode = 0x1002
+    name = "CPUDepthwiseConv2D"
+    SIZE = 96
+
+    input: MemoryRange = field(default_factory=MemoryRange)
+    output: MemoryRange = field(default_factory=MemoryRange)
+    in_shape: list = field(default_factory=lambda: [1, 1, 1, 1])  # N, H, W, C
+    padding_h: tuple = (0, 0)
+    padding_w: tuple = (0, 0)
+    filter_h: int = 1
+    filter_w: int = 1
+    stride_h: int = 1
+    stride_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    act: ValueRange = field(default_factory=ValueRange)
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
+
+    _WINDOW = ("filter_h", "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w")
+
+    @classmethod
+    def read(cls, r):
+        op = cls(MemoryRange.read(r, "input"), MemoryRange.read(r, "output"), read_shape4(r, "in_shape"),
+                 read_padding(r, "padding_h"), read_padding(r, "padding_w"),
+                 *(r.i32(n) for n in cls._WINDOW), ValueRange.read(r, "act"))
+        op.weights = r.array("<f4", op.in_shape[3] * op.filter_h * op.filter_w, "weights")
+        op.bias = r.array("<f4", op.in_shape[3], "bias")
+        return op
+
+    def write(self, w):
+        self.input.write(w)
+        self.output.write(w)
+        write_shape4(w, self.in_shape)
+        write_padding(w, self.padding_h)
+        write_padding(w, self.padding_w)
+        for n in self._WINDOW:
+            w.i32(getattr(self, n))
+        self.act.write(w)
+        w.array(np.ravel(self.weights), "<f4")
+        w.array(np.ravel(self.bias), "<f4")
+
+    def output_shape(self, rng):
+        oh, ow = nhwc_out_hw(self.in_shape, self.filter_h, self.filter_w, self.stride_h, self.stride_w,
+                             self.dilation_h, self.dilation_w, self.padding_h, self.padding_w)
+        return [self.in_shape[0], oh, ow, self.in_shape[3]]
+
+    def run(self, mem):
+        check_nhwc(self.name, self.in_shape)
+        x = np.array(mem.f32(self.input, shape_size(self.in_shape))).reshape(self.in_shape)
+        w = np.asarray(self.weights, np.float32).reshape(self.in_shape[3], self.filter_h, self.filter_w)
+        y = cpu_depthwise_conv2d(x, w, self.bias, self.padding_h, self.padding_w, self.stride_h, self.stride_w,
+                                 self.dilation_h, self.dilation_w, self.act.lo, self.act.hi)
+        mem.f32(self.output, y.size)[:] = y.reshape(-1)

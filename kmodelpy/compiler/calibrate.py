@@ -1,0 +1,192 @@
+"""Calibration: dataset → activation ranges (compiler spec §7.1-7.4; ncc compile.cpp:182-354,
+evaluator.cpp:84-121, quantizer.cpp).
+
+* The dataset is read with :mod:`kmodelpy.images` (the ncc loading rules of §7.1), batch by batch
+  (batch = N of a 4-D input, else 1; the file list is truncated to a multiple of it).
+* Each batch runs through the HLIR float evaluator in DFS order; after every node, if its first output
+  carries ``need_quantize`` its value is recorded — except a graph input's when the input range is
+  fixed by ``--input-mean/--input-std``.
+* ``no_clip``: per tensor ``get_range`` of every batch, merged by union.  ``l2``: a second run fills
+  2048-bin histograms over the fixed-up ranges and the l2 search picks the range
+  (:mod:`kmodelpy.compiler.l2_calibration`).
+* Then a fixed input range (mean/std given) and the broadcast through data-movement ops (§7.4).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from ..errors import InputError
+from ..ir.graph import Graph
+from .quant import Range, fixup_range, get_range
+
+BROADCAST_OPS = frozenset({"input", "concat", "reshape", "transpose", "pad", "strided_slice", "resize_image",
+                           "reduce_window2d"})
+
+
+class ProgressBar:
+    """ncc's ProgressBar.hpp: width 50, ``  [===>   ] pct% secs s`` redrawn with a carriage return."""
+
+    def __init__(self, total: int, out=None, width: int = 50):
+        self.total, self.ticks, self.width = max(total, 1), 0, width
+        self.out = out if out is not None else sys.stdout
+        self.start = time.perf_counter()
+
+    def display(self) -> None:
+        progress = self.ticks / self.total
+        pos = int(self.width * progress)
+        bar = "".join("=" if i < pos else ">" if i == pos else " " for i in range(self.width))
+        secs = time.perf_counter() - self.start
+        self.out.write(f"  [{bar}] {int(progress * 100)}% {secs:.3f}s\r")
+        self.out.flush()
+
+    def tick(self, n: int = 1) -> None:
+        self.ticks += n
+        self.display()
+
+    def done(self) -> None:
+        self.display()
+        self.out.write("\n")
+        self.out.flush()
+
+
+def dataset_batches(graph: Graph, dataset, fmt: str, mean: float, std: float):
+    """Yield (batch tensor, number of files) for the graph's first input (§7.1)."""
+    from .. import images
+
+    if not graph.inputs:
+        raise InputError("the model has no input to calibrate")
+    shape = tuple(graph.inputs[0].output.shape)
+    batch = shape[0] if len(shape) == 4 else 1
+    sample = shape[1:] if len(shape) == 4 else shape
+    files = images.list_dataset(dataset, fmt)
+    files = files[: len(files) // batch * batch]
+    if not files:
+        raise InputError(f"{dataset}: the dataset has fewer files than the model's batch size {batch}")
+
+    def load(path):
+        if fmt == "raw":
+            x = images.load_raw(path, np.float32, sample)
+            return images.normalize_f32(x, mean, std)
+        c, h, w = images.model_chw(shape)
+        return images.load_image_f32(path, c, h, w, mean, std).reshape(sample)
+
+    total = len(files)
+    for i in range(0, total, batch):
+        yield np.stack([load(p) for p in files[i:i + batch]]).reshape(shape).astype(np.float32), batch
+    return total
+
+
+def count_files(graph: Graph, dataset, fmt: str) -> int:
+    from .. import images
+
+    shape = tuple(graph.inputs[0].output.shape)
+    batch = shape[0] if len(shape) == 4 else 1
+    return len(images.list_dataset(dataset, fmt)) // batch * batch
+
+
+def run_graph(graph: Graph, x: np.ndarray, record) -> None:
+    """Evaluate the HLIR graph on one batch in DFS order; call ``record(out_connector, value)`` for
+    every node whose first output is marked need_quantize."""
+    from ..ir.ops import evaluator
+
+    values: dict = {}
+    first_input = graph.inputs[0]
+    for node in graph.dfs():
+        if node.op == "input":
+            outs = [x if node is first_input else np.zeros(node.output.shape, np.float32)]
+        elif node.op == "constant":
+            outs = [node["data"]]
+        elif node.op in ("output", "ignore"):
+            continue
+        else:
+            args = [values[ic.producer] for ic in node.inputs]
+            outs = evaluator(node.op)(node, args)
+        for oc, v in zip(node.outputs, outs):
+            values[oc] = v
+        if node.outputs and node.outputs[0].need_quantize:
+            record(node.outputs[0], values[node.outputs[0]])
+
+
+def collect_ranges(graph: Graph, dataset, fmt: str, mean: float, std: float, use_input_stat: bool,
+                   out=None) -> dict:
+    """Calibration run #1 (no_clip): union of per-batch ``get_range`` per marked output connector."""
+    ranges: dict = {}
+
+    def record(oc, v):
+        if oc.node.op == "input" and not use_input_stat:
+            return
+        r = get_range(v)
+        ranges[oc] = r if oc not in ranges else ranges[oc].union(r)
+
+    _run(graph, dataset, fmt, mean, std, record, out)
+    return ranges
+
+
+def l2_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: float, use_input_stat: bool,
+              out=None) -> dict:
+    """Calibration run #2 and the l2 threshold search (§7.3); prints ncc's lines."""
+    from .l2_calibration import Histogram, print_line
+
+    out = out if out is not None else sys.stdout
+    hists = {oc: Histogram(fixup_range(r)) for oc, r in ranges.items()}
+
+    def record(oc, v):
+        if oc.node.op == "input" and not use_input_stat:
+            return
+        if oc in hists:
+            hists[oc].record(v)
+
+    out.write("  4.3. Get activation distributions...\n")
+    out.write("  Plan buffers...\n")
+    _run(graph, dataset, fmt, mean, std, record, out)
+    out.write("  4.4. Find optimal thresholds...\n")
+    bar = ProgressBar(len(hists), out)
+    bar.display()
+    result = dict(ranges)
+    for oc, h in hists.items():
+        opt = h.optimal_range()
+        result[oc] = opt
+        out.write(print_line(h.range, opt) + "\n")
+        bar.tick()
+    bar.done()
+    out.write("\n")
+    return result
+
+
+def _run(graph, dataset, fmt, mean, std, record, out) -> None:
+    out = out if out is not None else sys.stdout
+    out.write("  Run calibration...\n")
+    bar = ProgressBar(count_files(graph, dataset, fmt), out)
+    bar.display()
+    for x, n in dataset_batches(graph, dataset, fmt, mean, std):
+        run_graph(graph, x, record)
+        bar.tick(n)
+    bar.done()
+
+
+def fixed_input_range(mean: float, std: float) -> Range:
+    """``{f32((0 − mean)/std), f32((1 − mean)/std)}`` (compile.cpp:342-349)."""
+    m, s = np.float32(mean), np.float32(std)
+    return Range(np.float32(np.float32(0.0 - m) / s), np.float32(np.float32(1.0 - m) / s))
+
+
+def broadcast_ranges(graph: Graph, ranges: dict) -> None:
+    """quantizer.cpp:173-200: ranges flow unchanged through data-movement ops (last visit wins, §13.5)."""
+
+    def push(node, r):
+        if node.op not in BROADCAST_OPS:
+            return
+        for o in node.outputs:
+            if o in ranges:
+                ranges[o] = r
+            for c in list(o.consumers):
+                push(c.node, r)
+
+    for node in graph.dfs():
+        if len(node.inputs) == 1:
+            src = node.inputs[0].producer
+            if src in ranges:
+                push(node, ranges[src])

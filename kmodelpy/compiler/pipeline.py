@@ -1,0 +1,181 @@
+"""The straight compile pipeline of ``ncc compile`` (compiler spec §2): import → optimize (P1, P2) →
+quantize (checkpoints, calibration, range broadcast, Q1-Q5) → lower → schedule → emit.
+
+Each stage is one small function; :func:`compile_model` strings them together and prints ncc's
+console lines (§12) to ``out``.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from ..errors import CompileError, InputError
+from ..ir.graph import Graph
+from . import transforms as T
+from .rewrite import Context, run_pass
+
+
+@dataclass
+class Options:
+    """``ncc compile`` options (§1) with ncc's defaults."""
+
+    dataset: str | None = None
+    dataset_format: str = "image"
+    inference_type: str = "uint8"
+    input_type: str = "default"
+    input_mean: float | None = None
+    input_std: float | None = None
+    calibrate_method: str = "no_clip"
+    weights_quantize_threshold: float = 64.0
+    output_quantize_threshold: int = 1024
+    quantize_binary: bool = True
+    max_allocator_solve_secs: int = 60
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def use_dataset_as_input_stat(self) -> bool:
+        return self.input_mean is None and self.input_std is None
+
+    @property
+    def mean(self) -> float:
+        return 0.0 if self.input_mean is None else float(self.input_mean)
+
+    @property
+    def std(self) -> float:
+        return 1.0 if self.input_std is None else float(self.input_std)
+
+    @property
+    def effective_input_type(self) -> str:
+        return self.inference_type if self.input_type == "default" else self.input_type
+
+    def validate(self) -> None:
+        checks = (("--dataset-format", self.dataset_format, ("image", "raw")),
+                  ("--inference-type", self.inference_type, ("uint8", "float")),
+                  ("--input-type", self.input_type, ("default", "uint8", "float")),
+                  ("--calibrate-method", self.calibrate_method, ("no_clip", "l2")))
+        for flag, v, allowed in checks:
+            if v not in allowed:
+                raise InputError(f"{flag} {v!r} is not supported; use one of: {', '.join(allowed)}")
+        if self.input_std is not None and float(self.input_std) == 0.0:
+            raise InputError("--input-std 0 would divide by zero; pass the standard deviation used in training")
+        if self.inference_type == "uint8" and not self.dataset:
+            raise InputError("uint8 inference needs a calibration set: pass --dataset DIR (images or raw files "
+                             "of the model input), or use --inference-type float")
+
+
+def make_context(opts: Options) -> Context:
+    return Context(weights_quantize_threshold=float(opts.weights_quantize_threshold),
+                   output_quantize_threshold=int(opts.output_quantize_threshold),
+                   quantize_binary=bool(opts.quantize_binary), inference_type=opts.inference_type,
+                   input_type=opts.effective_input_type)
+
+
+# ------------------------------------------------------------------------------------------- stages
+def import_graph(path, out) -> Graph:
+    from ..ir.importer import import_tflite
+    from .k210_ops import register_all
+
+    register_all()
+    out.write("1. Import graph...\n")
+    g = import_tflite(path)
+    g.assign_names()
+    return g
+
+
+def optimize(g: Graph, ctx: Context, out) -> None:
+    out.write("2. Optimize Pass 1...\n")
+    run_pass(g, T.pass_p1(ctx), ctx)
+    if ctx.inference_type == "uint8":
+        out.write("3. Optimize Pass 2...\n")
+        run_pass(g, T.pass_p2(ctx), ctx)
+
+
+def add_checkpoints(g: Graph, ctx: Context, opts: Options, out) -> None:
+    out.write("4. Quantize...\n")
+    out.write("  4.1. Add quantization checkpoints...\n")
+    for p in (T.pass_c1, T.pass_c2, T.pass_c3):
+        run_pass(g, p(ctx), ctx)
+    if opts.use_dataset_as_input_stat:
+        for n in g.inputs:
+            n.output.need_quantize = True
+
+
+def calibrate(g: Graph, ctx: Context, opts: Options, out) -> None:
+    from . import calibrate as C
+
+    if len(g.inputs) != 1:
+        raise CompileError(f"calibration feeds one model input, this model has {len(g.inputs)}; "
+                           "export a single-input model")
+    out.write("  4.2. Get activation ranges...\n")
+    out.write("  Plan buffers...\n")
+    ranges = C.collect_ranges(g, opts.dataset, opts.dataset_format, opts.mean, opts.std,
+                              opts.use_dataset_as_input_stat, out)
+    if opts.calibrate_method == "l2":
+        ranges = C.l2_ranges(g, ranges, opts.dataset, opts.dataset_format, opts.mean, opts.std,
+                             opts.use_dataset_as_input_stat, out)
+    if not opts.use_dataset_as_input_stat:
+        oc = g.inputs[0].output
+        r = C.fixed_input_range(opts.mean, opts.std)
+        ranges[oc] = r if oc not in ranges else ranges[oc].union(r)
+    C.broadcast_ranges(g, ranges)
+    ctx.ranges = ranges
+
+
+def quantize_graph(g: Graph, ctx: Context, out) -> None:
+    out.write("  4.5. Quantize graph...\n")
+    for p in (T.pass_q1, T.pass_q2, T.pass_q3, T.pass_q4, T.pass_q5):
+        try:
+            run_pass(g, p(ctx), ctx)
+        except ValueError as e:  # a connect() shape/type mismatch, e.g. ncc's 4x4-pool quirk (§13.8)
+            raise CompileError(f"quantization failed: {e}") from None
+    for n in g.nodes:
+        if n.op == "conv2d" and not n.need_quantize:
+            line = f"WARN: {n.name} Fallback to float conv2d due to weights divergence."
+            ctx.warnings.append(line)
+            out.write(line + "\n")
+
+
+def generate(g: Graph, out):
+    """Lower, schedule and emit (the back end); returns (kmodel bytes, llir, schedule)."""
+    from .emit import emit
+    from .lower import lower
+    from .report import summary_lines, working_memory_line
+    from .schedule import schedule
+
+    out.write("5. Lowering...\n")
+    llir = lower(g)
+    out.write("6. Optimize Pass 3...\n")
+    out.write("7. Generate code...\n")
+    out.write("  Plan buffers...\n")
+    sched = schedule(llir)
+    out.write("  Emit code...\n")
+    data = emit(llir, sched).to_bytes()
+    out.write(working_memory_line(sched) + "\n")
+    for line in summary_lines(llir):
+        out.write(line + "\n")
+    return data, llir, sched
+
+
+@dataclass
+class Result:
+    kmodel: bytes
+    graph: Graph
+    llir: Graph
+    schedule: object
+    warnings: list[str]
+
+
+def compile_model(path, opts: Options | None = None, out=None) -> Result:
+    """Compile a float TFLite model to kmodel v4 bytes (the whole §2 pipeline)."""
+    opts = opts or Options()
+    out = out if out is not None else sys.stdout
+    opts.validate()
+    ctx = make_context(opts)
+    g = import_graph(path, out)
+    optimize(g, ctx, out)
+    if opts.inference_type == "uint8":
+        add_checkpoints(g, ctx, opts, out)
+        calibrate(g, ctx, opts, out)
+        quantize_graph(g, ctx, out)
+    data, llir, sched = generate(g, out)
+    return Result(data, g, llir, sched, ctx.warnings)

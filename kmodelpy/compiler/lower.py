@@ -65,14 +65,14 @@ def lower(hlir: Graph) -> Graph:
             lic = ins.get(hic)
             if lic is None or hic.producer is None:
                 continue
-            _connect(lic, outs[hic.producer])
+            connect(lic, outs[hic.producer])
     fold_memorycopy(llir)
     llir.collect()
     _name_io(llir)
     return llir
 
 
-def _new_node(llir: Graph, op: str, name: str, in_shapes, in_dtypes, outputs, attrs) -> Node:
+def new_node(llir: Graph, op: str, name: str, in_shapes, in_dtypes, outputs, attrs) -> Node:
     """Create an LLIR node with unconnected inputs of the given shapes/dtypes and the given outputs
     ((shape, dtype, memory) triples)."""
     n = Node(op, name, dict(attrs))
@@ -89,7 +89,7 @@ def _new_node(llir: Graph, op: str, name: str, in_shapes, in_dtypes, outputs, at
 
 
 def _lower_simple(llir: Graph, h: Node, op: str, ins, outs) -> Node:
-    n = _new_node(
+    n = new_node(
         llir, op, h.name,
         [ic.shape for ic in h.inputs], [ic.dtype for ic in h.inputs],
         [(oc.shape, oc.dtype, oc.memory) for oc in h.outputs],
@@ -105,11 +105,11 @@ def _lower_simple(llir: Graph, h: Node, op: str, ins, outs) -> Node:
 def _lower_clamp(llir: Graph, h: Node, ins, outs) -> None:
     x, low, high = h.inputs
     out = h.outputs[0]
-    mx = _new_node(llir, "binary", h.name, [x.shape, low.shape], [x.dtype, low.dtype],
+    mx = new_node(llir, "binary", h.name, [x.shape, low.shape], [x.dtype, low.dtype],
                    [(x.shape, out.dtype, out.memory)], {"binary_op": "max", "fused_activation": FULL_RANGE})
-    mn = _new_node(llir, "binary", h.name, [x.shape, high.shape], [x.dtype, high.dtype],
+    mn = new_node(llir, "binary", h.name, [x.shape, high.shape], [x.dtype, high.dtype],
                    [(out.shape, out.dtype, out.memory)], {"binary_op": "min", "fused_activation": FULL_RANGE})
-    _connect(mn.inputs[0], mx.outputs[0])
+    connect(mn.inputs[0], mx.outputs[0])
     ins[x], ins[low], ins[high] = mx.inputs[0], mx.inputs[1], mn.inputs[1]
     outs[out] = mn.outputs[0]
 
@@ -121,7 +121,7 @@ def _lower_fused_unary(llir: Graph, h: Node, ins, outs) -> None:
     n.attrs = {"body": compile_nnil(h.attrs["program"])}
 
 
-def _connect(ic: InputConnector, out: OutputConnector) -> None:
+def connect(ic: InputConnector, out: OutputConnector) -> None:
     """Connect without the shape check: after lowering, a consumer of a folded memory_copy keeps its
     own (reshaped) shape while reading the producer's buffer, as in ncc's LLIR."""
     if ic.producer is not None:
@@ -138,7 +138,7 @@ def fold_memorycopy(llir: Graph) -> None:
             continue
         src = n.inputs[0].producer
         for c in list(n.outputs[0].consumers):
-            _connect(c, src)
+            connect(c, src)
 
 
 def _name_io(llir: Graph) -> None:

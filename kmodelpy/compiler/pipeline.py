@@ -1,7 +1,7 @@
 """The straight compile pipeline of ``ncc compile`` (compiler spec §2): import → optimize (P1, P2) →
 quantize (checkpoints, calibration, range broadcast, Q1-Q5) → lower → schedule → emit.
 
-Each stage is one small function; :func:`compile_model` strings them together and prints ncc's
+Each stage is one small function; :func:`run_pipeline` strings them together and prints ncc's
 console lines (§12) to ``out``.
 """
 from __future__ import annotations
@@ -165,7 +165,7 @@ class Result:
     warnings: list[str]
 
 
-def compile_model(path, opts: Options | None = None, out=None) -> Result:
+def run_pipeline(path, opts: Options | None = None, out=None) -> Result:
     """Compile a float TFLite model to kmodel v4 bytes (the whole §2 pipeline)."""
     opts = opts or Options()
     out = out if out is not None else sys.stdout

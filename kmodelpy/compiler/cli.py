@@ -1,0 +1,64 @@
+"""``kmodelpy compile``: ncc's ``compile`` command line (compiler spec §1).
+
+``kmodelpy compile model.tflite [out.kmodel] -i tflite [-o kmodel] [-t k210] --dataset DIR ...`` — every
+``ncc compile`` argument list works after replacing ``ncc`` by ``kmodelpy``. The output defaults to the
+input's name with ``.kmodel``; it is written only when compilation succeeds.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="float32 .tflite model")
+    p.add_argument("output", nargs="?", help="output .kmodel (default: the input's name with .kmodel)")
+    p.add_argument("-i", "--input-format", default="tflite", help="input format (only tflite)")
+    p.add_argument("-o", "--output-format", default="kmodel", help="output format (only kmodel)")
+    p.add_argument("-t", "--target", default="k210", help="target (k210; cpu is accepted like ncc)")
+    p.add_argument("--dataset", help="calibration set: folder (recursive) or one file; required for uint8")
+    p.add_argument("--dataset-format", default="image", help="image (default) or raw")
+    p.add_argument("--inference-type", default="uint8", help="uint8 (default) or float")
+    p.add_argument("--input-type", default="default", help="default (= inference type), uint8 or float")
+    p.add_argument("--input-mean", type=float, default=None, metavar="M",
+                   help="dataset normalisation (x-M)/S; giving it fixes the input range to [(0-M)/S, (1-M)/S]")
+    p.add_argument("--input-std", type=float, default=None, metavar="S", help="see --input-mean (default 1)")
+    p.add_argument("--calibrate-method", default="no_clip", help="no_clip (default) or l2")
+    p.add_argument("--weights-quantize-threshold", type=float, default=64.0, metavar="T",
+                   help="convs/matmuls whose weight range is wider stay float (default 64)")
+    p.add_argument("--output-quantize-threshold", type=int, default=1024, metavar="N",
+                   help="CPU conv/matmul/binary with fewer output elements stay float (default 1024)")
+    p.add_argument("--no-quantized-binary", action="store_true", help="keep binary ops in float")
+    p.add_argument("--max-allocator-solve-secs", type=int, default=60, metavar="N",
+                   help="accepted for ncc compatibility; kmodelpy always places buffers first-fit")
+    p.add_argument("--dump-ir", action="store_true", help="accepted for ncc compatibility (ignored)")
+
+
+def main(args) -> int:
+    if args.input_format != "tflite":
+        raise InputError(f"-i {args.input_format}: kmodelpy imports only tflite models")
+    if args.output_format != "kmodel":
+        raise InputError(f"-o {args.output_format}: the only output format is kmodel")
+    if args.target not in ("k210", "cpu"):
+        raise InputError(f"-t {args.target}: use k210")
+    if args.target == "cpu":
+        raise InputError("-t cpu is not supported by kmodelpy; use -t k210")
+    src = Path(args.input)
+    if not src.is_file():
+        raise InputError(f"{src}: no such model file")
+    out = Path(args.output) if args.output else src.with_suffix(".kmodel")
+    from . import compile_model
+
+    compile_model(src, dataset=args.dataset, output=out, verbose=True,
+                  dataset_format=args.dataset_format, inference_type=args.inference_type,
+                  input_type=args.input_type, input_mean=args.input_mean, input_std=args.input_std,
+                  calibrate_method=args.calibrate_method,
+                  weights_quantize_threshold=args.weights_quantize_threshold,
+                  output_quantize_threshold=args.output_quantize_threshold,
+                  quantize_binary=not args.no_quantized_binary,
+                  max_allocator_solve_secs=args.max_allocator_solve_secs)
+    sys.stdout.flush()
+    return 0

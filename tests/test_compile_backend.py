@@ -374,3 +374,145 @@ def test_emit_reproduces_ncc_kmodel(case):
         assert type(a) is type(b), k
         assert a.body_bytes() == b.body_bytes() or type(a).__name__ == "KPUConv2D", (k, type(a).__name__)
     assert ours.to_bytes() == data
+
+
+# ------------------------------------------------------------------ lowering + emission + emulation
+FULL = (-3.4028234663852886e38, 3.4028234663852886e38)
+
+
+def _small_hlir(rng):
+    """x -> conv2d -> clamp(0, 6) -> reshape -> matmul -> fused_unary((x+1)^2) -> output y;
+    clamp -> transpose(NHWC) -> output z."""
+    from kmodelpy.compiler.fused_unary import FuOp
+
+    g = Graph()
+    x = g.add("input", (), [(1, 2, 4, 4)], ["float32"], name="x")
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    conv = g.add("conv2d", [x.output], [(1, 3, 4, 4)], name="conv", weights=w, bias=b, groups=1, padding_h=(1, 1),
+                 padding_w=(1, 1), stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, fused_activation=FULL)
+    lo = g.add("constant", (), [(1,)], memory=MEM_CONST, data=np.zeros(1, np.float32))
+    hi = g.add("constant", (), [(1,)], memory=MEM_CONST, data=np.full(1, 6, np.float32))
+    cl = g.add("clamp", [conv.output, lo.output, hi.output], [(1, 3, 4, 4)], name="relu6")
+    r = g.add("reshape", [cl.output], [(1, 48)], new_shape=(1, 48))
+    wm = rng.standard_normal((48, 5)).astype(np.float32)
+    kw = g.add("constant", (), [(48, 5)], memory=MEM_CONST, data=wm)
+    mb = rng.standard_normal(5).astype(np.float32)
+    mm = g.add("matmul", [r.output, kw.output], [(1, 5)], name="fc", bias=mb, fused_activation=FULL)
+    prog = [FuOp.ldx(), FuOp.constant(1.0), FuOp.binary("add", 0, 1), FuOp.unary("square", 2)]
+    fu = g.add("fused_unary", [mm.output], [(1, 5)], name="act", program=prog)
+    g.add("output", [fu.output], [], name="y")
+    t = g.add("transpose", [cl.output], [(1, 4, 4, 3)], name="nhwc", perm=(0, 2, 3, 1))
+    g.add("output", [t.output], [], name="z")
+    return g, (w, b, wm, mb)
+
+
+def _np_forward(x, w, b, wm, mb):
+    x = x.astype(np.float64)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    y = np.zeros((1, 3, 4, 4))
+    for o in range(3):
+        for i in range(4):
+            for j in range(4):
+                y[0, o, i, j] = b[o] + np.sum(xp[0, :, i:i + 3, j:j + 3] * w[o])
+    c = np.clip(y, 0, 6)
+    f = c.reshape(1, 48) @ wm.astype(np.float64) + mb
+    return (f + 1) ** 2, c.transpose(0, 2, 3, 1)
+
+
+def test_lower_structure():
+    from kmodelpy.compiler.lower import lower
+
+    g, _ = _small_hlir(np.random.default_rng(0))
+    l = lower(g)
+    ops = [n.op for n in l.dfs()]
+    assert ops == ["input", "conv2d", "constant", "binary", "constant", "binary", "constant", "matmul",
+                   "nnil_unary_method", "output", "transpose", "output"]
+    mx, mn = [n for n in l.dfs() if n.op == "binary"]
+    assert (mx.attrs["binary_op"], mn.attrs["binary_op"]) == ("max", "min")
+    assert mn.inputs[0].producer is mx.outputs[0]
+    mm = next(n for n in l.dfs() if n.op == "matmul")
+    # the reshape is gone: the matmul reads the clamp's buffer with its own (1, 48) shape
+    assert mm.inputs[0].producer is mn.outputs[0] and mm.inputs[0].shape == (1, 48)
+    nn = next(n for n in l.dfs() if n.op == "nnil_unary_method")
+    assert nn.attrs["body"][-1] == 0xA0  # ret
+    assert [n.name for n in l.inputs] == ["x"] and [n.name for n in l.outputs] == ["y", "z"]
+
+
+def test_emit_round_trip_and_run():
+    from kmodelpy.compiler.emit import emit
+    from kmodelpy.compiler.lower import lower
+    from kmodelpy.compiler.report import summary_lines, working_memory_line
+    from kmodelpy.format.kmodel import KModel
+    from kmodelpy.runtime import Model
+
+    rng = np.random.default_rng(1)
+    g, params = _small_hlir(rng)
+    l = lower(g)
+    s = schedule(l)
+    km = emit(l, s)
+    data = km.to_bytes()
+    back = KModel.parse(data, "small")
+    assert [type(o).__name__ for o in back.ops] == ["Conv2D", "Binary", "Binary", "MatMul", "NNILUnaryMethod",
+                                                    "Transpose"]
+    assert back.to_bytes() == data and back.main_mem == s.main_usage and back.input_shapes == [[1, 2, 4, 4]]
+    conv, bmax, bmin, mm, fu, tr = back.ops
+    assert mm.input_a == bmin.output and mm.a_rows == 1 and mm.a_cols == 48 and mm.b_cols == 5
+    assert mm.input_b.memory_type == 0 and bmax.input_b.memory_type == 0
+    assert tr.perm == [0, 2, 3, 1] and tr.in_shape == [1, 3, 4, 4]
+    assert back.outputs == [fu.output, tr.output]
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    y, z = Model(back, "small").run(x)
+    ey, ez = _np_forward(x, *params)
+    np.testing.assert_allclose(y.reshape(ey.shape), ey, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(z.reshape(ez.shape), ez, rtol=1e-5, atol=1e-5)
+    assert working_memory_line(s) == f"Working memory usage: {s.main_usage} B"
+    assert summary_lines(l) == ["", "SUMMARY", "INPUTS", "0\tx\t1x2x4x4", "OUTPUTS", "0\ty\t1x5", "1\tz\t1x4x4x3"]
+
+
+def test_unnamed_kpu_input_is_input_0():
+    from kmodelpy.compiler.lower import lower
+
+    g = Graph()
+    x = g.add("input", (), [(1, 3, 8, 8)], ["uint8"], memory=MEM_KPU)
+    d = g.add("dequantize", [x.output], [(1, 3, 8, 8)], ["float32"], name="dq", quant_param=(0, 1.0))
+    g.add("output", [d.output], [], name="y")
+    assert [n.name for n in lower(g).inputs] == ["Input_0"]
+
+
+def test_kpu_tensor_bytes():
+    from kmodelpy.compiler.schedule import tensor_bytes
+
+    def kb(shape):
+        g = Graph()
+        return tensor_bytes(g.add("input", (), [shape], ["uint8"], memory=MEM_KPU).output)
+
+    assert kb((1, 3, 8, 8)) == 8 * 64  # W <= 16: 4 channels per line
+    assert kb((1, 5, 20, 20)) == 20 * 3 * 64  # W <= 32: 2 channels per line
+    assert kb((1, 2, 10, 100)) == 2 * 10 * 2 * 64  # W > 32: ceil(W/64) lines per row
+    assert kb((2, 1, 4, 64)) == 2 * 4 * 64
+
+
+@pytest.mark.parametrize("ic,oc,k,dw,coef,loads,para", [
+    (512, 1024, 3, False, 6, 171, 6 * 4608),  # oc_one_time = floor(30720 / 4608) = 6
+    (3, 16, 3, False, 16, 1, 16 * 27),
+    (1024, 1024, 1, False, 30, 35, 30 * 1024),
+    (64, 64, 3, True, 64, 1, 64 * 9),  # depthwise: one load of all weights
+])
+def test_kpu_load_planning(ic, oc, k, dw, coef, loads, para):
+    from kmodelpy.compiler.emit import kpu_layer_args
+    from kmodelpy.compiler.lower import connect, new_node
+
+    g = Graph()
+    x = g.add("input", (), [(1, ic, 8, 8)], ["uint8"], memory=MEM_KPU)
+    n = new_node(g, "kpu_conv2d", "conv", [(1, ic, 8, 8)], ["uint8"], [((1, oc, 8, 8), "uint8", MEM_KPU)],
+                 dict(filter_type={1: 0, 3: 1}[k], is_depthwise=dw, pool_type=0, pad_value=3, arg_x=-5, shift_x=0,
+                      arg_w=-3, shift_w=0, arg_add=k * k * 15))
+    connect(n.inputs[0], x.output)
+    g.add("output", [n.outputs[0]], [])
+    la = kpu_layer_args(n, schedule(g))
+    la = type(la).unpack(la.pack())  # the bits as written (load_time is a 6-bit field)
+    assert la.o_ch_num_coef == coef - 1 and la.para_size == para
+    assert la.load_time == (loads - 1) & 63
+    assert (la.pad_value, la.arg_x, la.arg_w, la.arg_add, la.depth_wise_layer) == (3, -5, -3, k * k * 15, int(dw))
+    assert la.send_data_out == 0 and la.dma_total_byte == 64 * oc - 1

@@ -24,10 +24,11 @@ COUNTER_LIMIT = F32(2.0**24)
 
 
 class Histogram:
-    """One connector's histogram (ncc ``quantizer::histogram``)."""
+    """One connector's histogram (ncc ``quantizer::histogram``). Like ncc's constructor it takes the range
+    as given: the caller passes ``fixup_range(R)`` (ncc's ``begin_collect_distribution`` does)."""
 
     def __init__(self, r: Range):
-        self.range = fixup_range(r)
+        self.range = Range(r.min, r.max)
         self.interval = F32(F32(self.range.max - self.range.min) / F32(SRC_BINS))
         self.bins = np.zeros(SRC_BINS, dtype=np.float32)
 
@@ -70,7 +71,7 @@ class Histogram:
 
 def l2_optimal_range(r: Range, tensors) -> Range:
     """Convenience: histogram of ``tensors`` (an iterable of arrays) over ``fixup_range(r)``, then search."""
-    h = Histogram(r)
+    h = Histogram(fixup_range(r))
     for t in tensors:
         h.record(t)
     return h.optimal_range()

@@ -1,0 +1,270 @@
+"""Reproduce ncc's quantization numbers on the reference micro models (compiler spec §7.1-7.10).
+
+For each case the float weights come from model.tflite, the calibration ranges are computed here from
+the case's dataset (PNG → ``f32(v)·f32(1/255)`` RGB planes, §7.1; raw float32 for iris) with the
+emulator's float kernels (conv2d starting at the bias, taps ic → ky → kx; matmul; glibc expf), and every
+field our quantization math derives is compared with the node ncc wrote into ncc.kmodel.
+"""
+from __future__ import annotations
+
+import glob
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import pytest
+
+from kmodelpy.compiler import fused_unary as fu
+from kmodelpy.compiler.cpu_quant_params import fused_unary_lut, quantized_binary_params, quantized_conv2d_params
+from kmodelpy.compiler.kpu_params import kpu_conv_params
+from kmodelpy.compiler.l2_calibration import Histogram, print_line
+from kmodelpy.compiler.quant import FLT_MAX, Range, fixup_range, get_quant_param, get_range
+from kmodelpy.format.kmodel import KModel
+from kmodelpy.format.tflite_reader import read_tflite
+from kmodelpy.ops.binary import binary
+from kmodelpy.ops.conv2d import conv2d
+from kmodelpy.ops.matmul import matmul
+
+from refcases import CASES, case_json
+
+F32 = np.float32
+NONE = (-FLT_MAX, FLT_MAX)
+ACTS = {"NONE": NONE, "RELU": (F32(0), FLT_MAX), "RELU6": (F32(0), F32(6)), "RELU_N1_TO_1": (F32(-1), F32(1))}
+
+
+# --------------------------------------------------------------------------- data and float model
+
+
+def _dataset_files(case: str, pattern: str) -> list[str]:
+    args = case_json(case)["ncc_args"]
+    d = CASES / case / args[args.index("--dataset") + 1]
+    return sorted(glob.glob(str(d / "**" / pattern), recursive=True))
+
+
+@lru_cache(maxsize=None)
+def _images(case: str) -> tuple[np.ndarray, ...]:
+    """Calibration batches [1, 3, H, W]: OpenCV BGR decode, RGB planes, ``f32(v)·f32(1/255)`` (§7.1)."""
+    out = []
+    for f in _dataset_files(case, "*.png"):
+        im = cv2.imread(f, cv2.IMREAD_COLOR)
+        planes = im[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
+        out.append((planes * F32(1.0 / 255.0)).astype(np.float32)[None])
+    assert out, f"{case}: no calibration images"
+    return tuple(out)
+
+
+@lru_cache(maxsize=None)
+def _model(case: str):
+    return read_tflite(CASES / case / "model.tflite")
+
+
+@lru_cache(maxsize=None)
+def _kmodel(case: str) -> KModel:
+    return KModel.parse((CASES / case / "ncc.kmodel").read_bytes(), case)
+
+
+def _nodes(case: str, name: str) -> list:
+    return [n.op for n in _kmodel(case).nodes if type(n.op).__name__ == name]
+
+
+def _conv(case: str, op_index: int) -> dict:
+    """Float conv of the TFLite model in nncase's layout (OIHW; depthwise [C, 1, k, k])."""
+    t = _model(case)
+    op = t.operators[op_index]
+    w = t.tensors[op.inputs[1]].data
+    depthwise = op.builtin == "DEPTHWISE_CONV_2D"
+    w = w.transpose(3, 0, 1, 2) if depthwise else w.transpose(0, 3, 1, 2)
+    b = t.tensors[op.inputs[2]].data
+    return dict(w=np.ascontiguousarray(w, np.float32), b=np.asarray(b, np.float32), depthwise=depthwise,
+                act=ACTS[op.options["fused_activation"]], k=w.shape[2])
+
+
+def _run_conv(x: np.ndarray, c: dict) -> np.ndarray:
+    """Float conv as evaluated at calibration time: stride 1, SAME-style implicit padding k//2
+    (a KPU conv runs at full resolution, §7.6), fused clamp."""
+    p = c["k"] // 2
+    groups = c["w"].shape[0] if c["depthwise"] else 1
+    return conv2d(x, c["w"], c["b"], groups, (p, p), (p, p), 1, 1, 1, 1, c["act"][0], c["act"][1])
+
+
+def _union(ranges) -> Range:
+    r = None
+    for v in ranges:
+        g = get_range(v)
+        r = g if r is None else r.union(g)
+    return r
+
+
+LEAKY = lambda alpha: (fu.FuOp.ldx(), fu.FuOp.constant(alpha), fu.FuOp.binary("mul", 0, 1), fu.FuOp.ldx(),  # noqa: E731
+                       fu.FuOp.binary("max", 3, 2))
+SIGMOID = (fu.FuOp.ldx(), fu.FuOp.unary("neg", 0), fu.FuOp.unary("exp", 1), fu.FuOp.constant(1.0),
+           fu.FuOp.binary("add", 3, 2), fu.FuOp.constant(1.0), fu.FuOp.binary("div", 5, 4))
+
+
+def _program(case: str, op_index: int | None):
+    if op_index is None:
+        return None
+    op = _model(case).operators[op_index]
+    if op.builtin == "LEAKY_RELU":
+        return LEAKY(F32(op.options["alpha"]))
+    if op.builtin == "LOGISTIC":
+        return SIGMOID
+    raise AssertionError(op.builtin)
+
+
+# --------------------------------------------------------------------------- KPU convs
+
+# case -> chain of (conv op index, absorbed activation op index or None); each conv feeds the next.
+KPU_CASES = {
+    "conv3x3_s1_same": [(0, None)],
+    "conv1x1_s1": [(0, None)],
+    "conv_bn_relu": [(0, None)],
+    "conv_bn_relu6": [(0, None)],
+    "conv_leakyrelu": [(0, 1)],
+    "conv_sigmoid": [(0, 1)],
+    "conv_avgpool2x2": [(0, None)],  # range taken before the (Q2-fused) pool
+    "conv_maxpool2x2": [(0, None)],
+    "dwconv3x3_s1": [(0, None), (1, None)],
+    "dwconv3x3_s2": [(0, None), (1, None)],  # depthwise s2: calibrated at full resolution
+    "add_residual": [(0, None), (1, None)],
+}
+
+
+def _kpu_chain(case: str):
+    """Float-evaluate the chain over the dataset; return per layer (conv, program, iq, yq, zq, zr)."""
+    xs = list(_images(case))
+    in_range = _union(xs)
+    layers = []
+    for conv_i, act_i in KPU_CASES[case]:
+        c = _conv(case, conv_i)
+        prog = _program(case, act_i)
+        ys = [_run_conv(x, c) for x in xs]
+        yr = _union(ys)
+        zs = [fu.evaluate(prog, y.ravel()).reshape(y.shape) for y in ys] if prog else ys
+        zr = _union(zs)
+        layers.append((c, prog, get_quant_param(in_range), get_quant_param(yr), get_quant_param(zr), zr, zs))
+        xs, in_range = zs, zr
+    return layers
+
+
+def _compare_kpu(ours, node) -> list[str]:
+    la = node.layer_argument
+    checks = {
+        "weights": np.array_equal(ours.weights.ravel(), node.weights.ravel()),
+        "pad_value": ours.pad_value == la.pad_value,
+        "arg_x": ours.arg_x == la.arg_x,
+        "shift_x": ours.shift_x == la.shr_x,
+        "arg_w": ours.arg_w == la.arg_w,
+        "shift_w": ours.shift_w == la.shr_w,
+        "arg_add": ours.arg_add == la.arg_add,
+        "norm_mul": np.array_equal(ours.norm_mul, node.bn.norm_mul),
+        "norm_shift": np.array_equal(ours.norm_shift, node.bn.norm_shift),
+        "norm_add": np.array_equal(ours.norm_add, node.bn.norm_add),
+        "act_start_x": np.array_equal(ours.act_start_x, node.activation.x_start),
+        "act_mul": np.array_equal(ours.act_mul, node.activation.y_mul),
+        "act_shift": np.array_equal(ours.act_shift, node.activation.shift_number),
+        "act_add": np.array_equal(ours.act_add, node.activation.add),
+        "bn_words": np.array_equal(ours.batch_norm().pack(), node.bn.pack()),
+        "act_words": np.array_equal(ours.activation_table().pack_words() & np.uint64((1 << 60) - 1),
+                                    node.activation.pack_words() & np.uint64((1 << 60) - 1)),
+    }
+    return [k for k, ok in checks.items() if not ok]
+
+
+@pytest.mark.parametrize("case", sorted(KPU_CASES))
+def test_kpu_conv_fields_match_ncc(case):
+    nodes = _nodes(case, "KPUConv2D")
+    layers = _kpu_chain(case)
+    assert len(nodes) == len(layers)
+    bad = {}
+    for i, ((c, prog, iq, yq, zq, _, _), node) in enumerate(zip(layers, nodes)):
+        ours = kpu_conv_params(c["w"], c["b"], c["act"], iq, yq, zq, prog, name=f"{case}[{i}]")
+        wrong = _compare_kpu(ours, node)
+        if wrong:
+            bad[i] = wrong
+    assert not bad, f"{case}: fields differing from ncc per KPU layer: {bad}"
+
+
+@pytest.mark.parametrize("case", ["conv3x3_s1_same", "conv_leakyrelu", "conv_sigmoid", "conv_avgpool2x2",
+                                  "conv_bn_relu6"])
+def test_kpu_output_dequantize_matches_ncc(case):
+    """The boundary output's quant params (zq) are what the final Dequantize node holds."""
+    *_, (_, _, _, _, zq, _, _) = _kpu_chain(case)
+    dq = _nodes(case, "Dequantize")[-1]
+    assert (dq.zero_point, F32(dq.scale)) == (zq.zero_point, F32(zq.scale))
+
+
+# --------------------------------------------------------------------------- CPU quantized ops
+
+
+def test_conv5x5_quantized_conv2d_matches_ncc():
+    case = "conv5x5"
+    c = _conv(case, 0)
+    xs = list(_images(case))
+    ys = [conv2d(x, c["w"], c["b"], 1, (2, 2), (2, 2), 1, 1, 1, 1, *c["act"]) for x in xs]
+    iq, yq = get_quant_param(_union(xs)), get_quant_param(_union(ys))
+    p = quantized_conv2d_params(c["w"], c["b"], iq, yq)
+    (node,) = _nodes(case, "QuantizedConv2D")
+    got = dict(weights=np.array_equal(p.weights.ravel(), node.weights.ravel()),
+               bias=np.array_equal(p.bias, node.bias), input_offset=p.input_offset == node.input_offset,
+               filter_offset=p.filter_offset == node.filter_offset, output_mul=p.output_mul == node.output_mul,
+               output_shift=p.output_shift == node.output_shift, output_offset=p.output_offset == node.output_offset)
+    assert all(got.values()), got
+    dq = _nodes(case, "Dequantize")[-1]
+    assert (dq.zero_point, F32(dq.scale)) == (yq.zero_point, yq.scale)
+
+
+def test_add_residual_quantized_binary_matches_ncc():
+    case = "add_residual"
+    (c0, _, _, _, _, r0, z0), (c1, _, _, _, _, r1, z1) = _kpu_chain(case)
+    op = _model(case).operators[2]
+    outs = [binary(a, b, 0, *ACTS[op.options["fused_activation"]]) for a, b in zip(z0, z1)]
+    i1q, i2q, yq = get_quant_param(r0), get_quant_param(r1), get_quant_param(_union(outs))
+    p = quantized_binary_params("add", i1q, i2q, yq)
+    (node,) = _nodes(case, "QuantizedBinary")
+    fields = ("input_a_offset", "input_a_mul", "input_a_shift", "input_b_offset", "input_b_mul", "input_b_shift",
+              "output_mul", "output_shift", "output_offset")
+    wrong = [f for f in fields if getattr(p, f) != getattr(node, f)]
+    assert not wrong, {f: (getattr(p, f), getattr(node, f)) for f in wrong}
+
+
+def test_iris_softmax_lut_matches_ncc():
+    """iris_mlp: the float MLP's softmax exp becomes quantize → 256-entry LUT → dequantize (§7.10)."""
+    case = "iris_mlp"
+    t = _model(case)
+    fc = [op for op in t.operators if op.builtin == "FULLY_CONNECTED"]
+    xs = [np.fromfile(f, dtype="<f4").reshape(1, -1) for f in _dataset_files(case, "*.bin")]
+    subs = []
+    for x in xs:
+        h = x
+        for op in fc:
+            w = t.tensors[op.inputs[1]].data.astype(np.float32)
+            b = t.tensors[op.inputs[2]].data.astype(np.float32)
+            h = matmul(h, np.ascontiguousarray(w.T), b, *ACTS[op.options["fused_activation"]])
+        subs.append((h - h.max(axis=1, keepdims=True)).astype(np.float32))
+    prog = (fu.FuOp.ldx(), fu.FuOp.unary("exp", 0))
+    exps = [fu.evaluate(prog, s) for s in subs]
+    iq, yq = get_quant_param(_union(subs)), get_quant_param(_union(exps))
+    (q,) = _nodes(case, "Quantize")
+    (lut_node,) = _nodes(case, "TableLookup1D")
+    dq = _nodes(case, "Dequantize")[-1]
+    assert (q.zero_point, F32(q.scale)) == (iq.zero_point, iq.scale)
+    assert (dq.zero_point, F32(dq.scale)) == (yq.zero_point, yq.scale)
+    consts = _kmodel(case).constants
+    table = np.frombuffer(consts, np.uint8)[lut_node.table.start: lut_node.table.start + 256]
+    assert np.array_equal(fused_unary_lut(prog, iq, yq), table)
+
+
+# --------------------------------------------------------------------------- l2
+
+
+def test_line_follower_l2_input_histogram_line_is_printed_by_ncc():
+    """The graph input's l2 line: histogram of the 100 calibration images over fixup({0, 1})."""
+    case = "line_follower_stock__l2"
+    log = (CASES / case / "compile.log").read_text().splitlines()
+    imgs = _images(case)
+    h = Histogram(fixup_range(_union(imgs)))
+    for x in imgs:
+        h.record(x)
+    line = print_line(h.range, h.optimal_range())
+    assert line in log, line

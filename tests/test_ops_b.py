@@ -107,11 +107,13 @@ BODIES = {
     Quantize: st.builds(Quantize, mr, mr, i32, f32),
     Dequantize: st.builds(Dequantize, mr, mr, i32, f32),
     MemoryCopy: st.builds(MemoryCopy, mr, mr),
-    Pad: st.builds(Pad, mr, mr, shape4, st.lists(pad_pair, min_size=4, max_size=4), u32, st.binary(min_size=4, max_size=4)),
+    Pad: st.builds(Pad, mr, mr, shape4, st.lists(pad_pair, min_size=4, max_size=4), u32,
+                   st.binary(min_size=4, max_size=4)),
     Reduce: st.builds(Reduce, mr, mr, u32, shape4, shape4, f32),
-    ReduceWindow2D: st.builds(ReduceWindow2D, mr, mr, u32, shape4, pad_pair, pad_pair, i32, i32, i32, i32, i32, i32, f32, act),
-    CPUReduceWindow2D: st.builds(CPUReduceWindow2D, mr, mr, u32, shape4, pad_pair, pad_pair, i32, i32, i32, i32, i32, i32, f32, act),
-    ResizeImage: st.builds(ResizeImage, mr, mr, shape4, i32, i32, u32, st.booleans(), st.binary(min_size=3, max_size=3)),
+    ReduceWindow2D: st.builds(ReduceWindow2D, mr, mr, u32, shape4, pad_pair, pad_pair, *[i32] * 6, f32, act),
+    CPUReduceWindow2D: st.builds(CPUReduceWindow2D, mr, mr, u32, shape4, pad_pair, pad_pair, *[i32] * 6, f32, act),
+    ResizeImage: st.builds(ResizeImage, mr, mr, shape4, i32, i32, u32, st.one_of(st.booleans(), st.integers(2, 255)),
+                           st.binary(min_size=3, max_size=3)),
     Softmax: st.builds(Softmax, mr, mr, i32, i32, f32),
     Transpose: st.builds(Transpose, mr, mr, shape4, shape4),
     StridedSlice: st.builds(StridedSlice, mr, mr, shape4, shape4, shape4, shape4, i32, i32, i32, i32, i32),
@@ -144,6 +146,8 @@ def test_resize_bool_and_padding_bytes_survive():
     assert raw[60:64] == b"\x01\x01\x02\x03"
     back = ResizeImage.read(Reader(raw, 0, len(raw)))
     assert back.align_corners is True and back.struct_padding == b"\x01\x02\x03"
+    odd = raw[:60] + b"\x02" + raw[61:]  # a non-0/1 bool byte is kept for a byte-exact round trip
+    assert ResizeImage.read(Reader(odd, 0, len(odd))).body_bytes() == odd
 
 
 def test_nnil_assembler_disassembler():

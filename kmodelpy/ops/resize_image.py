@@ -108,7 +108,7 @@ class ResizeImage(Op):
     out_h: int = 1
     out_w: int = 1
     mode: int = RESIZE_BILINEAR
-    align_corners: bool = False
+    align_corners: bool | int = False  # the raw byte is kept when it is neither 0 nor 1 (any non-zero is true)
     struct_padding: bytes = bytes(3)  # the 3 bytes after the bool (zero when ncc writes them)
 
     @classmethod
@@ -117,7 +117,7 @@ class ResizeImage(Op):
         shape = read_shape4(r, "in_shape")
         oh, ow, mode = r.i32("out_h"), r.i32("out_w"), r.u32("mode")
         ac = r.u8("align_corners")
-        return cls(*mrs, shape, oh, ow, mode, ac != 0, r.raw(3, "align_corners padding"))
+        return cls(*mrs, shape, oh, ow, mode, bool(ac) if ac in (0, 1) else ac, r.raw(3, "align_corners padding"))
 
     def write(self, w: Writer) -> None:
         self.input.write(w)
@@ -126,7 +126,7 @@ class ResizeImage(Op):
         w.i32(self.out_h)
         w.i32(self.out_w)
         w.u32(self.mode)
-        w.u8(1 if self.align_corners else 0)
+        w.u8(int(self.align_corners))
         w.raw(bytes(self.struct_padding)[:3].ljust(3, b"\0"))
 
     def output_shape(self, rng: MemoryRange) -> list[int] | None:

@@ -1,0 +1,346 @@
+"""TFLite import: graph structure as ncc builds it, the operators ncc refused (checked against
+hand-computed numpy results on small models written with tflite_builder), and one-line errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kmodelpy
+from kmodelpy.errors import FormatError, KmodelpyError, UnsupportedError
+from kmodelpy.format.tflite_reader import read_tflite
+from kmodelpy.ir.importer import import_tflite, supported_operators
+from refcases import CASES
+from tflite_builder import TFLiteBuilder
+
+RNG = np.random.default_rng(1234)
+
+
+def _run(tmp_path, b: TFLiteBuilder, ins, outs, *values):
+    """Save, load with kmodelpy.load, run on NHWC values; returns outputs in TFLite layout (NHWC)."""
+    path = b.save(tmp_path / "m.tflite", ins, outs)
+    model = kmodelpy.load(path)
+    feeds = [v.transpose(0, 3, 1, 2) if v.ndim == 4 else v for v in values]
+    res = model.run(*feeds)
+    return [r.transpose(0, 2, 3, 1) if r.ndim == 4 else r for r in res]
+
+
+def _conv1x1_ref(x, w_ohwi, bias):
+    return np.einsum("nhwi,oi->nhwo", x.astype(np.float64), w_ohwi[:, 0, 0, :].astype(np.float64)) + bias
+
+
+def _x(shape, lo=-3.0, hi=3.0):
+    return RNG.uniform(lo, hi, shape).astype(np.float32)
+
+
+# ---------------------------------------------------------------- structure (compiler spec §4)
+def test_structure_follows_ncc(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("img", [1, 4, 4, 3])
+    w = b.const("w", _x((2, 1, 1, 3)))
+    bias = b.const("b", _x((2,)))
+    c = b.tensor("c", [1, 4, 4, 2])
+    b.op("CONV_2D", [x, w, bias], [c], "Conv2DOptions", padding="SAME", stride_h=1, stride_w=1)
+    r = b.tensor("r", [1, 4, 4, 2])
+    b.op("RELU", [c], [r])
+    g = import_tflite(read_tflite(b.save(tmp_path / "m.tflite", [x], [r])))
+    ops = [n.op for n in g.nodes]
+    # operators in file order, then the input (+transpose), the output (+transpose), the constants
+    assert ops == ["transpose", "conv2d", "transpose", "constant", "binary", "input", "transpose", "transpose",
+                   "output"]
+    conv = g.nodes[1]
+    assert conv["weights"].shape == (2, 3, 1, 1) and conv["groups"] == 1
+    assert conv["padding_h"] == (0, 0) and conv["fused_activation"] == (-np.finfo(np.float32).max,
+                                                                     np.finfo(np.float32).max)
+    relu = g.nodes[4]
+    assert relu["binary_op"] == "max" and relu.producer(1).op == "constant"
+    assert relu.producer(1)["data"].shape == (1,) and relu.producer(0) is g.nodes[2]
+    assert g.inputs[0].name == "img" and g.inputs[0].output.shape == (1, 3, 4, 4)
+    assert g.nodes[6]["perm"] == (0, 2, 3, 1) and g.nodes[7]["perm"] == (0, 3, 1, 2)
+    assert g.outputs[0].name == "r" and g.outputs[0].input.shape == (1, 2, 4, 4)
+    assert [n.op for n in g.dfs()][-1] == "output"
+
+
+def test_fully_connected_structure():
+    g = import_tflite(CASES / "dense" / "model.tflite")
+    mm = [n for n in g.nodes if n.op == "matmul"]
+    assert len(mm) == 1
+    a, bnode = mm[0].producer(0), mm[0].producer(1)
+    assert a.op == "reshape" and bnode.op == "transpose" and bnode["perm"] == (1, 0)
+    assert bnode.producer(0).op == "constant"
+    assert bnode.output.shape[0] == a.output.shape[1]
+
+
+def test_depthwise_and_padding_rule():
+    g = import_tflite(CASES / "dwconv3x3_s2" / "model.tflite")
+    dw = [n for n in g.nodes if n.op == "conv2d" and n["groups"] > 1]
+    assert dw and dw[0]["weights"].shape[1] == 1 and dw[0]["weights"].shape[0] == dw[0]["groups"]
+    # SAME, 3x3 stride 2 on an even size: total padding 1 → (0, 1)
+    assert dw[0]["padding_h"] == (0, 1) and dw[0]["padding_w"] == (0, 1)
+
+
+# ---------------------------------------------------------------- operators ncc refused
+def test_prelu(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4, 4, 3])
+    alpha = RNG.uniform(0.05, 0.5, (1, 1, 3)).astype(np.float32)
+    a = b.const("alpha", alpha)
+    y = b.tensor("y", [1, 4, 4, 3])
+    b.op("PRELU", [x, a], [y])
+    xv = _x((1, 4, 4, 3))
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    np.testing.assert_array_equal(out, np.where(xv >= 0, xv, alpha * xv))
+
+
+def test_tanh_op_and_fused(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 1, 8, 8])
+    y = b.tensor("y", [1, 1, 8, 8])
+    b.op("TANH", [x], [y])
+    xv = np.concatenate([np.linspace(-30, 30, 40), [0.0, 1e-6, -1e-6, 1e-3, -1e-3, 0.5, -0.5, 44, -44, 90, -90,
+                                                     5, -5, 2, -2, 1e-8, 7, -7, 0.25, -0.25, 3, -3, 1, -1]])
+    xv = xv.astype(np.float32).reshape(1, 1, 8, 8)
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    np.testing.assert_allclose(out, np.tanh(xv.astype(np.float64)), rtol=0, atol=3e-7)
+
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 2, 2, 2])
+    c = b.const("c", np.float32([0.5, -2.0]))
+    y = b.tensor("y", [1, 2, 2, 2])
+    b.op("MUL", [x, c], [y], "MulOptions", fused_activation="TANH")
+    xv = _x((1, 2, 2, 2))
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    np.testing.assert_allclose(out, np.tanh(xv * np.float32([0.5, -2.0])), rtol=0, atol=3e-7)
+
+
+def test_hard_swish(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4, 4, 2])
+    y = b.tensor("y", [1, 4, 4, 2])
+    b.op("HARD_SWISH", [x], [y])
+    xv = _x((1, 4, 4, 2), -6, 6)
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    np.testing.assert_allclose(out, xv * np.clip(xv + 3, 0, 6) / 6, rtol=1e-6, atol=1e-7)
+
+
+def test_split_and_split_v(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4, 4, 6])
+    axis = b.const("axis", np.int32([3]))
+    outs = [b.tensor(f"s{k}", [1, 4, 4, 2]) for k in range(3)]
+    b.op("SPLIT", [axis, x], outs, "SplitOptions", num_splits=3)
+    xv = _x((1, 4, 4, 6))
+    res = _run(tmp_path, b, [x], outs, xv)
+    for k in range(3):
+        np.testing.assert_array_equal(res[k], xv[..., 2 * k:2 * k + 2])
+
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4, 4, 6])
+    sizes = b.const("sizes", np.int32([1, -1, 2]))
+    axis = b.const("axis", np.int32([-1]))
+    outs = [b.tensor("a", [1, 4, 4, 1]), b.tensor("b", [1, 4, 4, 3]), b.tensor("c", [1, 4, 4, 2])]
+    b.op("SPLIT_V", [x, sizes, axis], outs, "SplitVOptions", num_splits=3)
+    res = _run(tmp_path, b, [x], outs, xv)
+    for r, (lo, hi) in zip(res, [(0, 1), (1, 4), (4, 6)]):
+        np.testing.assert_array_equal(r, xv[..., lo:hi])
+
+
+def test_squeeze_expand_dims(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 1, 1, 8])
+    s = b.tensor("s", [1, 8])
+    b.op("SQUEEZE", [x], [s], "SqueezeOptions", squeeze_dims=[1, 2])
+    ax = b.const("ax", np.int32([1]))
+    e = b.tensor("e", [1, 1, 8])
+    b.op("EXPAND_DIMS", [s, ax], [e])
+    xv = _x((1, 1, 1, 8))
+    (out,) = _run(tmp_path, b, [x], [e], xv)
+    np.testing.assert_array_equal(out, xv.reshape(1, 1, 8))
+
+
+def test_pack_unpack(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 3, 8])
+    parts = [b.tensor(f"u{k}", [1, 8]) for k in range(3)]
+    b.op("UNPACK", [x], parts, "UnpackOptions", num=3, axis=1)
+    r = b.tensor("r", [1, 8])
+    b.op("RELU", [parts[2]], [r])
+    p = b.tensor("p", [1, 2, 8])
+    b.op("PACK", [r, parts[0]], [p], "PackOptions", values_count=2, axis=1)
+    xv = _x((1, 3, 8))
+    (out,) = _run(tmp_path, b, [x], [p], xv)
+    np.testing.assert_array_equal(out, np.stack([np.maximum(xv[:, 2], 0), xv[:, 0]], axis=1))
+
+
+def test_shape_subgraph_is_folded(tmp_path):
+    """TF2's Flatten: RESHAPE(x, PACK(STRIDED_SLICE(SHAPE(x))[0], 48))."""
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4, 4, 3])
+    shp = b.tensor("shape", [4], "INT32")
+    b.op("SHAPE", [x], [shp], "ShapeOptions", out_type="INT32")
+    begin, end, strides = (b.const(n, np.int32([v])) for n, v in (("b", 0), ("e", 1), ("s", 1)))
+    batch = b.tensor("batch", [], "INT32")
+    b.op("STRIDED_SLICE", [shp, begin, end, strides], [batch], "StridedSliceOptions", shrink_axis_mask=1)
+    c48 = b.const("c48", np.int32(48))
+    new_shape = b.tensor("new_shape", [2], "INT32")
+    b.op("PACK", [batch, c48], [new_shape], "PackOptions", values_count=2, axis=0)
+    y = b.tensor("y", [1, 48])
+    b.op("RESHAPE", [x, new_shape], [y])
+    path = b.save(tmp_path / "m.tflite", [x], [y])
+    g = import_tflite(path)
+    assert [n.op for n in g.nodes] == ["reshape", "input", "transpose", "output"]
+    assert g.nodes[0]["new_shape"] == (1, 48)
+    xv = _x((1, 4, 4, 3))
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    np.testing.assert_array_equal(out, xv.reshape(1, 48))
+
+
+def _conv1x1_model(b, x, w_tensor, bias, out_ch):
+    y = b.tensor("y", [1, 4, 4, out_ch])
+    b.op("CONV_2D", [x, w_tensor, bias], [y], "Conv2DOptions", padding="VALID", stride_h=1, stride_w=1)
+    return y
+
+
+def test_dequantize_fp16_weights(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4, 4, 3])
+    w16 = _x((4, 1, 1, 3)).astype(np.float16)
+    wq = b.const("w16", w16)
+    w = b.tensor("w", [4, 1, 1, 3])
+    b.op("DEQUANTIZE", [wq], [w])
+    bias = _x((4,))
+    y = _conv1x1_model(b, x, w, b.const("bias", bias), 4)
+    xv = _x((1, 4, 4, 3))
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    np.testing.assert_allclose(out, _conv1x1_ref(xv, w16.astype(np.float32), bias), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("through_dequantize", [True, False])
+def test_int8_per_channel_weights(tmp_path, through_dequantize):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4, 4, 3])
+    q = RNG.integers(-127, 128, (4, 1, 1, 3)).astype(np.int8)
+    scales = np.float32([0.01, 0.5, 0.002, 3.0])
+    quant = (scales, np.zeros(4, np.int64), 0)
+    if through_dequantize:
+        wq = b.const("wq", q, quant=quant)
+        w = b.tensor("w", [4, 1, 1, 3])
+        b.op("DEQUANTIZE", [wq], [w])
+    else:  # dynamic-range model: int8 weights straight into the conv
+        w = b.const("wq", q, quant=quant)
+    bias = _x((4,))
+    y = _conv1x1_model(b, x, w, b.const("bias", bias), 4)
+    xv = _x((1, 4, 4, 3))
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    w_real = q.astype(np.float32) * scales.reshape(4, 1, 1, 1)
+    np.testing.assert_allclose(out, _conv1x1_ref(xv, w_real, bias), rtol=1e-5, atol=1e-4)
+
+
+def test_cast_of_constant(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 2, 2, 3])
+    ci = b.const("ci", np.int32([1, -2, 3]))
+    cf = b.tensor("cf", [3])
+    b.op("CAST", [ci], [cf], "CastOptions", in_data_type="INT32", out_data_type="FLOAT32")
+    y = b.tensor("y", [1, 2, 2, 3])
+    b.op("ADD", [x, cf], [y], "AddOptions")
+    xv = _x((1, 2, 2, 3))
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    np.testing.assert_array_equal(out, xv + np.float32([1, -2, 3]))
+
+
+def test_conv_prelu_reference_case():
+    """ncc refuses this model ("Not supported tflite opcode: PRELU"); we import and evaluate it."""
+    path = CASES / "conv_prelu" / "model.tflite"
+    tfl = read_tflite(path)
+    w = tfl.tensors[tfl.operators[0].inputs[1]].data.astype(np.float64)  # OHWI
+    bias = tfl.tensors[tfl.operators[0].inputs[2]].data.astype(np.float64)
+    alpha = tfl.tensors[tfl.operators[1].inputs[1]].data.astype(np.float64)
+    x = RNG.uniform(0, 1, (1, 32, 32, 3)).astype(np.float32)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    conv = np.zeros((1, 32, 32, 16)) + bias
+    for ky in range(3):
+        for kx in range(3):
+            conv += np.einsum("nhwi,oi->nhwo", xp[:, ky:ky + 32, kx:kx + 32, :], w[:, ky, kx, :])
+    ref = np.where(conv >= 0, conv, alpha * conv)
+    (out,) = kmodelpy.load(path).run(x.transpose(0, 3, 1, 2))
+    np.testing.assert_allclose(out.transpose(0, 2, 3, 1), ref, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- errors: one line, KmodelpyError
+def _one_line_error(exc_type, fn, *args):
+    with pytest.raises(exc_type) as e:
+        fn(*args)
+    msg = str(e.value)
+    assert isinstance(e.value, KmodelpyError) and msg and "\n" not in msg
+    return msg
+
+
+def test_not_a_flatbuffer(tmp_path):
+    p = tmp_path / "m.tflite"
+    p.write_bytes(b"this is not a model at all")
+    assert "not a TFLite flatbuffer" in _one_line_error(FormatError, kmodelpy.load, p)
+
+
+def test_truncated(tmp_path):
+    data = (CASES / "conv1x1_s1" / "model.tflite").read_bytes()
+    for n in (12, len(data) // 3, len(data) - 200):
+        p = tmp_path / f"t{n}.tflite"
+        p.write_bytes(data[:n])
+        assert str(p) in _one_line_error(FormatError, kmodelpy.load, p)
+
+
+def test_keras_h5_and_saved_model(tmp_path):
+    h5 = tmp_path / "model.tflite"
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    msg = _one_line_error(FormatError, kmodelpy.load, h5)
+    assert "Keras" in msg and "TFLiteConverter" in msg
+    d = tmp_path / "saved.tflite"
+    d.mkdir()
+    (d / "saved_model.pb").write_bytes(b"\x08\x01")
+    msg = _one_line_error(FormatError, kmodelpy.load, d)
+    assert "SavedModel" in msg and "TFLiteConverter" in msg
+    msg = _one_line_error(FormatError, read_tflite, d / "saved_model.pb")
+    assert "SavedModel" in msg
+
+
+def test_unsupported_operator(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4])
+    y = b.tensor("the_output", [1, 4])
+    b.op("CUSTOM:MyOp", [x], [y])
+    msg = _one_line_error(UnsupportedError, kmodelpy.load, b.save(tmp_path / "m.tflite", [x], [y]))
+    assert "CUSTOM:MyOp" in msg and "#0" in msg and "the_output" in msg and "CONV_2D" in msg
+    assert "PRELU" in supported_operators() and "RESIZE_BILINEAR" in supported_operators()
+
+
+def test_dynamic_shape(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 1, 1, 3], shape_signature=[1, -1, -1, 3])
+    y = b.tensor("y", [1, 1, 1, 3])
+    b.op("RELU", [x], [y])
+    msg = _one_line_error(FormatError, kmodelpy.load, b.save(tmp_path / "m.tflite", [x], [y]))
+    assert "dynamic" in msg and "'x'" in msg
+    b = TFLiteBuilder()  # a dynamic batch alone is read as batch 1
+    x = b.tensor("x", [1, 2, 2, 3], shape_signature=[-1, 2, 2, 3])
+    y = b.tensor("y", [1, 2, 2, 3])
+    b.op("RELU", [x], [y])
+    xv = _x((1, 2, 2, 3))
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    np.testing.assert_array_equal(out, np.maximum(xv, 0))
+
+
+def test_fully_quantized_model_is_refused(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4], "INT8", quant=([0.1], [0], 0))
+    y = b.tensor("y", [1, 4], "INT8", quant=([0.1], [0], 0))
+    b.op("RELU", [x], [y])
+    msg = _one_line_error(UnsupportedError, kmodelpy.load, b.save(tmp_path / "m.tflite", [x], [y]))
+    assert "'x'" in msg and "quantized" in msg and "optimizations" in msg
+    b = TFLiteBuilder()  # float interface, int8 inside (QUANTIZE ... DEQUANTIZE)
+    x = b.tensor("x", [1, 4])
+    q = b.tensor("xq", [1, 4], "INT8", quant=([0.1], [0], 0))
+    b.op("QUANTIZE", [x], [q])
+    y = b.tensor("y", [1, 4])
+    b.op("DEQUANTIZE", [q], [y])
+    msg = _one_line_error(UnsupportedError, kmodelpy.load, b.save(tmp_path / "m.tflite", [x], [y]))
+    assert "'xq'" in msg and "quantized" in msg

@@ -30,8 +30,9 @@ matmul              inputs a [M,K], b [K,N]; ``bias`` [N], ``fused_activation``
 binary              inputs a, b (numpy broadcast); ``binary_op`` add|sub|mul|div|min|max, ``fused_activation``
 clamp               inputs x, low, high (1-element constants)
 unary               ``unary_op`` abs|ceil|cos|exp|floor|log|neg|rsqrt|sin|square
-fused_unary         ``program``: list of tuples ("constant", v) | ("identity", i) | ("ldx",) |
-                    ("unary", op, i) | ("binary", op, i, j) | ("clamp", x, lo, hi); the last is the result
+fused_unary         ``program``: sequence of :class:`kmodelpy.compiler.fused_unary.FuOp` (constant(v) |
+                    identity(i) | ldx | unary(op, i) | binary(op, i, j) | clamp(x, lo, hi)); the last is
+                    the result; evaluated through NNIL exactly as ncc does
 concat              ``axis``; n inputs
 transpose           ``perm``
 reshape             ``new_shape`` (fully resolved tuple)
@@ -42,7 +43,8 @@ resize_image        ``mode`` bilinear|nearest_neighbor, ``new_size`` (h, w), ``a
 reduce              ``reduce_op`` mean|min|max|sum, ``axis`` (sorted, non-negative), ``init_value``, ``keep_dims``
 reduce_window2d     ``reduce_op``, ``init_value``, ``filter_h``, ``filter_w``, ``padding_h``, ``padding_w``,
                     ``stride_h``, ``stride_w``, ``dilation_h``, ``dilation_w``, ``fused_activation``
-quantize            ``quant_param`` (zero_point, scale) — q = x·scale + zp; output uint8
+quantize            ``quant_param`` (:class:`kmodelpy.format.binio.QuantParam` or a (zero_point, scale)
+                    pair) — q = x·scale + zp; output uint8
 dequantize          ``quant_param``; input uint8, output float32
 ==================  ==================================================================================
 

@@ -216,9 +216,15 @@ def _pad(n, s):
 
     pads = [(int(b), int(a)) for b, a in n.attrs["paddings"]]
     pads = [(0, 0)] * (4 - len(pads)) + pads
-    # quirk §13.3: ncc's emitter never sets the pad value -> type 0, storage 00 00 00 00
+    # quirk §13.3: ncc's emitter never sets the pad value -> type 0, storage 00 00 00 00. kmodelpy
+    # deviates for uint8 pads whose value is not 0 (the zero point, docs/deviations.md D3): type 1 + the code.
+    pv = n.attrs.get("pad_value", 0)
+    if n.inputs[0].dtype == "uint8" and int(pv) != 0:
+        ptype, pbytes = 1, bytes([int(pv)]) + bytes(3)
+    else:
+        ptype, pbytes = 0, bytes(4)
     return _make(Pad, input=memory_range(s, n.inputs[0]), output=memory_range(s, n.outputs[0]),
-                 in_shape=to4(n.inputs[0].shape), paddings=pads, pad_value_type=0, pad_value=bytes(4))
+                 in_shape=to4(n.inputs[0].shape), paddings=pads, pad_value_type=ptype, pad_value=pbytes)
 
 
 def _quantize(n, s, cls_name="Quantize", module="quantize"):

@@ -20,6 +20,8 @@ Beyond ncc:
   SQUEEZE/EXPAND_DIMS = reshape; PACK = reshapes + concat; SQUARE = unary square;
   DEPTHWISE_CONV_2D with depth_multiplier > 1 (groups = C); RESHAPE without a shape tensor;
   declared outputs that are also consumed inside the graph.
+* RESIZE_* with ``half_pixel_centers`` (ncc silently ignores it): accepted for nearest-neighbour
+  integer upscaling (identical result), refused otherwise.
 * Refused with one line: fully int8/uint8-quantized models (export a float model:
   ``converter.optimizations = []`` and no representative dataset), unsupported operators (listing
   the supported ones), dynamic input shapes (see :mod:`kmodelpy.format.tflite_reader`).
@@ -46,7 +48,8 @@ def import_tflite(src, ncc_exact: bool = False) -> Graph:
 
     ``ncc_exact=True`` reproduces ncc's graph even where ncc computes the wrong thing: the
     TRANSPOSE_CONV bias is dropped (by default it is added after the op as a ``binary add`` with a
-    [C] constant, because ncc's conv2d_transpose kernel never adds its bias)."""
+    [C] constant, because ncc's conv2d_transpose kernel never adds its bias) and L2_NORMALIZATION
+    reduces over every non-batch axis (by default: the last axis, as TFLite)."""
     tfl = src if isinstance(src, TFLiteFile) else read_tflite(src)
     return _Importer(tfl, ncc_exact).run()
 
@@ -357,6 +360,13 @@ class _Importer:
 
     def _resize(self, op, mode):
         size = [int(v) for v in self.value(1, "the new size")]
+        if op.options.get("half_pixel_centers"):
+            h, w = _shape(self.tensor(0))[1:3]
+            integer_up = size[0] % h == 0 and size[1] % w == 0
+            if mode == "bilinear" or not integer_up:  # ncc ignores the flag and computes something else
+                raise UnsupportedError(f"{self.where()}: half_pixel_centers=True is not supported by the K210 "
+                                       "resize kernel; re-export with half_pixel_centers=False (e.g. "
+                                       "UpSampling2D(interpolation='nearest'))")
         pre = self.to_nchw(op.inputs[0])
         node = self.node("resize_image", [pre.output], mode=mode, new_size=(size[0], size[1]),
                          align_corners=bool(op.options.get("align_corners", False)))
@@ -474,7 +484,10 @@ class _Importer:
 
     def op_L2_NORMALIZATION(self, op):
         shape = _shape(self.tensor(0))
-        axis = (0,) if len(shape) == 1 else tuple(range(1, len(shape)))
+        if self.ncc_exact:  # ncc's quirk: every axis but the batch
+            axis = (0,) if len(shape) == 1 else tuple(range(1, len(shape)))
+        else:  # TFLite: the last axis
+            axis = (len(shape) - 1,)
         sq = self.node("unary", [op.inputs[0]], unary_op="square")
         s = self.node("reduce", [sq.output], reduce_op="sum", axis=axis, init_value=0.0, keep_dims=True)
         mx = self.node("binary", [s.output, self.const(1e-10)], binary_op="max", fused_activation=FULL_RANGE)

@@ -187,6 +187,10 @@ def normalize_strided_slice(in_shape, begin, end, strides, begin_mask, end_mask,
         e = (dim if s > 0 else -1) if end_mask & (1 << i) else (dim + e if e < 0 else e)
         if shrink_axis_mask & (1 << i):
             e = b + 1
+        # out-of-range indices (e.g. TF's end = 2^31-1 without end_mask) are clamped as TFLite
+        # does; ncc would compute a bogus size there, so valid ncc models are unaffected
+        lo_, hi_ = (0, dim) if s > 0 else (-1, dim - 1)
+        b, e = min(max(b, lo_), hi_), min(max(e, lo_), hi_)
         nb.append(b)
         ne.append(e)
     return tuple(nb), tuple(ne)

@@ -108,43 +108,66 @@ def _pad_center(x, n, zp, pad, xp):
     pv = np.int16(zp - 128)
     for c in range(ic):
         for yy in range(ph):
+            dst = xp[c, yy]
             y = yy - pad
             if y < 0 or y >= ih:
-                for xx in range(pw):
-                    xp[c, yy, xx] = pv
+                dst[:] = pv
                 continue
             for xx in range(pad):
-                xp[c, yy, xx] = pv
-                xp[c, yy, pw - 1 - xx] = pv
+                dst[xx] = pv
+                dst[pw - 1 - xx] = pv
+            src = x[n, c, y]
             for xq in range(iw):
-                xp[c, yy, xq + pad] = np.int16(x[n, c, y, xq]) - np.int16(128)
+                dst[xq + pad] = np.int16(src[xq]) - np.int16(128)
 
 
 @numba.njit(cache=True)
 def _box_sum(plane, k, ih, iw, out):
-    """out[y*iw+x] = Σ_{ky,kx<k} plane[y+ky, x+kx] (i64)."""
+    """out[y*iw+x] = Σ_{ky,kx<k} plane[y+ky, x+kx] (i64), row by row so the x loop vectorises."""
     for y in range(ih):
-        for x in range(iw):
-            s = np.int64(0)
-            for ky in range(k):
-                for kx in range(k):
-                    s += plane[y + ky, x + kx]
-            out[y * iw + x] = s
+        row = out[y * iw : (y + 1) * iw]
+        row[:] = 0
+        for ky in range(k):
+            src = plane[y + ky]
+            for kx in range(k):
+                for x in range(iw):
+                    row[x] += src[x + kx]
 
 
 @numba.njit(cache=True)
-def _axpy_taps(xp, c, wrow, woff, k, ih, iw, acc):
-    """acc[y*iw+x] += Σ_{ky,kx} w'[woff+ky*k+kx] · xp[c, y+ky, x+kx]."""
-    for ky in range(k):
-        for kx in range(k):
-            wv = np.int32(wrow[woff + ky * k + kx])
-            if wv == 0:
-                continue
-            for y in range(ih):
-                base = y * iw
+def _conv_rows(xp, c0, c1, wrow, k, ih, iw, acc):
+    """acc[y*iw+x] = Σ_{c0<=c<c1} Σ_{ky,kx} w'[(c−c0)·k²+ky·k+kx] · xp[c, y+ky, x+kx] (i32).
+    One output row at a time, so the accumulator row stays in L1."""
+    kk = k * k
+    for y in range(ih):
+        row = acc[y * iw : (y + 1) * iw]
+        row[:] = 0
+        for c in range(c0, c1):
+            woff = (c - c0) * kk
+            for ky in range(k):
                 src = xp[c, y + ky]
-                for x in range(iw):
-                    acc[base + x] += wv * np.int32(src[x + kx])
+                for kx in range(k):
+                    wv = np.int32(wrow[woff + ky * k + kx])
+                    if wv == 0:
+                        continue
+                    for x in range(iw):
+                        row[x] += wv * np.int32(src[x + kx])
+
+
+@numba.njit(cache=True)
+def _im2col(xp, k, ih, iw, cols):
+    """cols[y*iw+x, (c·k+ky)·k+kx] = xp[c, y+ky, x+kx] (the tail columns stay 0)."""
+    ic = xp.shape[0]
+    for y in range(ih):
+        for x in range(iw):
+            dst = cols[y * iw + x]
+            q = 0
+            for c in range(ic):
+                for ky in range(k):
+                    src = xp[c, y + ky]
+                    for kx in range(k):
+                        dst[q] = src[x + kx]
+                        q += 1
 
 
 @numba.njit(cache=True)
@@ -152,10 +175,51 @@ def _dot_rows(cols, wrow, acc):
     """acc[p] = Σ_k cols[p, k] · wrow[k] (i16 products, i32 sums: vectorises to pmaddwd)."""
     p_n, kd = cols.shape
     for p in range(p_n):
+        src = cols[p]
         s = np.int32(0)
         for q in range(kd):
-            s += np.int32(cols[p, q]) * np.int32(wrow[q])
+            s += np.int32(src[q]) * np.int32(wrow[q])
         acc[p] = s
+
+
+@numba.njit(cache=True)
+def _activate(acc, sxc, axsx, const, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add,
+              sorted_starts, u):
+    """C -> batch norm -> activation segment -> KROUND -> clamp, for one output channel (C.5 b, c).
+    With non-decreasing x_start the segment is found branch-free by counting (the same result as
+    the strict-``>`` scan from 15 down); otherwise by the scan itself. ``s_mask``/``s_half`` are
+    2^s−1 and 2^(s−1) (1 for s = 0, which then never rounds)."""
+    err = ERR_NONE
+    for p in range(u.shape[0]):
+        c_val = np.int64(acc[p]) + 128 * sxc[p] + axsx[p] + const
+        bv = ((c_val * mul) >> bsh) + badd
+        if sorted_starts:
+            j = -1
+            for i in range(16):
+                j += bv > s_start[i]
+        else:
+            j = 15
+            while j >= 0 and not bv > s_start[j]:
+                j -= 1
+        if j < 0:
+            err = ERR_NO_SEGMENT
+            u[p] = 0
+            continue
+        sh = s_shift[j]
+        if sh >= 32:
+            err = ERR_SHIFT
+            u[p] = 0
+            continue
+        t = (bv - s_start[j]) * s_mul[j]
+        q = t >> sh
+        f = t & s_mask[j]
+        h = s_half[j]
+        up = (f > h) | ((f == h) & ((q & 1) == 1))
+        r = q + s_add[j]
+        if up:
+            r += -1 if t < 0 else 1
+        u[p] = 0 if r < 0 else (255 if r > 255 else r)
+    return err
 
 
 @numba.njit(cache=True)
@@ -169,9 +233,8 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
     pad = (k - 1) // 2
     ph, pw = ih + 2 * pad, iw + 2 * pad
     npix = ih * iw
-    kk = k * k
     gic = 1 if dw else ic
-    taps = np.int64(gic * kk)
+    taps = np.int64(gic * k * k)
     xp = np.empty((ic, ph, pw), np.int16)
     acc = np.empty(npix, np.int32)
     u = np.empty(npix, np.uint8)
@@ -179,70 +242,53 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
     axsx = np.empty(npix, np.int64)  # asr(ax·Sx, sx)
     cs = np.empty((ph, pw), np.int64)
     cols = np.zeros((npix if use_dot else 0, w16.shape[1]), np.int16)
+    sorted_starts = True
+    for j in range(1, 16):
+        if s_start[j] < s_start[j - 1]:
+            sorted_starts = False
+    s_mask = np.zeros(16, np.int64)
+    s_half = np.ones(16, np.int64)
+    for j in range(16):
+        if 0 < s_shift[j] < 32:
+            s_mask[j] = (np.int64(1) << s_shift[j]) - 1
+            s_half[j] = np.int64(1) << (s_shift[j] - 1)
     err = ERR_NONE
     for n in range(n_b):
         _pad_center(x, n, zp, pad, xp)
         if not dw:
-            for yy in range(ph):
-                for xx in range(pw):
-                    cs[yy, xx] = 0
+            cs[:, :] = 0
             for c in range(ic):
                 for yy in range(ph):
+                    dst = cs[yy]
+                    src = xp[c, yy]
                     for xx in range(pw):
-                        cs[yy, xx] += xp[c, yy, xx]
+                        dst[xx] += src[xx]
             _box_sum(cs, k, ih, iw, sxc)
             for p in range(npix):
                 axsx[p] = (ax * (sxc[p] + 128 * taps)) >> sx
         if use_dot:
-            for y in range(ih):
-                for xq in range(iw):
-                    p = y * iw + xq
-                    q = 0
-                    for c in range(ic):
-                        for ky in range(k):
-                            for kx in range(k):
-                                cols[p, q] = xp[c, y + ky, xq + kx]
-                                q += 1
+            _im2col(xp, k, ih, iw, cols)
         for o in range(oc):
             wrow = w16[o]
             if use_dot:
                 _dot_rows(cols, wrow, acc)
-            else:
+            elif dw:
+                _conv_rows(xp, o, o + 1, wrow, k, ih, iw, acc)
+                for yy in range(ph):
+                    dst = cs[yy]
+                    src = xp[o, yy]
+                    for xx in range(pw):
+                        dst[xx] = src[xx]
+                _box_sum(cs, k, ih, iw, sxc)
                 for p in range(npix):
-                    acc[p] = 0
-                if dw:
-                    _axpy_taps(xp, o, wrow, 0, k, ih, iw, acc)
-                    for yy in range(ph):
-                        for xx in range(pw):
-                            cs[yy, xx] = xp[o, yy, xx]
-                    _box_sum(cs, k, ih, iw, sxc)
-                    for p in range(npix):
-                        axsx[p] = (ax * (sxc[p] + 128 * taps)) >> sx
-                else:
-                    for c in range(ic):
-                        _axpy_taps(xp, c, wrow, c * kk, k, ih, iw, acc)
-            # per-channel constants
-            w_sum = swc[o] + 128 * taps
-            const = 128 * swc[o] + 16384 * taps + ((aw * w_sum) >> sw) + aadd * gic
-            mul = bn_mul[o]
-            bsh = bn_shift[o]
-            badd = bn_add[o]
-            for p in range(npix):
-                c_val = np.int64(acc[p]) + 128 * sxc[p] + axsx[p] + const
-                bv = ((c_val * mul) >> bsh) + badd
-                j = 15
-                while j >= 0 and not bv > s_start[j]:
-                    j -= 1
-                if j < 0:
-                    err = ERR_NO_SEGMENT
-                    u[p] = 0
-                    continue
-                sh = s_shift[j]
-                if sh >= 32:
-                    err = ERR_SHIFT
-                    u[p] = 0
-                    continue
-                r = kround((bv - s_start[j]) * s_mul[j], sh) + s_add[j]
-                u[p] = 0 if r < 0 else (255 if r > 255 else r)
+                    axsx[p] = (ax * (sxc[p] + 128 * taps)) >> sx
+            else:
+                _conv_rows(xp, 0, ic, wrow, k, ih, iw, acc)
+            # per-channel constants: 128·Σw' + 16384·T + asr(aw·Sw, sw) + aadd·g_ic
+            const = 128 * swc[o] + 16384 * taps + ((aw * (swc[o] + 128 * taps)) >> sw) + aadd * gic
+            e = _activate(acc, sxc, axsx, const, bn_mul[o], bn_shift[o], bn_add[o], s_start, s_mul, s_shift,
+                          s_mask, s_half, s_add, sorted_starts, u)
+            if e != ERR_NONE:
+                err = e
             pool_plane(u, ih, iw, pool_type, out[n, o])
     return err

@@ -116,17 +116,22 @@ def schedule(graph: Graph) -> Schedule:
     bad = kpu.overflow()
     if bad is not None:
         raise CompileError(
-            f"KPU memory overflow at layer {bad.label}: its KPU tensor needs {bad.valid_size} B "
-            f"({bad.size} B aligned) at KPU offset {bad.start}, and the live KPU tensors need "
-            f"{kpu.max_usage} B in total, over the K210's 2 MB KPU RAM ({KPU_RAM_BYTES} B); "
-            "reduce the input size or the number of channels of the layers that run on the KPU"
+            f"KPU memory overflow at layer {bad.label}: its KPU tensor needs {bad.valid_size} B at KPU "
+            f"offset {bad.start}, so the KPU tensors live at that point need {kpu.max_usage} B, more than "
+            f"the K210's 2 MB KPU RAM ({KPU_RAM_BYTES} B) (ncc: 'KPU allocator cannot allocate more memory.'); "
+            "reduce the input resolution or the channel count of the layers that run on the KPU"
         )
     return sched
 
 
 def _label(out: OutputConnector) -> str:
+    """``<op> '<name>' output <k> <shape> <dtype>`` (the name only when the layer has one)."""
+    from .report import DISPLAY
+
     n = out.node
-    name = n.name or n.op
+    what = DISPLAY.get(n.op, n.op)
+    if n.name:
+        what += f" '{n.name}'"
     if len(n.outputs) > 1:
-        return f"{name} ({n.op} output {out.index})"
-    return f"{name} ({n.op})"
+        what += f" output {out.index}"
+    return f"{what} ({'x'.join(str(d) for d in out.shape)} {out.dtype})"

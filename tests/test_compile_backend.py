@@ -585,3 +585,21 @@ def test_compile_matches_ncc(case):
 def test_kpu_overflow_reference_case():
     with pytest.raises(CompileError, match=r"KPU memory overflow at layer KPUConv2D .*2097152 B.*reduce the input"):
         _compile_case("too_large_input_640x480")
+
+
+def test_report_table_and_fallbacks():
+    from kmodelpy.compiler.report import cpu_fallbacks, full_report, layer_rows
+
+    res, _ = _compile_case("conv5x5")
+    rows = layer_rows(res.schedule)
+    assert [(r["op"], r["where"], r["shape"], r["dtype"]) for r in rows] == [
+        ("QuantizedConv2D", "CPU", "1x8x32x32", "uint8"), ("Dequantize", "CPU", "1x8x32x32", "float32")]
+    fb = cpu_fallbacks(res.llir)
+    assert len(fb) == 1 and "filter 5x5" in fb[0][1]
+    res, _ = _compile_case("dense")
+    rows = layer_rows(res.schedule)
+    kpu = [r for r in rows if r["op"] == "KPUConv2D"]
+    assert len(kpu) == 1 and kpu[0]["where"] == "KPU" and kpu[0]["kpu_bytes"] == 2176
+    text = full_report(res.llir, res.schedule)
+    assert "CPU fallback: MatMul 'MatMul_0' (1x10): 2048x10 weights" in text
+    assert f"main memory {res.schedule.main_usage} B" in text

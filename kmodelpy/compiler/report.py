@@ -28,7 +28,6 @@ DISPLAY = {
     "conv2d_transpose": "Conv2DTranspose", "nnil_unary_method": "NNILUnaryMethod", "kpu_upload": "KPUUpload",
     "kpu_conv2d": "KPUConv2D",
 }
-KPU_OPS = {"kpu_upload", "kpu_conv2d"}
 HIDDEN = {"input", "output", "ignore", "constant"}
 
 
@@ -53,7 +52,8 @@ def summary_lines(llir: Graph) -> list[str]:
 
 
 def where(node: Node) -> str:
-    return "KPU" if node.op in KPU_OPS else "CPU"
+    """KPU for KPU convolutions, CPU->KPU for uploads into KPU RAM, CPU otherwise."""
+    return {"kpu_conv2d": "KPU", "kpu_upload": "CPU->KPU"}.get(node.op, "CPU")
 
 
 def layer_rows(sched: Schedule) -> list[dict]:
@@ -105,3 +105,98 @@ def fallback_lines(fallbacks) -> list[str]:
             name, reason = f
             lines.append(f"CPU fallback: {name}: {reason}")
     return lines
+
+
+# ------------------------------------------------------------------ why a layer stayed on the CPU
+KPU_LIMITS = "C <= 1024, 4 <= H <= 256, 4 <= W <= 512"
+
+
+def _conv_reasons(n: Node, weights_quantize_threshold: float, output_quantize_threshold: int) -> list[str]:
+    """The KPU rules of compiler spec §6.1/§6.2 that a CPU convolution breaks."""
+    from .transforms.kpu_lowering import kpu_pre_sur, supported_filter, supported_in_shape, weights_width
+
+    at = n.attrs
+    w = at["weights"]
+    oc, icg, kh, kw = (int(v) for v in w.shape)
+    shape = tuple(n.inputs[0].shape)
+    ic = shape[1]
+    reasons = []
+    if not supported_filter(kh, kw):
+        reasons.append(f"filter {kh}x{kw} (the KPU runs only 1x1 and 3x3 square filters)")
+    g = int(at.get("groups", 1))
+    if g not in (1, ic):
+        reasons.append(f"grouped convolution, groups {g} of {ic} channels (KPU: normal or depthwise only)")
+    if (int(at.get("dilation_h", 1)), int(at.get("dilation_w", 1))) != (1, 1):
+        reasons.append("dilation with stride or batch > 1 (the KPU has no dilation)")
+    if supported_filter(kh, kw):
+        (bh, ah), _ = kpu_pre_sur(tuple(at["padding_h"]), kh)
+        (bw, aw), _ = kpu_pre_sur(tuple(at["padding_w"]), kw)
+        padded = (shape[0], ic, shape[2] + bh + ah, shape[3] + bw + aw)
+        if not supported_in_shape(shape) or not supported_in_shape(padded):
+            reasons.append(f"input {shape_str(shape)} outside the KPU limits ({KPU_LIMITS})")
+    if oc > 1024:
+        reasons.append(f"{oc} output channels (KPU: at most 1024)")
+    if n.op == "conv2d" and not reasons:
+        width = weights_width(w)
+        if width > weights_quantize_threshold:
+            reasons.append(f"weights range {width:g} wider than --weights-quantize-threshold "
+                           f"{weights_quantize_threshold:g}")
+    if n.op == "quantized_conv2d" and not reasons:
+        reasons.append(f"weights range wider than --weights-quantize-threshold {weights_quantize_threshold:g}")
+    if n.op == "conv2d":
+        size = 1
+        for d in n.outputs[0].shape:
+            size *= int(d)
+        if size < output_quantize_threshold:
+            reasons.append(f"kept in float: output has {size} elements < --output-quantize-threshold "
+                           f"{output_quantize_threshold}")
+        elif not reasons or reasons[-1].startswith("weights"):
+            reasons.append("kept in float (not quantized)")
+    return reasons
+
+
+def _matmul_reasons(n: Node, output_quantize_threshold: int) -> list[str]:
+    b = n.inputs[1]
+    if b.producer is None or b.producer.node.op != "constant":
+        return ["the weights are not a constant tensor"]
+    k, m = (int(v) for v in b.shape)
+    reasons = []
+    if k > 1024 or m > 1024:
+        reasons.append(f"{k}x{m} weights (the KPU mapping needs K, N <= 1024)")
+    if k * m < output_quantize_threshold:
+        reasons.append(f"K*N = {k * m} < --output-quantize-threshold {output_quantize_threshold}")
+    if not reasons:
+        reasons.append("weights range wider than --weights-quantize-threshold")
+    return reasons
+
+
+def cpu_fallbacks(llir: Graph, weights_quantize_threshold: float = 64.0,
+                  output_quantize_threshold: int = 1024) -> list[tuple[str, str]]:
+    """(layer, reason) for every compute layer that ncc's rules kept off the KPU, in execution order:
+    convolutions and fully-connected layers (with the rule they break), transpose convolutions and
+    pools that could not be fused into a KPU convolution."""
+    out = []
+    for n in llir.dfs():
+        label = f"{DISPLAY.get(n.op, n.op)} '{n.name}'" if n.name else DISPLAY.get(n.op, n.op)
+        label += f" ({shape_str(n.outputs[0].shape)})" if n.outputs else ""
+        if n.op in ("conv2d", "quantized_conv2d"):
+            reasons = _conv_reasons(n, weights_quantize_threshold, output_quantize_threshold)
+        elif n.op in ("matmul", "quantized_matmul"):
+            reasons = _matmul_reasons(n, output_quantize_threshold)
+        elif n.op == "conv2d_transpose":
+            reasons = ["transpose convolutions never run on the KPU"]
+        elif n.op == "reduce_window2d":
+            reasons = ["only 2x2 stride 2, 2x2 stride 1 (SAME) and 4x4 stride 4 pools directly after a "
+                       "non-depthwise KPU convolution are fused into it"]
+        else:
+            continue
+        out.append((label, "; ".join(reasons)))
+    return out
+
+
+def full_report(llir: Graph, sched: Schedule, weights_quantize_threshold: float = 64.0,
+                output_quantize_threshold: int = 1024) -> str:
+    """The per-layer table followed by one line per CPU fallback."""
+    lines = [layer_table(sched)]
+    lines += fallback_lines(cpu_fallbacks(llir, weights_quantize_threshold, output_quantize_threshold))
+    return "\n".join(lines)

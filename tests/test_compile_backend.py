@@ -603,3 +603,66 @@ def test_report_table_and_fallbacks():
     text = full_report(res.llir, res.schedule)
     assert "CPU fallback: MatMul 'MatMul_0' (1x10): 2048x10 weights" in text
     assert f"main memory {res.schedule.main_usage} B" in text
+
+
+def test_reshape_only_model_reads_the_input_buffer():
+    """input -> reshape -> output: no node at all, the output range is the input's (fold_memorycopy)."""
+    from kmodelpy.compiler.emit import emit
+    from kmodelpy.compiler.lower import lower
+    from kmodelpy.format.kmodel import KModel
+    from kmodelpy.runtime import Model
+
+    g = Graph()
+    x = g.add("input", (), [(1, 2, 3, 4)], ["float32"], name="x")
+    r = g.add("reshape", [x.output], [(6, 4)], new_shape=(6, 4))
+    g.add("output", [r.output], [], name="y")
+    l = lower(g)
+    s = schedule(l)
+    km = KModel.parse(emit(l, s).to_bytes(), "reshape")
+    assert km.ops == [] and km.outputs == km.inputs and km.main_mem == 96
+    v = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    (y,) = Model(km, "reshape").run(v)
+    assert np.array_equal(y.reshape(-1), v.reshape(-1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(["neg", "abs", "reshape", "add_const", "clamp"]), min_size=1, max_size=6),
+       st.integers(0, 2**31 - 1))
+def test_random_chains_emulate_like_numpy(chain, seed):
+    """Random chains of unary / binary-with-constant / clamp / reshape: lower, schedule, emit, parse and
+    run; the emulator must agree with numpy (exact: every op is one f32 rounding)."""
+    from kmodelpy.compiler.emit import emit
+    from kmodelpy.compiler.lower import lower
+    from kmodelpy.format.kmodel import KModel
+    from kmodelpy.runtime import Model
+
+    rng = np.random.default_rng(seed)
+    g = Graph()
+    cur = g.add("input", (), [(1, 3, 4, 4)], ["float32"], name="x").output
+    x = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
+    ref = x.copy()
+    shapes = [(1, 3, 4, 4), (3, 16), (48,), (1, 48), (4, 12)]
+    for step in chain:
+        if step in ("neg", "abs"):
+            cur = g.add("unary", [cur], [cur.shape], unary_op=step).output
+            ref = -ref if step == "neg" else np.abs(ref)
+        elif step == "reshape":
+            shp = shapes[int(rng.integers(len(shapes)))]
+            cur = g.add("reshape", [cur], [shp], new_shape=shp).output
+            ref = ref.reshape(shp)
+        elif step == "add_const":
+            c = rng.standard_normal(cur.shape[-1:]).astype(np.float32)
+            k = g.add("constant", (), [c.shape], memory=MEM_CONST, data=c)
+            cur = g.add("binary", [cur, k.output], [cur.shape], binary_op="add", fused_activation=FULL).output
+            ref = (ref + c).astype(np.float32)
+        else:
+            lo = g.add("constant", (), [(1,)], memory=MEM_CONST, data=np.full(1, -0.5, np.float32))
+            hi = g.add("constant", (), [(1,)], memory=MEM_CONST, data=np.full(1, 0.75, np.float32))
+            cur = g.add("clamp", [cur, lo.output, hi.output], [cur.shape]).output
+            ref = np.minimum(np.maximum(ref, np.float32(-0.5)), np.float32(0.75))
+    g.add("output", [cur], [], name="y")
+    l = lower(g)
+    assert not any(n.op == "memory_copy" for n in l.dfs())
+    km = KModel.parse(emit(l, schedule(l)).to_bytes(), "chain")
+    (y,) = Model(km, "chain").run(x)
+    assert np.array_equal(y.reshape(-1), ref.reshape(-1))

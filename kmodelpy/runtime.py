@@ -84,7 +84,19 @@ class Model:
         read or write past its buffers): one clear line instead of a crash in a kernel."""
         mem = self.mem
         mem.node = "input 0 descriptor"
-        mem.span(self.kmodel.inputs[0])
+        mr = self.kmodel.inputs[0]
+        mem.span(mr)
+        shape = self.input_shape
+        if any(d <= 0 for d in shape) or any(d > KPU_RAM_SIZE for d in shape):
+            raise FormatError(f"{self.path}: input 0 shape {shape} is impossible; the file is damaged")
+        if mr.memory_type == MEM_KPU:
+            from .kpu.layout import kpu_bytes
+
+            nbytes = kpu_bytes(shape)
+        else:
+            nbytes = int(np.prod(shape, dtype=np.int64)) * mr.itemsize
+        mem.node = f"input 0 ({'x'.join(map(str, shape))})"
+        mem.span(mr, nbytes)
         for i, mr in enumerate(self.kmodel.outputs):
             mem.node = f"output {i} descriptor"
             mem.span(mr)
@@ -159,8 +171,8 @@ class Model:
                 raise FormatError(f"{self.path}: a float input in KPU memory cannot be fed")
             kpu_upload(self.mem.kpu, mr.start, x)
         else:
-            nbytes = min(mr.size, x.nbytes)
-            self.mem.span(mr, nbytes)[:] = np.frombuffer(x.tobytes(), dtype=np.uint8)[:nbytes]
+            # ncc copies the whole tensor to input.start (the load-time check keeps it in memory)
+            self.mem.span(mr, x.nbytes)[:] = np.frombuffer(x.tobytes(), dtype=np.uint8)
 
     def run(self, x) -> list[np.ndarray]:
         """Run one input (CHW or NCHW; uint8 or float32 as the model wants). Returns the outputs as

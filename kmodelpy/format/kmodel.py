@@ -90,7 +90,7 @@ class KModel:
         if n_const > len(data) or n_nodes > MAX_NODES or n_in > 4096 or n_out > 4096:
             raise FormatError(
                 f"{file}: header counts (constants {n_const} B, {n_nodes} nodes, {n_in} inputs, "
-                f"{n_out} outputs) do not fit a {len(data)}-byte file; the file is damaged"
+                f"{n_out} outputs) do not fit a {len(data)}-byte file; the file is truncated or damaged"
             )
         r = Reader(data, HEADER_SIZE, len(data), "input/output descriptors", file)
         inputs = [MemoryRange.read(r, f"input {i} descriptor") for i in range(n_in)]

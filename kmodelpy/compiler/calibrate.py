@@ -16,14 +16,38 @@ from __future__ import annotations
 import sys
 import time
 
+import numba
 import numpy as np
 
 from ..errors import InputError
 from ..ir.graph import Graph
-from .quant import Range, fixup_range, get_range
+from .quant import Range, fixup_range
 
 BROADCAST_OPS = frozenset({"input", "concat", "reshape", "transpose", "pad", "strided_slice", "resize_image",
                            "reduce_window2d"})
+
+
+FLT_MAX = np.float32(np.finfo(np.float32).max)
+FLT_MIN = np.float32(np.finfo(np.float32).tiny)
+
+
+@numba.njit(cache=True)
+def _fold_range(v, mn, mx):
+    """ncc get_range's fold (quantizer.h:61-78): skip NaN/±inf; ``min = v < min ? v : min``,
+    ``max = max < v ? v : max`` (std::min/max keep the first of equal values)."""
+    for x in v:
+        if np.isfinite(x):
+            if x < mn:
+                mn = x
+            if mx < x:
+                mx = x
+    return mn, mx
+
+
+def tensor_range(v) -> Range:
+    """``get_range`` of one tensor (same result as kmodelpy.compiler.quant.get_range, one pass)."""
+    mn, mx = _fold_range(np.ravel(np.asarray(v, np.float32), order="K"), FLT_MAX, FLT_MIN)
+    return Range(mn, mx)
 
 
 class ProgressBar:
@@ -118,7 +142,7 @@ def collect_ranges(graph: Graph, dataset, fmt: str, mean: float, std: float, use
     def record(oc, v):
         if oc.node.op == "input" and not use_input_stat:
             return
-        r = get_range(v)
+        r = tensor_range(v)
         ranges[oc] = r if oc not in ranges else ranges[oc].union(r)
 
     _run(graph, dataset, fmt, mean, std, record, out)

@@ -27,9 +27,11 @@ order (bias first, taps ic → ky → kx), the fused clamp, then the pool emulat
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..ir import ops as hops
+from ..ops._arith import clamp
 from .transforms.build import POOL_STRIDE, pool_out
 
 BINARY_IDS = {"add": 0, "sub": 1, "mul": 2, "div": 3, "min": 4, "max": 5}
@@ -71,16 +73,99 @@ def kpu_pool_f32(x: np.ndarray, pool_type: int) -> np.ndarray:
     return (out / np.float32(f * f)).astype(np.float32)
 
 
-def fake_kpu_conv2d_eval(node, args):
-    from ..ops.conv2d import conv2d
+@numba.njit(cache=True)
+def _kpu_conv_hwc(x, wt, bias, k, depthwise, lo, hi, out):
+    """Stride-1 KPU conv on NHWC float32 ``x`` [N, H, W, IC] into ``out`` [N·H·W, OC]; ``wt`` is
+    [IC·k·k, OC] (regular) or [k·k, C] (depthwise). Vectorised over output channels; every output still
+    gets bias first, then its in-image taps in ic → ky → kx order, one f32 multiply and one f32 add
+    each (ncc's order, compiler spec §8.2)."""
+    n_b, h, w, ic_n = x.shape
+    oc_n = out.shape[1]
+    p = 0 if k == 1 else 1
+    acc = np.empty(oc_n, np.float32)
+    for n in range(n_b):
+        for oy in range(h):
+            ky0 = max(0, p - oy)
+            ky1 = min(k, h - oy + p)
+            for ox in range(w):
+                kx0 = max(0, p - ox)
+                kx1 = min(k, w - ox + p)
+                for o in range(oc_n):
+                    acc[o] = bias[o]
+                if depthwise:
+                    for ky in range(ky0, ky1):
+                        for kx in range(kx0, kx1):
+                            xr = x[n, oy + ky - p, ox + kx - p]
+                            wr = wt[ky * k + kx]
+                            for o in range(oc_n):
+                                acc[o] += xr[o] * wr[o]
+                else:
+                    for ic in range(ic_n):
+                        for ky in range(ky0, ky1):
+                            for kx in range(kx0, kx1):
+                                xv = x[n, oy + ky - p, ox + kx - p, ic]
+                                wr = wt[(ic * k + ky) * k + kx]
+                                for o in range(oc_n):
+                                    acc[o] += xv * wr[o]
+                row = (n * h + oy) * w + ox
+                for o in range(oc_n):
+                    out[row, o] = clamp(acc[o], lo, hi)
 
-    x = args[0]
-    w = node["weights"]
-    k = w.shape[2]
-    p = (0, 0) if k == 1 else (1, 1)
-    groups = w.shape[0] if node["is_depthwise"] else 1
-    lo, hi = node["fused_activation"]
-    y = conv2d(x, w, node["bias"], groups, p, p, 1, 1, 1, 1, lo, hi)
+
+@numba.njit(cache=True)
+def _kpu_conv_rows(x, w, bias, k, depthwise, lo, hi, out):
+    """Same conv on NCHW data, vectorised along output rows (faster for wide images or few output
+    channels); per output the order is again bias, then ic → ky → kx over the in-image taps."""
+    n_b, _, h, wd = x.shape
+    ic_n = w.shape[1]
+    oc_n = out.shape[1]
+    p = 0 if k == 1 else 1
+    acc = np.empty(wd, np.float32)
+    for n in range(n_b):
+        for o in range(oc_n):
+            for oy in range(h):
+                ky0 = max(0, p - oy)
+                ky1 = min(k, h - oy + p)
+                for ox in range(wd):
+                    acc[ox] = bias[o]
+                for ic in range(ic_n):
+                    for ky in range(ky0, ky1):
+                        xrow = x[n, o if depthwise else ic, oy + ky - p]
+                        for kx in range(k):
+                            wv = w[o, ic, ky, kx]
+                            ox0 = max(0, p - kx)
+                            ox1 = min(wd, wd + p - kx)
+                            xs = xrow[ox0 + kx - p:ox1 + kx - p]
+                            accs = acc[ox0:ox1]
+                            for i in range(xs.shape[0]):
+                                accs[i] += xs[i] * wv
+                for ox in range(wd):
+                    out[n, o, oy, ox] = clamp(acc[ox], lo, hi)
+
+
+def kpu_conv_f32(x, weights, bias, depthwise: bool, act) -> np.ndarray:
+    """The fake KPU conv before pooling: NCHW float32 in and out (same numbers as kmodelpy.ops.conv2d
+    with padding 0/1, stride 1 and groups 1 or C — tests/test_compile_passes.py checks it). The result
+    is an NCHW *view* of an NHWC buffer, so chained KPU convs never copy between layouts."""
+    w = np.asarray(weights, np.float32)
+    oc, _, k, _ = w.shape
+    lo, hi = np.float32(act[0]), np.float32(act[1])
+    b = np.ascontiguousarray(bias, np.float32).reshape(-1)
+    if x.shape[3] >= 32 or (not depthwise and oc < 16):
+        xc = np.ascontiguousarray(x, np.float32)
+        out = np.empty((xc.shape[0], oc) + xc.shape[2:], np.float32)
+        _kpu_conv_rows(xc, np.ascontiguousarray(w), b, k, bool(depthwise), lo, hi, out)
+        return out
+    x = np.ascontiguousarray(np.transpose(np.asarray(x, np.float32), (0, 2, 3, 1)))
+    wt = np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0))).reshape(-1, oc)  # [(IC or 1)·k·k, OC]
+    n, h, wd, _ = x.shape
+    out = np.empty((n * h * wd, oc), np.float32)
+    _kpu_conv_hwc(x, wt, b, k, bool(depthwise), lo, hi, out)
+    return np.transpose(out.reshape(n, h, wd, oc), (0, 3, 1, 2))
+
+
+def fake_kpu_conv2d_eval(node, args):
+    y = kpu_conv_f32(args[0], node["weights"], node["bias"], node["is_depthwise"], node["fused_activation"])
     return [kpu_pool_f32(y, node["pool_type"])]
 
 

@@ -77,7 +77,9 @@ class EliminateDilatedConv2d(Transform):
 
 
 class FakeKpuConv2d(Transform):
-    """conv2d → pad → fake_kpu_conv2d (stride 1, bypass pool) → crop → strided slice (§6.2)."""
+    """conv2d → pad → fake_kpu_conv2d (stride 1, bypass pool) → crop → strided slice (§6.2).
+
+    ncc leaves the fake conv unnamed; kmodelpy gives it the conv's name (only reports and errors see it)."""
 
     name = "fake_kpu_conv2d"
     ops = frozenset({"conv2d"})
@@ -109,7 +111,7 @@ class FakeKpuConv2d(Transform):
         pre_w, sur_w = kpu_pre_sur(c["padding_w"], kh)
         pre = build.pad(g, m.inputs[0].producer, [(0, 0), (0, 0), pre_h, pre_w], 0.0)
         conv = build.fake_kpu_conv2d(g, pre.output, is_dw, FILTER_1X1 if kh == 1 else FILTER_3X3, POOL_BYPASS,
-                                     w, c["bias"], c["fused_activation"])
+                                     w, c["bias"], c["fused_activation"], name=c.name)
         sur = build.pad(g, conv.output, [(0, 0), (0, 0), sur_h, sur_w], 0.0)
         s = build.strided_slice(g, sur.output, [0, 0, 0, 0], [0, 0, 0, 0], [1, 1, c["stride_h"], c["stride_w"]], 15, 15)
         reroute(m.outputs[0], s.output)
@@ -141,7 +143,7 @@ class MatmulToFakeKpuConv2d(Transform):
         r1 = build.reshape(g, src, [b, k, 1, 1])
         p1 = build.pad(g, r1.output, [(0, 0), (0, 0), (0, 3), (0, 3)], 0.0)
         conv = build.fake_kpu_conv2d(g, p1.output, False, FILTER_1X1, POOL_BYPASS, weights, mm["bias"],
-                                     mm["fused_activation"])
+                                     mm["fused_activation"], name=mm.name)
         p2 = build.pad(g, conv.output, [(0, 0), (0, 0), (0, -3), (0, -3)], 0.0)
         r2 = build.reshape(g, p2.output, [b, n])
         reroute(m.outputs[0], r2.output)
@@ -169,7 +171,7 @@ class StridedSliceMotion(Transform):
         s_old, c_old = m.nodes
         src = m.inputs[0].producer
         conv = build.fake_kpu_conv2d(g, src, c_old["is_depthwise"], c_old["filter_type"], c_old["pool_type"],
-                                     c_old["weights"], c_old["bias"], c_old["fused_activation"])
+                                     c_old["weights"], c_old["bias"], c_old["fused_activation"], name=c_old.name)
         s = build.strided_slice(g, conv.output, [0, 0, 0, 0], [0, 0, 0, 0], s_old["strides"], 15, 15)
         reroute(m.outputs[0], s.output)
 
@@ -210,7 +212,7 @@ class FuseFakeKpuConv2dStridedSlice(Transform):
         pool = POOL_LEFT_TOP_2_S2 if s["begin"][3] % 2 == 0 else POOL_RIGHT_TOP_2_S2
         p = build.pad(g, m.inputs[0].producer, [(0, 0), (0, 0), tuple(pad_h), tuple(pad_w)], 0.0)
         conv = build.fake_kpu_conv2d(g, p.output, c_old["is_depthwise"], c_old["filter_type"], pool,
-                                     c_old["weights"], c_old["bias"], c_old["fused_activation"])
+                                     c_old["weights"], c_old["bias"], c_old["fused_activation"], name=c_old.name)
         crop_h0 = -(s["begin"][2] // 2 + pad_h[0])
         crop_w0 = -(s["begin"][3] // 2)
         crop_h1 = s.output.shape[2] - conv.output.shape[2] - crop_h0

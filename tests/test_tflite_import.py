@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kmodelpy
 from kmodelpy.errors import FormatError, KmodelpyError, UnsupportedError
@@ -344,3 +346,90 @@ def test_fully_quantized_model_is_refused(tmp_path):
     b.op("DEQUANTIZE", [q], [y])
     msg = _one_line_error(UnsupportedError, kmodelpy.load, b.save(tmp_path / "m.tflite", [x], [y]))
     assert "'xq'" in msg and "quantized" in msg
+
+
+# ---------------------------------------------------------------- property: windowed ops vs numpy
+def _tf_out_pad(size, k, stride, dil, same):
+    eff = (k - 1) * dil + 1
+    out = -(-size // stride) if same else (size - eff) // stride + 1
+    total = max((out - 1) * stride + eff - size, 0)
+    return out, total // 2
+
+
+def _conv_ref(x, w_hwio, bias, stride, dil, same, groups):
+    """NHWC float64 convolution with TFLite's SAME/VALID rule (independent of the importer)."""
+    n, h, wd, c = x.shape
+    kh, kw, _, oc = w_hwio.shape
+    oh, ph = _tf_out_pad(h, kh, stride[0], dil[0], same)
+    ow, pw = _tf_out_pad(wd, kw, stride[1], dil[1], same)
+    xp = np.zeros((n, h + 2 * kh * dil[0] + stride[0] * oh, wd + 2 * kw * dil[1] + stride[1] * ow, c))
+    xp[:, ph:ph + h, pw:pw + wd] = x
+    out = np.zeros((n, oh, ow, oc)) + bias
+    gi, go = c // groups, oc // groups
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = xp[:, ky * dil[0]:ky * dil[0] + stride[0] * oh:stride[0],
+                       kx * dil[1]:kx * dil[1] + stride[1] * ow:stride[1]]
+            for g in range(groups):
+                out[..., g * go:(g + 1) * go] += patch[..., g * gi:(g + 1) * gi] @ w_hwio[ky, kx, :, g * go:(g + 1) * go]
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(3, 9), w=st.integers(3, 9), c=st.integers(1, 4), k=st.integers(1, 4), s=st.integers(1, 3),
+       d=st.integers(1, 2), same=st.booleans(), depthwise=st.booleans(), mult=st.integers(1, 2),
+       act=st.sampled_from(["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]), seed=st.integers(0, 2**16))
+def test_conv_property(tmp_path_factory, h, w, c, k, s, d, same, depthwise, mult, act, seed):
+    if (k - 1) * d + 1 > min(h, w) or (d > 1 and s > 1):
+        return
+    rng = np.random.default_rng(seed)
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, h, w, c])
+    oc = c * mult if depthwise else mult + 2
+    oh, _ = _tf_out_pad(h, k, s, d, same)
+    ow, _ = _tf_out_pad(w, k, s, d, same)
+    y = b.tensor("y", [1, oh, ow, oc])
+    bias = rng.uniform(-1, 1, oc).astype(np.float32)
+    opts = dict(padding="SAME" if same else "VALID", stride_h=s, stride_w=s, dilation_h=d, dilation_w=d,
+                fused_activation=act)
+    if depthwise:
+        wt = rng.uniform(-1, 1, (1, k, k, oc)).astype(np.float32)
+        b.op("DEPTHWISE_CONV_2D", [x, b.const("w", wt), b.const("b", bias)], [y], "DepthwiseConv2DOptions",
+             depth_multiplier=mult, **opts)
+        w_hwio = wt[0].reshape(k, k, 1, oc)  # output channel = input channel · mult + j
+        groups = c
+    else:
+        wt = rng.uniform(-1, 1, (oc, k, k, c)).astype(np.float32)
+        b.op("CONV_2D", [x, b.const("w", wt), b.const("b", bias)], [y], "Conv2DOptions", **opts)
+        w_hwio = wt.transpose(1, 2, 3, 0)
+        groups = 1
+    xv = rng.uniform(-2, 2, (1, h, w, c)).astype(np.float32)
+    (out,) = _run(tmp_path_factory.mktemp("conv"), b, [x], [y], xv)
+    ref = _conv_ref(xv.astype(np.float64), w_hwio.astype(np.float64), bias, (s, s), (d, d), same, groups)
+    lo, hi = {"NONE": (-np.inf, np.inf), "RELU": (0, np.inf), "RELU6": (0, 6), "RELU_N1_TO_1": (-1, 1)}[act]
+    np.testing.assert_allclose(out, np.clip(ref, lo, hi), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(h=st.integers(2, 9), w=st.integers(2, 9), k=st.integers(1, 3), s=st.integers(1, 3), same=st.booleans(),
+       kind=st.sampled_from(["MAX_POOL_2D", "AVERAGE_POOL_2D"]), seed=st.integers(0, 2**16))
+def test_pool_property(tmp_path_factory, h, w, k, s, same, kind, seed):
+    if k > min(h, w):
+        return
+    rng = np.random.default_rng(seed)
+    oh, ph = _tf_out_pad(h, k, s, 1, same)
+    ow, pw = _tf_out_pad(w, k, s, 1, same)
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, h, w, 2])
+    y = b.tensor("y", [1, oh, ow, 2])
+    b.op(kind, [x], [y], "Pool2DOptions", padding="SAME" if same else "VALID", stride_h=s, stride_w=s,
+         filter_h=k, filter_w=k)
+    xv = rng.uniform(-2, 2, (1, h, w, 2)).astype(np.float32)
+    (out,) = _run(tmp_path_factory.mktemp("pool"), b, [x], [y], xv)
+    ref = np.zeros((1, oh, ow, 2))
+    for oy in range(oh):
+        for ox in range(ow):
+            y0, x0 = oy * s - ph, ox * s - pw
+            win = xv[0, max(y0, 0):min(y0 + k, h), max(x0, 0):min(x0 + k, w)].astype(np.float64)
+            ref[0, oy, ox] = win.max(axis=(0, 1)) if kind == "MAX_POOL_2D" else win.mean(axis=(0, 1))
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)

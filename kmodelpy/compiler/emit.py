@@ -91,16 +91,8 @@ def _act(a) -> ValueRange:
     return ValueRange(float(lo), float(hi))
 
 
-def _ops():
-    from .. import ops  # noqa: F401
-    from ..ops.base import _load_all
-
-    _load_all()
-
-
 def emit_node(node: Node, sched: Schedule):
     """One LLIR node → its runtime op object."""
-    _ops()
     fn = EMITTERS.get(node.op)
     if fn is None:
         raise CompileError(f"{node.name or node.op}: Emitter for {node.op} is not found (kmodelpy compiler bug)")

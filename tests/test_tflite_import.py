@@ -250,6 +250,21 @@ def test_cast_of_constant(tmp_path):
     np.testing.assert_array_equal(out, xv + np.float32([1, -2, 3]))
 
 
+def test_quantize_dequantize_of_constant(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4])
+    c = b.const("c", np.float32([0.26, -1.0, 30.0, 0.04]))
+    q = b.tensor("q", [4], "INT8", quant=([0.1], [0], 0))
+    b.op("QUANTIZE", [c], [q])
+    d = b.tensor("d", [4])
+    b.op("DEQUANTIZE", [q], [d])
+    y = b.tensor("y", [1, 4])
+    b.op("ADD", [x, d], [y], "AddOptions")
+    xv = _x((1, 4))
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    np.testing.assert_array_equal(out, xv + np.float32([0.3, -1.0, 12.7, 0.0]))  # 30 saturates at 127
+
+
 def test_conv_prelu_reference_case():
     """ncc refuses this model ("Not supported tflite opcode: PRELU"); we import and evaluate it."""
     path = CASES / "conv_prelu" / "model.tflite"

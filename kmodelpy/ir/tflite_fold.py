@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import UnsupportedError
 from ..format.tflite_reader import _NP_DTYPES, Operator, TFLiteFile
 
-FOLD_ONLY = ("SHAPE", "CAST", "DEQUANTIZE", "GATHER", "FILL", "RANGE", "REDUCE_PROD", "FLOOR_DIV", "PACK",
+FOLD_ONLY = ("SHAPE", "CAST", "DEQUANTIZE", "QUANTIZE", "GATHER", "FILL", "RANGE", "REDUCE_PROD", "FLOOR_DIV", "PACK",
              "UNPACK", "SQUEEZE", "EXPAND_DIMS", "ZEROS_LIKE", "ONES_LIKE")
 
 
@@ -94,6 +94,14 @@ def fold(op: Operator, tfl: TFLiteFile, static: dict) -> list[np.ndarray]:
         return [np.asarray(t[0].shape, dt)]
     if name == "DEQUANTIZE":
         return [to_float(t[0], v[0])]
+    if name == "QUANTIZE":  # a constant re-quantized (float or int → int8/uint8/int16)
+        q = tfl.tensors[op.outputs[0]].quantization
+        x = to_float(t[0], v[0]).astype(np.float32)
+        scale = np.float32(q.scales.reshape(-1)[0]) if q is not None else np.float32(1)
+        zp = int(q.zero_points.reshape(-1)[0]) if q is not None and q.zero_points.size else 0
+        info = np.iinfo(dt) if np.dtype(dt).kind in "iu" else None
+        r = np.trunc(x / scale + np.copysign(np.float32(0.5), x / scale)).astype(np.int64) + zp
+        return [np.clip(r, info.min, info.max).astype(dt) if info else r.astype(dt)]
     if name == "CAST":
         return [np.asarray(to_float(t[0], v[0]) if dt == np.float32 else v[0]).astype(dt)]
     if name in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):

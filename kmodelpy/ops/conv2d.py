@@ -33,10 +33,7 @@ def _conv2d_kernel(x, w, bias, groups, pad_h, pad_w, sh, sw, dh, dw, lo, hi, out
             for oc in range(g_oc):
                 o = g * g_oc + oc
                 plane = out[n, o]
-                b = bias[o]
-                for oy in range(out_h):
-                    for ox in range(out_w):
-                        plane[oy, ox] = b
+                plane[:, :] = bias[o]
                 for ic in range(g_ic):
                     xc = x[n, g * g_ic + ic]
                     for ky in range(fh):
@@ -46,10 +43,18 @@ def _conv2d_kernel(x, w, bias, groups, pad_h, pad_w, sh, sw, dh, dw, lo, hi, out
                             bx = kx * dw - pad_w
                             ox0, ox1 = tap_out_range(bx, in_w, sw, out_w)
                             wv = w[o, ic, ky, kx]
-                            for oy in range(oy0, oy1):
-                                row = xc[oy * sh + by]
-                                for ox in range(ox0, ox1):
-                                    plane[oy, ox] += row[ox * sw + bx] * wv
+                            if sw == 1:  # contiguous 1-D slices let LLVM vectorise (no FMA, no reassociation)
+                                for oy in range(oy0, oy1):
+                                    row = xc[oy * sh + by, ox0 + bx : ox1 + bx]
+                                    prow = plane[oy, ox0:ox1]
+                                    for i in range(prow.shape[0]):
+                                        prow[i] += row[i] * wv
+                            else:
+                                for oy in range(oy0, oy1):
+                                    row = xc[oy * sh + by]
+                                    prow = plane[oy]
+                                    for ox in range(ox0, ox1):
+                                        prow[ox] += row[ox * sw + bx] * wv
                 for oy in range(out_h):
                     for ox in range(out_w):
                         plane[oy, ox] = clamp(plane[oy, ox], lo, hi)

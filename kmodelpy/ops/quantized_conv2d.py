@@ -25,7 +25,7 @@ from .conv2d import check_groups, check_window
 
 @numba.njit(cache=True)
 def _qconv2d_kernel(x, w, bias, groups, pad_h, pad_w, sh, sw, dh, dw,
-                    in_off, f_off, o_mul, o_shift, o_off, out):
+                    in_off, f_off, o_mul, o_shift, o_off, exact, out):
     n_batch, n_c, in_h, in_w = x.shape
     n_oc, g_ic, fh, fw = w.shape
     out_h, out_w = out.shape[2], out.shape[3]
@@ -40,7 +40,7 @@ def _qconv2d_kernel(x, w, bias, groups, pad_h, pad_w, sh, sw, dh, dw,
         for g in range(groups):
             for oc in range(g_oc):
                 o = g * g_oc + oc
-                b = np.int64(bias[o]) & 0xFFFFFFFF
+                b = np.int64(bias[o])
                 for oy in range(out_h):
                     for ox in range(out_w):
                         acc[oy, ox] = b
@@ -54,13 +54,29 @@ def _qconv2d_kernel(x, w, bias, groups, pad_h, pad_w, sh, sw, dh, dw,
                             ox0, ox1 = tap_out_range(bx, in_w, sw, out_w)
                             wv = wrap_i32(np.int64(w[o, ic, ky, kx]) + f_off)
                             for oy in range(oy0, oy1):
-                                row = xc[oy * sh + by]
-                                for ox in range(ox0, ox1):
-                                    acc[oy, ox] = (acc[oy, ox] + row[ox * sw + bx] * wv) & 0xFFFFFFFF
+                                if sw == 1:  # contiguous slices vectorise
+                                    row = xc[oy * sh + by, ox0 + bx : ox1 + bx]
+                                else:
+                                    row = xc[oy * sh + by, ox0 * sw + bx : (ox1 - 1) * sw + bx + 1 : sw]
+                                arow = acc[oy, ox0:ox1]
+                                if exact:  # no i64 overflow possible: wrap once at the end
+                                    for i in range(arow.shape[0]):
+                                        arow[i] += row[i] * wv
+                                else:
+                                    for i in range(arow.shape[0]):
+                                        arow[i] = (arow[i] + row[i] * wv) & 0xFFFFFFFF
                 for oy in range(out_h):
                     for ox in range(out_w):
                         v = mul_and_carry_shift(wrap_i32(acc[oy, ox]), o_mul, o_shift)
                         out[n, o, oy, ox] = clamp_u8(wrap_i32(v + o_off))
+
+
+def accumulator_fits_i64(input_offset: int, filter_offset: int, taps: int) -> bool:
+    """True when ``bias + Σ (x+input_offset)·(w+filter_offset)`` over ``taps`` terms can never leave
+    the i64 range, so plain i64 sums wrapped to i32 once equal the step-by-step i32 wrap."""
+    xm = max(abs(input_offset), abs(255 + input_offset))  # |unwrapped| bounds |wrapped|
+    wm = max(abs(filter_offset), abs(255 + filter_offset))
+    return taps * xm * wm + (1 << 31) < (1 << 63)
 
 
 def quantized_conv2d(x_nchw, weights, bias, groups, padding_h, padding_w, stride_h, stride_w,
@@ -80,9 +96,10 @@ def quantized_conv2d(x_nchw, weights, bias, groups, padding_h, padding_w, stride
     oh = max(get_out(h, fh, stride_h, dilation_h, *padding_h), 0)
     ow = max(get_out(wd, fw, stride_w, dilation_w, *padding_w), 0)
     out = np.empty((n, oc, oh, ow), dtype=np.uint8)
+    exact = accumulator_fits_i64(input_offset, filter_offset, g_ic * fh * fw)
     _qconv2d_kernel(x, w, b, int(groups), int(padding_h[0]), int(padding_w[0]), int(stride_h), int(stride_w),
                     int(dilation_h), int(dilation_w), int(input_offset), int(filter_offset), int(output_mul),
-                    int(output_shift), int(output_offset), out)
+                    int(output_shift), int(output_offset), exact, out)
     return out
 
 

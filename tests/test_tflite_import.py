@@ -448,3 +448,39 @@ def test_pool_property(tmp_path_factory, h, w, k, s, same, kind, seed):
             win = xv[0, max(y0, 0):min(y0 + k, h), max(x0, 0):min(x0 + k, w)].astype(np.float64)
             ref[0, oy, ox] = win.max(axis=(0, 1)) if kind == "MAX_POOL_2D" else win.mean(axis=(0, 1))
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- evaluator hooks and the op registry
+def test_evaluate_records_every_output_connector():
+    from kmodelpy.ir.evaluate import evaluate
+
+    g = import_tflite(CASES / "conv_sigmoid" / "model.tflite")
+    seen = []
+    x = RNG.uniform(0, 1, g.inputs[0].output.shape).astype(np.float32)
+    outs, values = evaluate(g, [x], on_output=lambda oc, v: seen.append((oc, v)), keep=True)
+    order = g.dfs()
+    assert [oc for oc, _ in seen] == [oc for n in order for oc in n.outputs]
+    for oc, v in seen:
+        assert v.shape == oc.shape and v.dtype == np.float32
+        np.testing.assert_array_equal(values[oc], v)
+    last = g.outputs[0].input.producer
+    np.testing.assert_array_equal(outs[0], values[last])
+
+
+def test_registry_accepts_new_ops():
+    from kmodelpy.ir.evaluate import evaluate
+    from kmodelpy.ir.graph import Graph
+    from kmodelpy.ir.ops import display_name, make, register_evaluator, register_op
+
+    register_op("test_double_rows", "TestDoubleRows", infer=lambda attrs, ins: [(ins[0][0] * 2,) + ins[0][1:]])
+    register_evaluator("test_double_rows", lambda node, args: [np.concatenate([args[0], args[0] * node["k"]])])
+    g = Graph()
+    inp = g.add("input", [], [(2, 3)], name="x")
+    d = make(g, "test_double_rows", [inp.output], k=np.float32(3))
+    g.add("output", [d.output], [])
+    assert d.output.shape == (4, 3) and display_name("test_double_rows") == "TestDoubleRows"
+    g.assign_names()
+    assert d.name == "TestDoubleRows_0"
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    (y,) = evaluate(g, [x])
+    np.testing.assert_array_equal(y, np.concatenate([x, 3 * x]))

@@ -183,16 +183,14 @@ def _dot_rows(cols, wrow, acc):
 
 
 @numba.njit(cache=True)
-def _activate(acc, sxc, axsx, const, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add,
-              sorted_starts, u):
-    """C -> batch norm -> activation segment -> KROUND -> clamp, for one output channel (C.5 b, c).
+def _activate(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add, sorted_starts, u):
+    """u[p] = activation of batch norm of C = cv[p], for one output channel (C.5 b, c).
     With non-decreasing x_start the segment is found branch-free by counting (the same result as
     the strict-``>`` scan from 15 down); otherwise by the scan itself. ``s_mask``/``s_half`` are
     2^s−1 and 2^(s−1) (1 for s = 0, which then never rounds)."""
     err = ERR_NONE
     for p in range(u.shape[0]):
-        c_val = np.int64(acc[p]) + 128 * sxc[p] + axsx[p] + const
-        bv = ((c_val * mul) >> bsh) + badd
+        bv = ((cv[p] * mul) >> bsh) + badd
         if sorted_starts:
             j = -1
             for i in range(16):
@@ -223,13 +221,58 @@ def _activate(acc, sxc, axsx, const, mul, bsh, badd, s_start, s_mul, s_shift, s_
 
 
 @numba.njit(cache=True)
+def _pool_c(cv, ih, iw, pool_type, use_min, dst):
+    """Pool the pre-activation values C instead of U (flat ``dst`` of OH·OW): select pools take
+    the same tap; max pools take the max (``use_min``: the min, when BN's multiplier is negative).
+    Exact when the activation is monotone (C.6 max of a monotone function = function of the max)."""
+    s = 4 if (pool_type == 3 or pool_type == 7) else (1 if pool_type == 9 else 2)
+    oh, ow = ih // s, iw // s
+    if pool_type >= 5 and pool_type <= 7:
+        dx = 1 if pool_type == 6 else 0
+        for y in range(oh):
+            for x in range(ow):
+                dst[y * ow + x] = cv[(y * s) * iw + x * s + dx]
+        return
+    if pool_type == 1 and not use_min:  # max_2_s2, the common case, unrolled
+        for y in range(oh):
+            r0 = (2 * y) * iw
+            r1 = r0 + iw
+            for x in range(ow):
+                a = max(cv[r0 + 2 * x], cv[r0 + 2 * x + 1])
+                b = max(cv[r1 + 2 * x], cv[r1 + 2 * x + 1])
+                dst[y * ow + x] = max(a, b)
+        return
+    win = 2 if pool_type == 9 else s
+    for y in range(oh):
+        for x in range(ow):
+            m = cv[(y * s) * iw + x * s]
+            for ky in range(win):
+                yy = y * s + ky
+                if yy >= ih:
+                    break
+                for kx in range(win):
+                    xx = x * s + kx
+                    if xx >= iw:
+                        break
+                    v = cv[yy * iw + xx]
+                    if use_min:
+                        m = min(m, v)
+                    else:
+                        m = max(m, v)
+            dst[y * ow + x] = m
+
+
+@numba.njit(cache=True)
 def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
-              bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, out):
+              bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out):
     """One KPU layer over all batches. ``x`` u8 [N, IC, IH, IW]; ``w16`` centered weights
     [OC, taps(+zero padding)]; ``swc`` Σw' per channel; ``out`` u8 [N, OC, OH, OW].
-    Returns ERR_NONE, or ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined."""
+    ``pool_first``: the pool may run on C before the activation (select pools, or max pools
+    with a monotone activation). Returns ERR_NONE, or ERR_NO_SEGMENT / ERR_SHIFT where ncc's
+    behaviour is undefined."""
     n_b, ic, ih, iw = x.shape
     oc = w16.shape[0]
+    oh, ow = out.shape[2], out.shape[3]
     pad = (k - 1) // 2
     ph, pw = ih + 2 * pad, iw + 2 * pad
     npix = ih * iw
@@ -237,15 +280,20 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
     taps = np.int64(gic * k * k)
     xp = np.empty((ic, ph, pw), np.int16)
     acc = np.empty(npix, np.int32)
+    cv = np.empty(npix, np.int64)
+    pooled = np.empty(oh * ow, np.int64)
     u = np.empty(npix, np.uint8)
+    uo = np.empty(oh * ow, np.uint8)
     sxc = np.empty(npix, np.int64)  # Σx' over the taps of each position
     axsx = np.empty(npix, np.int64)  # asr(ax·Sx, sx)
     cs = np.empty((ph, pw), np.int64)
     cols = np.zeros((npix if use_dot else 0, w16.shape[1]), np.int16)
     sorted_starts = True
+    min_start = s_start[0]
     for j in range(1, 16):
         if s_start[j] < s_start[j - 1]:
             sorted_starts = False
+        min_start = min(min_start, s_start[j])
     s_mask = np.zeros(16, np.int64)
     s_half = np.ones(16, np.int64)
     for j in range(16):
@@ -284,10 +332,23 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
                     axsx[p] = (ax * (sxc[p] + 128 * taps)) >> sx
             else:
                 _conv_rows(xp, 0, ic, wrow, k, ih, iw, acc)
-            # per-channel constants: 128·Σw' + 16384·T + asr(aw·Sw, sw) + aadd·g_ic
+            # C = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic, with Sxw = D + 128·Σx' + 128·Σw' + 16384·T
             const = 128 * swc[o] + 16384 * taps + ((aw * (swc[o] + 128 * taps)) >> sw) + aadd * gic
-            e = _activate(acc, sxc, axsx, const, bn_mul[o], bn_shift[o], bn_add[o], s_start, s_mul, s_shift,
-                          s_mask, s_half, s_add, sorted_starts, u)
+            for p in range(npix):
+                cv[p] = np.int64(acc[p]) + 128 * sxc[p] + axsx[p] + const
+            mul, bsh, badd = bn_mul[o], bn_shift[o], bn_add[o]
+            if pool_first and npix > 0:
+                lo = cv.min() if mul >= 0 else cv.max()
+                if ((lo * mul) >> bsh) + badd > min_start:  # every value has a segment
+                    _pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
+                    _activate(pooled, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add,
+                              sorted_starts, uo)
+                    dst2 = out[n, o]
+                    for y in range(oh):
+                        for xq in range(ow):
+                            dst2[y, xq] = uo[y * ow + xq]
+                    continue
+            e = _activate(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add, sorted_starts, u)
             if e != ERR_NONE:
                 err = e
             pool_plane(u, ih, iw, pool_type, out[n, o])

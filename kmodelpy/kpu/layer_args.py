@@ -314,6 +314,44 @@ class ActivationTable:
     def __eq__(self, other) -> bool:
         return isinstance(other, ActivationTable) and self.to_bytes() == other.to_bytes()
 
+    def value(self, bv: int) -> int | None:
+        """The activation output for one batch-norm value (C.5 c), exact Python ints; None when no
+        segment matches or the segment's shift is >= 32 (undefined in ncc)."""
+        for j in range(N_SEGMENTS - 1, -1, -1):
+            if bv > int(self.x_start[j]):
+                s = int(self.shift_number[j])
+                if s >= 32:
+                    return None
+                t = (bv - int(self.x_start[j])) * int(self.y_mul[j])
+                return min(max(kround_int(t, s) + int(self.add[j]), 0), 255)
+        return None
+
+    def is_monotone(self) -> bool:
+        """True when the activation is a non-decreasing function of the batch-norm value: sorted
+        x_start, y_mul >= 0 and shift < 32 in every reachable segment, no downward step at a segment
+        boundary. Then a max pool commutes with it (the kernel pools before activating)."""
+        xs = [int(v) for v in self.x_start]
+        if any(a > b for a, b in zip(xs, xs[1:])):
+            return False
+        live = [j for j in range(N_SEGMENTS) if j == N_SEGMENTS - 1 or xs[j] < xs[j + 1]]
+        if any(int(self.y_mul[j]) < 0 or int(self.shift_number[j]) >= 32 for j in live):
+            return False
+        for a, b in zip(live, live[1:]):
+            # last value of segment a (bv = xs[b]) vs first value of segment b (bv = xs[b] + 1)
+            if self.value(xs[b]) > self.value(xs[b] + 1):
+                return False
+        return True
+
+
+def kround_int(t: int, s: int) -> int:
+    """KROUND (C.5) on Python ints, with ncc's sign quirk (KROUND(-1, 2) = -2)."""
+    if s == 0:
+        return t
+    q, f, h = t >> s, t & ((1 << s) - 1), 1 << (s - 1)
+    if f > h or (f == h and q & 1):
+        return q + (-1 if t < 0 else 1)
+    return q
+
 
 # ---------------------------------------------------------------------------- ncc's codegen (compiler §10.5)
 KPU_WEIGHT_LOAD_BYTES = 30 * 1024

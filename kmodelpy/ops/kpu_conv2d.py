@@ -36,7 +36,7 @@ class _Prepared:
     """Per-layer tables decoded once: centered int16 weights, weight sums, int64 BN/act arrays."""
 
     __slots__ = ("w16", "swc", "use_dot", "bn_mul", "bn_shift", "bn_add", "s_shift", "s_mul", "s_start",
-                 "s_add", "k", "dw")
+                 "s_add", "k", "dw", "monotone", "shifts_ok")
 
     def __init__(self, weights, k, dw, ic, oc, bn: BatchNorm, act: ActivationTable):
         taps = k * k * (1 if dw else ic)
@@ -55,6 +55,8 @@ class _Prepared:
         self.bn_mul, self.bn_shift, self.bn_add = bn.norm_mul.copy(), bn.norm_shift.copy(), bn.norm_add.copy()
         self.s_shift, self.s_mul = act.shift_number.copy(), act.y_mul.copy()
         self.s_start, self.s_add = act.x_start.copy(), act.add.copy()
+        self.monotone = act.is_monotone()
+        self.shifts_ok = bool((act.shift_number < 32).all())
 
 
 def _run_prepared(x, pr: _Prepared, pool_type, pad_value, arg_x, shift_x, arg_w, shift_w, arg_add, out_hw):
@@ -63,10 +65,13 @@ def _run_prepared(x, pr: _Prepared, pool_type, pad_value, arg_x, shift_x, arg_w,
     s = POOL_STRIDE[pool_type]
     oh, ow = out_hw if out_hw is not None else (ih // s, iw // s)
     out = np.empty((n, oc, oh, ow), np.uint8)
+    # pooling C before the activation is exact for select pools and, with a monotone activation,
+    # for max pools; it saves activating the dropped values
+    pool_first = (pool_type in (5, 6, 7) and pr.shifts_ok) or (pool_type in (1, 3, 9) and pr.monotone)
     err = kpu_layer(np.ascontiguousarray(x, dtype=np.uint8), pr.w16, pr.swc, pr.use_dot, pr.dw, pr.k,
                     int(pad_value), int(arg_x), int(shift_x), int(arg_w), int(shift_w), int(arg_add),
                     pr.bn_mul, pr.bn_shift, pr.bn_add, pr.s_shift, pr.s_mul, pr.s_start, pr.s_add,
-                    int(pool_type), out)
+                    int(pool_type), pool_first, out)
     if err == ERR_NO_SEGMENT:
         raise KernelError("a batch-norm value is <= every activation x_start (no segment matches; ncc's "
                           "result is undefined here); fix the activation table's segment 0")

@@ -130,16 +130,35 @@ class Model:
     def _find_output_shapes(self) -> list[list[int]]:
         shapes = []
         for mr in self.kmodel.outputs:
-            shape = None
-            for op in reversed(self.kmodel.ops):
-                if any(_same_place(mr, o) for o in op.outputs()):
-                    shape = op.output_shape(mr)
-                    break
             n = mr.size // mr.itemsize
-            if shape is None or int(np.prod(shape)) != n:
+            shape = self._producer_shape(mr, n)
+            if shape is None or int(np.prod(shape, dtype=np.int64)) != n:
                 shape = [n]
             shapes.append([int(d) for d in shape])
         return shapes
+
+    def _producer_shape(self, mr: MemoryRange, n: int) -> list[int] | None:
+        """Shape of the tensor in ``mr`` (``n`` elements) from the last node writing it. Element-wise
+        nodes whose body holds no shape (quantize, dequantize, unary, memory_copy, table lookup...)
+        pass the question on to the producer of their single non-const input."""
+        ops = self.kmodel.ops
+        k = len(ops)
+        while True:
+            for k in range(k - 1, -1, -1):
+                if any(_same_place(mr, o) for o in ops[k].outputs()):
+                    break
+            else:
+                return None
+            try:
+                shape = ops[k].output_shape(mr)
+            except Exception:  # noqa: BLE001 - a damaged body: no shape, the flat vector is used
+                return None
+            if shape is not None:
+                return list(shape)
+            ins = [r for r in ops[k].inputs() if r is not None and r.memory_type != MEM_CONST]
+            if len(ins) != 1 or ins[0].size // ins[0].itemsize != n:
+                return None
+            mr = ins[0]
 
     # ---------------------------------------------------------------- running
     def set_input(self, x) -> None:

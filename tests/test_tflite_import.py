@@ -306,6 +306,24 @@ def test_truncated(tmp_path):
         assert str(p) in _one_line_error(FormatError, kmodelpy.load, p)
 
 
+@settings(max_examples=60, deadline=None)
+@given(cut=st.integers(0, 10_000), flips=st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 255)),
+                                                  min_size=1, max_size=4))
+def test_damaged_files_give_kmodelpy_errors(cut, flips):
+    """Any truncation or byte damage: either a model comes out or a KmodelpyError, nothing else."""
+    from kmodelpy.format.tflite_reader import parse_tflite
+
+    data = bytearray((CASES / "softmax_head" / "model.tflite").read_bytes())
+    for pos, val in flips:
+        data[pos % len(data)] = val
+    if cut % 3 == 0:  # a third of the examples are also truncated
+        del data[len(data) - cut % len(data):]
+    try:
+        import_tflite(parse_tflite(bytes(data), "damaged.tflite"))
+    except KmodelpyError as e:
+        assert "\n" not in str(e)
+
+
 def test_keras_h5_and_saved_model(tmp_path):
     h5 = tmp_path / "model.tflite"
     h5.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))

@@ -190,9 +190,21 @@ class _Importer:
             if handler is None:
                 raise UnsupportedError(f"{self.where()}: operator {op.builtin} is not supported; supported: "
                                        f"{', '.join(supported_operators())}")
-            handler(op)
+            try:
+                handler(op)
+            except KmodelpyError:
+                raise
+            except (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError, OverflowError) as e:
+                raise UnsupportedError(f"{self.where()}: cannot import this operator ({type(e).__name__}: "
+                                       f"{str(e).splitlines()[0] if str(e) else ''}); check the model") from None
         self.op = None
-        self.make_io()
+        try:
+            self.make_io()
+        except KmodelpyError:
+            raise
+        except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:
+            raise FormatError(f"{self.tfl.path}: inconsistent graph inputs/outputs ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
         return self.g
 
     def check_float(self, op: Operator) -> None:

@@ -267,7 +267,8 @@ def test_binary_field_offsets():
 def test_qconv_bias_before_weights_cpu_after():
     q = QuantizedConv2D(in_shape=[1, 1, 1, 1], bias=np.array([0x01020304], np.int32), weights=np.array([9], np.uint8))
     assert q.body_bytes()[116:121] == bytes([4, 3, 2, 1, 9])
-    c = CPUQuantizedConv2D(in_shape=[1, 1, 1, 1], weights=np.array([9], np.uint8), bias=np.array([0x01020304], np.int32))
+    c = CPUQuantizedConv2D(in_shape=[1, 1, 1, 1], weights=np.array([9], np.uint8),
+                           bias=np.array([0x01020304], np.int32))
     assert c.body_bytes()[112:117] == bytes([9, 4, 3, 2, 1])
 
 
@@ -490,7 +491,8 @@ def test_cpu_quantized_convs_subtract_offsets(k, offs, mul, shift):
                     for ky, iy in ty:
                         for kx, ix in tx:
                             for ic in range(k["c"]):
-                                v = W32(v + W32(W32(int(x[n, iy, ix, ic]) - offs[0]) * W32(int(w[oc, ky, kx, ic]) - offs[1])))
+                                xv = W32(int(x[n, iy, ix, ic]) - offs[0])
+                                v = W32(v + W32(xv * W32(int(w[oc, ky, kx, ic]) - offs[1])))
                     assert got[n, oy, ox, oc] == min(max(W32(MCS(v, mul, shift) + 3), 0), 255)
                 for c in range(k["c"]):
                     v = int(bd[c])
@@ -504,7 +506,8 @@ def test_cpu_quantized_conv_hand():
     x = np.array([[[[10]]]], np.uint8)  # NHWC 1x1x1x1
     w = np.array([[[[3]]]], np.uint8)
     # (10 - 4) * (3 - 1) + 5 = 17; MCS(17, 1, 1) = 9; + 100 = 109  (NCHW variant would ADD offsets)
-    assert cpu_quantized_conv2d(x, w, np.array([5], np.int32), (0, 0), (0, 0), 1, 1, 1, 1, 4, 1, 1, 1, 100).item() == 109
+    got = cpu_quantized_conv2d(x, w, np.array([5], np.int32), (0, 0), (0, 0), 1, 1, 1, 1, 4, 1, 1, 1, 100)
+    assert got.item() == 109
     wd = np.array([[[3]]], np.uint8)
     assert cpu_quantized_depthwise_conv2d(x, wd, np.array([5], np.int32), (0, 0), (0, 0), 1, 1, 1, 1,
                                           4, 1, 1, 1, 100).item() == 109
@@ -593,10 +596,11 @@ class TestQuantizedBinary:
         got = [quantized_binary(a, b, op, 0, 1, 0, 0, 1, 0, 100, 1, 0).tolist() for op in range(6)]
         assert got == [[109, 255], [105, 255], [114, 255], [104, 167], [102, 103], [107, 255]]
         # div: tdiv(A + tdiv(B, 2), B) with negative A: (-7 + 1) / 2 = -3
-        assert quantized_binary(np.array([0], np.uint8), np.array([2], np.uint8), 3, -7, 1, 0, 0, 1, 0, 10, 1, 0).item() == 7
+        u8 = lambda v: np.array([v], np.uint8)  # noqa: E731
+        assert quantized_binary(u8(0), u8(2), 3, -7, 1, 0, 0, 1, 0, 10, 1, 0).item() == 7
         # requantization rounds exact halves up: (5 * 1) >> 1 -> 3; (−5) -> −2
-        assert quantized_binary(np.array([5], np.uint8), np.array([0], np.uint8), 0, 0, 1, 1, 0, 1, 0, 50, 1, 0).item() == 53
-        assert quantized_binary(np.array([0], np.uint8), np.array([5], np.uint8), 1, 0, 1, 0, 0, 1, 0, 50, 1, 1).item() == 48
+        assert quantized_binary(u8(5), u8(0), 0, 0, 1, 1, 0, 1, 0, 50, 1, 0).item() == 53
+        assert quantized_binary(u8(0), u8(5), 1, 0, 1, 0, 0, 1, 0, 50, 1, 1).item() == 48
 
     def test_div_by_zero_raises(self):
         with pytest.raises(KernelError, match="requantizes to 0"):

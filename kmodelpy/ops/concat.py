@@ -46,7 +46,8 @@ class Concat(Op):
     output: MemoryRange = field(default_factory=MemoryRange)
     inner_size: int = 0
     outer_size: int = 0
-    input_ranges: list = field(default_factory=list)  # n × MemoryRange (the body's ``inputs``; ``inputs()`` is the Op method)
+    # n × MemoryRange: the body's ``inputs`` (renamed: ``inputs()`` is the Op method)
+    input_ranges: list = field(default_factory=list)
     dims: list = field(default_factory=list)  # n × i32
 
     @classmethod

@@ -210,6 +210,18 @@ def reference_kpu(x, w, bn, act, k, dw, pool, zp, ax, sx, aw, sw, aadd):
     return np.array(outs).astype(np.uint8)
 
 
+def _make_monotone(act):
+    """Raise the add byte of each segment so the activation never steps down (C.5 c)."""
+    act.x_start[:] = np.sort(act.x_start)
+    act.y_mul[:] = np.abs(act.y_mul)
+    act.shift_number[:] = np.minimum(act.shift_number, 31)
+    for b in range(1, 16):
+        prev = act.value(int(act.x_start[b]))
+        if prev is not None:
+            act.add[b] = max(int(act.add[b]), prev)
+    return act
+
+
 def _random_layer(rng, ic, oc, k, dw, neg_mul, sorted_starts):
     taps = k * k * (1 if dw else ic)
     w = rng.integers(0, 256, oc * taps, dtype=np.uint8)
@@ -225,10 +237,11 @@ def _random_layer(rng, ic, oc, k, dw, neg_mul, sorted_starts):
     return w, bn, act
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.integers(0, 10**6), st.integers(1, 3), st.integers(1, 6), st.integers(1, 40), st.booleans(),
-       st.booleans(), st.integers(0, 9), st.booleans(), st.booleans(), st.booleans())
-def test_kpu_conv2d_matches_spec_transcription(seed, n, h, w, k3, dw, pool, neg_mul, sorted_starts, shifts):
+       st.booleans(), st.integers(0, 9), st.booleans(), st.booleans(), st.booleans(), st.booleans())
+def test_kpu_conv2d_matches_spec_transcription(seed, n, h, w, k3, dw, pool, neg_mul, sorted_starts, shifts,
+                                               monotone):
     rng = np.random.default_rng(seed)
     k = 3 if k3 else 1
     ic = int(rng.integers(1, 12))
@@ -239,6 +252,8 @@ def test_kpu_conv2d_matches_spec_transcription(seed, n, h, w, k3, dw, pool, neg_
     h, w = max(h, s), max(w, s)
     x = rng.integers(0, 256, (n, ic, h, w), dtype=np.uint8)
     wts, bn, act = _random_layer(rng, ic, oc, k, dw, neg_mul, sorted_starts)
+    if monotone:  # the kernel then max-pools before activating
+        assert _make_monotone(act).is_monotone()
     zp = int(rng.integers(0, 256))
     sx, sw = (int(rng.integers(0, 16)), int(rng.integers(0, 16))) if shifts else (0, 0)
     ax, aw = int(rng.integers(-(1 << 12), 1 << 12)), int(rng.integers(-(1 << 12), 1 << 12))
@@ -259,6 +274,39 @@ def test_invalid_filter_and_no_segment():
     act.x_start[:] = 1 << 34  # nothing can be above every start
     with pytest.raises(KernelError, match="no segment"):
         kpu_conv2d(x, wts, bn, act, 1, False, 0, 0, 0, 0, 0, 0, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10**6), st.booleans())
+def test_is_monotone_agrees_with_sampling(seed, repair):
+    rng = np.random.default_rng(seed)
+    _, _, act = _random_layer(rng, 1, 1, 1, False, bool(rng.integers(0, 2)), bool(rng.integers(0, 2)))
+    if repair:
+        _make_monotone(act)
+    pts = sorted({int(v) + d for v in act.x_start for d in (-1, 0, 1, 2, 1000)} | {1 << 34})
+    vals = [act.value(b) for b in pts if b > -(1 << 35)]
+    if act.is_monotone():
+        assert all(a <= b for a, b in zip(vals, vals[1:]))
+    if repair:
+        assert act.is_monotone()
+
+
+def _synth_model_bytes(case, **changes):
+    km = KModel.parse((CASES / case / "ncc.kmodel").read_bytes(), case)
+    for e in km.nodes:
+        if isinstance(e.op, KPUConv2D):
+            for k, v in changes.items():
+                setattr(e.op.layer_argument, k, v)
+    return km.to_bytes()
+
+
+@pytest.mark.parametrize("changes", [{"kernel_type": 2}, {"kernel_type": 7}, {"pool_type": 10}, {"pool_type": 15}])
+def test_invalid_kpu_filter_in_a_model(changes):
+    case = "synth__kpu_c01_p0_12x16_N1_ic4_oc4_k0_dw1"
+    m = rt.Model.from_bytes(_synth_model_bytes(case, **changes), case)
+    x = np.frombuffer(inputs(case)[0].read_bytes(), m.input_dtype)
+    with pytest.raises(KernelError, match=r"KPUConv2D.*Invalid kpu filter"):
+        m.run(x)
 
 
 # ------------------------------------------------------------------------------------ body encoding

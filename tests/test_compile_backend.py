@@ -666,3 +666,18 @@ def test_random_chains_emulate_like_numpy(chain, seed):
     km = KModel.parse(emit(l, schedule(l)).to_bytes(), "chain")
     (y,) = Model(km, "chain").run(x)
     assert np.array_equal(y.reshape(-1), ref.reshape(-1))
+
+
+def test_rank5_tensor_is_refused_naming_the_layer():
+    from kmodelpy.compiler.emit import emit
+    from kmodelpy.compiler.lower import lower
+
+    g = Graph()
+    x = g.add("input", (), [(1, 2, 2, 8)], ["float32"], name="x")
+    r = g.add("reshape", [x.output], [(1, 2, 2, 2, 4)], new_shape=(1, 2, 2, 2, 4))
+    t = g.add("transpose", [r.output], [(1, 2, 2, 4, 2)], name="t5d", perm=(0, 1, 2, 4, 3))
+    r2 = g.add("reshape", [t.output], [(1, 2, 2, 8)], new_shape=(1, 2, 2, 8))
+    g.add("output", [r2.output], [], name="y")
+    l = lower(g)
+    with pytest.raises(CompileError, match=r"layer t5d \(transpose\).*rank 5"):
+        emit(l, schedule(l))

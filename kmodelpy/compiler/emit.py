@@ -40,24 +40,28 @@ def emit(llir: Graph, sched: Schedule) -> KModel:
     km = KModel(main_mem=sched.main_usage)
     constants = bytearray(sched.const_usage)
     for node in sched.sequence:
-        if node.op == "input":
-            km.inputs.append(memory_range(sched, node.outputs[0]))
-            km.input_shapes.append(to4(node.outputs[0].shape))
-        elif node.op == "output":
-            km.outputs.append(memory_range(sched, node.inputs[0]))
-        elif node.op == "constant":
-            out = node.outputs[0]
-            if out not in sched.buffers:  # a constant nobody reads is never allocated
-                continue
+        try:
+            _emit_one(km, constants, node, sched)
+        except CompileError as e:  # e.g. a 5-D shape: name the layer
+            raise CompileError(f"layer {node.name or node.op} ({node.op}): {e}") from None
+    km.constants = bytes(constants)
+    return km
+
+
+def _emit_one(km: KModel, constants: bytearray, node: Node, sched: Schedule) -> None:
+    if node.op == "input":
+        km.inputs.append(memory_range(sched, node.outputs[0]))
+        km.input_shapes.append(to4(node.outputs[0].shape))
+    elif node.op == "output":
+        km.outputs.append(memory_range(sched, node.inputs[0]))
+    elif node.op == "constant":
+        out = node.outputs[0]
+        if out in sched.buffers:  # a constant nobody reads is never allocated
             data = constant_bytes(node)
             start = sched.buffers[out].start
             constants[start:start + len(data)] = data
-        elif node.op in NOT_EMITTED:
-            continue
-        else:
-            km.nodes.append(NodeEntry(emit_node(node, sched)))
-    km.constants = bytes(constants)
-    return km
+    elif node.op not in NOT_EMITTED:
+        km.nodes.append(NodeEntry(emit_node(node, sched)))
 
 
 def constant_bytes(node: Node) -> bytes:
@@ -95,7 +99,7 @@ def emit_node(node: Node, sched: Schedule):
     """One LLIR node → its runtime op object."""
     fn = EMITTERS.get(node.op)
     if fn is None:
-        raise CompileError(f"{node.name or node.op}: Emitter for {node.op} is not found (kmodelpy compiler bug)")
+        raise CompileError(f"Emitter for {node.op} is not found (kmodelpy compiler bug)")
     return fn(node, sched)
 
 

@@ -265,6 +265,22 @@ def test_quantize_dequantize_of_constant(tmp_path):
     np.testing.assert_array_equal(out, xv + np.float32([0.3, -1.0, 12.7, 0.0]))  # 30 saturates at 127
 
 
+def test_squared_difference_add_n_square(tmp_path):
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 2, 2, 3])
+    c = b.const("c", np.float32([0.5, -1.5, 2.0]))
+    sd = b.tensor("sd", [1, 2, 2, 3])
+    b.op("SQUARED_DIFFERENCE", [x, c], [sd])
+    sq = b.tensor("sq", [1, 2, 2, 3])
+    b.op("SQUARE", [x], [sq])
+    y = b.tensor("y", [1, 2, 2, 3])
+    b.op("ADD_N", [sd, sq, x], [y])
+    xv = _x((1, 2, 2, 3))
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    d = xv - np.float32([0.5, -1.5, 2.0])
+    np.testing.assert_array_equal(out, (d * d + xv * xv) + xv)
+
+
 def test_conv_prelu_reference_case():
     """ncc refuses this model ("Not supported tflite opcode: PRELU"); we import and evaluate it."""
     path = CASES / "conv_prelu" / "model.tflite"

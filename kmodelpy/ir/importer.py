@@ -18,6 +18,7 @@ Beyond ncc:
 * PRELU = max(x,0) + α·min(x,0); TANH = (1−t)/(1+t) with t = exp(−2·max(x,−10)) (also as a fused
   activation); HARD_SWISH = x·clamp(x+3, 0, 6)/6; SPLIT/SPLIT_V/UNPACK = strided slices (+ reshape);
   SQUEEZE/EXPAND_DIMS = reshape; PACK = reshapes + concat; SQUARE = unary square;
+  SQUARED_DIFFERENCE = (a−b)·(a−b); ADD_N = chained adds; PADV2 (pad value); RELU_0_TO_1 = clamp;
   DEPTHWISE_CONV_2D with depth_multiplier > 1 (groups = C); RESHAPE without a shape tensor;
   declared outputs that are also consumed inside the graph.
 * RESIZE_* with ``half_pixel_centers`` (ncc silently ignores it): accepted for nearest-neighbour
@@ -189,7 +190,8 @@ class _Importer:
             handler = getattr(self, "op_" + op.builtin, None) if ":" not in op.builtin else None
             if handler is None:
                 raise UnsupportedError(f"{self.where()}: operator {op.builtin} is not supported; supported: "
-                                       f"{', '.join(supported_operators())}")
+                                       f"{', '.join(graph_operators())} (and on constants only: "
+                                       f"{', '.join(sorted(set(fold.FOLD_ONLY) - set(graph_operators())))})")
             try:
                 handler(op)
             except KmodelpyError:
@@ -407,6 +409,16 @@ class _Importer:
 
     def op_DIV(self, op):
         self._binary(op, "div", op.options.get("fused_activation", "NONE"))
+
+    def op_SQUARED_DIFFERENCE(self, op):
+        d = self.node("binary", [op.inputs[0], op.inputs[1]], binary_op="sub", fused_activation=FULL_RANGE)
+        self.out(0, self.node("binary", [d.output, d.output], binary_op="mul", fused_activation=FULL_RANGE).output)
+
+    def op_ADD_N(self, op):
+        acc = self.node("binary", [op.inputs[0], op.inputs[1]], binary_op="add", fused_activation=FULL_RANGE)
+        for idx in op.inputs[2:]:
+            acc = self.node("binary", [acc.output, idx], binary_op="add", fused_activation=FULL_RANGE)
+        self.out(0, acc.output)
 
     def op_MAXIMUM(self, op):
         self._binary(op, "max")
@@ -666,7 +678,11 @@ class _Importer:
         self.out(0, self._reshape(tp.output, r2).output)
 
 
+def graph_operators() -> list[str]:
+    """Builtin operators imported as graph nodes (ncc's 40 plus the extras)."""
+    return sorted(name[3:] for name in dir(_Importer) if name.startswith("op_"))
+
+
 def supported_operators() -> list[str]:
-    """Builtin operator names the importer accepts (ncc's 40 plus the extras)."""
-    ops = {name[3:] for name in dir(_Importer) if name.startswith("op_")}
-    return sorted(ops | set(fold.FOLD_ONLY))
+    """Every builtin operator name the importer accepts (graph operators and constant-only folds)."""
+    return sorted(set(graph_operators()) | set(fold.FOLD_ONLY))

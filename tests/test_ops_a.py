@@ -676,3 +676,25 @@ def test_reference_case_bit_exact(case):
         m.run(np.frombuffer(x.read_bytes(), m.input_dtype))
         assert m.last_error is None
         assert m.output_bytes() == ncc_out(case, x.stem), f"{case}/{x.name}"
+
+
+# ================================================================ damaged bodies fail cleanly
+def test_damaged_parameters_raise_kernel_error():
+    mem = Memory(KModel(main_mem=256, constants=bytes(64)))
+    conv = Conv2D(MemoryRange(0, 0, 0, 16), MemoryRange(1, 0, 0, 16), [1, 1, 2, 2], 1, 1, (0, 0), (0, 0),
+                  1, 1, 0, 1, 1, 1, ValueRange(), np.ones(1, F32), np.zeros(1, F32))
+    with pytest.raises(KernelError, match="stride"):
+        conv.run(mem)
+    conv.stride_h, conv.groups = 1, 2
+    with pytest.raises(KernelError, match="groups"):
+        conv.run(mem)
+    b = Binary(MemoryRange(0, 0, 0, 4), MemoryRange(0, 0, 0, 4), MemoryRange(1, 0, 0, 4), 0,
+               [1, 1, 1, 2], [1, 1, 1, 0], [1, 1, 1, 2])
+    with pytest.raises(KernelError, match="empty input"):
+        b.run(mem)
+    b.in_b_shape = [1, 1, 1, -1]
+    with pytest.raises(KernelError, match="negative"):
+        b.run(mem)
+    q = QuantizedBinary(MemoryRange(0, 1, 0, 1), MemoryRange(0, 1, 0, 1), MemoryRange(1, 1, 0, 1), 3)
+    with pytest.raises(KernelError, match="SIGFPE"):
+        q.run(mem)  # b = 0 requantizes to 0: ncc divides by zero

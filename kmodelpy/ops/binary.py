@@ -83,10 +83,12 @@ def binary(a, b, op: int, act_lo=-np.finfo(np.float32).max, act_hi=np.finfo(np.f
 def check_broadcast_shapes(name: str, in_a_shape, in_b_shape, out_shape) -> None:
     """Refuse shapes that would make the reference read outside its inputs (negative or zero input
     dims on the broadcast path)."""
-    for label, s in (("in_a_shape", in_a_shape), ("in_b_shape", in_b_shape), ("out_shape", out_shape)):
+    equal = list(in_a_shape) == list(in_b_shape)
+    shapes = (("in_a_shape", in_a_shape), ("in_b_shape", in_b_shape)) + (() if equal else (("out_shape", out_shape),))
+    for label, s in shapes:
         if any(int(d) < 0 for d in s):
             raise KernelError(f"{name} has a negative dimension in {label} {list(s)}; the file is damaged")
-    if list(in_a_shape) != list(in_b_shape) and shape_size(out_shape) > 0:
+    if not equal and shape_size(out_shape) > 0:
         for label, s in (("in_a_shape", in_a_shape), ("in_b_shape", in_b_shape)):
             if any(int(d) == 0 for d in s):
                 raise KernelError(

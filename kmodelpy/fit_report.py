@@ -1,0 +1,102 @@
+"""``kmodelpy inspect model.tflite``: the K210 KPU fit report, before any compiling.
+
+Every TFLite layer with its verdict under ncc v0.2's K210 rules (compiler spec §6.4: KPU, partial =
+KPU conv with CPU pad/crop/slice around it, CPU uint8/float, or folded away), the reason, a fix where
+one exists, and the layer's feature maps in KPU RAM (input + output in the KPU row layout, runtime
+spec §C.3) against the 2 MiB the KPU has.  The verdicts come from :mod:`kmodelpy.fit_rules`; this
+module only formats them.  ``analyse`` and ``LayerVerdict`` are re-exported for library use.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .fit_rules import CPU, FOLDED, KPU, KPU_RAM, PARTIAL, LayerVerdict, analyse
+
+__all__ = ["analyse", "report", "LayerVerdict"]
+
+_MARK = {KPU: "KPU", PARTIAL: "partial", CPU: "CPU", FOLDED: "folded"}
+
+
+def _shape(s) -> str:
+    return "x".join(str(d) for d in s) if s else "-"
+
+
+def _short(name: str, n: int = 48) -> str:
+    """TFLite tensor names are often long ';'-joined lists: keep the first one, shortened."""
+    first = name.split(";")[0]
+    return first if len(first) <= n else "..." + first[-(n - 3):]
+
+
+def _kib(b: int) -> str:
+    return f"{b / 1024:.0f} KiB"
+
+
+def _layer_lines(v: LayerVerdict) -> list[str]:
+    what = _MARK[v.verdict] + (f" ({v.precision})" if v.verdict == CPU and v.precision else "")
+    ram = ""
+    if v.kpu_bytes is not None:
+        ram = f"  KPU RAM {_kib(v.kpu_bytes)}" + ("  DOES NOT FIT" if v.kpu_bytes > KPU_RAM else "")
+    lines = [f"  #{v.index:<3} {v.op:<18} {_shape(v.shape):<14} {what:<14} {_short(v.output)}{ram}"]
+    for r in v.reasons:
+        lines.append(f"        - {r}")
+    for n in v.notes:
+        lines.append(f"        note: {n}")
+    for f in v.fixes:
+        lines.append(f"        fix: {f}")
+    return lines
+
+
+def _summary(vs: list[LayerVerdict], wqt, oqt) -> list[str]:
+    count = {k: sum(v.verdict == k for v in vs) for k in (KPU, PARTIAL, CPU, FOLDED)}
+    cpu_float = [v for v in vs if v.verdict == CPU and v.precision == "float"]
+    kpu = [v for v in vs if v.kpu_bytes is not None]
+    lines = ["", "Summary",
+             f"  {len(vs)} layers: {count[KPU]} KPU, {count[PARTIAL]} partial (KPU + CPU pad/crop/slice), "
+             f"{count[CPU]} CPU ({len(cpu_float)} of them float), {count[FOLDED]} folded away",
+             f"  thresholds: --weights-quantize-threshold {wqt:g}, --output-quantize-threshold {oqt}"]
+    if kpu:
+        big = max(kpu, key=lambda v: v.kpu_bytes)
+        lines.append(f"  largest KPU layer: #{big.index} {big.op} {_shape(big.kpu_in_shape)} -> "
+                     f"{_shape(big.kpu_out_shape)} (NCHW), {big.kpu_bytes} bytes = "
+                     f"{100 * big.kpu_bytes / KPU_RAM:.0f}% of the 2 MiB KPU RAM")
+        over = [v for v in kpu if v.kpu_bytes > KPU_RAM]
+        if over:
+            lines.append(f"  KPU RAM: {len(over)} layer(s) need more than 2 MiB for their own input + output "
+                         f"(#{', #'.join(str(v.index) for v in over)}): ncc fails with 'KPU allocator cannot "
+                         "allocate more memory'. Use a smaller input (320x240 or less) or fewer channels.")
+        else:
+            lines.append("  KPU RAM: every KPU layer fits alone (ncc also keeps other live KPU tensors there: "
+                         "this is a lower bound)")
+        wide = [v for v in kpu if v.kpu_in_shape[2] > 240 or v.kpu_in_shape[3] > 320]
+        if wide:
+            lines.append("  KPU input above 320x240 (the K210 docs' limit; ncc allows 512x256 per layer) in "
+                         f"#{', #'.join(str(v.index) for v in wide)}")
+    else:
+        lines.append("  no layer runs on the KPU: the whole model would run on the K210's CPU")
+    if cpu_float:
+        lines.append("  float CPU layers run on the K210's 400 MHz CPU; big ones dominate the run time: "
+                     f"#{', #'.join(str(v.index) for v in cpu_float)}")
+    lines += ["MaixPy notes",
+              "  - ncc v0.2 / kmodelpy write kmodel v4: it needs MaixPy firmware v0.6 or later "
+              "(v0.5.x loads only kmodel v3).",
+              "  - kpu.load() puts the whole kmodel in the MaixPy heap; if it fails with an out-of-memory "
+              "error, use a smaller (minimum) firmware or flash the model and load it by address.",
+              "  - feed the input at the model's size (e.g. sensor window or img.resize()), as uint8 RGB; "
+              "the KPU needs H >= 4 and W >= 4 at every KPU layer."]
+    return lines
+
+
+def report(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024) -> str:
+    """The text of ``kmodelpy inspect model.tflite``."""
+    vs = analyse(path, weights_quantize_threshold, output_quantize_threshold)
+    head = [f"{Path(str(path)).name}: K210 KPU fit (ncc v0.2 rules, uint8, before compiling)",
+            "  verdicts: KPU = on the KPU (or fused into a KPU layer); partial = KPU conv with CPU "
+            "pad/crop/slice around it; CPU (uint8|float); folded = no work left",
+            "  KPU limits per layer: C <= 1024, 4 <= H <= 256, 4 <= W <= 512, 1x1/3x3 kernels; "
+            "KPU RAM 2 MiB (64-byte rows)",
+            "",
+            f"  {'#':<4} {'op':<18} {'output NHWC':<14} {'verdict':<14} tensor"]
+    body = []
+    for v in vs:
+        body += _layer_lines(v)
+    return "\n".join(head + body + _summary(vs, weights_quantize_threshold, output_quantize_threshold))

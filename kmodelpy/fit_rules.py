@@ -1,0 +1,568 @@
+"""Per-layer KPU fit verdicts for a float TFLite model, before any calibration (compiler spec §4, §5.3,
+§6.1-6.4, §7.6).
+
+The structural part of ``ncc compile`` does not depend on calibration data, so the verdicts come from
+the compiler itself rather than from a second copy of its rules: the model is imported
+(:mod:`kmodelpy.ir.importer`), passes P1 and P2 run (the K210 lowering: ``fake_kpu_conv2d``, select
+pools, strided-slice motion, pad/crop folding) and the quantization checkpoints C1-C3 are placed.  On
+that graph the quantize-stage decisions that are pure structure are applied as rules: Q1 (a
+``fused_unary`` right after a KPU conv is absorbed into its activation table), Q2 (a max/mean pool
+right after a non-depthwise KPU conv becomes a KPU pool) and the CPU precision of the rest
+(uint8 when checkpointed, else float).  Each verdict is then mapped back to the TFLite operator it
+came from (``graph.source`` + node names, which the transforms keep).
+
+Explanations ("why not KPU") re-check the §6.2 conditions with the compiler's own predicates
+(:mod:`kmodelpy.compiler.transforms.kpu_lowering`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .compiler.transforms.build import POOL_LEFT_TOP_2_S2, POOL_LEFT_TOP_4_S4, POOL_RIGHT_TOP_2_S2
+from .compiler.transforms.kpu_lowering import (kpu_pre_sur, supported_filter, supported_in_shape,
+                                               supported_out_shape, weights_width)
+from .compiler.transforms.quantize_k210 import pool_implicit_padding, reduce_pool_type
+from .kpu.layout import kpu_bytes
+
+KPU_RAM = 2 * 1024 * 1024
+DOC_MAX_H, DOC_MAX_W = 240, 320  # the K210/MaixPy docs' input limit (ncc itself allows 256 x 512)
+SELECT_POOLS = {POOL_LEFT_TOP_2_S2: "left-top 2x2", POOL_RIGHT_TOP_2_S2: "right-top 2x2",
+                POOL_LEFT_TOP_4_S4: "left-top 4x4"}
+POOL_NAMES = {1: "max 2x2 s2", 2: "mean 2x2 s2", 3: "max 4x4 s4", 4: "mean 4x4 s4", 8: "mean 2x2 s1",
+              9: "max 2x2 s1"}
+
+KPU, PARTIAL, CPU, FOLDED = "KPU", "partial", "CPU", "folded"
+CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+ELEMENTWISE = {"LEAKY_RELU", "LOGISTIC", "RELU", "TANH", "HARD_SWISH", "ABS", "CEIL", "COS", "EXP", "FLOOR",
+               "LOG", "NEG", "RSQRT", "SIN", "SQUARE", "ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM"}
+CLAMPS = {"RELU6", "RELU_N1_TO_1", "RELU_0_TO_1"}
+DATA_MOVEMENT = {"RESHAPE", "TRANSPOSE", "STRIDED_SLICE", "SLICE", "PAD", "SQUEEZE", "EXPAND_DIMS",
+                 "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SPLIT", "SPLIT_V", "UNPACK"}
+LAYOUT_ONLY = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"}
+FIX_STRIDE2 = ("ZeroPadding2D(((1,1),(1,1))) + padding='valid' on an even-sized input makes this stride-2 "
+               "conv fully KPU")
+
+
+@dataclass
+class LayerVerdict:
+    """One TFLite operator and what the K210 compiler does with it.
+
+    ``verdict``: "KPU" (runs entirely on the KPU, or is fused into a KPU layer), "partial" (KPU layer
+    with CPU pad/crop/slice around it), "CPU", or "folded" (no runtime work is left).
+    ``precision``: "uint8" / "float" for CPU work ("" when none). ``kpu_bytes``: input + output
+    feature maps in KPU RAM layout (KPU layers only)."""
+
+    index: int
+    op: str
+    output: str
+    shape: tuple
+    verdict: str
+    precision: str = ""
+    reasons: list[str] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    kpu_in_shape: tuple | None = None  # NCHW of the KPU layer input (after any CPU pre-pad)
+    kpu_out_shape: tuple | None = None  # NCHW of the KPU layer output (after its KPU pool)
+    kpu_bytes: int | None = None
+    fused_into: int | None = None  # index of the KPU layer this op is fused into
+
+    @property
+    def fits_kpu_ram(self) -> bool:
+        return self.kpu_bytes is None or self.kpu_bytes <= KPU_RAM
+
+    @property
+    def on_kpu(self) -> bool:
+        return self.verdict in (KPU, PARTIAL)
+
+
+# ------------------------------------------------------------------------------------------ graph
+def _compile_structure(tfl, wqt: float, oqt: int):
+    """Import + P1 + P2 + checkpoints C1-C3 (no calibration); returns (graph, name -> op index)."""
+    from .compiler import transforms as T
+    from .compiler.k210_ops import register_all
+    from .compiler.pipeline import Options, make_context
+    from .compiler.rewrite import run_pass
+    from .ir.importer import import_tflite
+
+    register_all()
+    g = import_tflite(tfl)
+    g.assign_names()
+    owner = {n.name: src[0] for n, src in g.source.items()}
+    ctx = make_context(Options(weights_quantize_threshold=wqt, output_quantize_threshold=oqt))
+    for p in (T.pass_p1, T.pass_p2, T.pass_c1, T.pass_c2, T.pass_c3):
+        run_pass(g, p(ctx), ctx)
+    return g, owner
+
+
+def _consumers(node):
+    return [ic.node for o in node.outputs for ic in o.consumers]
+
+
+def _first_child(node, op):
+    for c in _consumers(node):
+        if c.op == op:
+            return c
+    return None
+
+
+def _absorbed_unary(f):
+    """The fused_unary Q1 absorbs into the KPU conv ``f`` (its first fused_unary consumer, marked)."""
+    fu = _first_child(f, "fused_unary")
+    if fu is not None and fu.input.producer.need_quantize and fu.output.need_quantize:
+        return fu
+    return None
+
+
+def _fused_pool(f):
+    """The reduce_window2d Q2 fuses into KPU conv ``f`` and its KPU pool type, or (None, reason)."""
+    if f["is_depthwise"]:
+        return None, "the conv before it is depthwise (the KPU pools only after a non-depthwise conv)"
+    if f["pool_type"] != 0:
+        return None, "the conv before it already uses its KPU pool for a stride-2 subsampling"
+    src = _absorbed_unary(f) or f
+    cons = _consumers(f)
+    if src is not f and len(cons) != 1:
+        return None, "the conv output has other consumers"
+    r_cons = _consumers(src)
+    if len(r_cons) != 1 or r_cons[0].op != "reduce_window2d":
+        return None, "the pool is not the only consumer of the conv output"
+    r = r_cons[0]
+    if not (supported_in_shape(r.input.shape) and supported_out_shape(r.output.shape)):
+        return r, "its input is outside the KPU limits"
+    if r["filter_h"] != r["filter_w"] or r["stride_h"] != r["stride_w"]:
+        return r, "non-square filter or unequal strides"
+    pt = reduce_pool_type(r["reduce_op"], r["filter_h"], r["stride_h"])
+    if pt is None or r["dilation_h"] != 1 or r["dilation_w"] != 1:
+        return r, (f"the KPU pools only 2x2 (stride 2, or stride 1 with 'same' padding) and 4x4 stride 4, "
+                   f"not {r['filter_h']}x{r['filter_w']} stride {r['stride_h']}")
+    if tuple(r["padding_h"]) != pool_implicit_padding(pt) or tuple(r["padding_w"]) != pool_implicit_padding(pt):
+        return r, "its padding does not match the KPU pool's (2x2/s2 and 4x4/s4 need 'valid', 2x2/s1 'same')"
+    return r, pt
+
+
+# ------------------------------------------------------------------------------------------ reasons
+def _conv_params(tfl, op):
+    """(in NHWC, weights [OC or 1, kh, kw, ...], groups, is_depthwise_layer) of a TFLite conv."""
+    x = tfl.tensors[op.inputs[0]].shape
+    w = tfl.tensors[op.inputs[1]]
+    c = x[3] if len(x) == 4 else 1
+    if op.builtin == "DEPTHWISE_CONV_2D":
+        groups = 1 if c == 1 else c
+    else:
+        groups = max(1, c // max(1, w.shape[3])) if len(w.shape) == 4 else 1
+    return x, w, groups
+
+
+def _why_not_kpu_conv(tfl, op, node, wqt):
+    """Reasons (and fixes) a conv2d stayed on the CPU, in the order fake_kpu_conv2d checks them."""
+    reasons, fixes = [], []
+    x, w, groups = _conv_params(tfl, op)
+    o = op.options
+    kh, kw = (w.shape[1], w.shape[2]) if len(w.shape) == 4 else (1, 1)
+    dil = (o.get("dilation_h", 1), o.get("dilation_w", 1))
+    stride = (o.get("stride_h", 1), o.get("stride_w", 1))
+    if w.data is not None:
+        width = weights_width(node["weights"] if node is not None else w.data)
+        if width > wqt:
+            reasons.append(f"weights range {width:.1f} > --weights-quantize-threshold {wqt:g}")
+            fixes.append("retrain with weight decay / BN folding that keeps weights small, or raise "
+                         f"--weights-quantize-threshold to {math.ceil(width)} (less accurate KPU weights)")
+    cin = x[3] if len(x) == 4 else 1
+    if groups not in (1, cin):
+        reasons.append(f"grouped conv ({groups} groups)")
+        fixes.append("use a depthwise conv + 1x1 conv, or a plain conv")
+    if dil != (1, 1):
+        if stride != (1, 1):
+            reasons.append(f"dilation {dil[0]}x{dil[1]} together with stride {stride[0]}")
+            fixes.append("use dilation with stride 1 (ncc maps it to the KPU by space-to-batch) or no dilation")
+        else:
+            reasons.append(f"dilation {dil[0]}x{dil[1]}: space-to-batch conv not eligible")
+    if not supported_filter(kh, kw):
+        reasons.append(f"{kh}x{kw} kernel (the KPU has 1x1 and 3x3 only)")
+        fixes.append("use 3x3 kernels (two stacked 3x3 convs see as far as one 5x5)")
+    if node is not None:
+        ishape, oshape = node.input.shape, node.output.shape
+        if not supported_in_shape(ishape):
+            reasons.append(_shape_reason(ishape))
+            fixes.append(_shape_fix(ishape))
+        elif not supported_out_shape(oshape):
+            reasons.append(f"{oshape[1]} output channels > 1024")
+            fixes.append("use at most 1024 channels")
+        elif supported_filter(kh, kw):
+            pre_h, _ = kpu_pre_sur(node["padding_h"], kh)
+            pre_w, _ = kpu_pre_sur(node["padding_w"], kh)
+            s = (ishape[0], ishape[1], ishape[2] + sum(pre_h), ishape[3] + sum(pre_w))
+            if not supported_in_shape(s):
+                reasons.append(f"with its extra padding the input becomes {s[2]}x{s[3]}, outside the KPU limits")
+                fixes.append("use padding='same' (or less explicit padding)")
+    if not reasons:
+        reasons.append("not mapped to the KPU by ncc's rules")
+    return reasons, fixes
+
+
+def _shape_reason(s) -> str:
+    _, c, h, w = s
+    parts = []
+    if c > 1024:
+        parts.append(f"{c} input channels > 1024")
+    if h > 256 or w > 512:
+        parts.append(f"input {h}x{w} (HxW) larger than the KPU's 256x512")
+    if h < 4 or w < 4:
+        parts.append(f"input {h}x{w} (HxW) smaller than the KPU's 4x4")
+    return "; ".join(parts)
+
+
+def _shape_fix(s) -> str:
+    _, c, h, w = s
+    if c > 1024:
+        return "use at most 1024 channels"
+    if h > 256 or w > 512:
+        return "use a smaller input (<= 320x240 as the K210 docs advise) or subsample earlier"
+    return "keep feature maps at least 4x4 (stop downsampling earlier, or flatten + Dense)"
+
+
+def _precision(node) -> str:
+    return "uint8" if node.need_quantize else "float"
+
+
+def _float_reason(node, oqt, wqt) -> str | None:
+    n = int(np.prod(node.output.shape))
+    if n < oqt:
+        return f"output has {n} elements < --output-quantize-threshold {oqt}: computed in float"
+    if node.op == "conv2d" and weights_width(node["weights"]) > wqt:
+        return "weights range too wide: ncc falls back to a float conv2d ('weights divergence')"
+    return None
+
+
+def _why_not_kpu_matmul(tfl, op, node, wqt, oqt):
+    reasons, fixes = [], []
+    w = tfl.tensors[op.inputs[1]]
+    if w.data is None:
+        return ["the weights are not a constant"], ["use a Dense layer with constant weights"]
+    n, k = (w.shape[0], w.shape[1]) if len(w.shape) == 2 else (w.shape[0], int(np.prod(w.shape[1:])))
+    width = weights_width(w.data)
+    if width > wqt:
+        reasons.append(f"weights range {width:.1f} > --weights-quantize-threshold {wqt:g}")
+        fixes.append(f"keep weights small (weight decay), or raise --weights-quantize-threshold to {math.ceil(width)}")
+    if k > 1024 or n > 1024:
+        reasons.append(f"{k} inputs x {n} outputs: the KPU form needs both <= 1024")
+        fixes.append("reduce the features before the Dense layer (global pooling or a 1x1 conv with fewer "
+                     "channels) so it has <= 1024 inputs")
+    if k * n < oqt:
+        reasons.append(f"only {k}x{n} = {k * n} weights < --output-quantize-threshold {oqt}: not worth a KPU layer")
+    if not reasons:
+        reasons.append("not mapped to the KPU by ncc's rules")
+    return reasons, fixes
+
+
+def _fmt_pads(p) -> str:
+    (hb, ha), (wb, wa) = p[2], p[3]
+    return f"H ({hb},{ha}) W ({wb},{wa})"
+
+
+class _Analysis:
+    def __init__(self, tfl, wqt, oqt):
+        self.tfl, self.wqt, self.oqt = tfl, float(wqt), int(oqt)
+        self.g, owner = _compile_structure(tfl, self.wqt, self.oqt)
+        self.nodes: dict[int, list] = {}
+        for n in self.g.nodes:
+            if n.name in owner:
+                self.nodes.setdefault(owner[n.name], []).append(n)
+        self.producer = tfl.producers()
+        self.consumers = tfl.consumers()
+        self.out: dict[int, LayerVerdict] = {}
+
+    def node(self, i, *ops):
+        for n in self.nodes.get(i, []):
+            if n.op in ops:
+                return n
+        return None
+
+    def input_op(self, op, k=0):
+        t = op.inputs[k] if len(op.inputs) > k else -1
+        j = self.producer.get(t) if t >= 0 else None
+        return self.tfl.operators[j] if j is not None else None
+
+    def run(self) -> list[LayerVerdict]:
+        for op in self.tfl.operators:
+            t = self.tfl.tensors[op.outputs[0]] if op.outputs else None
+            v = LayerVerdict(op.index, op.builtin, t.name if t else "", tuple(t.shape) if t else (), CPU)
+            self.out[op.index] = v
+            handler = getattr(self, "do_" + op.builtin, None) or (
+                self.do_elementwise if op.builtin in ELEMENTWISE else
+                self.do_clamp if op.builtin in CLAMPS else
+                self.do_data if op.builtin in DATA_MOVEMENT else self.do_other)
+            handler(op, v)
+        for op in self.tfl.operators:  # pads merged into a conv take the conv's verdict
+            v = self.out[op.index]
+            if v.fused_into is not None and op.builtin == "PAD":
+                v.verdict = self.out[v.fused_into].verdict
+        return [self.out[op.index] for op in self.tfl.operators]
+
+    # ------------------------------------------------------------------ convolutions / dense
+    def do_conv(self, op, v):
+        f = self.node(op.index, "fake_kpu_conv2d")
+        if f is not None:
+            return self.kpu_layer(op, v, f)
+        c = self.node(op.index, "conv2d")
+        if c is None:
+            v.verdict = FOLDED
+            v.reasons.append("computed at compile time (constant input)")
+            return
+        v.verdict, v.precision = CPU, _precision(c)
+        if (op.options.get("dilation_h", 1), op.options.get("dilation_w", 1)) != (1, 1) and \
+                (op.options.get("stride_h", 1), op.options.get("stride_w", 1)) == (1, 1) and \
+                c.input.producer.node.op == "reshape":
+            v.reasons.append("dilated conv rewritten by space-to-batch, but the inner conv is not KPU-eligible")
+        r, fx = _why_not_kpu_conv(self.tfl, op, c, self.wqt)
+        v.reasons += r
+        v.fixes += fx
+        fr = _float_reason(c, self.oqt, self.wqt)
+        if fr:
+            v.notes.append(fr)
+
+    do_CONV_2D = do_conv
+    do_DEPTHWISE_CONV_2D = do_conv
+
+    def do_FULLY_CONNECTED(self, op, v):
+        f = self.node(op.index, "fake_kpu_conv2d")
+        if f is not None:
+            return self.kpu_layer(op, v, f)
+        m = self.node(op.index, "matmul")
+        if m is None:
+            v.verdict = FOLDED
+            return
+        v.verdict, v.precision = CPU, _precision(m)
+        r, fx = _why_not_kpu_matmul(self.tfl, op, m, self.wqt, self.oqt)
+        v.reasons += r
+        v.fixes += fx
+        fr = _float_reason(m, self.oqt, self.wqt)
+        if fr:
+            v.notes.append(fr)
+
+    def kpu_layer(self, op, v, f):
+        o = op.options
+        stride = (o.get("stride_h", 1), o.get("stride_w", 1))
+        fc = op.builtin == "FULLY_CONNECTED"
+        cpu = []
+        p = f.input.producer.node
+        if p.op == "pad":
+            if p.input.producer.node.op == "fake_kpu_conv2d":
+                v.notes.append("its input pad is shared with the previous KPU layer's crop")
+            else:
+                cpu.append(f"Pad {_fmt_pads(p['paddings'])} before it")
+        fu = _absorbed_unary(f)
+        after = _consumers(f) + (_consumers(fu) if fu is not None else [])
+        slices = [c for c in after if c.op == "strided_slice"]
+        for c in after:
+            if c.op == "pad":
+                cpu.append(f"Pad/crop {_fmt_pads(c['paddings'])} after it")
+            elif c.op == "strided_slice":
+                cpu.append(f"StridedSlice (strides {c['strides'][2]}x{c['strides'][3]}) after it: the KPU "
+                           "computes the full-resolution output")
+        if fu is not None and len(_consumers(f)) > 1:
+            v.notes.append("its output also feeds other layers besides the absorbed activation: ncc runs this "
+                           "KPU conv twice")
+        if any(c.op == "transpose" for c in after):
+            v.notes.append("its output is transposed to NHWC on the CPU for the next layer")
+        pt = f["pool_type"]
+        if pt in SELECT_POOLS and stride != (1, 1):
+            v.notes.append(f"stride 2 done by the KPU ({SELECT_POOLS[pt]} select pool)")
+        elif pt in SELECT_POOLS:
+            v.notes.append(f"also does the previous layer's stride-2 subsampling ({SELECT_POOLS[pt]} select pool)")
+        elif stride != (1, 1) and not slices:
+            v.notes.append("its stride-2 subsampling is moved into the next 1x1 conv's KPU pool")
+        v.verdict = PARTIAL if cpu else KPU
+        v.precision = "uint8"
+        if fc:
+            v.reasons.append("Dense as a 1x1 KPU conv on a 4x4 zero-padded input (ncc's matmul_to_fake_kpu_conv2d)")
+        v.reasons += cpu
+        if cpu and not fc:
+            if slices and op.builtin == "DEPTHWISE_CONV_2D" and stride == (2, 2):
+                v.fixes.append("make a 1x1 Conv2D its only consumer and pad it (1,1) with ZeroPadding2D + "
+                               "padding='valid' on an even-sized input: ncc then moves the subsampling into "
+                               "the 1x1 conv's KPU pool")
+            elif slices and max(stride) > 2 or stride[0] != stride[1]:
+                v.fixes.append("use stride 1 or 2 (the KPU subsamples only by 2, with a select pool)")
+            elif slices:
+                v.fixes.append("keep stride-2 outputs at least 4x4 (the KPU select pool needs a >= 4x4 output)")
+            elif stride == (2, 2):
+                v.fixes.append(FIX_STRIDE2)
+            else:
+                v.fixes.append("use padding='same' (1 pixel on every side for 3x3, none for 1x1), which the "
+                               "KPU does by itself")
+        r, pool = _fused_pool(f)
+        out_shape = f.output.shape
+        if isinstance(pool, int) and not isinstance(pool, bool):
+            out_shape = r.output.shape
+            v.notes.append(f"the following pool runs on the KPU ({POOL_NAMES.get(pool, pool)})")
+            self.pool_fused = getattr(self, "pool_fused", {})
+            self.pool_fused[id(r)] = (op.index, pool)
+        if fu is not None:
+            self.absorbed = getattr(self, "absorbed", {})
+            self.absorbed[op.index] = fu
+        v.kpu_in_shape, v.kpu_out_shape = tuple(f.input.shape), tuple(out_shape)
+        v.kpu_bytes = kpu_bytes(f.input.shape) + kpu_bytes(out_shape)
+        h, w = f.input.shape[2], f.input.shape[3]
+        if h > DOC_MAX_H or w > DOC_MAX_W:
+            v.notes.append(f"input {w}x{h} (WxH) is above the 320x240 the K210 docs quote; ncc accepts up to "
+                           "512x256 per layer but check KPU RAM and speed")
+        if v.kpu_bytes > KPU_RAM:
+            v.reasons.append(f"needs {v.kpu_bytes} bytes of KPU RAM for its input + output feature maps > 2 MiB "
+                             "(ncc: 'KPU allocator cannot allocate more memory')")
+            v.fixes.append("use a smaller input (e.g. 320x240) or fewer channels at full resolution")
+
+    # ------------------------------------------------------------------ pools and reductions
+    def do_pool(self, op, v):
+        r = self.node(op.index, "reduce_window2d")
+        if r is None:
+            v.verdict = FOLDED
+            return
+        fused = getattr(self, "pool_fused", {}).get(id(r))
+        o = op.options
+        if fused is not None:
+            k, pt = fused
+            v.verdict, v.fused_into = KPU, k
+            v.reasons.append(f"fused into layer #{k} as its KPU pool ({POOL_NAMES.get(pt, pt)})")
+            if o.get("filter_h") == 4 and o.get("stride_h") != 4:
+                v.verdict = CPU
+                v.reasons = ["ncc v0.2 maps a 4x4 pool to the KPU's 4x4 stride-4 pool whatever its stride and "
+                             "then fails ('Shapes must be same')"]
+                v.fixes.append("use a 4x4 pool with stride 4, or a 2x2 pool")
+            return
+        v.verdict, v.precision = CPU, "float"
+        src = r.input.producer.node
+        if src.op == "fused_unary" and src.input.producer.node.op == "fake_kpu_conv2d":
+            src = src.input.producer.node
+        if src.op == "fake_kpu_conv2d":
+            _, why = _fused_pool(src)
+            v.reasons.append(f"not fused into the KPU conv before it: {why}")
+        else:
+            v.reasons.append("not right after a KPU conv (the KPU pools only a conv's own output)")
+        v.reasons.append("pools have no uint8 CPU kernel in ncc v0.2: dequantize -> float pool -> quantize")
+        v.fixes.append("use MaxPool/AveragePool 2x2 stride 2 (padding 'valid') or 4x4 stride 4 right after a "
+                       "non-depthwise Conv2D")
+
+    do_MAX_POOL_2D = do_pool
+    do_AVERAGE_POOL_2D = do_pool
+
+    def do_reduce(self, op, v):
+        v.verdict, v.precision = CPU, "float"
+        v.reasons.append("reductions (global pooling) run on the CPU in float")
+        x = self.tfl.tensors[op.inputs[0]].shape
+        if len(x) == 4 and x[1] * x[2] > 64:
+            v.fixes.append("downsample to a small map (e.g. <= 8x8) before global pooling to keep the CPU part cheap")
+
+    do_MEAN = do_SUM = do_REDUCE_MAX = do_REDUCE_MIN = do_reduce
+
+    # ------------------------------------------------------------------ activations / elementwise
+    def absorbed_by(self, op):
+        """Index of the KPU layer whose activation table absorbs ``op`` (elementwise), else None."""
+        if self.node(op.index, "binary", "unary", "clamp") is not None:
+            return None
+        if len(op.inputs) > 1 and all(self.tfl.tensors[t].data is None for t in op.inputs if t >= 0):
+            return None
+        p = self.input_op(op)
+        if p is None:
+            return None
+        if p.index in getattr(self, "absorbed", {}) and len(self.consumers.get(p.outputs[0], [])) >= 1:
+            return p.index
+        pv = self.out.get(p.index)
+        if pv is not None and pv.fused_into is not None and p.builtin in ELEMENTWISE:
+            return pv.fused_into
+        return None
+
+    def do_elementwise(self, op, v):
+        k = self.absorbed_by(op)
+        if k is not None:
+            v.verdict, v.fused_into = KPU, k
+            v.reasons.append(f"absorbed into layer #{k}'s KPU activation table (16 linear segments)")
+            if op.builtin in ("LOGISTIC", "TANH", "EXP", "HARD_SWISH"):
+                v.notes.append("approximated piecewise-linearly by the KPU: check the accuracy")
+            return
+        b = self.node(op.index, "binary")
+        if b is not None:
+            v.verdict, v.precision = CPU, _precision(b)
+            if v.precision == "uint8":
+                v.reasons.append("elementwise op of two tensors: CPU quantized binary (uint8)")
+            else:
+                v.reasons.append("elementwise op of two tensors: CPU float (output below "
+                                 f"--output-quantize-threshold {self.oqt} or inputs not quantized)")
+            if op.builtin == "ADD":
+                v.notes.append("residual Add: the KPU has no elementwise add; it costs a KPU->CPU->KPU round trip")
+            return
+        v.verdict, v.precision = CPU, "uint8"
+        v.reasons.append("elementwise function on the CPU as a 256-entry uint8 lookup table")
+        v.fixes.append("place it directly after a Conv2D that runs fully on the KPU (no pad/crop/slice between) "
+                       "to have it absorbed into the KPU activation")
+
+    def do_clamp(self, op, v):
+        v.verdict, v.precision = CPU, "float"
+        v.reasons.append(f"a separate {op.builtin} is a clamp, which ncc never fuses into a conv "
+                         "(CPU float, with dequantize/quantize around it)")
+        v.fixes.append("use ReLU6 fused in the conv (activation='relu6' on Conv2D, or BatchNorm + ReLU6 right "
+                       "after the conv so the TFLite converter fuses it) instead of a separate layer")
+
+    def do_PRELU(self, op, v):
+        v.verdict = CPU
+        b = self.node(op.index, "binary")
+        v.precision = _precision(b) if b is not None else "float"
+        v.reasons.append("PReLU has a slope per channel; the KPU activation is one table per layer. ncc v0.2 "
+                         "refuses it ('Not supported tflite opcode: PRELU'); kmodelpy computes "
+                         "max(x,0) + alpha*min(x,0) on the CPU")
+        v.fixes.append("use LeakyReLU (one slope, absorbed into the KPU activation) or ReLU instead of PReLU")
+
+    # ------------------------------------------------------------------ everything else
+    def do_CONCATENATION(self, op, v):
+        v.verdict, v.precision = CPU, "float"
+        v.reasons.append("concat runs on the CPU in float (dequantize -> concat -> quantize)")
+        v.notes.append("each input branch can still run on the KPU")
+
+    def do_SOFTMAX(self, op, v):
+        v.verdict, v.precision = CPU, "float"
+        v.reasons.append("softmax runs on the CPU (float reductions + a uint8 exp lookup table)")
+
+    def do_TRANSPOSE_CONV(self, op, v):
+        v.verdict, v.precision = CPU, "float"
+        v.reasons.append("transpose conv has no KPU mapping: CPU float conv2d_transpose")
+        v.notes.append("ncc v0.2 drops its bias (wrong results); kmodelpy adds the bias")
+        v.fixes.append("use UpSampling2D (nearest, a cheap CPU copy) followed by a 3x3 Conv2D (KPU)")
+
+    def do_PAD(self, op, v):
+        cons = self.consumers.get(op.outputs[0], [])
+        if not self.nodes.get(op.index) and len(cons) == 1 and \
+                self.tfl.operators[cons[0]].builtin in CONV_OPS:
+            v.verdict, v.fused_into = KPU, cons[0]
+            v.reasons.append(f"merged into the padding of layer #{cons[0]}")
+            return
+        self.do_data(op, v)
+
+    def do_data(self, op, v):
+        survivors = [n for n in self.nodes.get(op.index, []) if n.op not in ("constant",)]
+        if not survivors and op.builtin in LAYOUT_ONLY:
+            v.verdict = FOLDED
+            v.reasons.append("no work left (folded away)")
+            return
+        v.verdict = CPU
+        n = survivors[0] if survivors else None
+        v.precision = "uint8" if n is not None and n.inputs and n.input.producer.need_quantize else ""
+        v.reasons.append("data movement on the CPU" + (" (uint8)" if v.precision == "uint8" else ""))
+
+    def do_other(self, op, v):
+        if not self.nodes.get(op.index):
+            v.verdict = FOLDED
+            v.reasons.append("no work left (folded away)")
+            return
+        v.verdict, v.precision = CPU, "float"
+        v.reasons.append(f"{op.builtin} has no KPU mapping: CPU")
+
+
+def analyse(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024) -> list[LayerVerdict]:
+    """Verdicts for every operator of a float TFLite model (a path or a parsed ``TFLiteFile``), in file order."""
+    from .format.tflite_reader import TFLiteFile, read_tflite
+
+    tfl = path if isinstance(path, TFLiteFile) else read_tflite(path)
+    return _Analysis(tfl, weights_quantize_threshold, output_quantize_threshold).run()

@@ -81,3 +81,21 @@ def test_dynrange_is_dequantized_per_channel():
     per_channel = [t for t in tfl.tensors if t.dtype == "INT8" and t.quantization is not None
                    and t.quantization.scales.size > 1]
     assert per_channel, "the reference model should hold per-channel int8 weights"
+
+
+FLOAT_KMODEL_CASES = [c for c in cases_with("ncc_out") if c.endswith("__float")
+                      and (CASES / c / "model.tflite").exists()]
+
+
+@pytest.mark.parametrize("case", FLOAT_KMODEL_CASES)
+def test_bit_exact_with_ncc_float_kmodel(case):
+    """ncc's --inference-type float kmodel runs the same f32 kernels in the same DFS order as the
+    float evaluator, so `ncc infer`'s bytes and ours are identical (TFLite itself differs by ~1e-6)."""
+    from refcases import ncc_out
+
+    model = kmodelpy.load(CASES / case / "model.tflite")
+    assert case_json(case).get("input_dtype") == "f32"
+    for path in inputs(case):
+        x = np.frombuffer(path.read_bytes(), "<f4").reshape(model.input_shape)
+        model.run(x)
+        assert model.output_bytes() == ncc_out(case, path.stem), f"{case}/{path.stem}"

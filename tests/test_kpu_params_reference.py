@@ -24,6 +24,7 @@ from kmodelpy.format.tflite_reader import read_tflite
 from kmodelpy.ops.binary import binary
 from kmodelpy.ops.conv2d import conv2d
 from kmodelpy.ops.matmul import matmul
+from kmodelpy.ops.reduce_window2d import REDUCE_MAX, REDUCE_MEAN, reduce_window2d
 
 from refcases import CASES, case_json
 
@@ -161,9 +162,14 @@ KPU_CASES = {
     "dwconv3x3_s1": 2, "dwconv3x3_s2": 2, "add_residual": 2, "add_residual__no_qbin": 2, "concat_channels": 2,
     "conv3x3_s2_same": 1, "conv3x3_s2_valid": 1, "conv3x3_s3": 1, "pad_explicit": 1, "global_avgpool": 1,
     "reshape_transpose": 1, "upsample_nearest": 1, "conv_transpose": 1, "dense": 1, "output_2x2": 3,
-    "softmax_head": 2, "large_input_320x240": 1, "many_channels_1024": 1, "line_follower_kpu": 5,
-    "line_follower_stock": 3,
+    "softmax_head": 2, "large_input_320x240": 3, "many_channels_1024": 3, "line_follower_kpu": 5,
+    "line_follower_stock": 3, "line_follower_stock__l2": 3, "line_follower_stock__mean_std": 3,
+    "line_follower_stock__wqt1000": 3, "line_follower_stock__float_input": 3, "add_residual__float_input": 2,
+    "conv3x3_s1_same__float_input": 1, "dense__float_input": 1,
 }
+
+
+L2_LINES: dict[str, list[str]] = {}  # case -> the l2 lines our chain produced
 
 
 @lru_cache(maxsize=None)
@@ -172,8 +178,27 @@ def _kpu_chain(case: str):
     LEAKY_RELU/LOGISTIC right after a conv are absorbed into its activation. Returns per KPU conv
     (conv, program, iq, yq, zq, boundary range, boundary output batch)."""
     t = _model(case)
+    args = case_json(case)["ncc_args"]
+    l2 = "--calibrate-method" in args and args[args.index("--calibrate-method") + 1] == "l2"
+
+    def rng(v):  # no_clip range, or the l2 optimum over the same data (§7.3), remembering ncc's print line
+        if not l2:
+            return get_range(v)
+        h = Histogram(fixup_range(get_range(v)))
+        h.record(v)
+        opt = h.optimal_range()
+        L2_LINES.setdefault(case, []).append(print_line(h.range, opt))
+        return opt
+
     x0 = np.concatenate(_images(case))  # all calibration images as one batch (ranges are order-free)
-    data = {t.inputs[0]: (x0, get_range(x0), ((0, 0), (0, 0)))}
+    if "--input-mean" in args or "--input-std" in args:  # fixed input range, normalised data (§7.1, §7.3)
+        mean = F32(args[args.index("--input-mean") + 1]) if "--input-mean" in args else F32(0)
+        std = F32(args[args.index("--input-std") + 1]) if "--input-std" in args else F32(1)
+        x0 = ((x0 - mean).astype(F32) / std).astype(F32)
+        r0 = Range(F32(F32(0 - mean) / std), F32(F32(1 - mean) / std))
+    else:
+        r0 = rng(x0)
+    data = {t.inputs[0]: (x0, r0, ((0, 0), (0, 0)))}
     layers = []
     for i, op in enumerate(t.operators):
         if len(layers) == KPU_CASES[case] or op.inputs[0] not in data:
@@ -183,6 +208,16 @@ def _kpu_chain(case: str):
             p = t.tensors[op.inputs[1]].data
             data[op.outputs[0]] = (x, in_range, ((int(p[1][0]), int(p[1][1])), (int(p[2][0]), int(p[2][1]))))
             continue
+        if op.builtin in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+            # CPU pool at calibration time (KPU pool fusion comes after quantization); range broadcast
+            o = op.options
+            ph = _tf_padding(x.shape[2], o["filter_h"], o["stride_h"], o["padding"])
+            pw = _tf_padding(x.shape[3], o["filter_w"], o["stride_w"], o["padding"])
+            mx = op.builtin == "MAX_POOL_2D"
+            y = reduce_window2d(x, REDUCE_MAX if mx else REDUCE_MEAN, o["filter_h"], o["filter_w"], o["stride_h"],
+                                o["stride_w"], 1, 1, ph, pw, -FLT_MAX if mx else 0.0, *ACTS[o["fused_activation"]])
+            data[op.outputs[0]] = (y, in_range, ((0, 0), (0, 0)))
+            continue
         if op.builtin not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             continue
         c = _conv(case, i)
@@ -190,7 +225,7 @@ def _kpu_chain(case: str):
         ph = [a + b for a, b in zip(_tf_padding(x.shape[2] + sum(extra[0]), c["k"], o["stride_h"], o["padding"]), extra[0])]
         pw = [a + b for a, b in zip(_tf_padding(x.shape[3] + sum(extra[1]), c["k"], o["stride_w"], o["padding"]), extra[1])]
         y = _fake_kpu_output(x, c, o["stride_h"], ph, pw)
-        yr = get_range(y)
+        yr = rng(y)
         # the graph's own output (what the next layer reads); without stride or crop it is y itself
         out = y if o["stride_h"] == 1 and min(ph + pw) >= kp else _tf_conv(x, c, o["stride_h"], ph, pw)
         nxt = [k for k in t.operators[i + 1:] if op.outputs[0] in k.inputs]
@@ -199,7 +234,7 @@ def _kpu_chain(case: str):
             prog, out_t = _program(case, t.operators.index(nxt[0])), nxt[0].outputs[0]
             y = fu.evaluate(prog, y.ravel()).reshape(y.shape)
             out = fu.evaluate(prog, out.ravel()).reshape(out.shape)
-        zr = get_range(y)
+        zr = rng(y) if prog else yr
         layers.append((c, prog, get_quant_param(in_range), get_quant_param(yr), get_quant_param(zr), zr, out))
         data[out_t] = (out, zr, ((0, 0), (0, 0)))
     return layers
@@ -319,13 +354,12 @@ def test_iris_softmax_lut_matches_ncc():
 # --------------------------------------------------------------------------- l2
 
 
-def test_line_follower_l2_input_histogram_line_is_printed_by_ncc():
-    """The graph input's l2 line: histogram of the 100 calibration images over fixup({0, 1})."""
+def test_line_follower_l2_lines_are_printed_by_ncc():
+    """Every histogram line of our chain (input, first three KPU conv outputs) is among ncc's lines."""
     case = "line_follower_stock__l2"
     log = (CASES / case / "compile.log").read_text().splitlines()
-    imgs = _images(case)
-    h = Histogram(fixup_range(_union(imgs)))
-    for x in imgs:
-        h.record(x)
-    line = print_line(h.range, h.optimal_range())
-    assert line in log, line
+    _kpu_chain(case)
+    lines = L2_LINES[case]
+    assert len(lines) == 4 and lines[0] == "{0, 1} -> {0, 0.999512}"
+    missing = [ln for ln in lines if ln not in log]
+    assert not missing, missing

@@ -55,6 +55,11 @@ def import_tflite(src, ncc_exact: bool = False) -> Graph:
     return _Importer(tfl, ncc_exact).run()
 
 
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _shape(t) -> tuple:
     return tuple(t.shape) if len(t.shape) else (1,)
 
@@ -104,7 +109,7 @@ class _Importer:
             try:
                 out_shapes = infer_shapes(op, attrs, shapes)
             except (ValueError, IndexError, KeyError, ZeroDivisionError) as e:
-                raise UnsupportedError(f"{self.where()}: {e}") from None
+                raise UnsupportedError(f"{self.where()}: {_first_line(e)}") from None
         n = self.g.add(op, [], out_shapes, None, memory=opdef(op).memory, **attrs)
         for k, (src, shape) in enumerate(zip(inputs, shapes)):
             ic = InputConnector(n, k, shape, "float32")
@@ -123,7 +128,7 @@ class _Importer:
             ic.connect(out)
         except ValueError as e:
             where = self.where() if self.op is not None else self.tfl.path
-            raise UnsupportedError(f"{where}: {e}") from None
+            raise UnsupportedError(f"{where}: {_first_line(e)}") from None
 
     def const(self, value) -> OutputConnector:
         data = np.asarray(value, np.float32)
@@ -182,7 +187,8 @@ class _Importer:
                 except KmodelpyError:
                     raise
                 except Exception as e:  # noqa: BLE001 - report the operator, not a traceback
-                    raise UnsupportedError(f"{self.where()}: cannot fold this constant operator ({e})") from None
+                    raise UnsupportedError(f"{self.where()}: cannot fold this constant operator "
+                                           f"({_first_line(e)})") from None
                 for t, v in zip(op.outputs, vals):
                     self.static[t] = v
                 continue
@@ -198,7 +204,7 @@ class _Importer:
                 raise
             except (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError, OverflowError) as e:
                 raise UnsupportedError(f"{self.where()}: cannot import this operator ({type(e).__name__}: "
-                                       f"{str(e).splitlines()[0] if str(e) else ''}); check the model") from None
+                                       f"{_first_line(e)}); check the model") from None
         self.op = None
         try:
             self.make_io()
@@ -206,7 +212,7 @@ class _Importer:
             raise
         except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:
             raise FormatError(f"{self.tfl.path}: inconsistent graph inputs/outputs ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                              f"{_first_line(e)})") from None
         return self.g
 
     def check_float(self, op: Operator) -> None:

@@ -221,6 +221,52 @@ def _activate(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add
 
 
 @numba.njit(cache=True)
+def _activate_sorted(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, u):
+    """Fast form of :func:`_activate` for non-decreasing x_start when every Bv of the channel lies
+    in [bv_lo, bv_hi] with bv_lo > x_start[0]: segments entirely below bv_lo always count, those at
+    or above bv_hi never do, so only the few in between are compared (ncc tables park unused
+    segments at 2^35−2). KROUND is branch-free: up = ((t + h − 1 + (q & 1)) >> s) − q is the
+    round-half-even carry, applied towards −∞ for t < 0 (the quirk). Returns False (nothing
+    written) when a reachable segment has shift >= 32; the caller then takes the checked path."""
+    i_lo = 1
+    while i_lo < 16 and s_start[i_lo] < bv_lo:
+        i_lo += 1
+    i_hi = i_lo
+    while i_hi < 16 and s_start[i_hi] < bv_hi:
+        i_hi += 1
+    j0 = i_lo - 1
+    for j in range(j0, i_hi):
+        if s_shift[j] >= 32:
+            return False
+    if i_hi == i_lo:  # one segment for the whole channel
+        xs, ym, sh, add = s_start[j0], s_mul[j0], s_shift[j0], s_add[j0]
+        hm1 = ((np.int64(1) << sh) >> 1) - 1 if sh > 0 else np.int64(0)
+        nz = np.int64(-1) if sh > 0 else np.int64(0)
+        for p in range(u.shape[0]):
+            bv = ((cv[p] * mul) >> bsh) + badd
+            t = (bv - xs) * ym
+            q = t >> sh
+            up = (((t + hm1 + (q & 1)) >> sh) - q) & nz
+            m = t >> 63
+            r = q + ((up ^ m) - m) + add
+            u[p] = min(max(r, 0), 255)
+        return True
+    for p in range(u.shape[0]):
+        bv = ((cv[p] * mul) >> bsh) + badd
+        j = j0
+        for i in range(i_lo, i_hi):
+            j += bv > s_start[i]
+        sh = s_shift[j]
+        t = (bv - s_start[j]) * s_mul[j]
+        q = t >> sh
+        up = (((t + ((np.int64(1) << sh) >> 1) - 1 + (q & 1)) >> sh) - q) if sh > 0 else np.int64(0)
+        m = t >> 63
+        r = q + ((up ^ m) - m) + s_add[j]
+        u[p] = min(max(r, 0), 255)
+    return True
+
+
+@numba.njit(cache=True)
 def _pool_c(cv, ih, iw, pool_type, use_min, dst):
     """Pool the pre-activation values C instead of U (flat ``dst`` of OH·OW): select pools take
     the same tap; max pools take the max (``use_min``: the min, when BN's multiplier is negative).
@@ -337,19 +383,31 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
             for p in range(npix):
                 cv[p] = np.int64(acc[p]) + 128 * sxc[p] + axsx[p] + const
             mul, bsh, badd = bn_mul[o], bn_shift[o], bn_add[o]
-            if pool_first and npix > 0:
-                lo = cv.min() if mul >= 0 else cv.max()
-                if ((lo * mul) >> bsh) + badd > min_start:  # every value has a segment
-                    _pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
-                    _activate(pooled, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add,
-                              sorted_starts, uo)
-                    dst2 = out[n, o]
-                    for y in range(oh):
-                        for xq in range(ow):
-                            dst2[y, xq] = uo[y * ow + xq]
-                    continue
-            e = _activate(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add, sorted_starts, u)
-            if e != ERR_NONE:
-                err = e
-            pool_plane(u, ih, iw, pool_type, out[n, o])
+            if npix == 0:
+                continue
+            b1 = ((cv.min() * mul) >> bsh) + badd
+            b2 = ((cv.max() * mul) >> bsh) + badd
+            bv_lo, bv_hi = min(b1, b2), max(b1, b2)  # Bv is monotone in C
+            safe = bv_lo > min_start  # every value has a segment
+            pooled_first = pool_first and safe
+            if pooled_first:
+                _pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
+                src, dst = pooled, uo
+            else:
+                src, dst = cv, u
+            done = False
+            if sorted_starts and safe:
+                done = _activate_sorted(src, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, dst)
+            if not done:
+                e = _activate(src, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add,
+                              sorted_starts, dst)
+                if e != ERR_NONE:
+                    err = e
+            if pooled_first:
+                dst2 = out[n, o]
+                for y in range(oh):
+                    for xq in range(ow):
+                        dst2[y, xq] = uo[y * ow + xq]
+            else:
+                pool_plane(u, ih, iw, pool_type, out[n, o])
     return err

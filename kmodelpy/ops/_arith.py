@@ -14,6 +14,9 @@ f32 helpers with the ``std::`` NaN semantics of §0: :func:`f32_min` (``b < a ? 
 :func:`f32_max` (``a < b ? b : a``), :func:`clamp` (``v < lo ? lo : hi < v ? hi : v``; NaN passes),
 plus the numpy (vectorised, same semantics) :func:`np_min`, :func:`np_max`, :func:`np_clamp`.
 
+Caution: numba's on-disk cache of a kernel in *another* module is keyed on that module's file only,
+so after editing a helper here delete the ``*.nbi``/``*.nbc`` files in ``kmodelpy/ops/__pycache__``.
+
 Pure-python :func:`rhu_py` / :func:`mcs_py` state the same integer rules with unbounded ints,
 for tests and for compile-time code that must not start numba.
 """

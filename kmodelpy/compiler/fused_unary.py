@@ -19,12 +19,10 @@ F32 = np.float32
 UNARY_OPS = ("abs", "ceil", "cos", "exp", "floor", "log", "neg", "rsqrt", "sin", "square")
 BINARY_OPS = ("add", "sub", "mul", "div", "min", "max")
 
-# NNIL opcodes (runtime spec §D; compiler spec §5.1)
-NNIL_NOP, NNIL_DUP, NNIL_POP, NNIL_LDA_0 = 0x00, 0x01, 0x02, 0x03
-NNIL_LDC_R4_0, NNIL_LDC_R4_1, NNIL_LDC_R4 = 0x04, 0x05, 0x06
+# NNIL opcodes the compiler emits (runtime spec §D; compiler spec §5.1)
+NNIL_DUP, NNIL_LDA_0, NNIL_LDC_R4, NNIL_RET = 0x01, 0x03, 0x06, 0xA0
 NNIL_UNARY = {op: 0x20 + i for i, op in enumerate(UNARY_OPS)}
 NNIL_BINARY = {op: 0x40 + i for i, op in enumerate(BINARY_OPS)}
-NNIL_CLAMP, NNIL_RET = 0x80, 0xA0
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from . import fused_unary as fu
 from .piecewise import Segment, piecewise_regression
 from .quant import (
     F32,
-    FLT_MAX,
     f32_to_i32,
     f64_to_i64,
     fixed_mul,

@@ -121,7 +121,7 @@ def binary(g: Graph, a: OutputConnector, b: OutputConnector, binary_op, fused_ac
 
 
 def fused_unary(g: Graph, src: OutputConnector, program, name: str = "") -> Node:
-    return g.add("fused_unary", [src], [src.shape], [F32], name=name, program=list(program))
+    return g.add("fused_unary", [src], [src.shape], [F32], name=name, program=tuple(program))
 
 
 def quantize(g: Graph, src: OutputConnector, qp, name: str = "") -> Node:

@@ -156,7 +156,7 @@ def test_tflite_hooks_fail_cleanly_or_work(tmp_path, capsys):
     """A .tflite goes to kmodelpy.load / kmodelpy.fit_report; whatever their state, the user sees
     one line or a result, never a traceback."""
     tfl = CASES / "dense" / "model.tflite"
-    for argv in (["inspect", tfl], ["run", tfl, PNG]):
+    for argv in (["inspect", tfl], ["run", tfl, PNG], ["infer", tfl, tmp_path / "o", "--dataset", DATA]):
         rc, out, err = _run(capsys, *argv)
         assert rc in (0, 2) and "Traceback" not in err
         if rc == 2:
@@ -274,3 +274,27 @@ def test_python_dash_m_and_console_script_entry(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such file" in r.stderr
     r = subprocess.run([sys.executable, "-m", "kmodelpy", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and all(c in r.stdout for c in ("infer", "run", "inspect", "demo", "compile"))
+
+
+def test_infer_batch_of_two_mimics_ncc(tmp_path, capsys):
+    """Input N = 2 (iris re-declared [2,1,1,2]: same 16 bytes): the dataset is cut to a multiple of
+    N, each batch is named after its first file and, as in ncc v0.2, only its last file (in slot 0)
+    is fed; the other slot is zero here (uninitialised in ncc)."""
+    b = bytearray(IRIS.read_bytes())
+    struct.pack_into("<4i", b, HEADER_SIZE + 16, 2, 1, 1, 2)
+    m = tmp_path / "n2.kmodel"
+    m.write_bytes(bytes(b))
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    samples = {n: np.array(v, "<f4") for n, v in (("a", [1, 2]), ("b", [3, 4]), ("c", [5, 6]))}
+    for n, v in samples.items():
+        v.tofile(ds / f"{n}.bin")
+    out = tmp_path / "out"
+    rc, _, err = _run(capsys, "infer", m, out, "--dataset", ds, "--dataset-format", "raw")
+    assert rc == 0 and "batch" in err
+    assert [p.name for p in out.iterdir()] == ["a.bin"]
+    import kmodelpy
+
+    iris = kmodelpy.load(IRIS)
+    iris.run(np.array([3, 4, 0, 0], np.float32))
+    assert (out / "a.bin").read_bytes() == iris.output_bytes()

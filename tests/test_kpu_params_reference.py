@@ -24,6 +24,8 @@ from kmodelpy.format.tflite_reader import read_tflite
 from kmodelpy.ops.binary import binary
 from kmodelpy.ops.conv2d import conv2d
 from kmodelpy.ops.matmul import matmul
+from kmodelpy.ops.reduce import REDUCE_MEAN as REDUCE_MEAN_R
+from kmodelpy.ops.reduce import reduce
 from kmodelpy.ops.reduce_window2d import REDUCE_MAX, REDUCE_MEAN, reduce_window2d
 
 from refcases import CASES, case_json
@@ -287,6 +289,15 @@ def test_kpu_output_dequantize_matches_ncc(case):
     assert (dq.zero_point, F32(dq.scale)) == (zq.zero_point, F32(zq.scale))
 
 
+@pytest.mark.parametrize("case", ["conv3x3_s1_same__float_input", "add_residual__float_input", "dense__float_input",
+                                  "line_follower_stock__float_input"])
+def test_float_input_quantize_matches_ncc(case):
+    """``--input-type float``: the graph input is quantized in the model with the first KPU conv's iq."""
+    iq = _kpu_chain(case)[0][2]
+    q = _nodes(case, "Quantize")[0]
+    assert (q.zero_point, F32(q.scale)) == (iq.zero_point, iq.scale)
+
+
 # --------------------------------------------------------------------------- CPU quantized ops
 
 
@@ -321,34 +332,56 @@ def test_add_residual_quantized_binary_matches_ncc():
     assert not wrong, {f: (getattr(p, f), getattr(node, f)) for f in wrong}
 
 
-def test_iris_softmax_lut_matches_ncc():
-    """iris_mlp: the float MLP's softmax exp becomes quantize → 256-entry LUT → dequantize (§7.10)."""
-    case = "iris_mlp"
+def _softmax_lut_check(case: str, logits: list[np.ndarray]):
+    """Softmax → ``max``, ``sub``, fused_unary ``[mul β, exp]`` → quantize → LUT → dequantize (§4.2, §7.10)."""
     t = _model(case)
-    fc = [op for op in t.operators if op.builtin == "FULLY_CONNECTED"]
-    xs = [np.fromfile(f, dtype="<f4").reshape(1, -1) for f in _dataset_files(case, "*.bin")]
-    subs = []
-    for x in xs:
-        h = x
-        for op in fc:
-            w = t.tensors[op.inputs[1]].data.astype(np.float32)
-            b = t.tensors[op.inputs[2]].data.astype(np.float32)
-            h = matmul(h, np.ascontiguousarray(w.T), b, *ACTS[op.options["fused_activation"]])
-        subs.append((h - h.max(axis=1, keepdims=True)).astype(np.float32))
+    subs = [(h - h.max(axis=-1, keepdims=True)).astype(np.float32) for h in logits]
     beta = F32([op for op in t.operators if op.builtin == "SOFTMAX"][0].options["beta"])
     # importer: sub → mul(β) → exp; fuse_one_binary + fuse_one_unary + concat give this program
     prog = fu.concat((fu.FuOp.ldx(), fu.FuOp.constant(beta), fu.FuOp.binary("mul", 0, 1)),
                      (fu.FuOp.ldx(), fu.FuOp.unary("exp", 0)))
     exps = [fu.evaluate(prog, s) for s in subs]
     iq, yq = get_quant_param(_union(subs)), get_quant_param(_union(exps))
-    (q,) = _nodes(case, "Quantize")
+    (q,) = _nodes(case, "Quantize")[-1:]
     (lut_node,) = _nodes(case, "TableLookup1D")
     dq = _nodes(case, "Dequantize")[-1]
     assert (q.zero_point, F32(q.scale)) == (iq.zero_point, iq.scale)
     assert (dq.zero_point, F32(dq.scale)) == (yq.zero_point, yq.scale)
-    consts = _kmodel(case).constants
-    table = np.frombuffer(consts, np.uint8)[lut_node.table.start: lut_node.table.start + 256]
+    table = np.frombuffer(_kmodel(case).constants, np.uint8)[lut_node.table.start: lut_node.table.start + 256]
     assert np.array_equal(fused_unary_lut(prog, iq, yq), table)
+
+
+def _fc(t, op, h: np.ndarray) -> np.ndarray:
+    w = t.tensors[op.inputs[1]].data.astype(np.float32)
+    b = t.tensors[op.inputs[2]].data.astype(np.float32)
+    return matmul(h, np.ascontiguousarray(w.T), b, *ACTS[op.options["fused_activation"]])
+
+
+def test_iris_softmax_lut_matches_ncc():
+    """iris_mlp: the float MLP stays on the CPU (too small); the softmax exp becomes a LUT."""
+    case = "iris_mlp"
+    t = _model(case)
+    logits = []
+    for f in _dataset_files(case, "*.bin"):
+        h = np.fromfile(f, dtype="<f4").reshape(1, -1)
+        for op in (op for op in t.operators if op.builtin == "FULLY_CONNECTED"):
+            h = _fc(t, op, h)
+        logits.append(h)
+    _softmax_lut_check(case, logits)
+
+
+def test_softmax_head_lut_matches_ncc():
+    """softmax_head: 2 KPU convs → global mean (reduce) → float FC → softmax LUT."""
+    case = "softmax_head"
+    t = _model(case)
+    out = _kpu_chain(case)[-1][-1]
+    fc = [op for op in t.operators if op.builtin == "FULLY_CONNECTED"][0]
+    logits = []
+    for x in out:
+        n, c, h, w = (1,) + x.shape
+        m = reduce(x, REDUCE_MEAN_R, [n, c, h, w], [n, c, 1, 1], 0.0).reshape(1, c)
+        logits.append(_fc(t, fc, m))
+    _softmax_lut_check(case, logits)
 
 
 # --------------------------------------------------------------------------- l2

@@ -41,6 +41,7 @@ ELEMENTWISE = {"LEAKY_RELU", "LOGISTIC", "RELU", "TANH", "HARD_SWISH", "ABS", "C
 CLAMPS = {"RELU6", "RELU_N1_TO_1", "RELU_0_TO_1"}
 DATA_MOVEMENT = {"RESHAPE", "TRANSPOSE", "STRIDED_SLICE", "SLICE", "PAD", "SQUEEZE", "EXPAND_DIMS",
                  "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SPLIT", "SPLIT_V", "UNPACK"}
+BINARY_OPS = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM"}
 LAYOUT_ONLY = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"}
 FIX_STRIDE2 = ("ZeroPadding2D(((1,1),(1,1))) + padding='valid' on an even-sized input makes this stride-2 "
                "conv fully KPU")
@@ -327,6 +328,20 @@ class _Analysis:
     do_CONV_2D = do_conv
     do_DEPTHWISE_CONV_2D = do_conv
 
+    def unmerged_pad(self, op):
+        """A fix when the conv's explicit PAD was not merged into its padding (the PAD's input does not come
+        from a conv/pool or the model input, e.g. from a separate RELU6 clamp), else None."""
+        p = self.input_op(op)
+        if p is None or p.builtin != "PAD" or self.out[p.index].fused_into is not None:
+            return None
+        pp = self.input_op(p)
+        what = f"{pp.builtin} #{pp.index}" if pp is not None else "the model input"
+        fix = (f"the PAD #{p.index} before it is not merged into its padding because it follows {what}; "
+               "ncc merges a PAD only when it directly follows a conv, pool or the model input")
+        if pp is not None and pp.builtin in CLAMPS:
+            fix += f" (fuse the {pp.builtin} into the conv before it: activation='relu6' on that Conv2D)"
+        return fix
+
     def do_FULLY_CONNECTED(self, op, v):
         f = self.node(op.index, "fake_kpu_conv2d")
         if f is not None:
@@ -380,7 +395,10 @@ class _Analysis:
         if fc:
             v.reasons.append("Dense as a 1x1 KPU conv on a 4x4 zero-padded input (ncc's matmul_to_fake_kpu_conv2d)")
         v.reasons += cpu
-        if cpu and not fc:
+        blocked = self.unmerged_pad(op)
+        if cpu and not fc and blocked:
+            v.fixes.append(blocked)
+        elif cpu and not fc:
             if slices and op.builtin == "DEPTHWISE_CONV_2D" and stride == (2, 2):
                 v.fixes.append("make a 1x1 Conv2D its only consumer and pad it (1,1) with ZeroPadding2D + "
                                "padding='valid' on an even-sized input: ncc then moves the subsampling into "
@@ -459,21 +477,38 @@ class _Analysis:
     do_MEAN = do_SUM = do_REDUCE_MAX = do_REDUCE_MIN = do_reduce
 
     # ------------------------------------------------------------------ activations / elementwise
+    def tensor_input(self, op):
+        """The first non-constant input tensor of ``op`` (-1 if none)."""
+        return next((t for t in op.inputs if t >= 0 and self.tfl.tensors[t].data is None), -1)
+
+    def unary_like(self, op) -> bool:
+        """Ends up as a ``fused_unary`` (one tensor in, elementwise): unary ops, activations and binary ops
+        with a one-element constant (fuse_one_binary); a binary of two tensors or with a vector stays a binary."""
+        if op.builtin not in BINARY_OPS:
+            return True
+        return any(t >= 0 and self.tfl.tensors[t].data is not None and self.tfl.tensors[t].data.size == 1
+                   for t in op.inputs)
+
     def absorbed_by(self, op):
         """Index of the KPU layer whose activation table absorbs ``op`` (elementwise), else None."""
-        if self.node(op.index, "binary", "unary", "clamp") is not None:
+        if not self.unary_like(op):
             return None
-        if len(op.inputs) > 1 and all(self.tfl.tensors[t].data is None for t in op.inputs if t >= 0):
+        j = self.producer.get(self.tensor_input(op))
+        if j is None:
             return None
-        p = self.input_op(op)
-        if p is None:
-            return None
-        if p.index in getattr(self, "absorbed", {}) and len(self.consumers.get(p.outputs[0], [])) >= 1:
+        p = self.tfl.operators[j]
+        if p.index in getattr(self, "absorbed", {}):
             return p.index
         pv = self.out.get(p.index)
-        if pv is not None and pv.fused_into is not None and p.builtin in ELEMENTWISE:
+        if pv is not None and pv.fused_into is not None and p.builtin in ELEMENTWISE and \
+                len(self.consumers.get(p.outputs[0], [])) == 1:
             return pv.fused_into
         return None
+
+    def binary_precision(self, op) -> str:
+        """C3 checkpoints a binary whose output has >= output_quantize_threshold elements -> quantized_binary."""
+        n = int(np.prod(self.tfl.tensors[op.outputs[0]].shape or (1,)))
+        return "uint8" if n >= self.oqt else "float"
 
     def do_elementwise(self, op, v):
         k = self.absorbed_by(op)
@@ -483,21 +518,31 @@ class _Analysis:
             if op.builtin in ("LOGISTIC", "TANH", "EXP", "HARD_SWISH"):
                 v.notes.append("approximated piecewise-linearly by the KPU: check the accuracy")
             return
-        b = self.node(op.index, "binary")
-        if b is not None:
-            v.verdict, v.precision = CPU, _precision(b)
+        if not self.unary_like(op):
+            v.verdict, v.precision = CPU, self.binary_precision(op)
             if v.precision == "uint8":
                 v.reasons.append("elementwise op of two tensors: CPU quantized binary (uint8)")
             else:
-                v.reasons.append("elementwise op of two tensors: CPU float (output below "
-                                 f"--output-quantize-threshold {self.oqt} or inputs not quantized)")
+                v.reasons.append(f"elementwise op of two tensors with < {self.oqt} output elements "
+                                 "(--output-quantize-threshold): CPU float")
             if op.builtin == "ADD":
                 v.notes.append("residual Add: the KPU has no elementwise add; it costs a KPU->CPU->KPU round trip")
             return
-        v.verdict, v.precision = CPU, "uint8"
-        v.reasons.append("elementwise function on the CPU as a 256-entry uint8 lookup table")
-        v.fixes.append("place it directly after a Conv2D that runs fully on the KPU (no pad/crop/slice between) "
-                       "to have it absorbed into the KPU activation")
+        j = self.producer.get(self.tensor_input(op))
+        pv = self.out.get(j) if j is not None else None
+        if pv is not None and (pv.verdict == PARTIAL or (pv.op in DATA_MOVEMENT and pv.precision == "uint8")):
+            v.verdict, v.precision = CPU, "float"
+            v.reasons.append("elementwise function on the CPU in float (NNIL program): its input comes through "
+                             "a uint8 pad/crop/slice/layout op, after which ncc loses the quantization range")
+        else:
+            v.verdict, v.precision = CPU, "uint8"
+            v.reasons.append("elementwise function on the CPU as a 256-entry uint8 lookup table")
+        if pv is not None and pv.verdict == PARTIAL and pv.op in CONV_OPS:
+            v.fixes.append(f"make layer #{pv.index} fully KPU (see its fix): the activation is then absorbed "
+                           "into its KPU activation table")
+        else:
+            v.fixes.append("place it directly after a Conv2D that runs fully on the KPU (no pad/crop/slice "
+                           "between) to have it absorbed into the KPU activation")
 
     def do_clamp(self, op, v):
         v.verdict, v.precision = CPU, "float"
@@ -507,13 +552,15 @@ class _Analysis:
                        "after the conv so the TFLite converter fuses it) instead of a separate layer")
 
     def do_PRELU(self, op, v):
-        v.verdict = CPU
-        b = self.node(op.index, "binary")
-        v.precision = _precision(b) if b is not None else "float"
+        v.verdict, v.precision = CPU, self.binary_precision(op)
         v.reasons.append("PReLU has a slope per channel; the KPU activation is one table per layer. ncc v0.2 "
                          "refuses it ('Not supported tflite opcode: PRELU'); kmodelpy computes "
                          "max(x,0) + alpha*min(x,0) on the CPU")
         v.fixes.append("use LeakyReLU (one slope, absorbed into the KPU activation) or ReLU instead of PReLU")
+        j = self.producer.get(self.tensor_input(op))
+        if j is not None and j in getattr(self, "absorbed", {}):
+            v.notes.append(f"kmodelpy absorbs max(x,0) and min(x,0) into two copies of layer #{j} on the KPU "
+                           "(the conv runs twice) and does alpha*min + max with uint8 CPU binaries")
 
     # ------------------------------------------------------------------ everything else
     def do_CONCATENATION(self, op, v):

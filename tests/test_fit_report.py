@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
+import numpy as np
 import pytest
 
 from kmodelpy.fit_report import LayerVerdict, analyse, report
@@ -82,7 +83,10 @@ def _name(op) -> str:
 def kmodel_expectations(case: str):
     """[(signature, verdict, precision, node index)] for the compute nodes of the case's ncc.kmodel,
     plus (KPU max/mean pools, CPU ReduceWindow2D nodes)."""
-    ops = KModel.parse((CASES / case / "ncc.kmodel").read_bytes(), case).ops
+    return node_expectations(KModel.parse((CASES / case / "ncc.kmodel").read_bytes(), case).ops)
+
+
+def node_expectations(ops):
     prods, cons = dataflow(ops)
 
     def back(j):
@@ -124,10 +128,8 @@ def kmodel_expectations(case: str):
     return out, kpu_pools, cpu_pools
 
 
-def tflite_signature(case: str, v: LayerVerdict):
-    from kmodelpy.format.tflite_reader import read_tflite
-
-    tfl = _tfl(case)
+def tflite_signature(case, v: LayerVerdict):
+    tfl = _tfl(case) if isinstance(case, str) else case
     op = tfl.operators[v.index]
     w = tfl.tensors[op.inputs[1]].shape
     if v.op == "CONV_2D":
@@ -156,11 +158,10 @@ def test_reference_cases_found():
     assert len(UINT8_CASES) >= 30
 
 
-@pytest.mark.parametrize("case", UINT8_CASES)
-def test_conv_and_dense_verdicts_match_ncc(case):
-    expected, _, _ = kmodel_expectations(case)
+def check_layers(case, expected, vs):
+    """Every conv/dense layer's verdict equals the one its matched compute node shows."""
     unused = list(expected)
-    layers = [v for v in verdicts(case) if v.op in LAYER_OPS]
+    layers = [v for v in vs if v.op in LAYER_OPS]
     assert layers, case
     for v in layers:
         sig = tflite_signature(case, v)
@@ -170,6 +171,11 @@ def test_conv_and_dense_verdicts_match_ncc(case):
         assert (v.verdict, v.precision) == hit[1:3], \
             f"{case}: layer #{v.index} {v.op}: report says {v.verdict}/{v.precision}, ncc did {hit[1]}/{hit[2]}"
     assert not unused, f"{case}: ncc.kmodel compute nodes not explained by any layer: {unused}"
+
+
+@pytest.mark.parametrize("case", UINT8_CASES)
+def test_conv_and_dense_verdicts_match_ncc(case):
+    check_layers(case, kmodel_expectations(case)[0], verdicts(case))
 
 
 @pytest.mark.parametrize("case", UINT8_CASES)
@@ -257,3 +263,176 @@ def test_weights_threshold_changes_verdict():
     assert v.verdict == "CPU"
     assert "weights range" in v.reasons[0]
     assert any("--weights-quantize-threshold" in f for f in v.fixes)
+
+
+# ----------------------------------------------------------------------------- synthetic models
+# Constructs the reference cases do not cover, built with tests/tflite_builder.py and checked the same
+# way against kmodelpy's own compile of the model (whose pass structure reproduces ncc's kmodels).
+def _b():
+    from tflite_builder import TFLiteBuilder
+
+    return TFLiteBuilder()
+
+
+def _conv(b, x, cin, cout, k, stride=1, padding="SAME", act="NONE", scale=0.3, dw=False, name="c", out_hw=None,
+          dilation=1, seed=0):
+    rng = np.random.default_rng(seed)
+    h, w = out_hw
+    y = b.tensor(name, [1, h, w, cout])
+    if dw:
+        wt = b.const(name + "/w", (rng.standard_normal((1, k, k, cout)) * scale).astype(np.float32))
+        b.op("DEPTHWISE_CONV_2D", [x, wt, b.const(name + "/b", np.zeros(cout, np.float32))], [y],
+             "DepthwiseConv2DOptions", padding=padding, stride_h=stride, stride_w=stride, depth_multiplier=1,
+             fused_activation=act, dilation_h=dilation, dilation_w=dilation)
+    else:
+        wt = b.const(name + "/w", (rng.standard_normal((cout, k, k, cin)) * scale).astype(np.float32))
+        b.op("CONV_2D", [x, wt, b.const(name + "/b", np.zeros(cout, np.float32))], [y], "Conv2DOptions",
+             padding=padding, stride_h=stride, stride_w=stride, fused_activation=act, dilation_h=dilation,
+             dilation_w=dilation)
+    return y
+
+
+def _pad(b, x, shape, pads, name):
+    y = b.tensor(name, shape)
+    b.op("PAD", [x, b.const(name + "/p", np.array(pads, np.int32))], [y], "PadOptions")
+    return y
+
+
+def model_a(b):
+    """relu6 separate, explicit (1,1) pad + valid stride-2 conv, leaky relu, 2x2 pool, 3x3 valid s1, 3x3 s3."""
+    x = b.tensor("x", [1, 32, 32, 3])
+    c0 = _conv(b, x, 3, 8, 3, name="c0", out_hw=(32, 32))
+    r6 = b.tensor("r6", [1, 32, 32, 8])
+    b.op("RELU6", [c0], [r6])
+    p1 = _pad(b, r6, [1, 34, 34, 8], [[0, 0], [1, 1], [1, 1], [0, 0]], "p1")
+    c1 = _conv(b, p1, 8, 16, 3, stride=2, padding="VALID", name="c1", out_hw=(16, 16), seed=1)
+    lr = b.tensor("lr", [1, 16, 16, 16])
+    b.op("LEAKY_RELU", [c1], [lr], "LeakyReluOptions", alpha=0.1)
+    mp = b.tensor("mp", [1, 8, 8, 16])
+    b.op("MAX_POOL_2D", [lr], [mp], "Pool2DOptions", padding="VALID", stride_h=2, stride_w=2, filter_h=2, filter_w=2)
+    c2 = _conv(b, mp, 16, 16, 3, padding="VALID", name="c2", out_hw=(6, 6), seed=2)
+    c3 = _conv(b, c2, 16, 8, 3, stride=3, name="c3", out_hw=(2, 2), seed=3)
+    return [x], [c3]
+
+
+def model_b(b):
+    """1x1 conv, depthwise 3x3 s2 with (1,1) pad + valid, 1x1 conv (subsampling moved into it), 4x4 avg pool,
+    global mean, Dense 64->32 on the KPU, Dense 32->10 on the CPU."""
+    x = b.tensor("x", [1, 32, 32, 3])
+    c0 = _conv(b, x, 3, 16, 1, act="RELU", name="c0", out_hw=(32, 32))
+    p = _pad(b, c0, [1, 34, 34, 16], [[0, 0], [1, 1], [1, 1], [0, 0]], "p")
+    d = _conv(b, p, 16, 16, 3, stride=2, padding="VALID", dw=True, act="RELU6", name="dw", out_hw=(16, 16), seed=1)
+    c1 = _conv(b, d, 16, 64, 1, act="RELU", name="c1", out_hw=(16, 16), seed=2)
+    ap = b.tensor("ap", [1, 4, 4, 64])
+    b.op("AVERAGE_POOL_2D", [c1], [ap], "Pool2DOptions", padding="VALID", stride_h=4, stride_w=4, filter_h=4,
+         filter_w=4)
+    m = b.tensor("m", [1, 64])
+    b.op("MEAN", [ap, b.const("axes", np.array([1, 2], np.int32))], [m], "ReducerOptions", keep_dims=False)
+    rng = np.random.default_rng(5)
+    f1 = b.tensor("f1", [1, 32])
+    b.op("FULLY_CONNECTED", [m, b.const("f1/w", (rng.standard_normal((32, 64)) * 0.2).astype(np.float32)),
+                             b.const("f1/b", np.zeros(32, np.float32))], [f1], "FullyConnectedOptions",
+         fused_activation="RELU")
+    f2 = b.tensor("f2", [1, 10])
+    b.op("FULLY_CONNECTED", [f1, b.const("f2/w", (rng.standard_normal((10, 32)) * 0.2).astype(np.float32)),
+                             b.const("f2/b", np.zeros(10, np.float32))], [f2], "FullyConnectedOptions")
+    return [x], [f2]
+
+
+def model_c(b):
+    """weights too wide (float CPU conv), a 5x5 conv (uint8 CPU), a residual add, odd-size stride-2 SAME conv."""
+    x = b.tensor("x", [1, 32, 32, 3])
+    c0 = _conv(b, x, 3, 8, 3, scale=80.0, name="wide", out_hw=(32, 32))
+    c1 = _conv(b, c0, 8, 8, 5, name="k5", out_hw=(32, 32), seed=1)
+    c2 = _conv(b, c1, 8, 8, 3, name="c2", out_hw=(32, 32), seed=2)
+    a = b.tensor("add", [1, 32, 32, 8])
+    b.op("ADD", [c1, c2], [a], "AddOptions", fused_activation="RELU")
+    c3 = _conv(b, a, 8, 8, 3, padding="VALID", name="c3", out_hw=(30, 30), seed=3)  # 30 even
+    c4 = _conv(b, c3, 8, 8, 3, stride=2, name="c4", out_hw=(15, 15), seed=4)  # 30 -> SAME (0,1)
+    c5 = _conv(b, c4, 8, 8, 3, stride=2, name="c5", out_hw=(8, 8), seed=5)  # 15 odd -> SAME (1,1)
+    return [x], [c5]
+
+
+SYNTH = {"a": model_a, "b": model_b, "c": model_c}
+
+
+@lru_cache(maxsize=None)
+def _synth(name, tmp):
+    import io
+    import shutil
+    from pathlib import Path
+
+    from kmodelpy.compiler.pipeline import Options, run_pipeline
+    from kmodelpy.format.tflite_reader import read_tflite
+    from tests.refcases import DATASETS
+
+    b = _b()
+    ins, outs = SYNTH[name](b)
+    path = Path(tmp) / f"synth_{name}.tflite"
+    path.write_bytes(b.build(inputs=ins, outputs=outs))
+    ds = Path(tmp) / "ds"
+    if not ds.exists():
+        ds.mkdir()
+        for f in sorted((DATASETS / "rand32" / "calib").glob("*.png"))[:2]:
+            shutil.copy(f, ds / f.name)
+    res = run_pipeline(str(path), Options(dataset=str(ds)), out=io.StringIO())
+    return read_tflite(path), tuple(analyse(path)), KModel.parse(res.kmodel).ops
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("fit_synth"))
+
+
+@pytest.mark.parametrize("name", sorted(SYNTH))
+def test_synthetic_models_match_compile(name, synth_dir):
+    tfl, vs, ops = _synth(name, synth_dir)
+    expected, kpu_pools, cpu_pools = node_expectations(ops)
+    check_layers(tfl, expected, vs)
+    pools = [v for v in vs if v.op in ("MAX_POOL_2D", "AVERAGE_POOL_2D")]
+    assert sum(v.verdict == "KPU" for v in pools) == kpu_pools
+    assert sum(v.verdict == "CPU" for v in pools) == cpu_pools
+
+
+def _by_op(vs, op, k=0):
+    return [v for v in vs if v.op == op][k]
+
+
+def test_synthetic_a_verdicts(synth_dir):
+    _, vs, ops = _synth("a", synth_dir)
+    r6 = _by_op(vs, "RELU6")
+    assert (r6.verdict, r6.precision) == ("CPU", "float") and "activation='relu6'" in r6.fixes[0]
+    # the separate RELU6 keeps the explicit PAD from merging into the stride-2 conv: pad + crop on the CPU
+    pad, c1 = _by_op(vs, "PAD"), _by_op(vs, "CONV_2D", 1)
+    assert pad.verdict == "CPU" and pad.fused_into is None
+    assert c1.verdict == "partial" and "PAD #2" in c1.fixes[0] and "RELU6" in c1.fixes[0]
+    # the leaky relu after a partial conv is not absorbed; it becomes a float NNIL program
+    lr = _by_op(vs, "LEAKY_RELU")
+    assert (lr.verdict, lr.precision) == ("CPU", "float") and "#3" in lr.fixes[0]
+    assert sum(type(o).__name__ == "NNILUnaryMethod" for o in ops) == 1
+    assert _by_op(vs, "MAX_POOL_2D").verdict == "CPU"
+    c2, c3 = _by_op(vs, "CONV_2D", 2), _by_op(vs, "CONV_2D", 3)
+    assert c2.verdict == "partial" and "padding='same'" in c2.fixes[0]
+    assert c3.verdict == "partial" and "stride 1 or 2" in c3.fixes[0]
+
+
+def test_synthetic_b_verdicts(synth_dir):
+    _, vs, _ = _synth("b", synth_dir)
+    dw = _by_op(vs, "DEPTHWISE_CONV_2D")
+    assert dw.verdict == "KPU" and any("next 1x1 conv" in n for n in dw.notes)
+    ap = _by_op(vs, "AVERAGE_POOL_2D")  # the 1x1 conv's KPU pool already does the depthwise's stride
+    assert ap.verdict == "CPU" and "already uses its KPU pool" in ap.reasons[0]
+    f1, f2 = _by_op(vs, "FULLY_CONNECTED", 0), _by_op(vs, "FULLY_CONNECTED", 1)
+    assert f1.verdict == "partial" and f1.kpu_in_shape == (1, 64, 4, 4)
+    assert (f2.verdict, f2.precision) == ("CPU", "float")
+
+
+def test_synthetic_c_verdicts(synth_dir):
+    _, vs, _ = _synth("c", synth_dir)
+    wide, k5 = _by_op(vs, "CONV_2D", 0), _by_op(vs, "CONV_2D", 1)
+    assert (wide.verdict, wide.precision) == ("CPU", "float") and "weights range" in wide.reasons[0]
+    assert (k5.verdict, k5.precision) == ("CPU", "uint8") and "use 3x3" in k5.fixes[0]
+    add = _by_op(vs, "ADD")
+    assert (add.verdict, add.precision) == ("CPU", "uint8")
+    assert _by_op(vs, "CONV_2D", 4).verdict == "partial"  # SAME stride 2 on an even input: asymmetric pad
+    assert _by_op(vs, "CONV_2D", 5).verdict == "KPU"  # SAME stride 2 on an odd input: (1,1)

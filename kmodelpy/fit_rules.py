@@ -42,7 +42,7 @@ CLAMPS = {"RELU6", "RELU_N1_TO_1", "RELU_0_TO_1"}
 DATA_MOVEMENT = {"RESHAPE", "TRANSPOSE", "STRIDED_SLICE", "SLICE", "PAD", "SQUEEZE", "EXPAND_DIMS",
                  "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SPLIT", "SPLIT_V", "UNPACK"}
 BINARY_OPS = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM"}
-LAYOUT_ONLY = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"}
+RESHAPES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
 FIX_STRIDE2 = ("ZeroPadding2D(((1,1),(1,1))) + padding='valid' on an even-sized input makes this stride-2 "
                "conv fully KPU")
 
@@ -328,6 +328,13 @@ class _Analysis:
     do_CONV_2D = do_conv
     do_DEPTHWISE_CONV_2D = do_conv
 
+    def merged_pad(self, op):
+        """Index of the explicit PAD merged into this conv's padding, or None."""
+        p = self.input_op(op)
+        if p is not None and p.builtin == "PAD" and self.out[p.index].fused_into == op.index:
+            return p.index
+        return None
+
     def unmerged_pad(self, op):
         """A fix when the conv's explicit PAD was not merged into its padding (the PAD's input does not come
         from a conv/pool or the model input, e.g. from a separate RELU6 clamp), else None."""
@@ -409,6 +416,10 @@ class _Analysis:
                 v.fixes.append("keep stride-2 outputs at least 4x4 (the KPU select pool needs a >= 4x4 output)")
             elif stride == (2, 2):
                 v.fixes.append(FIX_STRIDE2)
+            elif self.merged_pad(op) is not None:
+                v.fixes.append(f"make the explicit PAD #{self.merged_pad(op)} symmetric: 1 pixel on every side "
+                               "for a 3x3 kernel (none for 1x1), which the KPU does by itself, or drop it and "
+                               "use padding='same'")
             else:
                 v.fixes.append("use padding='same' (1 pixel on every side for 3x3, none for 1x1), which the "
                                "KPU does by itself")
@@ -588,10 +599,14 @@ class _Analysis:
         self.do_data(op, v)
 
     def do_data(self, op, v):
-        survivors = [n for n in self.nodes.get(op.index, []) if n.op not in ("constant",)]
-        if not survivors and op.builtin in LAYOUT_ONLY:
+        if op.builtin in RESHAPES:
             v.verdict = FOLDED
-            v.reasons.append("no work left (folded away)")
+            v.reasons.append("a reshape moves no data (the buffer is reused as is)")
+            return
+        survivors = [n for n in self.nodes.get(op.index, []) if n.op not in ("constant",)]
+        if not survivors and op.builtin == "TRANSPOSE":
+            v.verdict = FOLDED
+            v.reasons.append("merged into a neighbouring layout transpose, or folded away")
             return
         v.verdict = CPU
         n = survivors[0] if survivors else None

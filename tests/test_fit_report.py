@@ -17,6 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kmodelpy.fit_report import LayerVerdict, analyse, report
 from kmodelpy.format.kmodel import KModel
@@ -195,8 +197,10 @@ def test_activation_absorption_matches_ncc(case):
     """Activations absorbed into a KPU activation leave no lookup table; the others become one."""
     ops = KModel.parse((CASES / case / "ncc.kmodel").read_bytes(), case).ops
     luts = sum(_name(o) == "TableLookup1D" for o in ops)
+    nnil = sum(_name(o) == "NNILUnaryMethod" for o in ops)
     acts = [v for v in verdicts(case) if v.op in ("LEAKY_RELU", "LOGISTIC", "RELU", "TANH")]
-    assert sum(v.verdict == "CPU" for v in acts) == luts
+    assert sum(v.verdict == "CPU" and v.precision == "uint8" for v in acts) == luts
+    assert sum(v.verdict == "CPU" and v.precision == "float" for v in acts) == nnil
     for v in acts:
         if v.verdict == "KPU":
             assert verdicts(case)[v.fused_into].verdict == "KPU"
@@ -436,3 +440,84 @@ def test_synthetic_c_verdicts(synth_dir):
     assert (add.verdict, add.precision) == ("CPU", "uint8")
     assert _by_op(vs, "CONV_2D", 4).verdict == "partial"  # SAME stride 2 on an even input: asymmetric pad
     assert _by_op(vs, "CONV_2D", 5).verdict == "KPU"  # SAME stride 2 on an odd input: (1,1)
+
+
+def test_checker_detects_a_wrong_verdict():
+    """The comparison is not vacuous: one flipped verdict is reported."""
+    from dataclasses import replace
+
+    vs = list(verdicts("conv3x3_s2_same"))
+    k = next(i for i, v in enumerate(vs) if v.op == "CONV_2D")
+    vs[k] = replace(vs[k], verdict="KPU")
+    with pytest.raises(AssertionError, match="ncc did partial"):
+        check_layers("conv3x3_s2_same", kmodel_expectations("conv3x3_s2_same")[0], vs)
+
+
+# ----------------------------------------------------------------------------- random one-layer models
+def _out(n, k, s, padding):
+    return -(-n // s) if padding == "SAME" else (n - k) // s + 1
+
+
+def _random_model(b, p):
+    x = b.tensor("x", [1, 32, 32, 3])
+    c = 8
+    y = _conv(b, x, 3, c, 1, act="RELU", name="c0", out_hw=(32, 32))
+    h = w = 32
+    if p["pad"]:
+        t, bo, l, r = p["pad"]
+        h, w = h + t + bo, w + l + r
+        y = _pad(b, y, [1, h, w, c], [[0, 0], [t, bo], [l, r], [0, 0]], "pad")
+    k, s = p["k"], p["stride"]
+    oh, ow = _out(h, k, s, p["padding"]), _out(w, k, s, p["padding"])
+    cout = c if p["dw"] else 16
+    y = _conv(b, y, c, cout, k, stride=s, padding=p["padding"], act=p["act"], dw=p["dw"], name="L",
+              out_hw=(oh, ow), seed=7)
+    if p["next"] == "leaky":
+        z = b.tensor("lr", [1, oh, ow, cout])
+        b.op("LEAKY_RELU", [y], [z], "LeakyReluOptions", alpha=0.2)
+        y = z
+    elif p["next"] == "pool" and oh >= 2 and ow >= 2:
+        z = b.tensor("mp", [1, oh // 2, ow // 2, cout])
+        b.op("MAX_POOL_2D", [y], [z], "Pool2DOptions", padding="VALID", stride_h=2, stride_w=2, filter_h=2,
+             filter_w=2)
+        y = z
+    elif p["next"] == "conv1x1":
+        y = _conv(b, y, cout, 8, 1, name="pw", out_hw=(oh, ow), seed=8)
+    return [x], [y]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(p=st.fixed_dictionaries({
+    "dw": st.booleans(), "k": st.sampled_from([1, 3, 3, 5]), "stride": st.sampled_from([1, 2, 2, 3]),
+    "padding": st.sampled_from(["SAME", "VALID"]),
+    "pad": st.one_of(st.none(), st.tuples(*[st.integers(0, 2)] * 4)),
+    "act": st.sampled_from(["NONE", "RELU", "RELU6"]), "next": st.sampled_from(["none", "leaky", "pool", "conv1x1"])}))
+def test_random_conv_layers_match_compile(p, synth_dir):
+    import io
+    import shutil
+    from pathlib import Path
+
+    from kmodelpy.compiler.pipeline import Options, run_pipeline
+    from kmodelpy.format.tflite_reader import read_tflite
+    from tests.refcases import DATASETS
+
+    b = _b()
+    ins, outs = _random_model(b, p)
+    path = Path(synth_dir) / "random.tflite"
+    path.write_bytes(b.build(inputs=ins, outputs=outs))
+    ds = Path(synth_dir) / "ds1"
+    if not ds.exists():
+        ds.mkdir()
+        shutil.copy(sorted((DATASETS / "rand32" / "calib").glob("*.png"))[0], ds)
+    ops = KModel.parse(run_pipeline(str(path), Options(dataset=str(ds)), out=io.StringIO()).kmodel).ops
+    vs = analyse(path)
+    expected, kpu_pools, cpu_pools = node_expectations(ops)
+    check_layers(read_tflite(path), expected, vs)
+    pools = [v for v in vs if v.op == "MAX_POOL_2D"]
+    assert sum(v.verdict == "KPU" for v in pools) == kpu_pools
+    assert sum(v.verdict == "CPU" for v in pools) == cpu_pools
+    nnil = sum(_name(o) == "NNILUnaryMethod" for o in ops)
+    luts = sum(_name(o) == "TableLookup1D" for o in ops)
+    acts = [v for v in vs if v.op == "LEAKY_RELU"]
+    assert sum(v.verdict == "CPU" and v.precision == "uint8" for v in acts) == luts
+    assert sum(v.verdict == "CPU" and v.precision == "float" for v in acts) == nnil

@@ -257,7 +257,7 @@ def _reference_search(h: Histogram):
 
 
 @settings(max_examples=6, deadline=None)
-@given(st.lists(st.floats(min_value=-0.03125, max_value=1.0, allow_nan=False, width=32), min_size=1, max_size=6),
+@given(st.lists(st.floats(min_value=-0.0078125, max_value=1.0, allow_nan=False, width=32), min_size=1, max_size=6),
        st.lists(st.integers(min_value=1, max_value=50), min_size=6, max_size=6))
 def test_l2_search_matches_reference_and_stays_in_range(values, counts):
     data = np.repeat(np.array(values, F32), counts[: len(values)])
@@ -268,6 +268,20 @@ def test_l2_search_matches_reference_and_stays_in_range(values, counts):
     opt = h.optimal_range()
     assert h.range.min <= opt.min <= 0 <= opt.max <= h.range.max or opt.max == h.range.max
     assert hi - lo >= 256
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_l2_pruning_never_changes_the_optimum(seed):
+    from kmodelpy.compiler.l2_calibration import _search
+
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.gamma(2.0, size=4000) - 0.2, rng.laplace(size=300) * 3]).astype(F32)
+    h = Histogram(fixup_range(get_range(x)))
+    h.record(x)
+    nz = np.flatnonzero(h.bins).astype(np.int64)
+    args = (h.bins[nz].astype(F32), nz, h.range.min, h.range.max, h.interval, h.zero_threshold())
+    assert h.zero_threshold() > 0
+    assert _search(*args, True) == _search(*args, False)
 
 
 def test_l2_print_line_uses_cpp_default_float_format():

@@ -110,19 +110,51 @@ def _l2_loss(counts, pv, qmin, qmax, bound):
 
 
 @numba.njit(cache=True)
-def _search(counts, idx, hmin, hmax, interval, z):
+def _search(counts, idx, hmin, hmax, interval, z, prune=True):
+    """The exhaustive (lo, hi) scan of quantizer.cpp, exact. Two shortcuts never change the answer:
+    * ``_l2_loss`` stops once its (monotone) partial sum reaches the best loss so far;
+    * with ``prune``, a pair is skipped when a lower bound of its loss already exceeds the best loss.
+      The bound is the upper-tail clipping error: every bin with ``pv ≥ qmax`` quantizes to code 255,
+      so the loss is at least Σ c·(pv − q255)², computed from suffix sums in double and shrunk by a
+      safety margin covering the float rounding of the real accumulation (≤ 2048 roundings of 2⁻²⁴)
+      and the cancellation in the suffix-sum formula."""
+    n = idx.size
     p_int = np.float32(np.float32(hmax - hmin) / np.float32(2048.0))
-    pv = np.empty(idx.size, dtype=np.float32)
-    for j in range(idx.size):
+    pv = np.empty(n, dtype=np.float32)
+    for j in range(n):
         pv[j] = np.float32(hmin + np.float32(p_int * np.float32(idx[j])))
+    s0 = np.zeros(n + 1)
+    s1 = np.zeros(n + 1)
+    s1a = np.zeros(n + 1)
+    s2 = np.zeros(n + 1)
+    for j in range(n - 1, -1, -1):
+        c = np.float64(counts[j])
+        v = np.float64(pv[j])
+        s0[j] = s0[j + 1] + c
+        s1[j] = s1[j + 1] + c * v
+        s1a[j] = s1a[j + 1] + c * abs(v)
+        s2[j] = s2[j + 1] + c * v * v
     best = np.float32(3.4028234663852886e38)
     best_lo = -1
     best_hi = -1
     for lo in range(z + 1):
         qmin = np.float32(np.float32(np.float32(lo) * interval) + hmin)
         hi = 2048
+        first_top = n  # first bin with pv >= qmax (moves down as hi decreases)
         while hi >= lo + 256 and hi >= z:
             qmax = np.float32(np.float32(np.float32(hi) * interval) + hmin)
+            if prune:
+                while first_top > 0 and pv[first_top - 1] >= qmax:
+                    first_top -= 1
+                if first_top < n:
+                    q_int = np.float32(np.float32(qmax - qmin) / np.float32(255.0))
+                    a = np.float64(np.float32(qmin + np.float32(q_int * np.float32(255.0))))
+                    j = first_top
+                    tail = s2[j] - 2.0 * a * s1[j] + a * a * s0[j]
+                    err = 1e-14 * (s2[j] + 2.0 * abs(a) * s1a[j] + a * a * s0[j])
+                    if (tail - err) * (1.0 - 1.0 / 256.0) > np.float64(best):
+                        hi -= 1
+                        continue
             loss = _l2_loss(counts, pv, qmin, qmax, best)
             if loss < best:
                 best = loss

@@ -86,6 +86,13 @@ class Model:
         mem.node = "input 0 descriptor"
         mr = self.kmodel.inputs[0]
         mem.span(mr)
+        if mr.memory_type not in (MEM_MAIN, MEM_KPU) or mr.datatype not in (DT_FLOAT32, DT_UINT8):
+            raise FormatError(
+                f"{self.path}: input 0 is {mr}: an input must be float32/uint8 in main memory or "
+                "uint8 in KPU RAM; the file is damaged"
+            )
+        if mr.memory_type == MEM_KPU and mr.datatype != DT_UINT8:
+            raise FormatError(f"{self.path}: input 0 is a float input in KPU RAM, which ncc cannot feed")
         shape = self.input_shape
         if any(d <= 0 for d in shape) or any(d > KPU_RAM_SIZE for d in shape):
             raise FormatError(f"{self.path}: input 0 shape {shape} is impossible; the file is damaged")

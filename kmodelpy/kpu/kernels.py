@@ -155,6 +155,23 @@ def _conv_rows(xp, c0, c1, wrow, k, ih, iw, acc):
 
 
 @numba.njit(cache=True)
+def _conv_1x1(x2, wrow, acc):
+    """acc[p] = Σ_c w'[c] · x2[c, p] for a 1×1 kernel, in pixel chunks that stay in L1."""
+    ic, npix = x2.shape
+    for p0 in range(0, npix, 2048):
+        p1 = min(p0 + 2048, npix)
+        blk = acc[p0:p1]
+        blk[:] = 0
+        for c in range(ic):
+            wv = np.int32(wrow[c])
+            if wv == 0:
+                continue
+            src = x2[c, p0:p1]
+            for q in range(blk.shape[0]):
+                blk[q] += wv * np.int32(src[q])
+
+
+@numba.njit(cache=True)
 def _im2col(xp, k, ih, iw, cols):
     """cols[y*iw+x, (c·k+ky)·k+kx] = xp[c, y+ky, x+kx] (the tail columns stay 0)."""
     ic = xp.shape[0]
@@ -221,7 +238,7 @@ def _activate(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add
 
 
 @numba.njit(cache=True)
-def _activate_sorted(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, u):
+def _activate_sorted(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, u):
     """Fast form of :func:`_activate` for non-decreasing x_start when every Bv of the channel lies
     in [bv_lo, bv_hi] with bv_lo > x_start[0]: segments entirely below bv_lo always count, those at
     or above bv_hi never do, so only the few in between are compared (ncc tables park unused
@@ -238,18 +255,26 @@ def _activate_sorted(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, 
     for j in range(j0, i_hi):
         if s_shift[j] >= 32:
             return False
-    if i_hi == i_lo:  # one segment for the whole channel
-        xs, ym, sh, add = s_start[j0], s_mul[j0], s_shift[j0], s_add[j0]
-        hm1 = ((np.int64(1) << sh) >> 1) - 1 if sh > 0 else np.int64(0)
-        nz = np.int64(-1) if sh > 0 else np.int64(0)
-        for p in range(u.shape[0]):
-            bv = ((cv[p] * mul) >> bsh) + badd
-            t = (bv - xs) * ym
-            q = t >> sh
-            up = (((t + hm1 + (q & 1)) >> sh) - q) & nz
-            m = t >> 63
-            r = q + ((up ^ m) - m) + add
-            u[p] = min(max(r, 0), 255)
+    if i_hi - j0 <= 4:
+        # few reachable segments: one vectorisable pass per segment with constant parameters, in
+        # increasing order, each overwriting the values above its start (largest j with Bv > x_start[j])
+        n = u.shape[0]
+        for p in range(n):
+            bvs[p] = ((cv[p] * mul) >> bsh) + badd
+        for j in range(j0, i_hi):
+            xs, ym, sh, add = s_start[j], s_mul[j], s_shift[j], s_add[j]
+            hm1 = ((np.int64(1) << sh) >> 1) - 1 if sh > 0 else np.int64(0)
+            nz = np.int64(-1) if sh > 0 else np.int64(0)
+            first = j == j0
+            for p in range(n):
+                bv = bvs[p]
+                t = (bv - xs) * ym
+                q = t >> sh
+                up = (((t + hm1 + (q & 1)) >> sh) - q) & nz
+                m = t >> 63
+                r = min(max(q + ((up ^ m) - m) + add, 0), 255)
+                if first or bv > xs:
+                    u[p] = r
         return True
     for p in range(u.shape[0]):
         bv = ((cv[p] * mul) >> bsh) + badd
@@ -327,6 +352,7 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
     xp = np.empty((ic, ph, pw), np.int16)
     acc = np.empty(npix, np.int32)
     cv = np.empty(npix, np.int64)
+    bvs = np.empty(npix, np.int64)
     pooled = np.empty(oh * ow, np.int64)
     u = np.empty(npix, np.uint8)
     uo = np.empty(oh * ow, np.uint8)
@@ -376,6 +402,8 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
                 _box_sum(cs, k, ih, iw, sxc)
                 for p in range(npix):
                     axsx[p] = (ax * (sxc[p] + 128 * taps)) >> sx
+            elif k == 1:
+                _conv_1x1(xp.reshape(ic, npix), wrow, acc)
             else:
                 _conv_rows(xp, 0, ic, wrow, k, ih, iw, acc)
             # C = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic, with Sxw = D + 128·Σx' + 128·Σw' + 16384·T
@@ -397,7 +425,7 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
                 src, dst = cv, u
             done = False
             if sorted_starts and safe:
-                done = _activate_sorted(src, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, dst)
+                done = _activate_sorted(src, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, dst)
             if not done:
                 e = _activate(src, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add,
                               sorted_starts, dst)

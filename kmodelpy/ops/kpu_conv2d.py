@@ -40,7 +40,7 @@ class _Prepared:
 
     def __init__(self, weights, k, dw, ic, oc, bn: BatchNorm, act: ActivationTable):
         taps = k * k * (1 if dw else ic)
-        w = np.asarray(weights, dtype=np.uint8)[: oc * taps].reshape(oc, taps).astype(np.int16) - 128
+        w = np.asarray(weights, dtype=np.uint8).reshape(-1)[: oc * taps].reshape(oc, taps).astype(np.int16) - 128
         self.swc = w.sum(axis=1, dtype=np.int64)
         # dot-product form (im2col) for long reductions, where it vectorises to pmaddwd
         self.use_dot = (not dw) and taps >= 64

@@ -8,8 +8,6 @@ module only formats them.  ``analyse`` and ``LayerVerdict`` are re-exported for 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from .fit_rules import CPU, FOLDED, KPU, KPU_RAM, PARTIAL, LayerVerdict, analyse
 
 __all__ = ["analyse", "report", "LayerVerdict"]
@@ -25,6 +23,13 @@ def _short(name: str, n: int = 48) -> str:
     """TFLite tensor names are often long ';'-joined lists: keep the first one, shortened."""
     first = name.split(";")[0]
     return first if len(first) <= n else "..." + first[-(n - 3):]
+
+
+def _elems(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
 
 
 def _kib(b: int) -> str:
@@ -73,14 +78,19 @@ def _summary(vs: list[LayerVerdict], wqt, oqt) -> list[str]:
                          f"#{', #'.join(str(v.index) for v in wide)}")
     else:
         lines.append("  no layer runs on the KPU: the whole model would run on the K210's CPU")
-    if cpu_float:
-        lines.append("  float CPU layers run on the K210's 400 MHz CPU; big ones dominate the run time: "
-                     f"#{', #'.join(str(v.index) for v in cpu_float)}")
+    heavy = sorted((v for v in vs if v.verdict == CPU and _elems(v.shape) >= 16384), key=lambda v: -_elems(v.shape))
+    if heavy:
+        lines.append("  heaviest CPU layers (the K210's 400 MHz CPU; float ones are slowest): " + ", ".join(
+            f"#{v.index} {v.op} ({_elems(v.shape)} outputs, {v.precision or 'copy'})" for v in heavy[:5]))
+    wbytes = sum(v.params * (4 if v.precision == "float" else 1) for v in vs)
+    lines.append(f"  estimated weights in the kmodel: {_kib(wbytes)} (uint8 for KPU/quantized layers, float32 "
+                 "for float layers; plus small per-layer tables)")
     lines += ["MaixPy notes",
               "  - ncc v0.2 / kmodelpy write kmodel v4: it needs MaixPy firmware v0.6 or later "
               "(v0.5.x loads only kmodel v3).",
-              "  - kpu.load() puts the whole kmodel in the MaixPy heap; if it fails with an out-of-memory "
-              "error, use a smaller (minimum) firmware or flash the model and load it by address.",
+              "  - kpu.load() reads the whole kmodel into RAM (plus the model's main-memory buffers at run time); "
+              "if loading fails for lack of memory, use a MaixPy 'minimum' firmware build (more free RAM) or "
+              "make the model smaller.",
               "  - feed the input at the model's size (e.g. sensor window or img.resize()), as uint8 RGB; "
               "the KPU needs H >= 4 and W >= 4 at every KPU layer."]
     return lines
@@ -89,11 +99,11 @@ def _summary(vs: list[LayerVerdict], wqt, oqt) -> list[str]:
 def report(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024) -> str:
     """The text of ``kmodelpy inspect model.tflite``."""
     vs = analyse(path, weights_quantize_threshold, output_quantize_threshold)
-    head = [f"{Path(str(path)).name}: K210 KPU fit (ncc v0.2 rules, uint8, before compiling)",
+    head = [f"{path}: K210 KPU fit (ncc v0.2 rules, uint8, before compiling)",
             "  verdicts: KPU = on the KPU (or fused into a KPU layer); partial = KPU conv with CPU "
             "pad/crop/slice around it; CPU (uint8|float); folded = no work left",
             "  KPU limits per layer: C <= 1024, 4 <= H <= 256, 4 <= W <= 512, 1x1/3x3 kernels; "
-            "KPU RAM 2 MiB (64-byte rows)",
+            "KPU RAM 2 MiB (64-byte rows); the K210 docs quote 320x240 as the largest input",
             "",
             f"  {'#':<4} {'op':<18} {'output NHWC':<14} {'verdict':<14} tensor"]
     body = []

@@ -69,6 +69,7 @@ class LayerVerdict:
     kpu_out_shape: tuple | None = None  # NCHW of the KPU layer output (after its KPU pool)
     kpu_bytes: int | None = None
     fused_into: int | None = None  # index of the KPU layer this op is fused into
+    params: int = 0  # weights of a conv / dense / transpose conv layer
 
     @property
     def fits_kpu_ram(self) -> bool:
@@ -292,6 +293,9 @@ class _Analysis:
             t = self.tfl.tensors[op.outputs[0]] if op.outputs else None
             v = LayerVerdict(op.index, op.builtin, t.name if t else "", tuple(t.shape) if t else (), CPU)
             self.out[op.index] = v
+            if op.builtin in CONV_OPS + ("FULLY_CONNECTED", "TRANSPOSE_CONV"):
+                wt = self.tfl.tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
+                v.params = int(np.prod(wt.shape)) if wt is not None and wt.data is not None else 0
             handler = getattr(self, "do_" + op.builtin, None) or (
                 self.do_elementwise if op.builtin in ELEMENTWISE else
                 self.do_clamp if op.builtin in CLAMPS else

@@ -155,6 +155,27 @@ def _conv_rows(xp, c0, c1, wrow, k, ih, iw, acc):
 
 
 @numba.njit(cache=True)
+def _conv3_rows(xp, c0, c1, wrow, ih, iw, acc):
+    """3×3 form of :func:`_conv_rows`: the nine taps of a channel are summed in registers, so each
+    output row is loaded and stored once per input channel."""
+    for y in range(ih):
+        row = acc[y * iw : (y + 1) * iw]
+        row[:] = 0
+        for c in range(c0, c1):
+            o = (c - c0) * 9
+            w0, w1, w2 = np.int32(wrow[o]), np.int32(wrow[o + 1]), np.int32(wrow[o + 2])
+            w3, w4, w5 = np.int32(wrow[o + 3]), np.int32(wrow[o + 4]), np.int32(wrow[o + 5])
+            w6, w7, w8 = np.int32(wrow[o + 6]), np.int32(wrow[o + 7]), np.int32(wrow[o + 8])
+            a = xp[c, y]
+            b = xp[c, y + 1]
+            d = xp[c, y + 2]
+            for x in range(iw):
+                row[x] += (w0 * np.int32(a[x]) + w1 * np.int32(a[x + 1]) + w2 * np.int32(a[x + 2])
+                           + w3 * np.int32(b[x]) + w4 * np.int32(b[x + 1]) + w5 * np.int32(b[x + 2])
+                           + w6 * np.int32(d[x]) + w7 * np.int32(d[x + 1]) + w8 * np.int32(d[x + 2]))
+
+
+@numba.njit(cache=True)
 def _conv_1x1(x2, wrow, acc):
     """acc[p] = Σ_c w'[c] · x2[c, p] for a 1×1 kernel, in pixel chunks that stay in L1."""
     ic, npix = x2.shape
@@ -393,7 +414,10 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
             if use_dot:
                 _dot_rows(cols, wrow, acc)
             elif dw:
-                _conv_rows(xp, o, o + 1, wrow, k, ih, iw, acc)
+                if k == 3:
+                    _conv3_rows(xp, o, o + 1, wrow, ih, iw, acc)
+                else:
+                    _conv_rows(xp, o, o + 1, wrow, k, ih, iw, acc)
                 for yy in range(ph):
                     dst = cs[yy]
                     src = xp[o, yy]
@@ -405,7 +429,7 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
             elif k == 1:
                 _conv_1x1(xp.reshape(ic, npix), wrow, acc)
             else:
-                _conv_rows(xp, 0, ic, wrow, k, ih, iw, acc)
+                _conv3_rows(xp, 0, ic, wrow, ih, iw, acc)
             # C = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic, with Sxw = D + 128·Σx' + 128·Σw' + 16384·T
             const = 128 * swc[o] + 16384 * taps + ((aw * (swc[o] + 128 * taps)) >> sw) + aadd * gic
             for p in range(npix):

@@ -123,15 +123,24 @@ def _pad_center(x, n, zp, pad, xp):
 
 @numba.njit(cache=True)
 def _box_sum(plane, k, ih, iw, out):
-    """out[y*iw+x] = Σ_{ky,kx<k} plane[y+ky, x+kx] (i64), row by row so the x loop vectorises."""
+    """out[y*iw+x] = Σ_{ky,kx<k} plane[y+ky, x+kx] (i32), row by row so the x loop vectorises."""
     for y in range(ih):
         row = out[y * iw : (y + 1) * iw]
-        row[:] = 0
-        for ky in range(k):
-            src = plane[y + ky]
-            for kx in range(k):
-                for x in range(iw):
-                    row[x] += src[x + kx]
+        if k == 3:
+            a = plane[y]
+            b = plane[y + 1]
+            d = plane[y + 2]
+            for x in range(iw):
+                row[x] = (np.int32(a[x]) + np.int32(a[x + 1]) + np.int32(a[x + 2]) + np.int32(b[x])
+                          + np.int32(b[x + 1]) + np.int32(b[x + 2]) + np.int32(d[x]) + np.int32(d[x + 1])
+                          + np.int32(d[x + 2]))
+        else:
+            row[:] = 0
+            for ky in range(k):
+                src = plane[y + ky]
+                for kx in range(k):
+                    for x in range(iw):
+                        row[x] += np.int32(src[x + kx])
 
 
 @numba.njit(cache=True)
@@ -377,9 +386,9 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
     pooled = np.empty(oh * ow, np.int64)
     u = np.empty(npix, np.uint8)
     uo = np.empty(oh * ow, np.uint8)
-    sxc = np.empty(npix, np.int64)  # Σx' over the taps of each position
-    axsx = np.empty(npix, np.int64)  # asr(ax·Sx, sx)
-    cs = np.empty((ph, pw), np.int64)
+    sxc = np.empty(npix, np.int32)  # Σx' over the taps of each position (|Σx'| <= 1024·9·128)
+    axsx = np.empty(npix if sx != 0 else 0, np.int64)  # asr(ax·Sx, sx), needed when sx != 0
+    cs = np.empty((ph, pw), np.int32)
     cols = np.zeros((npix if use_dot else 0, w16.shape[1]), np.int16)
     sorted_starts = True
     min_start = s_start[0]
@@ -403,10 +412,11 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
                     dst = cs[yy]
                     src = xp[c, yy]
                     for xx in range(pw):
-                        dst[xx] += src[xx]
+                        dst[xx] += np.int32(src[xx])
             _box_sum(cs, k, ih, iw, sxc)
-            for p in range(npix):
-                axsx[p] = (ax * (sxc[p] + 128 * taps)) >> sx
+            if sx != 0:
+                for p in range(npix):
+                    axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
         if use_dot:
             _im2col(xp, k, ih, iw, cols)
         for o in range(oc):
@@ -418,22 +428,24 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
                     _conv3_rows(xp, o, o + 1, wrow, ih, iw, acc)
                 else:
                     _conv_rows(xp, o, o + 1, wrow, k, ih, iw, acc)
-                for yy in range(ph):
-                    dst = cs[yy]
-                    src = xp[o, yy]
-                    for xx in range(pw):
-                        dst[xx] = src[xx]
-                _box_sum(cs, k, ih, iw, sxc)
-                for p in range(npix):
-                    axsx[p] = (ax * (sxc[p] + 128 * taps)) >> sx
+                _box_sum(xp[o], k, ih, iw, sxc)
+                if sx != 0:
+                    for p in range(npix):
+                        axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
             elif k == 1:
                 _conv_1x1(xp.reshape(ic, npix), wrow, acc)
             else:
                 _conv3_rows(xp, 0, ic, wrow, ih, iw, acc)
             # C = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic, with Sxw = D + 128·Σx' + 128·Σw' + 16384·T
             const = 128 * swc[o] + 16384 * taps + ((aw * (swc[o] + 128 * taps)) >> sw) + aadd * gic
-            for p in range(npix):
-                cv[p] = np.int64(acc[p]) + 128 * sxc[p] + axsx[p] + const
+            if sx == 0:  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
+                sxm = 128 + ax
+                const += ax * 128 * taps
+                for p in range(npix):
+                    cv[p] = np.int64(acc[p]) + sxm * np.int64(sxc[p]) + const
+            else:
+                for p in range(npix):
+                    cv[p] = np.int64(acc[p]) + 128 * np.int64(sxc[p]) + axsx[p] + const
             mul, bsh, badd = bn_mul[o], bn_shift[o], bn_add[o]
             if npix == 0:
                 continue

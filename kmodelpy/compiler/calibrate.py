@@ -137,16 +137,16 @@ def run_graph(graph: Graph, x: np.ndarray, record) -> None:
 def collect_ranges(graph: Graph, dataset, fmt: str, mean: float, std: float, use_input_stat: bool,
                    out=None) -> dict:
     """Calibration run #1 (no_clip): union of per-batch ``get_range`` per marked output connector."""
-    ranges: dict = {}
+    folds: dict = {}  # connector -> (min, max) folded over every batch (= the union of per-batch ranges)
 
     def record(oc, v):
         if oc.node.op == "input" and not use_input_stat:
             return
-        r = tensor_range(v)
-        ranges[oc] = r if oc not in ranges else ranges[oc].union(r)
+        mn, mx = folds.get(oc, (FLT_MAX, FLT_MIN))
+        folds[oc] = _fold_range(np.ravel(v, order="K"), mn, mx)
 
     _run(graph, dataset, fmt, mean, std, record, out)
-    return ranges
+    return {oc: Range(mn, mx) for oc, (mn, mx) in folds.items()}
 
 
 def l2_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: float, use_input_stat: bool,

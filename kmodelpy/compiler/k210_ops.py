@@ -49,13 +49,9 @@ def kpu_pool_f32(x: np.ndarray, pool_type: int) -> np.ndarray:
     oh, ow = pool_out(h, pool_type), pool_out(w, pool_type)
     oy = np.arange(oh) * s
     ox = np.arange(ow) * s
-    if pool_type in SELECT_OFFSET:
+    if pool_type in SELECT_OFFSET:  # offset < stride and out = floor(in/stride): always inside the image
         dy, dx = SELECT_OFFSET[pool_type]
-        ys, xs = oy + dy, ox + dx
-        out = np.zeros((n, c, oh, ow), np.float32)
-        vy, vx = ys < h, xs < w
-        out[:, :, vy[:, None] & vx[None, :]] = x[:, :, ys[vy]][:, :, :, xs[vx]].reshape(n, c, -1)
-        return out
+        return x[:, :, dy::s, dx::s][:, :, :oh, :ow]
     if pool_type in (1, 3, 9):  # max pools: out-of-image taps are the lowest float
         xp = np.full((n, c, h + f, w + f), F32_LOWEST, np.float32)
         xp[:, :, :h, :w] = x
@@ -143,6 +139,20 @@ def _kpu_conv_rows(x, w, bias, k, depthwise, lo, hi, out):
                     out[n, o, oy, ox] = clamp(acc[ox], lo, hi)
 
 
+_PREPARED: dict = {}  # id(weights) -> (weights, [(IC or 1)·k·k, OC] copy); the array is kept alive here
+
+
+def _channels_last(weights) -> np.ndarray:
+    hit = _PREPARED.get(id(weights))
+    if hit is None or hit[0] is not weights:
+        w = np.asarray(weights, np.float32)
+        hit = (weights, np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0))).reshape(-1, w.shape[0]))
+        if len(_PREPARED) > 4096:
+            _PREPARED.clear()
+        _PREPARED[id(weights)] = hit
+    return hit[1]
+
+
 def kpu_conv_f32(x, weights, bias, depthwise: bool, act) -> np.ndarray:
     """The fake KPU conv before pooling: NCHW float32 in and out (same numbers as kmodelpy.ops.conv2d
     with padding 0/1, stride 1 and groups 1 or C — tests/test_compile_passes.py checks it). The result
@@ -157,7 +167,7 @@ def kpu_conv_f32(x, weights, bias, depthwise: bool, act) -> np.ndarray:
         _kpu_conv_rows(xc, np.ascontiguousarray(w), b, k, bool(depthwise), lo, hi, out)
         return out
     x = np.ascontiguousarray(np.transpose(np.asarray(x, np.float32), (0, 2, 3, 1)))
-    wt = np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0))).reshape(-1, oc)  # [(IC or 1)·k·k, OC]
+    wt = _channels_last(weights)
     n, h, wd, _ = x.shape
     out = np.empty((n * h * wd, oc), np.float32)
     _kpu_conv_hwc(x, wt, b, k, bool(depthwise), lo, hi, out)

@@ -35,6 +35,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-allocator-solve-secs", type=int, default=60, metavar="N",
                    help="accepted for ncc compatibility; kmodelpy always places buffers first-fit")
     p.add_argument("--dump-ir", action="store_true", help="accepted for ncc compatibility (ignored)")
+    p.add_argument("--report", action="store_true",
+                   help="after ncc's output, print a per-layer table (op, CPU/KPU, shapes, memory) and the "
+                        "reason every conv/FC/pool stayed on the CPU")
 
 
 def main(args) -> int:
@@ -50,15 +53,18 @@ def main(args) -> int:
     if not src.is_file():
         raise InputError(f"{src}: no such model file")
     out = Path(args.output) if args.output else src.with_suffix(".kmodel")
-    from . import compile_model
+    from . import OPTION_NAMES, write_atomic
+    from .pipeline import Options, run_pipeline
 
-    compile_model(src, dataset=args.dataset, output=out, verbose=True,
-                  dataset_format=args.dataset_format, inference_type=args.inference_type,
-                  input_type=args.input_type, input_mean=args.input_mean, input_std=args.input_std,
-                  calibrate_method=args.calibrate_method,
-                  weights_quantize_threshold=args.weights_quantize_threshold,
-                  output_quantize_threshold=args.output_quantize_threshold,
-                  quantize_binary=not args.no_quantized_binary,
-                  max_allocator_solve_secs=args.max_allocator_solve_secs)
+    opts = Options(dataset=args.dataset, quantize_binary=not args.no_quantized_binary,
+                   **{k: getattr(args, k) for k in OPTION_NAMES if k not in ("quantize_binary",)})
+    result = run_pipeline(src, opts, sys.stdout)
+    write_atomic(out, result.kmodel)
+    if args.report:
+        from .report import full_report
+
+        print()
+        print(full_report(result.llir, result.schedule, opts.weights_quantize_threshold,
+                          opts.output_quantize_threshold))
     sys.stdout.flush()
     return 0

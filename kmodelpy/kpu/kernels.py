@@ -230,6 +230,21 @@ def _dot_rows(cols, wrow, acc):
 
 
 @numba.njit(cache=True)
+def _c_values(acc, sxc, axsx, sx_mul, const, use_axsx, cv):
+    """cv[p] = D + sx_mul·Σx' (+ asr(ax·Sx, sx)) + const, the i64 conv result C; returns (min, max)."""
+    lo = np.int64(np.iinfo(np.int64).max)
+    hi = np.int64(np.iinfo(np.int64).min)
+    for p in range(cv.shape[0]):
+        v = np.int64(acc[p]) + sx_mul * np.int64(sxc[p]) + const
+        if use_axsx:
+            v += axsx[p]
+        cv[p] = v
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi
+
+
+@numba.njit(cache=True)
 def _activate(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add, sorted_starts, u):
     """u[p] = activation of batch norm of C = cv[p], for one output channel (C.5 b, c).
     With non-decreasing x_start the segment is found branch-free by counting (the same result as
@@ -385,7 +400,6 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
     bvs = np.empty(npix, np.int64)
     pooled = np.empty(oh * ow, np.int64)
     u = np.empty(npix, np.uint8)
-    uo = np.empty(oh * ow, np.uint8)
     sxc = np.empty(npix, np.int32)  # Σx' over the taps of each position (|Σx'| <= 1024·9·128)
     axsx = np.empty(npix if sx != 0 else 0, np.int64)  # asr(ax·Sx, sx), needed when sx != 0
     cs = np.empty((ph, pw), np.int32)
@@ -438,25 +452,24 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
                 _conv3_rows(xp, 0, ic, wrow, ih, iw, acc)
             # C = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic, with Sxw = D + 128·Σx' + 128·Σw' + 16384·T
             const = 128 * swc[o] + 16384 * taps + ((aw * (swc[o] + 128 * taps)) >> sw) + aadd * gic
-            if sx == 0:  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
-                sxm = 128 + ax
-                const += ax * 128 * taps
-                for p in range(npix):
-                    cv[p] = np.int64(acc[p]) + sxm * np.int64(sxc[p]) + const
-            else:
-                for p in range(npix):
-                    cv[p] = np.int64(acc[p]) + 128 * np.int64(sxc[p]) + axsx[p] + const
-            mul, bsh, badd = bn_mul[o], bn_shift[o], bn_add[o]
             if npix == 0:
                 continue
-            b1 = ((cv.min() * mul) >> bsh) + badd
-            b2 = ((cv.max() * mul) >> bsh) + badd
+            if sx == 0:  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
+                c_lo, c_hi = _c_values(acc, sxc, axsx, 128 + ax, const + ax * 128 * taps, False, cv)
+            else:
+                c_lo, c_hi = _c_values(acc, sxc, axsx, 128, const, True, cv)
+            mul, bsh, badd = bn_mul[o], bn_shift[o], bn_add[o]
+            b1 = ((c_lo * mul) >> bsh) + badd
+            b2 = ((c_hi * mul) >> bsh) + badd
             bv_lo, bv_hi = min(b1, b2), max(b1, b2)  # Bv is monotone in C
             safe = bv_lo > min_start  # every value has a segment
             pooled_first = pool_first and safe
+            flat_out = out[n, o].reshape(oh * ow)
             if pooled_first:
                 _pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
-                src, dst = pooled, uo
+                src, dst = pooled, flat_out
+            elif pool_type == 0:
+                src, dst = cv, flat_out
             else:
                 src, dst = cv, u
             done = False
@@ -467,11 +480,6 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
                               sorted_starts, dst)
                 if e != ERR_NONE:
                     err = e
-            if pooled_first:
-                dst2 = out[n, o]
-                for y in range(oh):
-                    for xq in range(ow):
-                        dst2[y, xq] = uo[y * ow + xq]
-            else:
+            if not pooled_first and pool_type != 0:
                 pool_plane(u, ih, iw, pool_type, out[n, o])
     return err

@@ -298,3 +298,13 @@ def test_infer_batch_of_two_mimics_ncc(tmp_path, capsys):
     iris = kmodelpy.load(IRIS)
     iris.run(np.array([3, 4, 0, 0], np.float32))
     assert (out / "a.bin").read_bytes() == iris.output_bytes()
+
+
+def test_compile_is_dispatched_to_the_compiler(tmp_path, capsys):
+    """`kmodelpy compile` hands over to kmodelpy.compiler.cli; the kmodel it writes runs here."""
+    out = tmp_path / "dense.kmodel"
+    rc, _, err = _run(capsys, "compile", CASES / "dense" / "model.tflite", out, "--dataset",
+                      DATASETS / "rand32" / "calib")
+    assert rc == 0, err
+    rc, stdout, _ = _run(capsys, "run", out, sorted((CASES / "dense" / "inputs").iterdir())[0])
+    assert rc == 0 and "1x10" in stdout

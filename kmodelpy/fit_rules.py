@@ -96,6 +96,8 @@ def _compile_structure(tfl, wqt: float, oqt: int):
     ctx = make_context(Options(weights_quantize_threshold=wqt, output_quantize_threshold=oqt))
     for p in (T.pass_p1, T.pass_p2, T.pass_c1, T.pass_c2, T.pass_c3):
         run_pass(g, p(ctx), ctx)
+    for n in g.inputs:  # the input range comes from the calibration set (ncc's default)
+        n.output.need_quantize = True
     return g, owner
 
 
@@ -226,11 +228,32 @@ def _shape_fix(s) -> str:
     return "keep feature maps at least 4x4 (stop downsampling earlier, or flatten + Dense)"
 
 
+MOTION_OPS = ("reshape", "transpose", "pad", "strided_slice", "resize_image")
+
+
+def _loses_range(ic) -> bool:
+    """True when the input ``ic`` comes through data-movement ops that Q4 moves behind a dequantize: the
+    new dequantize has no range (compiler spec §5.4 [QUIRK]), so the consumer cannot be quantized."""
+    n = ic.producer.node
+    if n.op not in MOTION_OPS:
+        return False
+    while n.op in MOTION_OPS and n.inputs:
+        src = n.input.producer
+        n = src.node
+    return src.need_quantize
+
+
 def _precision(node) -> str:
-    return "uint8" if node.need_quantize else "float"
+    """uint8 when C3 checkpointed the node and its inputs keep their quantization ranges, else float."""
+    if not node.need_quantize:
+        return "float"
+    return "float" if any(_loses_range(ic) for ic in node.inputs if ic.producer.node.op != "constant") else "uint8"
 
 
 def _float_reason(node, oqt, wqt) -> str | None:
+    if node.need_quantize and _precision(node) == "float":
+        return ("its input comes through a uint8 pad/crop/slice/reshape after which ncc loses the quantization "
+                "range: computed in float (ncc prints a misleading 'weights divergence' warning)")
     n = int(np.prod(node.output.shape))
     if n < oqt:
         return f"output has {n} elements < --output-quantize-threshold {oqt}: computed in float"
@@ -258,6 +281,14 @@ def _why_not_kpu_matmul(tfl, op, node, wqt, oqt):
     if not reasons:
         reasons.append("not mapped to the KPU by ncc's rules")
     return reasons, fixes
+
+
+def _is_crop_after(pad) -> bool:
+    """A pad after a KPU conv is that conv's CPU work when it crops (a negative amount) or feeds the next
+    KPU conv directly (a crop merged with the next layer's pad); a plain pad that feeds other CPU work
+    (e.g. a dilated conv's space-to-batch) belongs to the layer after it."""
+    neg = any(b < 0 or a < 0 for b, a in pad["paddings"])
+    return neg or any(c.op == "fake_kpu_conv2d" for c in _consumers(pad))
 
 
 def _fmt_pads(p) -> str:
@@ -375,6 +406,9 @@ class _Analysis:
         fc = op.builtin == "FULLY_CONNECTED"
         cpu = []
         p = f.input.producer.node
+        dil = (o.get("dilation_h", 1), o.get("dilation_w", 1))
+        while dil != (1, 1) and p.op in ("reshape", "transpose"):  # space-to-batch: look through it
+            p = p.input.producer.node
         if p.op == "pad":
             if p.input.producer.node.op == "fake_kpu_conv2d":
                 v.notes.append("its input pad is shared with the previous KPU layer's crop")
@@ -384,7 +418,7 @@ class _Analysis:
         after = _consumers(f) + (_consumers(fu) if fu is not None else [])
         slices = [c for c in after if c.op == "strided_slice"]
         for c in after:
-            if c.op == "pad":
+            if c.op == "pad" and _is_crop_after(c):
                 cpu.append(f"Pad/crop {_fmt_pads(c['paddings'])} after it")
             elif c.op == "strided_slice":
                 cpu.append(f"StridedSlice (strides {c['strides'][2]}x{c['strides'][3]}) after it: the KPU "
@@ -394,6 +428,9 @@ class _Analysis:
                            "KPU conv twice")
         if any(c.op == "transpose" for c in after):
             v.notes.append("its output is transposed to NHWC on the CPU for the next layer")
+        if dil != (1, 1):
+            v.notes.append(f"dilation {dil[0]}x{dil[1]}: ncc runs it as a KPU conv on {dil[0] * dil[1]} sub-images "
+                           "(space-to-batch: CPU transposes before it, batch-to-space after it)")
         pt = f["pool_type"]
         if pt in SELECT_POOLS and stride != (1, 1):
             v.notes.append(f"stride 2 done by the KPU ({SELECT_POOLS[pt]} select pool)")
@@ -407,7 +444,9 @@ class _Analysis:
             v.reasons.append("Dense as a 1x1 KPU conv on a 4x4 zero-padded input (ncc's matmul_to_fake_kpu_conv2d)")
         v.reasons += cpu
         blocked = self.unmerged_pad(op)
-        if cpu and not fc and blocked:
+        if dil != (1, 1):
+            v.fixes.append("use an undilated conv (stacked 3x3 convs, or a stride) to avoid the CPU reshuffles")
+        elif cpu and not fc and blocked:
             v.fixes.append(blocked)
         elif cpu and not fc:
             if slices and op.builtin == "DEPTHWISE_CONV_2D" and stride == (2, 2):

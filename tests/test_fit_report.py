@@ -5,8 +5,8 @@ list is turned into a data-flow graph (a node's input is produced by the last ea
 overlapping range of the same memory), every conv / dense compute node is matched to its TFLite layer
 by (input channels, output channels, kernel size), and
 
-* KPUConv2D with a CPU Pad/StridedSlice feeding it (not coming from another KPU layer) or consuming its
-  main-memory output -> "partial", otherwise "KPU";
+* KPUConv2D with a CPU Pad/StridedSlice feeding it (not coming from another KPU layer) or, after it, a
+  StridedSlice or a Pad that crops (a negative amount) or feeds the next KPU conv -> "partial", else "KPU";
 * Conv2D / MatMul / Conv2DTranspose -> "CPU" float; QuantizedConv2D / QuantizedMatMul -> "CPU" uint8;
 * KPU pools (max/mean pool types) and CPU ReduceWindow2D nodes are counted against the pool verdicts.
 """
@@ -96,11 +96,11 @@ def node_expectations(ops):
             j = prods[j][0]
         return j
 
-    def forward(i):
+    def forward(i, through=PASS_THROUGH - {"KPUUpload"}):
         seen, todo = [], list(cons[i])
         while todo:
             k = todo.pop()
-            if _name(ops[k]) in PASS_THROUGH - {"KPUUpload"}:
+            if _name(ops[k]) in through:
                 todo += cons[k]
             else:
                 seen.append(k)
@@ -120,7 +120,10 @@ def node_expectations(ops):
             p = back(prods[i][0] if prods[i] else None)
             pre = p is not None and _name(ops[p]) in CROPS and not (
                 prods[p] and back(prods[p][0]) is not None and _name(ops[back(prods[p][0])]) == "KPUConv2D")
-            post = any(_name(ops[k]) in CROPS for k in forward(i))
+            post = any(_name(ops[k]) == "StridedSlice" or (_name(ops[k]) == "Pad" and (
+                any(b < 0 or a < 0 for b, a in ops[k].paddings) or
+                any(_name(ops[m]) == "KPUConv2D" for m in forward(k, through=PASS_THROUGH))))
+                for k in forward(i))
             out.append((sig, "partial" if pre or post else "KPU", "uint8", i))
         elif n in ("Conv2D", "QuantizedConv2D", "Conv2DTranspose"):
             sig = (op.in_shape[1], op.out_shape[1] if n == "Conv2DTranspose" else op.out_channels, op.filter_h)
@@ -164,15 +167,16 @@ def check_layers(case, expected, vs):
     """Every conv/dense layer's verdict equals the one its matched compute node shows."""
     unused = list(expected)
     layers = [v for v in vs if v.op in LAYER_OPS]
-    assert layers, case
+    label = case if isinstance(case, str) else case.path
+    assert layers, label
     for v in layers:
         sig = tflite_signature(case, v)
         hit = next((e for e in unused if e[0] == sig), None)
-        assert hit is not None, f"{case}: layer #{v.index} {v.op} {sig}: no such compute node in ncc.kmodel"
+        assert hit is not None, f"{label}: layer #{v.index} {v.op} {sig}: no such compute node in ncc.kmodel"
         unused.remove(hit)
         assert (v.verdict, v.precision) == hit[1:3], \
-            f"{case}: layer #{v.index} {v.op}: report says {v.verdict}/{v.precision}, ncc did {hit[1]}/{hit[2]}"
-    assert not unused, f"{case}: ncc.kmodel compute nodes not explained by any layer: {unused}"
+            f"{label}: layer #{v.index} {v.op}: report says {v.verdict}/{v.precision}, ncc did {hit[1]}/{hit[2]}"
+    assert not unused, f"{label}: ncc.kmodel compute nodes not explained by any layer: {unused}"
 
 
 @pytest.mark.parametrize("case", UINT8_CASES)
@@ -454,8 +458,8 @@ def test_checker_detects_a_wrong_verdict():
 
 
 # ----------------------------------------------------------------------------- random one-layer models
-def _out(n, k, s, padding):
-    return -(-n // s) if padding == "SAME" else (n - k) // s + 1
+def _out(n, k, s, padding, d=1):
+    return -(-n // s) if padding == "SAME" else (n - (k - 1) * d - 1) // s + 1
 
 
 def _random_model(b, p):
@@ -468,10 +472,11 @@ def _random_model(b, p):
         h, w = h + t + bo, w + l + r
         y = _pad(b, y, [1, h, w, c], [[0, 0], [t, bo], [l, r], [0, 0]], "pad")
     k, s = p["k"], p["stride"]
-    oh, ow = _out(h, k, s, p["padding"]), _out(w, k, s, p["padding"])
+    d = p.get("dilation", 1)
+    oh, ow = _out(h, k, s, p["padding"], d), _out(w, k, s, p["padding"], d)
     cout = c if p["dw"] else 16
     y = _conv(b, y, c, cout, k, stride=s, padding=p["padding"], act=p["act"], dw=p["dw"], name="L",
-              out_hw=(oh, ow), seed=7)
+              out_hw=(oh, ow), seed=7, dilation=d)
     if p["next"] == "leaky":
         z = b.tensor("lr", [1, oh, ow, cout])
         b.op("LEAKY_RELU", [y], [z], "LeakyReluOptions", alpha=0.2)
@@ -483,6 +488,17 @@ def _random_model(b, p):
         y = z
     elif p["next"] == "conv1x1":
         y = _conv(b, y, cout, 8, 1, name="pw", out_hw=(oh, ow), seed=8)
+    elif p["next"] == "conv5x5":
+        y = _conv(b, y, cout, 8, 5, name="k5", out_hw=(oh, ow), seed=9)
+    elif p["next"] == "dense":
+        k = oh * ow * cout
+        f = b.tensor("flat", [1, k])
+        b.op("RESHAPE", [y, b.const("shape", np.array([1, k], np.int32))], [f])
+        z = b.tensor("fc", [1, 16])
+        rng = np.random.default_rng(3)
+        b.op("FULLY_CONNECTED", [f, b.const("fc/w", (rng.standard_normal((16, k)) * 0.1).astype(np.float32)),
+                                 b.const("fc/b", np.zeros(16, np.float32))], [z], "FullyConnectedOptions")
+        y = z
     return [x], [y]
 
 
@@ -491,7 +507,8 @@ def _random_model(b, p):
     "dw": st.booleans(), "k": st.sampled_from([1, 3, 3, 5]), "stride": st.sampled_from([1, 2, 2, 3]),
     "padding": st.sampled_from(["SAME", "VALID"]),
     "pad": st.one_of(st.none(), st.tuples(*[st.integers(0, 2)] * 4)),
-    "act": st.sampled_from(["NONE", "RELU", "RELU6"]), "next": st.sampled_from(["none", "leaky", "pool", "conv1x1"])}))
+    "act": st.sampled_from(["NONE", "RELU", "RELU6"]), "next": st.sampled_from(["none", "leaky", "pool", "conv1x1", "conv5x5", "dense"]),
+    "dilation": st.sampled_from([1, 1, 2])}))
 def test_random_conv_layers_match_compile(p, synth_dir):
     import io
     import shutil

@@ -51,23 +51,25 @@ def tensor_range(v) -> Range:
 
 
 class ProgressBar:
-    """ncc's ProgressBar.hpp: width 50, ``  [===>   ] pct% secs s`` redrawn with a carriage return."""
+    """ncc's ProgressBar.hpp: width 50, ``  [===>   ] pct% secs s`` redrawn with a carriage return
+    (progress in float32, elapsed whole milliseconds printed like C++ ``<< double``)."""
 
     def __init__(self, total: int, out=None, width: int = 50):
-        self.total, self.ticks, self.width = max(total, 1), 0, width
+        self.total, self.ticks, self.width = total, 0, width
         self.out = out if out is not None else sys.stdout
-        self.start = time.perf_counter()
+        self.start = time.monotonic()
 
     def display(self) -> None:
-        progress = self.ticks / self.total
-        pos = int(self.width * progress)
+        progress = np.float32(self.ticks) / np.float32(self.total) if self.total else np.float32(np.inf)
+        pos = int(np.float32(self.width) * progress) if np.isfinite(progress) else self.width
         bar = "".join("=" if i < pos else ">" if i == pos else " " for i in range(self.width))
-        secs = time.perf_counter() - self.start
-        self.out.write(f"  [{bar}] {int(progress * 100)}% {secs:.3f}s\r")
+        ms = int((time.monotonic() - self.start) * 1000)
+        pct = int(float(progress) * 100.0) if np.isfinite(progress) else 0
+        self.out.write(f"  [{bar}] {pct}% {'%g' % (ms / 1000.0)}s\r")
         self.out.flush()
 
-    def tick(self, n: int = 1) -> None:
-        self.ticks += n
+    def tick(self) -> None:
+        self.ticks += 1
         self.display()
 
     def done(self) -> None:
@@ -187,7 +189,7 @@ def _run(graph, dataset, fmt, mean, std, record, out) -> None:
     bar.display()
     for x, n in dataset_batches(graph, dataset, fmt, mean, std):
         run_graph(graph, x, record)
-        bar.tick(n)
+        bar.tick()  # ncc ticks once per batch
     bar.done()
 
 

@@ -127,7 +127,10 @@ def quantize_graph(g: Graph, ctx: Context, out) -> None:
         try:
             run_pass(g, p(ctx), ctx)
         except ValueError as e:  # a connect() shape/type mismatch, e.g. ncc's 4x4-pool quirk (§13.8)
-            raise CompileError(f"quantization failed: {e}") from None
+            raise CompileError(f"quantization failed: {e}; ncc fails here too (e.g. a 4x4 pool with "
+                               "stride != 4 right after a KPU conv) — change that layer") from None
+        except KeyError as e:  # ncc: std::out_of_range from the quantizer's range map
+            raise CompileError(f"quantization failed: {e.args[0]}; the calibration never saw this tensor") from None
     for n in g.nodes:
         if n.op == "conv2d" and not n.need_quantize:
             line = f"WARN: {n.name} Fallback to float conv2d due to weights divergence."

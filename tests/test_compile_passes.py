@@ -432,3 +432,29 @@ def test_cli_defaults_and_ncc_spelling(tmp_path, monkeypatch):
     assert main(["compile", str(model), "-i", "tflite", "--inference-type", "float"]) == 0
     assert model.with_suffix(".kmodel").exists()
     assert main(["compile", str(model), "-i", "onnx"]) == 2
+
+
+def test_4x4_pool_with_stride_2_after_kpu_conv_fails_like_ncc(tmp_path):
+    """Quirk §13.8: the pool is mapped to max_4_s4 and the shapes no longer match; one clear line."""
+    import kmodelpy.compiler as C
+    from kmodelpy.errors import CompileError
+
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 16, 16, 3])
+    rng = np.random.default_rng(0)
+    w = b.const("w", rng.uniform(-1, 1, (8, 3, 3, 3)).astype(F32))
+    bias = b.const("b", np.zeros(8, F32))
+    y = b.tensor("y", [1, 16, 16, 8])
+    b.op("CONV_2D", [x, w, bias], [y], "Conv2DOptions", padding="SAME", stride_h=1, stride_w=1,
+         fused_activation="RELU")
+    p = b.tensor("p", [1, 7, 7, 8])
+    b.op("MAX_POOL_2D", [y], [p], "Pool2DOptions", padding="VALID", stride_h=2, stride_w=2, filter_h=4,
+         filter_w=4, fused_activation="NONE")
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b.build(inputs=[x], outputs=[p]))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng.uniform(0, 1, (3, 16, 16)).astype(F32).tofile(raw / "0.bin")
+    with pytest.raises(CompileError) as e:
+        C.compile_model(model, dataset=raw, dataset_format="raw")
+    assert "\n" not in str(e.value) and "4x4 pool" in str(e.value)

@@ -192,7 +192,7 @@ def cmd_inspect(args) -> int:
             if (e.name or "").startswith("kmodelpy"):
                 raise UnsupportedError(f"{p}: inspecting .tflite files is not available in this kmodelpy ({e.name} is missing)") from None
             raise
-        print(report(str(p)))
+        print(report(str(p), args.weights_quantize_threshold, args.output_quantize_threshold))
         return 0
     from .inspect_kmodel import describe_file
 
@@ -292,6 +292,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="describe a kmodel (ops, memory, MaixPy hints) or a .tflite's fit")
     p.add_argument("model")
+    p.add_argument("--weights-quantize-threshold", type=float, default=64.0, help=".tflite: as for compile")
+    p.add_argument("--output-quantize-threshold", type=int, default=1024, help=".tflite: as for compile")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("demo", help="run the bundled line-follower kmodel on the bundled images")

@@ -121,30 +121,31 @@ def _absorbed_unary(f):
 
 
 def _fused_pool(f):
-    """The reduce_window2d Q2 fuses into KPU conv ``f`` and its KPU pool type, or (None, reason)."""
+    """(reduce_window2d, KPU pool type, "") when Q2 fuses the pool after KPU conv ``f`` into it, else
+    (the pool node or None, None, why not)."""
     if f["is_depthwise"]:
-        return None, "the conv before it is depthwise (the KPU pools only after a non-depthwise conv)"
+        return None, None, "the conv before it is depthwise (the KPU pools only after a non-depthwise conv)"
     if f["pool_type"] != 0:
-        return None, "the conv before it already uses its KPU pool for a stride-2 subsampling"
+        return None, None, "the conv before it already uses its KPU pool for a stride-2 subsampling"
     src = _absorbed_unary(f) or f
     cons = _consumers(f)
     if src is not f and len(cons) != 1:
-        return None, "the conv output has other consumers"
+        return None, None, "the conv output has other consumers"
     r_cons = _consumers(src)
     if len(r_cons) != 1 or r_cons[0].op != "reduce_window2d":
-        return None, "the pool is not the only consumer of the conv output"
+        return None, None, "the pool is not the only consumer of the conv output"
     r = r_cons[0]
     if not (supported_in_shape(r.input.shape) and supported_out_shape(r.output.shape)):
-        return r, "its input is outside the KPU limits"
+        return r, None, "its input is outside the KPU limits"
     if r["filter_h"] != r["filter_w"] or r["stride_h"] != r["stride_w"]:
-        return r, "non-square filter or unequal strides"
+        return r, None, "non-square filter or unequal strides"
     pt = reduce_pool_type(r["reduce_op"], r["filter_h"], r["stride_h"])
     if pt is None or r["dilation_h"] != 1 or r["dilation_w"] != 1:
-        return r, (f"the KPU pools only 2x2 (stride 2, or stride 1 with 'same' padding) and 4x4 stride 4, "
+        return r, None, (f"the KPU pools only 2x2 (stride 2, or stride 1 with 'same' padding) and 4x4 stride 4, "
                    f"not {r['filter_h']}x{r['filter_w']} stride {r['stride_h']}")
     if tuple(r["padding_h"]) != pool_implicit_padding(pt) or tuple(r["padding_w"]) != pool_implicit_padding(pt):
-        return r, "its padding does not match the KPU pool's (2x2/s2 and 4x4/s4 need 'valid', 2x2/s1 'same')"
-    return r, pt
+        return r, None, "its padding does not match the KPU pool's (2x2/s2 and 4x4/s4 need 'valid', 2x2/s1 'same')"
+    return r, pt, ""
 
 
 # ------------------------------------------------------------------------------------------ reasons
@@ -307,6 +308,8 @@ class _Analysis:
         self.producer = tfl.producers()
         self.consumers = tfl.consumers()
         self.out: dict[int, LayerVerdict] = {}
+        self.pool_fused: dict[int, tuple[int, int]] = {}  # id(reduce_window2d) -> (conv layer, KPU pool type)
+        self.absorbed: dict[int, object] = {}  # conv layer -> the fused_unary its KPU activation absorbs
 
     def node(self, i, *ops):
         for n in self.nodes.get(i, []):
@@ -466,15 +469,13 @@ class _Analysis:
             else:
                 v.fixes.append("use padding='same' (1 pixel on every side for 3x3, none for 1x1), which the "
                                "KPU does by itself")
-        r, pool = _fused_pool(f)
+        r, pool, _ = _fused_pool(f)
         out_shape = f.output.shape
-        if isinstance(pool, int) and not isinstance(pool, bool):
+        if pool is not None:
             out_shape = r.output.shape
             v.notes.append(f"the following pool runs on the KPU ({POOL_NAMES.get(pool, pool)})")
-            self.pool_fused = getattr(self, "pool_fused", {})
             self.pool_fused[id(r)] = (op.index, pool)
         if fu is not None:
-            self.absorbed = getattr(self, "absorbed", {})
             self.absorbed[op.index] = fu
         v.kpu_in_shape, v.kpu_out_shape = tuple(f.input.shape), tuple(out_shape)
         v.kpu_bytes = kpu_bytes(f.input.shape) + kpu_bytes(out_shape)
@@ -493,7 +494,7 @@ class _Analysis:
         if r is None:
             v.verdict = FOLDED
             return
-        fused = getattr(self, "pool_fused", {}).get(id(r))
+        fused = self.pool_fused.get(id(r))
         o = op.options
         if fused is not None:
             k, pt = fused
@@ -510,7 +511,7 @@ class _Analysis:
         if src.op == "fused_unary" and src.input.producer.node.op == "fake_kpu_conv2d":
             src = src.input.producer.node
         if src.op == "fake_kpu_conv2d":
-            _, why = _fused_pool(src)
+            _, _, why = _fused_pool(src)
             v.reasons.append(f"not fused into the KPU conv before it: {why}")
         else:
             v.reasons.append("not right after a KPU conv (the KPU pools only a conv's own output)")
@@ -551,7 +552,7 @@ class _Analysis:
         if j is None:
             return None
         p = self.tfl.operators[j]
-        if p.index in getattr(self, "absorbed", {}):
+        if p.index in self.absorbed:
             return p.index
         pv = self.out.get(p.index)
         if pv is not None and pv.fused_into is not None and p.builtin in ELEMENTWISE and \
@@ -612,7 +613,7 @@ class _Analysis:
                          "max(x,0) + alpha*min(x,0) on the CPU")
         v.fixes.append("use LeakyReLU (one slope, absorbed into the KPU activation) or ReLU instead of PReLU")
         j = self.producer.get(self.tensor_input(op))
-        if j is not None and j in getattr(self, "absorbed", {}):
+        if j is not None and j in self.absorbed:
             v.notes.append(f"kmodelpy absorbs max(x,0) and min(x,0) into two copies of layer #{j} on the KPU "
                            "(the conv runs twice) and does alpha*min + max with uint8 CPU binaries")
 

@@ -507,7 +507,8 @@ def _random_model(b, p):
     "dw": st.booleans(), "k": st.sampled_from([1, 3, 3, 5]), "stride": st.sampled_from([1, 2, 2, 3]),
     "padding": st.sampled_from(["SAME", "VALID"]),
     "pad": st.one_of(st.none(), st.tuples(*[st.integers(0, 2)] * 4)),
-    "act": st.sampled_from(["NONE", "RELU", "RELU6"]), "next": st.sampled_from(["none", "leaky", "pool", "conv1x1", "conv5x5", "dense"]),
+    "act": st.sampled_from(["NONE", "RELU", "RELU6"]),
+    "next": st.sampled_from(["none", "leaky", "pool", "conv1x1", "conv5x5", "dense"]),
     "dilation": st.sampled_from([1, 1, 2])}))
 def test_random_conv_layers_match_compile(p, synth_dir):
     import io
@@ -538,3 +539,14 @@ def test_random_conv_layers_match_compile(p, synth_dir):
     acts = [v for v in vs if v.op == "LEAKY_RELU"]
     assert sum(v.verdict == "CPU" and v.precision == "uint8" for v in acts) == luts
     assert sum(v.verdict == "CPU" and v.precision == "float" for v in acts) == nnil
+
+
+def test_cli_inspect_tflite(capsys):
+    from kmodelpy.cli import main
+
+    path = str(CASES / "conv5x5" / "model.tflite")
+    assert main(["inspect", path]) == 0
+    out = capsys.readouterr().out
+    assert "CPU (uint8)" in out and "use 3x3 kernels" in out
+    assert main(["inspect", path, "--output-quantize-threshold", "100000"]) == 0
+    assert "CPU (float)" in capsys.readouterr().out

@@ -300,6 +300,32 @@ def _activate_sorted(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, 
     for j in range(j0, i_hi):
         if s_shift[j] >= 32:
             return False
+    if i_hi - j0 <= 2:
+        # one or two reachable segments (the usual case): one vectorisable pass
+        ja, jb = j0, min(j0 + 1, 15)
+        xa, ya, sa, aa = s_start[ja], s_mul[ja], s_shift[ja], s_add[ja]
+        xb, yb, sb, ab = s_start[jb], s_mul[jb], s_shift[jb], s_add[jb]
+        if i_hi - j0 == 1:
+            xb = np.int64(np.iinfo(np.int64).max)  # never taken
+        ha = ((np.int64(1) << sa) >> 1) - 1 if sa > 0 else np.int64(0)
+        hb = ((np.int64(1) << sb) >> 1) - 1 if sb > 0 else np.int64(0)
+        za = np.int64(-1) if sa > 0 else np.int64(0)
+        zb = np.int64(-1) if sb > 0 else np.int64(0)
+        for p in range(u.shape[0]):
+            bv = ((cv[p] * mul) >> bsh) + badd
+            ta = (bv - xa) * ya
+            qa = ta >> sa
+            upa = (((ta + ha + (qa & 1)) >> sa) - qa) & za
+            ma = ta >> 63
+            ra = qa + ((upa ^ ma) - ma) + aa
+            tb = (bv - xb) * yb
+            qb = tb >> sb
+            upb = (((tb + hb + (qb & 1)) >> sb) - qb) & zb
+            mb = tb >> 63
+            rb = qb + ((upb ^ mb) - mb) + ab
+            r = rb if bv > xb else ra
+            u[p] = min(max(r, 0), 255)
+        return True
     if i_hi - j0 <= 4:
         # few reachable segments: one vectorisable pass per segment with constant parameters, in
         # increasing order, each overwriting the values above its start (largest j with Bv > x_start[j])

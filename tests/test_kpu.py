@@ -177,28 +177,33 @@ def _pool_np(u, pool):
     return sum(taps) // 4 if pool == 8 else np.max(taps, axis=0)
 
 
+def _conv_c(x_n, w, k, dw, zp, ax, sx, aw, sw, aadd, oc):
+    """C of C.5 step 2a for one batch, i64 [OC, H, W]."""
+    ic, ih, iw = x_n.shape
+    pad = (k - 1) // 2
+    xpd = np.pad(x_n.astype(np.int64), ((0, 0), (pad, pad), (pad, pad)), constant_values=zp)
+    wk = w.astype(np.int64).reshape(oc, 1 if dw else ic, k, k)
+    sxw = np.zeros((oc, ih, iw), np.int64)
+    sxs = np.zeros((oc, ih, iw), np.int64)
+    for o in range(oc):
+        chans = [o] if dw else range(ic)
+        for ci, c in enumerate(chans):
+            for ky in range(k):
+                for kx in range(k):
+                    win = xpd[c, ky : ky + ih, kx : kx + iw]
+                    sxw[o] += win * wk[o, ci, ky, kx]
+                    sxs[o] += win
+    gic = 1 if dw else ic
+    swv = wk.reshape(oc, -1).sum(axis=1)[:, None, None]
+    return sxw + ((ax * sxs) >> sx) + ((aw * swv) >> sw) + aadd * gic
+
+
 def reference_kpu(x, w, bn, act, k, dw, pool, zp, ax, sx, aw, sw, aadd):
     """C.5 transcribed directly (numpy int64, no decomposition)."""
-    n_b, ic, ih, iw = x.shape
     oc = len(bn.norm_mul)
-    pad = (k - 1) // 2
     outs = []
-    for n in range(n_b):
-        xpd = np.pad(x[n].astype(np.int64), ((0, 0), (pad, pad), (pad, pad)), constant_values=zp)
-        wk = w.astype(np.int64).reshape(oc, 1 if dw else ic, k, k)
-        sxw = np.zeros((oc, ih, iw), np.int64)
-        sxs = np.zeros((oc, ih, iw), np.int64)
-        for o in range(oc):
-            chans = [o] if dw else range(ic)
-            for ci, c in enumerate(chans):
-                for ky in range(k):
-                    for kx in range(k):
-                        win = xpd[c, ky : ky + ih, kx : kx + iw]
-                        sxw[o] += win * wk[o, ci, ky, kx]
-                        sxs[o] += win
-        gic = 1 if dw else ic
-        swv = wk.reshape(oc, -1).sum(axis=1)[:, None, None]
-        c_val = sxw + ((ax * sxs) >> sx) + ((aw * swv) >> sw) + aadd * gic
+    for n in range(x.shape[0]):
+        c_val = _conv_c(x[n], w, k, dw, zp, ax, sx, aw, sw, aadd, oc)
         bv = ((c_val * bn.norm_mul[:, None, None]) >> bn.norm_shift[:, None, None]) + bn.norm_add[:, None, None]
         j = np.full(bv.shape, -1)
         for s in range(16):
@@ -208,6 +213,33 @@ def reference_kpu(x, w, bn, act, k, dw, pool, zp, ax, sx, aw, sw, aadd):
         r = _kround_np(t, act.shift_number[j]) + act.add[j]
         outs.append(_pool_np(np.clip(r, 0, 255), pool))
     return np.array(outs).astype(np.uint8)
+
+
+@pytest.mark.parametrize("live", [1, 2, 3, 4, 5, 15])
+@pytest.mark.parametrize("pool", [0, 1, 5, 9])
+@pytest.mark.parametrize("neg_bn", [False, True])
+def test_kpu_conv2d_reachable_segment_counts(live, pool, neg_bn):
+    """Tables whose reachable segments (inside the layer's Bv range) number 1..15, unused ones
+    parked at 2^35-2 as ncc does: every fast path of the activation against the transcription."""
+    rng = np.random.default_rng(live * 100 + pool + 7 * neg_bn)
+    x = rng.integers(0, 256, (2, 3, 8, 9), dtype=np.uint8)
+    w = rng.integers(0, 256, 4 * 3 * 9, dtype=np.uint8)
+    mul = -1 if neg_bn else 1
+    bn = BatchNorm(np.full(4, mul), np.zeros(4, np.int64), np.zeros(4, np.int64))
+    bvs = np.sort(mul * np.concatenate([_conv_c(x[n], w, 3, False, 7, 0, 0, 0, 0, 0, 4).ravel() for n in range(2)]))
+    starts = np.full(16, (1 << 35) - 2, np.int64)
+    starts[0] = -(1 << 35)
+    inner = np.quantile(bvs, np.linspace(0, 1, live + 1)[1:-1]).astype(np.int64) if live > 1 else []
+    starts[1 : 1 + len(inner)] = np.sort(inner)
+    if live == 1:
+        starts[1] = bvs[0] - 5  # one segment, below everything
+    for monotone in (False, True):
+        act = ActivationTable(rng.integers(0, 21, 16), rng.integers(0, 4096, 16), starts.copy(),
+                              rng.integers(0, 256, 16))
+        if monotone:
+            _make_monotone(act)
+        got = kpu_conv2d(x, w, bn, act, 3, False, pool, 7, 0, 0, 0, 0, 0)
+        assert np.array_equal(got, reference_kpu(x, w, bn, act, 3, False, pool, 7, 0, 0, 0, 0, 0))
 
 
 def _make_monotone(act):

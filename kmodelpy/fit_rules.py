@@ -330,6 +330,10 @@ class _Analysis:
             if op.builtin in CONV_OPS + ("FULLY_CONNECTED", "TRANSPOSE_CONV"):
                 wt = self.tfl.tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
                 v.params = int(np.prod(wt.shape)) if wt is not None and wt.data is not None else 0
+                q = wt.quantization if wt is not None else None
+                if wt is not None and wt.dtype == "INT8" and q is not None and len(np.unique(q.scales)) > 1:
+                    v.notes.append("int8 weights with per-channel scales (dynamic-range model): ncc v0.2 "
+                                   "dequantizes them with scale[0] only (silently wrong); kmodelpy uses every scale")
             handler = getattr(self, "do_" + op.builtin, None) or (
                 self.do_elementwise if op.builtin in ELEMENTWISE else
                 self.do_clamp if op.builtin in CLAMPS else

@@ -48,6 +48,13 @@ UINT8_CASES = _uint8_cases()
 
 
 @lru_cache(maxsize=None)
+def _tfl(case):
+    from kmodelpy.format.tflite_reader import read_tflite
+
+    return read_tflite(CASES / case / "model.tflite")
+
+
+@lru_cache(maxsize=None)
 def _analyse_cached(digest: str, path: str, wqt: float) -> tuple[LayerVerdict, ...]:
     return tuple(analyse(path, weights_quantize_threshold=wqt))
 
@@ -148,13 +155,6 @@ def tflite_signature(case, v: LayerVerdict):
     return None
 
 
-@lru_cache(maxsize=None)
-def _tfl(case):
-    from kmodelpy.format.tflite_reader import read_tflite
-
-    return read_tflite(CASES / case / "model.tflite")
-
-
 LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
 
@@ -196,7 +196,7 @@ def test_pool_verdicts_match_ncc(case):
 
 
 @pytest.mark.parametrize("case", [c for c in UINT8_CASES if not any(
-    v.op == "SOFTMAX" for v in verdicts(c))])
+    op.builtin == "SOFTMAX" for op in _tfl(c).operators)])
 def test_activation_absorption_matches_ncc(case):
     """Activations absorbed into a KPU activation leave no lookup table; the others become one."""
     ops = KModel.parse((CASES / case / "ncc.kmodel").read_bytes(), case).ops
@@ -550,3 +550,10 @@ def test_cli_inspect_tflite(capsys):
     assert "CPU (uint8)" in out and "use 3x3 kernels" in out
     assert main(["inspect", path, "--output-quantize-threshold", "100000"]) == 0
     assert "CPU (float)" in capsys.readouterr().out
+
+
+def test_dynamic_range_weights_are_flagged():
+    vs = verdicts("line_follower_kpu_dynrange")
+    flagged = [v for v in vs if any("scale[0]" in n for n in v.notes)]
+    assert flagged and all(v.op in LAYER_OPS for v in flagged)
+    assert not any("scale[0]" in n for v in verdicts("line_follower_kpu") for n in v.notes)

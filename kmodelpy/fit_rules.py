@@ -173,8 +173,9 @@ def _why_not_kpu_conv(tfl, op, node, wqt):
         width = weights_width(node["weights"] if node is not None else w.data)
         if width > wqt:
             reasons.append(f"weights range {width:.1f} > --weights-quantize-threshold {wqt:g}")
-            fixes.append("retrain with weight decay / BN folding that keeps weights small, or raise "
-                         f"--weights-quantize-threshold to {math.ceil(width)} (less accurate KPU weights)")
+            fixes.append("keep weights small (L2 regularisation; a BatchNorm with a tiny variance folded into "
+                         f"the conv inflates them), or raise --weights-quantize-threshold to {math.ceil(width)} "
+                         "(coarser uint8 weights)")
     cin = x[3] if len(x) == 4 else 1
     if groups not in (1, cin):
         reasons.append(f"grouped conv ({groups} groups)")
@@ -272,11 +273,12 @@ def _why_not_kpu_matmul(tfl, op, node, wqt, oqt):
     width = weights_width(w.data)
     if width > wqt:
         reasons.append(f"weights range {width:.1f} > --weights-quantize-threshold {wqt:g}")
-        fixes.append(f"keep weights small (weight decay), or raise --weights-quantize-threshold to {math.ceil(width)}")
+        fixes.append(f"keep weights small (L2 regularisation), or raise --weights-quantize-threshold to "
+                     f"{math.ceil(width)} (coarser uint8 weights)")
     if k > 1024 or n > 1024:
         reasons.append(f"{k} inputs x {n} outputs: the KPU form needs both <= 1024")
         fixes.append("reduce the features before the Dense layer (global pooling or a 1x1 conv with fewer "
-                     "channels) so it has <= 1024 inputs")
+                     "channels) so it has <= 1024 inputs and <= 1024 outputs")
     if k * n < oqt:
         reasons.append(f"only {k}x{n} = {k * n} weights < --output-quantize-threshold {oqt}: not worth a KPU layer")
     if not reasons:

@@ -13,8 +13,11 @@ evaluator.cpp:84-121, quantizer.cpp).
 """
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -31,7 +34,7 @@ FLT_MAX = np.float32(np.finfo(np.float32).max)
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _fold_range(v, mn, mx):
     """ncc get_range's fold (quantizer.h:61-78): skip NaN/±inf; ``min = v < min ? v : min``,
     ``max = max < v ? v : max`` (std::min/max keep the first of equal values)."""
@@ -78,49 +81,58 @@ class ProgressBar:
         self.out.flush()
 
 
-def dataset_batches(graph: Graph, dataset, fmt: str, mean: float, std: float):
-    """Yield (batch tensor, number of files) for the graph's first input (§7.1)."""
-    from .. import images
+class DatasetPlan:
+    """The calibration files of the graph's first input and how to load a batch of them (§7.1):
+    batch = N of a 4-D input, else 1; the file list is truncated to a multiple of it."""
 
-    if not graph.inputs:
-        raise InputError("the model has no input to calibrate")
-    shape = tuple(graph.inputs[0].output.shape)
-    batch = shape[0] if len(shape) == 4 else 1
-    sample = shape[1:] if len(shape) == 4 else shape
-    files = images.list_dataset(dataset, fmt)
-    files = files[: len(files) // batch * batch]
-    if not files:
-        raise InputError(f"{dataset}: the dataset has fewer files than the model's batch size {batch}")
+    def __init__(self, graph: Graph, dataset, fmt: str, mean: float, std: float):
+        from .. import images
 
-    def load(path):
-        if fmt == "raw":
-            x = images.load_raw(path, np.float32, sample)
-            return images.normalize_f32(x, mean, std)
-        c, h, w = images.model_chw(shape)
-        return images.load_image_f32(path, c, h, w, mean, std).reshape(sample)
+        if not graph.inputs:
+            raise InputError("the model has no input to calibrate")
+        self.shape = tuple(graph.inputs[0].output.shape)
+        self.batch = self.shape[0] if len(self.shape) == 4 else 1
+        self.sample = self.shape[1:] if len(self.shape) == 4 else self.shape
+        files = images.list_dataset(dataset, fmt)
+        self.files = files[: len(files) // self.batch * self.batch]
+        if not self.files:
+            raise InputError(f"{dataset}: the dataset has fewer files than the model's batch size {self.batch}")
+        self.fmt, self.mean, self.std = fmt, mean, std
 
-    total = len(files)
-    for i in range(0, total, batch):
-        yield np.stack([load(p) for p in files[i:i + batch]]).reshape(shape).astype(np.float32), batch
-    return total
+    def __len__(self) -> int:
+        return len(self.files) // self.batch
+
+    def _load(self, path) -> np.ndarray:
+        from .. import images
+
+        if self.fmt == "raw":
+            return images.normalize_f32(images.load_raw(path, np.float32, self.sample), self.mean, self.std)
+        c, h, w = images.model_chw(self.shape)
+        return images.load_image_f32(path, c, h, w, self.mean, self.std).reshape(self.sample)
+
+    def load(self, i: int) -> np.ndarray:
+        """Batch ``i`` as one float32 tensor of the input's shape."""
+        paths = self.files[i * self.batch:(i + 1) * self.batch]
+        return np.stack([self._load(p) for p in paths]).reshape(self.shape).astype(np.float32)
 
 
-def count_files(graph: Graph, dataset, fmt: str) -> int:
-    from .. import images
+def calibration_threads() -> int:
+    """Batches are evaluated on up to 2 threads (the heavy kernels release the GIL); the recorded
+    ranges and histograms do not depend on the order. KMODELPY_THREADS=1 makes it sequential."""
+    env = os.environ.get("KMODELPY_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(2, os.cpu_count() or 1))
 
-    shape = tuple(graph.inputs[0].output.shape)
-    batch = shape[0] if len(shape) == 4 else 1
-    return len(images.list_dataset(dataset, fmt)) // batch * batch
 
-
-def run_graph(graph: Graph, x: np.ndarray, record) -> None:
+def run_graph(graph: Graph, x: np.ndarray, record, order=None) -> None:
     """Evaluate the HLIR graph on one batch in DFS order; call ``record(out_connector, value)`` for
     every node whose first output is marked need_quantize."""
     from ..ir.ops import evaluator
 
     values: dict = {}
     first_input = graph.inputs[0]
-    for node in graph.dfs():
+    for node in order if order is not None else graph.dfs():
         if node.op == "input":
             outs = [x if node is first_input else np.zeros(node.output.shape, np.float32)]
         elif node.op == "constant":
@@ -185,11 +197,28 @@ def l2_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: f
 def _run(graph, dataset, fmt, mean, std, record, out) -> None:
     out = out if out is not None else sys.stdout
     out.write("  Run calibration...\n")
-    bar = ProgressBar(count_files(graph, dataset, fmt), out)
+    plan = DatasetPlan(graph, dataset, fmt, mean, std)
+    order = graph.dfs()
+    lock = threading.Lock()
+
+    def locked(oc, v):
+        with lock:
+            record(oc, v)
+
+    def work(i):
+        run_graph(graph, plan.load(i), locked, order)
+
+    bar = ProgressBar(len(plan.files), out)
     bar.display()
-    for x, n in dataset_batches(graph, dataset, fmt, mean, std):
-        run_graph(graph, x, record)
-        bar.tick()  # ncc ticks once per batch
+    threads = min(calibration_threads(), len(plan))
+    if threads <= 1:
+        for i in range(len(plan)):
+            work(i)
+            bar.tick()  # ncc ticks once per batch
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in pool.map(work, range(len(plan))):
+                bar.tick()
     bar.done()
 
 

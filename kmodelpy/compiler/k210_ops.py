@@ -69,7 +69,7 @@ def kpu_pool_f32(x: np.ndarray, pool_type: int) -> np.ndarray:
     return (out / np.float32(f * f)).astype(np.float32)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _kpu_conv_hwc(x, wt, bias, k, depthwise, lo, hi, out):
     """Stride-1 KPU conv on NHWC float32 ``x`` [N, H, W, IC] into ``out`` [N·H·W, OC]; ``wt`` is
     [IC·k·k, OC] (regular) or [k·k, C] (depthwise). Vectorised over output channels; every output still
@@ -108,7 +108,7 @@ def _kpu_conv_hwc(x, wt, bias, k, depthwise, lo, hi, out):
                     out[row, o] = clamp(acc[o], lo, hi)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _kpu_conv_rows(x, w, bias, k, depthwise, lo, hi, out):
     """Same conv on NCHW data, vectorised along output rows (faster for wide images or few output
     channels); per output the order is again bias, then ic → ky → kx over the in-image taps."""

@@ -481,6 +481,10 @@ def _random_model(b, p):
         z = b.tensor("lr", [1, oh, ow, cout])
         b.op("LEAKY_RELU", [y], [z], "LeakyReluOptions", alpha=0.2)
         y = z
+    elif p["next"] in ("RELU", "LOGISTIC", "RELU6"):
+        z = b.tensor("act", [1, oh, ow, cout])
+        b.op(p["next"], [y], [z])
+        y = z
     elif p["next"] == "pool" and oh >= 2 and ow >= 2:
         z = b.tensor("mp", [1, oh // 2, ow // 2, cout])
         b.op("MAX_POOL_2D", [y], [z], "Pool2DOptions", padding="VALID", stride_h=2, stride_w=2, filter_h=2,
@@ -508,7 +512,7 @@ def _random_model(b, p):
     "padding": st.sampled_from(["SAME", "VALID"]),
     "pad": st.one_of(st.none(), st.tuples(*[st.integers(0, 2)] * 4)),
     "act": st.sampled_from(["NONE", "RELU", "RELU6"]),
-    "next": st.sampled_from(["none", "leaky", "pool", "conv1x1", "conv5x5", "dense"]),
+    "next": st.sampled_from(["none", "leaky", "RELU", "LOGISTIC", "RELU6", "pool", "conv1x1", "conv5x5", "dense"]),
     "dilation": st.sampled_from([1, 1, 2])}))
 def test_random_conv_layers_match_compile(p, synth_dir):
     import io
@@ -536,7 +540,7 @@ def test_random_conv_layers_match_compile(p, synth_dir):
     assert sum(v.verdict == "CPU" for v in pools) == cpu_pools
     nnil = sum(_name(o) == "NNILUnaryMethod" for o in ops)
     luts = sum(_name(o) == "TableLookup1D" for o in ops)
-    acts = [v for v in vs if v.op == "LEAKY_RELU"]
+    acts = [v for v in vs if v.op in ("LEAKY_RELU", "RELU", "LOGISTIC")]
     assert sum(v.verdict == "CPU" and v.precision == "uint8" for v in acts) == luts
     assert sum(v.verdict == "CPU" and v.precision == "float" for v in acts) == nnil
 

@@ -132,3 +132,14 @@ def test_cli_run_png_bit_exact(case, tmp_path, capsys):
     for s in stems:
         assert f"{s}.png" in printed
         assert (tmp_path / f"{s}.bin").read_bytes() == ncc_out(case, s), f"{case}/{s}"
+
+
+def test_profile_times_every_node_and_keeps_results():
+    case = "line_follower_kpu"
+    model = _model(case)
+    x = _input(model, inputs(case)[0])
+    prof = model.profile(x, repeats=2)
+    assert [k for k, _, _ in prof] == list(range(len(model.kmodel.ops)))
+    assert [n for _, n, _ in prof] == [op.name for op in model.kmodel.ops]
+    assert all(s >= 0 for _, _, s in prof)
+    assert model.output_bytes() == ncc_out(case, inputs(case)[0].stem)

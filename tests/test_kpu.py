@@ -12,7 +12,8 @@ import kmodelpy.runtime as rt
 from kmodelpy.errors import KernelError
 from kmodelpy.format.binio import DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
 from kmodelpy.format.kmodel import KModel
-from kmodelpy.kpu.kernels import POOL_STRIDE, kround, pool_plane
+from kmodelpy.kpu.activation import kround
+from kmodelpy.kpu.pooling import POOL_STRIDE, pool_plane
 from kmodelpy.kpu.layer_args import (FIELDS, ActivationTable, BatchNorm, LayerArgs, ncc_layer_args,
                                      sign_extend)
 from kmodelpy.kpu.layout import kpu_bytes, kpu_download, kpu_upload, row_layout
@@ -496,3 +497,12 @@ def test_ncc_layer_args_reproduce_ncc_registers():
             n += 1
     if n == 0:
         pytest.skip("no compile case parses yet")
+
+
+def test_large_plane_skips_im2col_buffer():
+    """A long reduction on a plane too big for the im2col buffer takes the direct 1×1 loop."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (1, 64, 400, 330), dtype=np.uint8)
+    w, bn, act = _random_layer(rng, 64, 2, 1, False, True, True)
+    got = kpu_conv2d(x, w, bn, act, 1, False, 1, 3, -9, 0, -3, 0, 27)
+    assert np.array_equal(got, reference_kpu(x, w, bn, act, 1, False, 1, 3, -9, 0, -3, 0, 27))

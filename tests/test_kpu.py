@@ -506,3 +506,13 @@ def test_large_plane_skips_im2col_buffer():
     w, bn, act = _random_layer(rng, 64, 2, 1, False, True, True)
     got = kpu_conv2d(x, w, bn, act, 1, False, 1, 3, -9, 0, -3, 0, 27)
     assert np.array_equal(got, reference_kpu(x, w, bn, act, 1, False, 1, 3, -9, 0, -3, 0, 27))
+
+
+def test_depthwise_with_more_input_channels_uses_the_first_ones():
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, (2, 5, 6, 7), dtype=np.uint8)
+    w, bn, act = _random_layer(rng, 3, 3, 3, True, False, True)
+    got = kpu_conv2d(x, w, bn, act, 3, True, 0, 9, -4, 0, -9, 0, 36 * 9)
+    assert np.array_equal(got, reference_kpu(x, w, bn, act, 3, True, 0, 9, -4, 0, -9, 0, 36 * 9))
+    with pytest.raises(KernelError, match="depthwise"):
+        kpu_conv2d(x[:, :2], w, bn, act, 3, True, 0, 9, -4, 0, -9, 0, 0)

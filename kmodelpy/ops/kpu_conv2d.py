@@ -95,8 +95,9 @@ def kpu_conv2d(x_nchw_u8, weights_u8, bn, act, kernel_size, depthwise, pool_type
     if kernel_size not in (1, 3) or not 0 <= pool_type < 10:
         raise KernelError("Invalid kpu filter")
     oc = len(bn)
-    if depthwise and x.shape[1] != oc:
-        raise KernelError(f"a depthwise KPU layer needs IC == OC, got {x.shape[1]} and {oc}")
+    if depthwise and x.shape[1] < oc:
+        raise KernelError(f"a depthwise KPU layer reads input channel o for output o, but it has {x.shape[1]} "
+                          f"input and {oc} output channels (ncc reads past its buffer)")
     pr = _Prepared(weights_u8, kernel_size, bool(depthwise), x.shape[1], oc, bn, act)
     return _run_prepared(x, pr, pool_type, pad_value, arg_x, shift_x, arg_w, shift_w, arg_add, None)
 
@@ -230,8 +231,9 @@ class KPUConv2D(Op):
                 f"pool type {la.pool_type} turns {ih}x{iw} into {ih // s}x{iw // s} but the registers say "
                 f"{oh}x{ow} (o_col_high/o_row_wid); the layer is inconsistent"
             )
-        if la.depth_wise_layer and ic != oc:
-            raise KernelError(f"depthwise KPU layer with {ic} input but {oc} output channels")
+        if la.depth_wise_layer and ic < oc:
+            raise KernelError(f"depthwise KPU layer with {ic} input but {oc} output channels (output o reads "
+                              "input channel o, past the input here; ncc's result is undefined)")
         pr = _Prepared(self.weights, k, bool(la.depth_wise_layer), ic, oc, self.bn, self.activation)
         self.__dict__["_prep"] = pr
         return pr

@@ -43,7 +43,9 @@ class Memory:
     def span(self, mr: MemoryRange, size: int | None = None) -> np.ndarray:
         """uint8 view of ``size`` (default ``mr.size``) bytes at ``mr.start`` (writable unless const)."""
         buf = self.space(mr)
-        n = mr.size if size is None else size
+        n = mr.size if size is None else int(size)
+        if n < 0:
+            raise FormatError(f"{self.file}: {self.node}: range {mr} is used with a negative size {n}; the file is damaged")
         if mr.start + n > len(buf):
             names = {MEM_MAIN: "main memory", MEM_KPU: "KPU RAM", MEM_CONST: "the constants"}
             raise FormatError(

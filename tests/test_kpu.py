@@ -516,3 +516,18 @@ def test_depthwise_with_more_input_channels_uses_the_first_ones():
     assert np.array_equal(got, reference_kpu(x, w, bn, act, 3, True, 0, 9, -4, 0, -9, 0, 36 * 9))
     with pytest.raises(KernelError, match="depthwise"):
         kpu_conv2d(x[:, :2], w, bn, act, 3, True, 0, 9, -4, 0, -9, 0, 0)
+
+
+def test_layer_past_kpu_ram_and_zero_batches_are_clear_errors():
+    from kmodelpy.errors import FormatError
+
+    case = "synth__kpu_c01_p0_12x16_N1_ic4_oc4_k0_dw1"
+    x = np.frombuffer(inputs(case)[0].read_bytes(), np.uint8)
+    with pytest.raises(FormatError, match=r"KPUConv2D.*past the end"):
+        rt.Model.from_bytes(_synth_model_bytes(case, image_dst_addr=(2 << 20) // 64 - 1), case).run(x)
+    km = KModel.parse((CASES / case / "ncc.kmodel").read_bytes(), case)
+    for e in km.nodes:
+        if isinstance(e.op, KPUConv2D):
+            e.op.batches = 0
+    with pytest.raises(KernelError, match="batches"):
+        rt.Model.from_bytes(km.to_bytes(), case).run(x)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..errors import KernelError
+from ..errors import FormatError, KernelError
 from ..format.binio import DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
 from ..kpu.layer_args import ACT_TABLE_SIZE, ActivationTable, BatchNorm, LayerArgs
 from ..kpu.layout import kpu_bytes, kpu_download, kpu_upload
@@ -223,6 +223,8 @@ class KPUConv2D(Op):
         k = la.kernel_size
         if k is None or la.pool_type >= 10:
             raise KernelError("Invalid kpu filter")
+        if self.batches < 1:
+            raise KernelError(f"batches is {self.batches}; ncc divides by it (crash), it must be at least 1")
         ic, ih, iw = la.in_shape
         oc, oh, ow = la.out_shape
         s = POOL_STRIDE[la.pool_type]
@@ -241,10 +243,13 @@ class KPUConv2D(Op):
     def run(self, mem) -> None:
         pr = self._prepare()
         la = self.layer_argument
-        x = kpu_download(mem.kpu, la.image_src_addr * 64, self._in_shape4())
-        out = _run_prepared(x, pr, la.pool_type, la.pad_value, la.arg_x, la.shr_x, la.arg_w, la.shr_w,
-                            la.arg_add, None)
-        kpu_upload(mem.kpu, la.image_dst_addr * 64, out)
+        try:
+            x = kpu_download(mem.kpu, la.image_src_addr * 64, self._in_shape4())
+            out = _run_prepared(x, pr, la.pool_type, la.pad_value, la.arg_x, la.shr_x, la.arg_w, la.shr_w,
+                                la.arg_add, None)
+            kpu_upload(mem.kpu, la.image_dst_addr * 64, out)
+        except FormatError as e:
+            raise FormatError(f"{mem.file}: {mem.node}: {e}") from None
         if self.main_mem_output.size != 0:
             dst = MemoryRange(MEM_MAIN, DT_UINT8, self.main_mem_output.start, out.size)
             mem.span(dst)[:] = out.reshape(-1)

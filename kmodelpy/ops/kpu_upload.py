@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import FormatError
 from ..format.binio import MemoryRange, Reader, Writer, read_shape4, shape_size, write_shape4
 from ..kpu.layout import kpu_download
 from ..kpu.layout import kpu_upload as _upload_layout
@@ -42,7 +43,10 @@ class KPUUpload(Op):
     def run(self, mem) -> None:
         shape = [int(v) for v in self.in_shape]
         x = mem.span(self.input, shape_size(shape)).reshape(shape)
-        _upload_layout(mem.kpu, self.output.start, kpu_upload(x))
+        try:
+            _upload_layout(mem.kpu, self.output.start, kpu_upload(x))
+        except FormatError as e:
+            raise FormatError(f"{mem.file}: {mem.node}: {e}") from None
 
     def output_shape(self, rng: MemoryRange) -> list[int] | None:
         return [int(v) for v in self.in_shape]

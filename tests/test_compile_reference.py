@@ -3,7 +3,8 @@
 For each case with model.tflite: compile with the case's own ncc_args (run from the case folder so the
 relative dataset path resolves), emulate the kmodel on inputs/X.bin and compare with ncc_out/X.bin:
 
-* bit-exact cases: every output byte equal (and we also note whether the kmodel file is identical);
+* bit-exact cases: every output byte equal (and we also note whether the kmodel file is identical),
+  and the console output equal to ncc's compile.log (stage lines, WARN lines, l2 lines, memory, SUMMARY);
 * ncc-defect cases (docs/deviations.md): kmodelpy must be *closer* to the TFLite float output than ncc;
 * ``__float`` cases: equal to the TFLite float outputs (float/X.npz);
 * conv_prelu (ncc: "Not supported tflite opcode: PRELU") compiles and tracks the float model;
@@ -27,21 +28,35 @@ FAILING = {"too_large_input_640x480"}
 RESULTS: dict[str, tuple[str, str]] = {}
 
 
-def _compile(case: str, monkeypatch) -> bytes:
-    import kmodelpy.compiler as C
-    from kmodelpy.compiler.cli import configure_parser
+def _compile(case: str, monkeypatch, console: list | None = None) -> bytes:
+    """Compile the case with its ncc_args from inside its folder; ``console`` receives what was printed."""
     import argparse
+    import io
+
+    from kmodelpy.compiler import OPTION_NAMES
+    from kmodelpy.compiler import pipeline as P
+    from kmodelpy.compiler.cli import configure_parser
 
     monkeypatch.chdir(CASES / case)
     p = argparse.ArgumentParser()
     configure_parser(p)
     a = p.parse_args(case_json(case)["ncc_args"][2:])
-    return C.compile_model(a.input, dataset=a.dataset, dataset_format=a.dataset_format,
-                           inference_type=a.inference_type, input_type=a.input_type, input_mean=a.input_mean,
-                           input_std=a.input_std, calibrate_method=a.calibrate_method,
-                           weights_quantize_threshold=a.weights_quantize_threshold,
-                           output_quantize_threshold=a.output_quantize_threshold,
-                           quantize_binary=not a.no_quantized_binary)
+    opts = P.Options(dataset=a.dataset, quantize_binary=not a.no_quantized_binary,
+                     **{k: getattr(a, k) for k in OPTION_NAMES if k != "quantize_binary"})
+    out = io.StringIO()
+    try:
+        return P.run_pipeline(a.input, opts, out).kmodel
+    finally:
+        if console is not None:
+            console.append(out.getvalue())
+
+
+def _console_lines(text: str):
+    """Console text without progress bars (compile.log drops them); l2 lines sorted (ncc prints them in
+    hash-map order)."""
+    lines = [ln.split("\r")[-1] for ln in text.replace("\r\n", "\n").split("\n")]
+    lines = [ln for ln in lines if not ln.startswith("  [")]
+    return [ln for ln in lines if "->" not in ln], sorted(ln for ln in lines if "->" in ln)
 
 
 def _load(data: bytes, tmp_path):
@@ -73,7 +88,10 @@ def _run(model, x_path) -> list[np.ndarray]:
 @pytest.mark.parametrize("case", [c for c in COMPILE_CASES if c not in DEVIATING and c not in FAILING
                                   and (CASES / c / "ncc_out").exists()])
 def test_bit_exact_with_ncc(case, monkeypatch, tmp_path):
-    data = _compile(case, monkeypatch)
+    console: list = []
+    data = _compile(case, monkeypatch, console)
+    assert _console_lines(console[0]) == _console_lines((CASES / case / "compile.log").read_text()), \
+        f"{case}: console output differs from ncc's compile.log"
     model = _load(data, tmp_path)
     same_file = (CASES / case / "ncc.kmodel").read_bytes() == data
     bad = [x.stem for x in inputs(case) if (_run(model, x), model.output_bytes())[1] != ncc_out(case, x.stem)]

@@ -189,8 +189,7 @@ def l2_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: f
         result[oc] = opt
         out.write(print_line(h.range, opt) + "\n")
         bar.tick()
-    bar.done()
-    out.write("\n")
+    out.write("\n")  # ncc ends this bar with a bare std::endl (no done())
     return result
 
 

@@ -12,8 +12,7 @@ import kmodelpy.runtime as rt
 from kmodelpy.errors import KernelError
 from kmodelpy.format.binio import DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
 from kmodelpy.format.kmodel import KModel
-from kmodelpy.kpu.activation import kround
-from kmodelpy.kpu.pooling import POOL_STRIDE, pool_plane
+from kmodelpy.kpu.kernels import POOL_STRIDE, kround, pool_plane
 from kmodelpy.kpu.layer_args import (FIELDS, ActivationTable, BatchNorm, LayerArgs, ncc_layer_args,
                                      sign_extend)
 from kmodelpy.kpu.layout import kpu_bytes, kpu_download, kpu_upload, row_layout

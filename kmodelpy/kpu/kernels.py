@@ -12,17 +12,273 @@ and then, all in i64 as the spec says::
     j  = largest j in 15..0 with Bv > x_start[j]
     U  = clamp(KROUND((Bv − x_start[j])·y_mul[j], shift[j]) + add[j], 0, 255)
 
-followed by the pool (C.6); the activation and pools are in :mod:`.activation` and :mod:`.pooling`.
-Nothing here is compiled at import time.
+followed by the pool (C.6). Everything ``kpu_layer`` calls lives in this one file on purpose: numba's
+on-disk cache of a function is invalidated only when its own file changes, so a callee in another
+module could leave a stale compiled caller behind. Nothing here is compiled at import time.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
-from .activation import ERR_NONE, activate, activate_sorted
-from .pooling import pool_c, pool_plane
+# ============================================================== activation (C.5 b, c)
+ERR_NONE, ERR_NO_SEGMENT, ERR_SHIFT = 0, 1, 2
 
+
+@numba.njit(cache=True)
+def kround(t, s):
+    """``carry_shift<int64, banker=true>`` with its sign quirk (C.5): KROUND(−1, 2) = −2."""
+    if s == 0:
+        return t
+    q = t >> s
+    f = t & ((np.int64(1) << s) - 1)
+    h = np.int64(1) << (s - 1)
+    sigma = np.int64(-1) if t < 0 else np.int64(1)
+    if f < h:
+        return q
+    if f > h:
+        return q + sigma
+    if q & 1:
+        return q + sigma
+    return q
+
+
+@numba.njit(cache=True)
+def activate(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add, sorted_starts, u):
+    """u[p] = activation of batch norm of C = cv[p], for one output channel (C.5 b, c).
+    With non-decreasing x_start the segment is found branch-free by counting (the same result as
+    the strict-``>`` scan from 15 down); otherwise by the scan itself. ``s_mask``/``s_half`` are
+    2^s−1 and 2^(s−1) (1 for s = 0, which then never rounds)."""
+    err = ERR_NONE
+    for p in range(u.shape[0]):
+        bv = ((cv[p] * mul) >> bsh) + badd
+        if sorted_starts:
+            j = -1
+            for i in range(16):
+                j += bv > s_start[i]
+        else:
+            j = 15
+            while j >= 0 and not bv > s_start[j]:
+                j -= 1
+        if j < 0:
+            err = ERR_NO_SEGMENT
+            u[p] = 0
+            continue
+        sh = s_shift[j]
+        if sh >= 32:
+            err = ERR_SHIFT
+            u[p] = 0
+            continue
+        t = (bv - s_start[j]) * s_mul[j]
+        q = t >> sh
+        f = t & s_mask[j]
+        h = s_half[j]
+        up = (f > h) | ((f == h) & ((q & 1) == 1))
+        r = q + s_add[j]
+        if up:
+            r += -1 if t < 0 else 1
+        u[p] = 0 if r < 0 else (255 if r > 255 else r)
+    return err
+
+
+@numba.njit(cache=True, inline="always")
+def _seg_consts(s_start, s_mul, s_shift, s_add, j):
+    """(x_start, y_mul, shift, add, h−1, nonzero-shift mask) of segment j, for :func:`_seg_value`."""
+    sh = s_shift[j]
+    h1 = ((np.int64(1) << sh) >> 1) - 1 if sh > 0 else np.int64(0)
+    z = np.int64(-1) if sh > 0 else np.int64(0)
+    return s_start[j], s_mul[j], sh, s_add[j], h1, z
+
+
+@numba.njit(cache=True, inline="always")
+def _seg_value(bv, xs, ym, sh, add, h1, z):
+    """KROUND((bv − xs)·ym, sh) + add, branch-free (see :func:`activate_sorted`), before the clamp."""
+    t = (bv - xs) * ym
+    q = t >> sh
+    up = (((t + h1 + (q & 1)) >> sh) - q) & z
+    m = t >> 63
+    return q + ((up ^ m) - m) + add
+
+
+@numba.njit(cache=True)
+def activate_sorted(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, u):
+    """Fast form of :func:`activate` for non-decreasing x_start when every Bv of the channel lies
+    in [bv_lo, bv_hi] with bv_lo > x_start[0]: segments entirely below bv_lo always count, those at
+    or above bv_hi never do, so only the few in between are compared (ncc tables park unused
+    segments at 2^35−2). KROUND is branch-free: up = ((t + h − 1 + (q & 1)) >> s) − q is the
+    round-half-even carry, applied towards −∞ for t < 0 (the quirk). Returns False (nothing
+    written) when a reachable segment has shift >= 32; the caller then takes the checked path."""
+    i_lo = 1
+    while i_lo < 16 and s_start[i_lo] < bv_lo:
+        i_lo += 1
+    i_hi = i_lo
+    while i_hi < 16 and s_start[i_hi] < bv_hi:
+        i_hi += 1
+    j0 = i_lo - 1
+    for j in range(j0, i_hi):
+        if s_shift[j] >= 32:
+            return False
+    if i_hi - j0 <= 3:
+        # up to three reachable segments (the usual case): one vectorisable pass, each value
+        # computed for every candidate segment and the last one it lies above selected
+        big = np.int64(np.iinfo(np.int64).max)  # start of an absent segment: never selected
+        ja, jb, jc = j0, min(j0 + 1, 15), min(j0 + 2, 15)
+        xa, ya, sa, aa, ha, za = _seg_consts(s_start, s_mul, s_shift, s_add, ja)
+        xb, yb, sb, ab, hb, zb = _seg_consts(s_start, s_mul, s_shift, s_add, jb)
+        xc, yc, sc, ac, hc, zc = _seg_consts(s_start, s_mul, s_shift, s_add, jc)
+        if i_hi - j0 < 2:
+            xb = big
+        if i_hi - j0 < 3:
+            xc = big
+        for p in range(u.shape[0]):
+            bv = ((cv[p] * mul) >> bsh) + badd
+            r = _seg_value(bv, xa, ya, sa, aa, ha, za)
+            rb = _seg_value(bv, xb, yb, sb, ab, hb, zb)
+            rc = _seg_value(bv, xc, yc, sc, ac, hc, zc)
+            r = rb if bv > xb else r
+            r = rc if bv > xc else r
+            u[p] = min(max(r, 0), 255)
+        return True
+    if i_hi - j0 <= 4:
+        # few reachable segments: one vectorisable pass per segment with constant parameters, in
+        # increasing order, each overwriting the values above its start (largest j with Bv > x_start[j])
+        n = u.shape[0]
+        for p in range(n):
+            bvs[p] = ((cv[p] * mul) >> bsh) + badd
+        for j in range(j0, i_hi):
+            xs, ym, sh, add = s_start[j], s_mul[j], s_shift[j], s_add[j]
+            hm1 = ((np.int64(1) << sh) >> 1) - 1 if sh > 0 else np.int64(0)
+            nz = np.int64(-1) if sh > 0 else np.int64(0)
+            first = j == j0
+            for p in range(n):
+                bv = bvs[p]
+                t = (bv - xs) * ym
+                q = t >> sh
+                up = (((t + hm1 + (q & 1)) >> sh) - q) & nz
+                m = t >> 63
+                r = min(max(q + ((up ^ m) - m) + add, 0), 255)
+                if first or bv > xs:
+                    u[p] = r
+        return True
+    for p in range(u.shape[0]):
+        bv = ((cv[p] * mul) >> bsh) + badd
+        j = j0
+        for i in range(i_lo, i_hi):
+            j += bv > s_start[i]
+        sh = s_shift[j]
+        t = (bv - s_start[j]) * s_mul[j]
+        q = t >> sh
+        up = (((t + ((np.int64(1) << sh) >> 1) - 1 + (q & 1)) >> sh) - q) if sh > 0 else np.int64(0)
+        m = t >> 63
+        r = q + ((up ^ m) - m) + s_add[j]
+        u[p] = min(max(r, 0), 255)
+    return True
+
+# ============================================================== pooling (C.6)
+# pool_type -> stride (C.6)
+POOL_STRIDE = (1, 2, 2, 4, 4, 2, 2, 4, 1, 1)
+
+
+@numba.njit(cache=True)
+def pool_plane(u, ih, iw, pool_type, dst):
+    """Pool one channel ``u`` (flat ih*iw u8) into ``dst`` [OH, OW] (C.6)."""
+    oh, ow = dst.shape
+    if pool_type == 0:
+        for y in range(oh):
+            for x in range(ow):
+                dst[y, x] = u[y * iw + x]
+    elif pool_type == 1 or pool_type == 3:  # max_2_s2, max_4_s4
+        s = 2 if pool_type == 1 else 4
+        for y in range(oh):
+            for x in range(ow):
+                m = 0
+                for ky in range(s):
+                    row = (y * s + ky) * iw + x * s
+                    for kx in range(s):
+                        v = u[row + kx]
+                        if v > m:
+                            m = v
+                dst[y, x] = m
+    elif pool_type == 2 or pool_type == 4:  # mean_2_s2, mean_4_s4
+        s = 2 if pool_type == 2 else 4
+        for y in range(oh):
+            for x in range(ow):
+                acc = np.uint32(0)
+                for ky in range(s):
+                    row = (y * s + ky) * iw + x * s
+                    for kx in range(s):
+                        acc += np.uint32(u[row + kx])
+                dst[y, x] = acc // np.uint32(s * s)
+    elif pool_type == 5 or pool_type == 6 or pool_type == 7:  # left_top_2, right_top_2, left_top_4
+        s = 4 if pool_type == 7 else 2
+        dx = 1 if pool_type == 6 else 0
+        for y in range(oh):
+            for x in range(ow):
+                dst[y, x] = u[(y * s) * iw + x * s + dx]
+    elif pool_type == 8:  # mean_2_s1, edge replicated
+        for y in range(oh):
+            y1 = min(y + 1, ih - 1)
+            for x in range(ow):
+                x1 = min(x + 1, iw - 1)
+                acc = (np.uint32(u[y * iw + x]) + np.uint32(u[y * iw + x1]) + np.uint32(u[y1 * iw + x])
+                       + np.uint32(u[y1 * iw + x1]))
+                dst[y, x] = acc // np.uint32(4)
+    else:  # 9: max_2_s1, taps past the edge read as 0
+        for y in range(oh):
+            for x in range(ow):
+                m = u[y * iw + x]
+                if x + 1 < iw and u[y * iw + x + 1] > m:
+                    m = u[y * iw + x + 1]
+                if y + 1 < ih:
+                    if u[(y + 1) * iw + x] > m:
+                        m = u[(y + 1) * iw + x]
+                    if x + 1 < iw and u[(y + 1) * iw + x + 1] > m:
+                        m = u[(y + 1) * iw + x + 1]
+                dst[y, x] = m
+
+
+@numba.njit(cache=True)
+def pool_c(cv, ih, iw, pool_type, use_min, dst):
+    """Pool the pre-activation values C instead of U (flat ``dst`` of OH·OW): select pools take
+    the same tap; max pools take the max (``use_min``: the min, when BN's multiplier is negative).
+    Exact when the activation is monotone (C.6 max of a monotone function = function of the max)."""
+    s = 4 if (pool_type == 3 or pool_type == 7) else (1 if pool_type == 9 else 2)
+    oh, ow = ih // s, iw // s
+    if pool_type >= 5 and pool_type <= 7:
+        dx = 1 if pool_type == 6 else 0
+        for y in range(oh):
+            for x in range(ow):
+                dst[y * ow + x] = cv[(y * s) * iw + x * s + dx]
+        return
+    if pool_type == 1 and not use_min:  # max_2_s2, the common case, unrolled
+        for y in range(oh):
+            r0 = (2 * y) * iw
+            r1 = r0 + iw
+            for x in range(ow):
+                a = max(cv[r0 + 2 * x], cv[r0 + 2 * x + 1])
+                b = max(cv[r1 + 2 * x], cv[r1 + 2 * x + 1])
+                dst[y * ow + x] = max(a, b)
+        return
+    win = 2 if pool_type == 9 else s
+    for y in range(oh):
+        for x in range(ow):
+            m = cv[(y * s) * iw + x * s]
+            for ky in range(win):
+                yy = y * s + ky
+                if yy >= ih:
+                    break
+                for kx in range(win):
+                    xx = x * s + kx
+                    if xx >= iw:
+                        break
+                    v = cv[yy * iw + xx]
+                    if use_min:
+                        m = min(m, v)
+                    else:
+                        m = max(m, v)
+            dst[y * ow + x] = m
+
+# ============================================================== convolution and the layer (C.5 a)
 
 @numba.njit(cache=True)
 def _pad_center(x, n, zp, pad, xp):

@@ -1,7 +1,6 @@
 """KPUConv2D (0x2002): one K210 KPU layer -- convolution, batch norm, piecewise-linear activation,
 pooling -- emulated bit for bit as ``ncc infer`` does (runtime spec §C.4 encoding, §C.5 execution,
-§C.6 pools, §B.26 errors). The numba kernels are in :mod:`kmodelpy.kpu.kernels` (conv),
-:mod:`kmodelpy.kpu.activation` and :mod:`kmodelpy.kpu.pooling`."""
+§C.6 pools, §B.26 errors). The numba kernels are in :mod:`kmodelpy.kpu.kernels`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -12,9 +11,7 @@ from ..errors import FormatError, KernelError
 from ..format.binio import DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
 from ..kpu.layer_args import ACT_TABLE_SIZE, ActivationTable, BatchNorm, LayerArgs
 from ..kpu.layout import kpu_bytes, kpu_download, kpu_upload
-from ..kpu.activation import ERR_NO_SEGMENT, ERR_SHIFT
-from ..kpu.kernels import kpu_layer
-from ..kpu.pooling import POOL_STRIDE
+from ..kpu.kernels import ERR_NO_SEGMENT, ERR_SHIFT, POOL_STRIDE, kpu_layer
 from .base import Op, register
 
 ALIGN = 256  # BN table, activation table and weights start at multiples of 256 (absolute file offset)

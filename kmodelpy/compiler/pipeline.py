@@ -30,6 +30,7 @@ class Options:
     output_quantize_threshold: int = 1024
     quantize_binary: bool = True
     max_allocator_solve_secs: int = 60
+    dump_ir: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -71,6 +72,28 @@ def make_context(opts: Options) -> Context:
 
 
 # ------------------------------------------------------------------------------------------- stages
+def dump_graph(g: Graph, prefix: str, opts: Options, llir: bool = False) -> None:
+    """``--dump-ir``: Graphviz file ``ir_<prefix>.dot`` in the current folder, exactly as ncc writes it
+    (compile.cpp:46-79; names every unnamed node first, which also changes WARN names)."""
+    if not opts.dump_ir:
+        return
+    from ..ir.ops import display_name
+    from .report import DISPLAY
+
+    g.assign_names()
+    lines = ['digraph "graph" {', 'node [shape="record"]']
+    for n in g.nodes:
+        label = DISPLAY.get(n.op, display_name(n.op)) if llir else display_name(n.op)
+        lines.append(f'"{n.name}" [label="{{{label}}}"]')
+    for n in g.nodes:
+        for o in n.outputs:
+            shape = "x".join(str(d) for d in o.shape)
+            for c in o.consumers:
+                lines.append(f'"{n.name}"->"{c.node.name}" [label="{shape}"]')
+    with open(f"ir_{prefix}.dot", "w") as f:
+        f.write("\n".join(lines) + "\n}\n")
+
+
 def import_graph(path, out) -> Graph:
     from ..ir.importer import import_tflite
     from .k210_ops import register_all
@@ -82,12 +105,16 @@ def import_graph(path, out) -> Graph:
     return g
 
 
-def optimize(g: Graph, ctx: Context, out) -> None:
+def optimize(g: Graph, ctx: Context, out, opts: Options | None = None) -> None:
+    opts = opts or Options()
+    dump_graph(g, "import", opts)
     out.write("2. Optimize Pass 1...\n")
     run_pass(g, T.pass_p1(ctx), ctx)
+    dump_graph(g, "optimize_1", opts)
     if ctx.inference_type == "uint8":
         out.write("3. Optimize Pass 2...\n")
         run_pass(g, T.pass_p2(ctx), ctx)
+        dump_graph(g, "optimize_2", opts)
 
 
 def add_checkpoints(g: Graph, ctx: Context, opts: Options, out) -> None:
@@ -95,6 +122,7 @@ def add_checkpoints(g: Graph, ctx: Context, opts: Options, out) -> None:
     out.write("  4.1. Add quantization checkpoints...\n")
     for p in (T.pass_c1, T.pass_c2, T.pass_c3):
         run_pass(g, p(ctx), ctx)
+    dump_graph(g, "before_quant", opts)
     if opts.use_dataset_as_input_stat:
         for n in g.inputs:
             n.output.need_quantize = True
@@ -121,7 +149,7 @@ def calibrate(g: Graph, ctx: Context, opts: Options, out) -> None:
     ctx.ranges = ranges
 
 
-def quantize_graph(g: Graph, ctx: Context, out) -> None:
+def quantize_graph(g: Graph, ctx: Context, out, opts: Options | None = None) -> None:
     out.write("  4.5. Quantize graph...\n")
     for p in (T.pass_q1, T.pass_q2, T.pass_q3, T.pass_q4, T.pass_q5):
         try:
@@ -131,6 +159,7 @@ def quantize_graph(g: Graph, ctx: Context, out) -> None:
                                "stride != 4 right after a KPU conv) — change that layer") from None
         except KeyError as e:  # ncc: std::out_of_range from the quantizer's range map
             raise CompileError(f"quantization failed: {e.args[0]}; the calibration never saw this tensor") from None
+    dump_graph(g, "after_quant", opts or Options())
     for n in g.nodes:
         if n.op == "conv2d" and not n.need_quantize:
             line = f"WARN: {n.name} Fallback to float conv2d due to weights divergence."
@@ -138,7 +167,7 @@ def quantize_graph(g: Graph, ctx: Context, out) -> None:
             out.write(line + "\n")
 
 
-def generate(g: Graph, out):
+def generate(g: Graph, out, opts: Options | None = None):
     """Lower, schedule and emit (the back end); returns (kmodel bytes, llir, schedule)."""
     from .emit import emit
     from .lower import lower
@@ -146,8 +175,10 @@ def generate(g: Graph, out):
     from .schedule import schedule
 
     out.write("5. Lowering...\n")
-    llir = lower(g)
+    llir = lower(g)  # includes L1 fold_memorycopy, so both dumps show the folded LLIR
+    dump_graph(llir, "lowering", opts or Options(), llir=True)
     out.write("6. Optimize Pass 3...\n")
+    dump_graph(llir, "optimize_3", opts or Options(), llir=True)
     out.write("7. Generate code...\n")
     out.write("  Plan buffers...\n")
     sched = schedule(llir)
@@ -175,10 +206,10 @@ def run_pipeline(path, opts: Options | None = None, out=None) -> Result:
     opts.validate()
     ctx = make_context(opts)
     g = import_graph(path, out)
-    optimize(g, ctx, out)
+    optimize(g, ctx, out, opts)
     if opts.inference_type == "uint8":
         add_checkpoints(g, ctx, opts, out)
         calibrate(g, ctx, opts, out)
-        quantize_graph(g, ctx, out)
-    data, llir, sched = generate(g, out)
+        quantize_graph(g, ctx, out, opts)
+    data, llir, sched = generate(g, out, opts)
     return Result(data, g, llir, sched, ctx.warnings)

@@ -458,3 +458,21 @@ def test_4x4_pool_with_stride_2_after_kpu_conv_fails_like_ncc(tmp_path):
     with pytest.raises(CompileError) as e:
         C.compile_model(model, dataset=raw, dataset_format="raw")
     assert "\n" not in str(e.value) and "4x4 pool" in str(e.value)
+
+
+def test_dump_ir_and_weights_range(tmp_path, monkeypatch):
+    import kmodelpy.compiler as C
+    from kmodelpy.compiler import pipeline as P
+
+    model = _conv_model(tmp_path, 8, 8, 3, 1, "SAME")
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    P.run_pipeline(model, P.Options(inference_type="float", dump_ir=True, dump_weights_range=True), out)
+    assert sorted(p.name for p in tmp_path.glob("ir_*.dot")) == [
+        "ir_import.dot", "ir_lowering.dot", "ir_optimize_1.dot", "ir_optimize_3.dot"]
+    text = (tmp_path / "ir_optimize_1.dot").read_text().splitlines()
+    assert text[:2] == ['digraph "graph" {', 'node [shape="record"]'] and text[-1] == "}"
+    assert '"Conv2D_0" [label="{Conv2D}"]' in text
+    assert any(line.startswith('"Conv2D_0"->') and 'label="1x8x8x8"' in line for line in text)
+    assert "Dump weights range ...\nConv2D_0{" in out.getvalue()
+    assert C.compile_model(model, inference_type="float", dump_ir=False)[:4] == b"LDMK"

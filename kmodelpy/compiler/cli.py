@@ -35,6 +35,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-allocator-solve-secs", type=int, default=60, metavar="N",
                    help="accepted for ncc compatibility; kmodelpy always places buffers first-fit")
     p.add_argument("--dump-ir", action="store_true", help="write Graphviz files ir_<stage>.dot into the current folder")
+    p.add_argument("--dump-weights-range", action="store_true", help="print every conv's weight range after pass 1")
     p.add_argument("--report", action="store_true",
                    help="after ncc's output, print a per-layer table (op, CPU/KPU, shapes, memory) and the "
                         "reason every conv/FC/pool stayed on the CPU")

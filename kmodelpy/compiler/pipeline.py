@@ -31,6 +31,7 @@ class Options:
     quantize_binary: bool = True
     max_allocator_solve_secs: int = 60
     dump_ir: bool = False
+    dump_weights_range: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -111,6 +112,14 @@ def optimize(g: Graph, ctx: Context, out, opts: Options | None = None) -> None:
     out.write("2. Optimize Pass 1...\n")
     run_pass(g, T.pass_p1(ctx), ctx)
     dump_graph(g, "optimize_1", opts)
+    if opts.dump_weights_range:  # compile.cpp:252-264: plain get_range, C++ float formatting
+        from .quant import get_range
+
+        out.write("Dump weights range ...\n")
+        for n in g.nodes:
+            if n.op == "conv2d":
+                r = get_range(n["weights"])
+                out.write(f"{n.name}{{{'%g' % float(r.min)}, {'%g' % float(r.max)}}}\n")
     if ctx.inference_type == "uint8":
         out.write("3. Optimize Pass 2...\n")
         run_pass(g, T.pass_p2(ctx), ctx)

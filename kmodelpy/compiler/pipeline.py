@@ -7,7 +7,7 @@ console lines (§12) to ``out``.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import CompileError, InputError
 from ..ir.graph import Graph
@@ -32,7 +32,6 @@ class Options:
     max_allocator_solve_secs: int = 60
     dump_ir: bool = False
     dump_weights_range: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def use_dataset_as_input_stat(self) -> bool:

@@ -47,7 +47,6 @@ class Context:
     input_type: str = "uint8"
     ranges: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    decisions: list[str] = field(default_factory=list)
 
     @property
     def fusion(self) -> bool:

@@ -40,7 +40,10 @@ class _Prepared:
 
     def __init__(self, weights, k, dw, ic, oc, bn: BatchNorm, act: ActivationTable):
         taps = k * k * (1 if dw else ic)
-        w = np.asarray(weights, dtype=np.uint8).reshape(-1)[: oc * taps].reshape(oc, taps).astype(np.int16) - 128
+        flat = np.asarray(weights, dtype=np.uint8).reshape(-1)
+        if flat.size < oc * taps:
+            raise KernelError(f"the KPU layer needs {oc * taps} weights (OC {oc} x {taps} taps), got {flat.size}")
+        w = flat[: oc * taps].reshape(oc, taps).astype(np.int16) - 128
         self.swc = w.sum(axis=1, dtype=np.int64)
         # dot-product form (im2col) for long reductions, where it vectorises to pmaddwd
         self.use_dot = (not dw) and taps >= 64
@@ -59,12 +62,10 @@ class _Prepared:
         self.shifts_ok = bool((act.shift_number < 32).all())
 
 
-def _run_prepared(x, pr: _Prepared, pool_type, pad_value, arg_x, shift_x, arg_w, shift_w, arg_add, out_hw):
+def _run_prepared(x, pr: _Prepared, pool_type, pad_value, arg_x, shift_x, arg_w, shift_w, arg_add):
     n, ic, ih, iw = x.shape
-    oc = pr.w16.shape[0]
     s = POOL_STRIDE[pool_type]
-    oh, ow = out_hw if out_hw is not None else (ih // s, iw // s)
-    out = np.empty((n, oc, oh, ow), np.uint8)
+    out = np.empty((n, pr.w16.shape[0], ih // s, iw // s), np.uint8)
     # pooling C before the activation is exact for select pools and, with a monotone activation,
     # for max pools; it saves activating the dropped values
     pool_first = (pool_type in (5, 6, 7) and pr.shifts_ok) or (pool_type in (1, 3, 9) and pr.monotone)
@@ -96,7 +97,7 @@ def kpu_conv2d(x_nchw_u8, weights_u8, bn, act, kernel_size, depthwise, pool_type
         raise KernelError(f"a depthwise KPU layer reads input channel o for output o, but it has {x.shape[1]} "
                           f"input and {oc} output channels (ncc reads past its buffer)")
     pr = _Prepared(weights_u8, kernel_size, bool(depthwise), x.shape[1], oc, bn, act)
-    return _run_prepared(x, pr, pool_type, pad_value, arg_x, shift_x, arg_w, shift_w, arg_add, None)
+    return _run_prepared(x, pr, pool_type, pad_value, arg_x, shift_x, arg_w, shift_w, arg_add)
 
 
 @register
@@ -243,7 +244,7 @@ class KPUConv2D(Op):
         try:
             x = kpu_download(mem.kpu, la.image_src_addr * 64, self._in_shape4())
             out = _run_prepared(x, pr, la.pool_type, la.pad_value, la.arg_x, la.shr_x, la.arg_w, la.shr_w,
-                                la.arg_add, None)
+                                la.arg_add)
             kpu_upload(mem.kpu, la.image_dst_addr * 64, out)
         except FormatError as e:
             raise FormatError(f"{mem.file}: {mem.node}: {e}") from None

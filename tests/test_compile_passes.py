@@ -273,12 +273,13 @@ def test_fuse_one_binary_builds_program_and_drops_activation():
 
 
 # ------------------------------------------------------------------------------------ float kernels
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.integers(1, 2), st.integers(1, 20), st.integers(1, 20), st.integers(1, 9), st.integers(1, 40),
-       st.sampled_from([1, 3]), st.booleans(), st.integers(0, 2**31 - 1))
-def test_fast_kpu_conv_equals_runtime_conv2d(n, c, oc, h, w, k, dw, seed):
-    """The calibration's fake-KPU conv gives the same float32 bits as kmodelpy.ops.conv2d."""
-    from kmodelpy.compiler.k210_ops import kpu_conv_f32
+       st.sampled_from([1, 3]), st.booleans(), st.integers(0, 2**31 - 1), st.integers(0, 9))
+def test_fast_kpu_conv_equals_runtime_conv2d(n, c, oc, h, w, k, dw, seed, pool_type):
+    """The calibration's fake-KPU conv (+ pool; select pools computed only where kept) gives the same
+    float32 bits as kmodelpy.ops.conv2d followed by the pool."""
+    from kmodelpy.compiler.kpu_float import kpu_conv_f32
     from kmodelpy.ops.conv2d import conv2d
 
     rng = np.random.default_rng(seed)
@@ -287,13 +288,13 @@ def test_fast_kpu_conv_equals_runtime_conv2d(n, c, oc, h, w, k, dw, seed):
     wt = rng.standard_normal((oc, 1 if dw else c, k, k)).astype(F32)
     b = rng.standard_normal(oc).astype(F32)
     p = (k // 2, k // 2)
-    want = conv2d(x, wt, b, c if dw else 1, p, p, 1, 1, 1, 1, -2.0, 2.5)
-    got = np.ascontiguousarray(kpu_conv_f32(x, wt, b, dw, (-2.0, 2.5)))
-    assert got.tobytes() == want.tobytes()
+    want = _naive_pool(conv2d(x, wt, b, c if dw else 1, p, p, 1, 1, 1, 1, -2.0, 2.5), pool_type)
+    got = np.ascontiguousarray(kpu_conv_f32(x, wt, b, dw, (-2.0, 2.5), pool_type))
+    assert got.shape == want.shape and got.tobytes() == want.tobytes()
 
 
 def _naive_pool(x, pool_type):
-    from kmodelpy.compiler.k210_ops import POOL_FILTER, SELECT_OFFSET
+    from kmodelpy.compiler.kpu_float import POOL_FILTER, SELECT_OFFSET
 
     n, c, h, w = x.shape
     f, s = POOL_FILTER[pool_type], build.POOL_STRIDE[pool_type]
@@ -325,7 +326,7 @@ def _naive_pool(x, pool_type):
 
 @pytest.mark.parametrize("pool_type", range(10))
 def test_kpu_pool_emulation(pool_type):
-    from kmodelpy.compiler.k210_ops import kpu_pool_f32
+    from kmodelpy.compiler.kpu_float import kpu_pool_f32
 
     x = np.random.default_rng(pool_type).standard_normal((1, 3, 9, 10)).astype(F32)
     assert kpu_pool_f32(x, pool_type).tobytes() == _naive_pool(x, pool_type).tobytes()

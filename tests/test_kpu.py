@@ -279,7 +279,7 @@ def test_kpu_conv2d_matches_spec_transcription(seed, n, h, w, k3, dw, pool, neg_
     ic = int(rng.integers(1, 12))
     oc = ic if dw else int(rng.integers(1, 12))
     if not k3 and not dw and rng.integers(0, 2):
-        ic = int(rng.integers(60, 80))  # long reductions take the im2col dot-product path
+        ic = int(rng.integers(128, 150))  # long reductions take the im2col dot-product path
     s = POOL_STRIDE[pool]
     h, w = max(h, s), max(w, s)
     x = rng.integers(0, 256, (n, ic, h, w), dtype=np.uint8)

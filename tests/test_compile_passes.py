@@ -477,3 +477,26 @@ def test_dump_ir_and_weights_range(tmp_path, monkeypatch):
     assert any(line.startswith('"Conv2D_0"->') and 'label="1x8x8x8"' in line for line in text)
     assert "Dump weights range ...\nConv2D_0{" in out.getvalue()
     assert C.compile_model(model, inference_type="float", dump_ir=False)[:4] == b"LDMK"
+
+
+def test_dataset_plan_batches_and_top_level_compile(tmp_path):
+    """§7.1: batch = N of a 4-D input; the file list is cut to a multiple of it. kmodelpy.compile()
+    returns bytes, or the path when output is given."""
+    import kmodelpy
+    from kmodelpy.compiler.calibrate import DatasetPlan
+
+    g = Graph()
+    build.input_node(g, (2, 3, 4, 4), "float32")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(5):
+        np.full((3, 4, 4), i, F32).tofile(raw / f"{i}.bin")
+    plan = DatasetPlan(g, raw, "raw", 0.5, 2.0)
+    assert len(plan) == 2 and len(plan.files) == 4
+    b1 = plan.load(1)
+    assert b1.shape == (2, 3, 4, 4) and float(b1[0, 0, 0, 0]) == (2 - 0.5) / 2 and float(b1[1, 0, 0, 0]) == 1.25
+    model = _conv_model(tmp_path, 8, 8, 3, 1, "SAME")
+    data = kmodelpy.compile(model, inference_type="float")
+    assert isinstance(data, bytes) and data[:4] == b"LDMK"
+    out = kmodelpy.compile(model, inference_type="float", output=tmp_path / "o.kmodel")
+    assert (tmp_path / "o.kmodel").read_bytes() == data and str(out).endswith("o.kmodel")

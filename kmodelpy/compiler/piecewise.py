@@ -52,8 +52,7 @@ def piecewise_regression(xs, ys, segments_count: int = 15, what: str = "activati
     intercept = y[:-1].copy()
 
     start, stop, slope, intercept = list(start), list(stop), list(slope), list(intercept)
-    diffs = _diffs(np.array(slope, dtype=F32))
-    diffs = list(diffs)
+    diffs = _diffs(np.array(slope, dtype=F32))  # float64 array (np.delete per merge: no list->array copies)
     with np.errstate(all="ignore"):
         while len(slope) != segments_count:
             i = _first_min(diffs)
@@ -68,7 +67,7 @@ def piecewise_regression(xs, ys, segments_count: int = 15, what: str = "activati
             stop[i] = stop[i + 1]
             del start[i + 1], stop[i + 1], slope[i + 1], intercept[i + 1]
             # diffs[k] = |slope[k] − slope[k+1]|: only the neighbours of i change.
-            del diffs[i]
+            diffs = np.delete(diffs, i)
             if i > 0:
                 diffs[i - 1] = _diff(slope[i - 1], slope[i])
             if i < len(slope) - 1:
@@ -89,8 +88,8 @@ def _diffs(s: np.ndarray) -> np.ndarray:
     return d
 
 
-def _first_min(diffs: list) -> int:
-    if not diffs:
+def _first_min(diffs) -> int:
+    if len(diffs) == 0:
         return -1
     a = np.asarray(diffs)
     i = int(np.argmin(a))

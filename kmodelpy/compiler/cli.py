@@ -18,7 +18,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("output", nargs="?", help="output .kmodel (default: the input's name with .kmodel)")
     p.add_argument("-i", "--input-format", default="tflite", help="input format (only tflite)")
     p.add_argument("-o", "--output-format", default="kmodel", help="output format (only kmodel)")
-    p.add_argument("-t", "--target", default="k210", help="target (k210; cpu is accepted like ncc)")
+    p.add_argument("-t", "--target", default="k210", help="target: k210 (the only one)")
     p.add_argument("--dataset", help="calibration set: folder (recursive) or one file; required for uint8")
     p.add_argument("--dataset-format", default="image", help="image (default) or raw")
     p.add_argument("--inference-type", default="uint8", help="uint8 (default) or float")

@@ -62,6 +62,10 @@ class Options:
         if self.inference_type == "uint8" and not self.dataset:
             raise InputError("uint8 inference needs a calibration set: pass --dataset DIR (images or raw files "
                              "of the model input), or use --inference-type float")
+        if self.inference_type == "uint8":
+            from .. import images
+
+            images.list_dataset(self.dataset, self.dataset_format)  # fails early on a missing/empty dataset
 
 
 def make_context(opts: Options) -> Context:

@@ -500,3 +500,32 @@ def test_dataset_plan_batches_and_top_level_compile(tmp_path):
     assert isinstance(data, bytes) and data[:4] == b"LDMK"
     out = kmodelpy.compile(model, inference_type="float", output=tmp_path / "o.kmodel")
     assert (tmp_path / "o.kmodel").read_bytes() == data and str(out).endswith("o.kmodel")
+
+
+def test_uint8_pad_carries_the_zero_point(tmp_path):
+    """Deviation D3: with --input-mean 0.5 --input-std 0.5 the input zero point is 128; the pad row before
+    a stride-2 KPU conv must read as real 0 (code 128), not as code 0 (real -1) like ncc's Pad."""
+    import kmodelpy
+    import kmodelpy.compiler as C
+    from kmodelpy.format.kmodel import KModel
+
+    model = _conv_model(tmp_path, 16, 16, 3, 2, "SAME", act="NONE")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        rng.uniform(0, 1, (3, 16, 16)).astype(F32).tofile(raw / f"{i}.bin")
+    data = C.compile_model(model, dataset=raw, dataset_format="raw", input_mean=0.5, input_std=0.5)
+    km = KModel.parse(data)
+    pads = [n.op for n in km.nodes if n.op.opcode == 0x05]
+    assert pads and pads[0].pad_value_type == 1 and pads[0].pad_value[0] == 128
+
+    x = rng.integers(0, 256, (1, 3, 16, 16), dtype=np.uint8)
+    want = kmodelpy.load(model).run((x.astype(F32) / F32(255) - F32(0.5)) / F32(0.5))[0]
+
+    def error(blob):
+        (tmp_path / "m.kmodel").write_bytes(blob)
+        return float(np.abs(kmodelpy.load(tmp_path / "m.kmodel").run(x)[0] - want).max())
+
+    pads[0].pad_value_type, pads[0].pad_value = 0, bytes(4)  # what ncc would have written
+    assert error(data) < 0.5 * error(km.to_bytes())

@@ -529,3 +529,38 @@ def test_uint8_pad_carries_the_zero_point(tmp_path):
 
     pads[0].pad_value_type, pads[0].pad_value = 0, bytes(4)  # what ncc would have written
     assert error(data) < 0.5 * error(km.to_bytes())
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_dilated_conv_space_to_batch_runs_on_the_kpu_and_tracks_float(tmp_path, padding):
+    """§5.2: a dilated stride-1 conv becomes pad → space-to-batch → plain conv (KPU) → batch-to-space."""
+    import kmodelpy
+    import kmodelpy.compiler as C
+    from kmodelpy.format.kmodel import KModel
+
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 15, 14, 3])
+    rng = np.random.default_rng(2)
+    w = b.const("w", rng.uniform(-0.5, 0.5, (8, 3, 3, 3)).astype(F32))
+    bias = b.const("b", rng.uniform(-0.1, 0.1, 8).astype(F32))
+    oh, ow = (15, 14) if padding == "SAME" else (11, 10)
+    y = b.tensor("y", [1, oh, ow, 8])
+    b.op("CONV_2D", [x, w, bias], [y], "Conv2DOptions", padding=padding, stride_h=1, stride_w=1, dilation_h=2,
+         dilation_w=2, fused_activation="NONE")
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b.build(inputs=[x], outputs=[y]))
+    g = _optimized(model)
+    assert "fake_kpu_conv2d" in kinds(g) and "conv2d" not in kinds(g)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    samples = [rng.uniform(0, 1, (3, 15, 14)).astype(F32) for _ in range(4)]
+    for i, s in enumerate(samples):
+        s.tofile(raw / f"{i}.bin")
+    data = C.compile_model(model, dataset=raw, dataset_format="raw", input_type="float")
+    assert 0x2002 in [n.op.opcode for n in KModel.parse(data).nodes]
+    (tmp_path / "m.kmodel").write_bytes(data)
+    xin = samples[0].reshape(1, 3, 15, 14)
+    got = kmodelpy.load(tmp_path / "m.kmodel").run(xin)[0]
+    want = kmodelpy.load(model).run(xin)[0]
+    step = float(want.max() - min(0.0, float(want.min()))) / 255
+    assert got.shape == want.shape and float(np.abs(got - want).max()) < 4 * step

@@ -164,9 +164,7 @@ def kpu_conv2d(g: Graph, src: OutputConnector, has_main_mem_output: bool, params
     pt = params["pool_type"]
     out = (n, int(params["weights"].shape[0]), pool_out(h, pt), pool_out(w, pt))
     node = g.add("kpu_conv2d", [src], [out], [U8], name=name, memory=MEM_KPU, **params)
-    if has_main_mem_output:
-        from ...ir.graph import OutputConnector as OC
-
-        node.outputs.append(OC(node, 1, out, U8, MEM_MAIN))
+    if has_main_mem_output:  # output 1: the main-memory copy (a second output of another memory kind)
+        node.outputs.append(OutputConnector(node, 1, out, U8, MEM_MAIN))
     node.attrs["has_main_mem_output"] = bool(has_main_mem_output)
     return node

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ir.graph import Graph, Node
-from ..rewrite import Context, Match, Transform, first_child, reroute
+from ...ir.graph import Node
+from ..rewrite import Match, Transform, first_child, reroute
 from . import build
 
 FLT_EPSILON = float(np.finfo(np.float32).eps)

@@ -564,3 +564,25 @@ def test_dilated_conv_space_to_batch_runs_on_the_kpu_and_tracks_float(tmp_path, 
     want = kmodelpy.load(model).run(xin)[0]
     step = float(want.max() - min(0.0, float(want.min()))) / 255
     assert got.shape == want.shape and float(np.abs(got - want).max()) < 4 * step
+
+
+def test_cpu_target_has_no_kpu_layers(tmp_path):
+    """-t cpu (§2.1): P2/C1/Q1-Q3/Q5 are empty, so convs become CPU QuantizedConv2D."""
+    import kmodelpy
+    import kmodelpy.compiler as C
+    from kmodelpy.format.kmodel import KModel
+
+    model = _conv_model(tmp_path, 16, 16, 3, 1, "SAME")  # 2048 outputs >= the 1024 threshold
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(9)
+    samples = [rng.uniform(0, 1, (3, 16, 16)).astype(F32) for _ in range(3)]
+    for i, s in enumerate(samples):
+        s.tofile(raw / f"{i}.bin")
+    data = C.compile_model(model, dataset=raw, dataset_format="raw", input_type="float", target="cpu")
+    ops = [n.op.opcode for n in KModel.parse(data).nodes]
+    assert 0x0F in ops and 0x2001 not in ops and 0x2002 not in ops
+    (tmp_path / "c.kmodel").write_bytes(data)
+    x = samples[0].reshape(1, 3, 16, 16)
+    got, want = kmodelpy.load(tmp_path / "c.kmodel").run(x)[0], kmodelpy.load(model).run(x)[0]
+    assert float(np.abs(got - want).max()) < 4 * float(want.max() - min(0.0, float(want.min()))) / 255

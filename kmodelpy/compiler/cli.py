@@ -18,7 +18,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("output", nargs="?", help="output .kmodel (default: the input's name with .kmodel)")
     p.add_argument("-i", "--input-format", default="tflite", help="input format (only tflite)")
     p.add_argument("-o", "--output-format", default="kmodel", help="output format (only kmodel)")
-    p.add_argument("-t", "--target", default="k210", help="target: k210 (the only one)")
+    p.add_argument("-t", "--target", default="k210", help="k210 (default) or cpu (ncc's CPU-only target: no KPU layers; the header still says K210)")
     p.add_argument("--dataset", help="calibration set: folder (recursive) or one file; required for uint8")
     p.add_argument("--dataset-format", default="image", help="image (default) or raw")
     p.add_argument("--inference-type", default="uint8", help="uint8 (default) or float")
@@ -47,9 +47,7 @@ def main(args) -> int:
     if args.output_format != "kmodel":
         raise InputError(f"-o {args.output_format}: the only output format is kmodel")
     if args.target not in ("k210", "cpu"):
-        raise InputError(f"-t {args.target}: use k210")
-    if args.target == "cpu":
-        raise InputError("-t cpu is not supported by kmodelpy; use -t k210")
+        raise InputError(f"-t {args.target}: use k210 (or cpu)")
     src = Path(args.input)
     if not src.is_file():
         raise InputError(f"{src}: no such model file")

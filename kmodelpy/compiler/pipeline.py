@@ -31,6 +31,7 @@ class Options:
     quantize_binary: bool = True
     max_allocator_solve_secs: int = 60
     dump_ir: bool = False
+    target: str = "k210"
     dump_weights_range: bool = False
 
     @property
@@ -50,7 +51,8 @@ class Options:
         return self.inference_type if self.input_type == "default" else self.input_type
 
     def validate(self) -> None:
-        checks = (("--dataset-format", self.dataset_format, ("image", "raw")),
+        checks = (("-t/--target", self.target, ("k210", "cpu")),
+                  ("--dataset-format", self.dataset_format, ("image", "raw")),
                   ("--inference-type", self.inference_type, ("uint8", "float")),
                   ("--input-type", self.input_type, ("default", "uint8", "float")),
                   ("--calibrate-method", self.calibrate_method, ("no_clip", "l2")))
@@ -72,7 +74,7 @@ def make_context(opts: Options) -> Context:
     return Context(weights_quantize_threshold=float(opts.weights_quantize_threshold),
                    output_quantize_threshold=int(opts.output_quantize_threshold),
                    quantize_binary=bool(opts.quantize_binary), inference_type=opts.inference_type,
-                   input_type=opts.effective_input_type)
+                   input_type=opts.effective_input_type, target=opts.target)
 
 
 # ------------------------------------------------------------------------------------------- stages

@@ -45,6 +45,7 @@ class Context:
     quantize_binary: bool = True
     inference_type: str = "uint8"
     input_type: str = "uint8"
+    target: str = "k210"  # "cpu": ncc's CPU target (no KPU passes, §2.1 last line)
     ranges: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

@@ -2,6 +2,7 @@
 
 ``default_list(ctx)`` is the list D (21 transforms, +5 fusions for uint8 inference); the ``pass_*``
 functions return the transform lists of passes P1, P2, C1-C3 and Q1-Q5 in priority order.
+For ``-t cpu`` (ncc's cpu_target) P2, C1, Q1-Q3 and Q5 are empty: no KPU, only CPU quantization.
 """
 from __future__ import annotations
 
@@ -37,12 +38,14 @@ def pass_p1(ctx):
 
 
 def pass_p2(ctx):
+    if ctx.target == "cpu":
+        return []
     return [EliminateDilatedConv2d(), FakeKpuConv2d(), MatmulToFakeKpuConv2d(), StridedSliceMotion(),
             FuseFakeKpuConv2dStridedSlice()] + default_list(ctx)
 
 
 def pass_c1(ctx):
-    return [AddQuantCheckpoints({"fake_kpu_conv2d"})]
+    return [] if ctx.target == "cpu" else [AddQuantCheckpoints({"fake_kpu_conv2d"})]
 
 
 def pass_c2(ctx):
@@ -57,18 +60,24 @@ def pass_c3(ctx):
 def pass_q1(ctx):
     from .quantize_k210 import KpuConv2d
 
+    if ctx.target == "cpu":
+        return []
     return [KpuConv2d(), FoldQuantize()]
 
 
 def pass_q2(ctx):
     from .quantize_k210 import FuseKpuConv2dPool
 
+    if ctx.target == "cpu":
+        return []
     return [FuseKpuConv2dPool(), FoldQuantize()]
 
 
 def pass_q3(ctx):
     from .quantize_k210 import FoldKpuUpload
 
+    if ctx.target == "cpu":
+        return []
     return [FoldKpuUpload(), FoldQuantize()]
 
 
@@ -89,4 +98,6 @@ def pass_q4(ctx):
 def pass_q5(ctx):
     from .quantize_k210 import FoldInputKpuUpload, FuseKpuDownload
 
+    if ctx.target == "cpu":
+        return []
     return [FuseKpuDownload(), FoldInputKpuUpload()] + default_list(ctx)

@@ -64,6 +64,95 @@ def build_model(h, w, c, layers, seed):
     return b.build(inputs=[x], outputs=[cur])
 
 
+OPS = ["conv1", "conv3", "dw3", "add_const", "mul_scalar", "relu", "relu6", "logistic", "leaky", "maxpool",
+       "avgpool", "pad", "concat_self", "residual"]
+
+
+def build_chain(h, w, c, ops, seed):
+    """A chain of TFLite ops on an NHWC tensor (shapes kept small), ending with MEAN over H, W."""
+    rng = np.random.default_rng(seed)
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, h, w, c])
+    cur, shape = x, [1, h, w, c]
+    for i, op in enumerate(ops):
+        n, hh, ww, cc = shape
+        if op in ("conv1", "conv3", "dw3"):
+            k = 1 if op == "conv1" else 3
+            oc = cc if op == "dw3" else int(rng.integers(1, 9))
+            wshape = (1, k, k, cc) if op == "dw3" else (oc, k, k, cc)
+            wv = (rng.uniform(-1, 1, wshape) / k).astype(F32)
+            wv.reshape(-1)[0] = abs(wv.reshape(-1)[0]) + F32(0.05)
+            y = b.tensor(f"t{i}", [1, hh, ww, oc])
+            ins = [cur, b.const(f"w{i}", wv), b.const(f"b{i}", rng.uniform(-0.1, 0.1, oc).astype(F32))]
+            if op == "dw3":
+                b.op("DEPTHWISE_CONV_2D", ins, [y], "DepthwiseConv2DOptions", padding="SAME", stride_h=1, stride_w=1,
+                     depth_multiplier=1, fused_activation="NONE")
+            else:
+                b.op("CONV_2D", ins, [y], "Conv2DOptions", padding="SAME", stride_h=1, stride_w=1,
+                     fused_activation="NONE")
+            shape = [1, hh, ww, oc]
+        elif op == "add_const":
+            y = b.tensor(f"t{i}", shape)
+            b.op("ADD", [cur, b.const(f"k{i}", rng.uniform(-0.5, 0.5, cc).astype(F32))], [y], "AddOptions",
+                 fused_activation="NONE")
+        elif op == "mul_scalar":
+            y = b.tensor(f"t{i}", shape)
+            b.op("MUL", [cur, b.const(f"k{i}", np.array([rng.uniform(0.5, 2)], F32))], [y], "MulOptions",
+                 fused_activation="NONE")
+        elif op in ("relu", "relu6", "logistic"):
+            y = b.tensor(f"t{i}", shape)
+            b.op({"relu": "RELU", "relu6": "RELU6", "logistic": "LOGISTIC"}[op], [cur], [y])
+        elif op == "leaky":
+            y = b.tensor(f"t{i}", shape)
+            b.op("LEAKY_RELU", [cur], [y], "LeakyReluOptions", alpha=0.1)
+        elif op in ("maxpool", "avgpool"):
+            if hh < 4 or ww < 4:
+                continue
+            shape = [1, hh // 2, ww // 2, cc]
+            y = b.tensor(f"t{i}", shape)
+            b.op("MAX_POOL_2D" if op == "maxpool" else "AVERAGE_POOL_2D", [cur], [y], "Pool2DOptions",
+                 padding="VALID", stride_h=2, stride_w=2, filter_h=2, filter_w=2, fused_activation="NONE")
+        elif op == "pad":
+            shape = [1, hh + 2, ww + 1, cc]
+            y = b.tensor(f"t{i}", shape)
+            b.op("PAD", [cur, b.const(f"p{i}", np.array([[0, 0], [1, 1], [0, 1], [0, 0]], np.int32))], [y])
+        elif op == "concat_self":
+            shape = [1, hh, ww, 2 * cc]
+            y = b.tensor(f"t{i}", shape)
+            b.op("CONCATENATION", [cur, cur], [y], "ConcatenationOptions", axis=3, fused_activation="NONE")
+        elif op == "residual":
+            mid = b.tensor(f"m{i}", shape)
+            b.op("CONV_2D", [cur, b.const(f"w{i}", (rng.uniform(-1, 1, (cc, 1, 1, cc)) + np.eye(cc).reshape(
+                cc, 1, 1, cc)).astype(F32)), b.const(f"b{i}", np.zeros(cc, F32))], [mid], "Conv2DOptions",
+                 padding="SAME", stride_h=1, stride_w=1, fused_activation="RELU")
+            y = b.tensor(f"t{i}", shape)
+            b.op("ADD", [cur, mid], [y], "AddOptions", fused_activation="NONE")
+        cur = y
+    out = b.tensor("out", [1, shape[3]])
+    b.op("MEAN", [cur, b.const("axes", np.array([1, 2], np.int32))], [out], "ReducerOptions", keep_dims=False)
+    return b.build(inputs=[x], outputs=[out])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(4, 12), st.integers(4, 12), st.sampled_from([1, 3, 4]),
+       st.lists(st.sampled_from(OPS), min_size=1, max_size=5), st.integers(0, 2**31 - 1))
+def test_random_op_chain_float_kmodel_equals_tflite(tmp_path_factory, h, w, c, ops, seed):
+    """P1's folds and transpose motions preserve the float graph: a --inference-type float kmodel of a
+    random op chain gives TFLite's outputs (up to float32 summation order)."""
+    import kmodelpy
+    import kmodelpy.compiler as C
+
+    tmp = tmp_path_factory.mktemp("chain")
+    model = tmp / "m.tflite"
+    model.write_bytes(build_chain(h, w, c, ops, seed))
+    path = C.compile_model(model, inference_type="float", output=tmp / "m.kmodel")
+    x = np.random.default_rng(seed).uniform(0, 1, (1, c, h, w)).astype(F32)
+    got = np.asarray(kmodelpy.load(path).run(x)[0], F32).reshape(-1)  # kmodels carry no output shapes
+    want = np.asarray(kmodelpy.load(model).run(x)[0], F32).reshape(-1)
+    assert got.shape == want.shape
+    assert float(np.abs(got - want).max()) <= 1e-5 * max(1.0, float(np.abs(want).max()))
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(6, 20), st.integers(6, 20), st.sampled_from([1, 3]), st.lists(layer, min_size=1, max_size=3),
        st.integers(0, 2**31 - 1))
@@ -95,3 +184,30 @@ def test_random_conv_stack_tracks_float(tmp_path_factory, h, w, c, layers, seed)
         # every layer adds at most a few steps of rounding; allow 4 steps per layer at the worst point
         assert float(err.max()) <= (4 * len(layers) + 2) * step * 3, (float(err.max()), step)
         assert float(err.mean()) <= (2 * len(layers) + 1) * step, (float(err.mean()), step)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(4, 12), st.integers(4, 12), st.sampled_from([1, 3, 4]),
+       st.lists(st.sampled_from(OPS), min_size=1, max_size=4), st.integers(0, 2**31 - 1))
+def test_random_op_chain_uint8_tracks_float(tmp_path_factory, h, w, c, ops, seed):
+    """The same chains compiled for uint8 (calibrated on raw samples) stay close to the float model."""
+    import kmodelpy
+    import kmodelpy.compiler as C
+
+    tmp = tmp_path_factory.mktemp("chainq")
+    model = tmp / "m.tflite"
+    model.write_bytes(build_chain(h, w, c, ops, seed))
+    rng = np.random.default_rng(seed)
+    ds = tmp / "calib"
+    ds.mkdir()
+    samples = [rng.uniform(0, 1, (c, h, w)).astype(F32) for _ in range(6)]
+    for i, s in enumerate(samples):
+        s.tofile(ds / f"{i}.bin")
+    path = C.compile_model(model, dataset=ds, dataset_format="raw", input_type="float", output=tmp / "m.kmodel")
+    km, tf = kmodelpy.load(path), kmodelpy.load(model)
+    for s in samples[:2]:
+        x = s.reshape(1, c, h, w)
+        got = np.asarray(km.run(x)[0], F32).reshape(-1)
+        want = np.asarray(tf.run(x)[0], F32).reshape(-1)
+        scale = max(float(np.abs(want).max()), 0.05)
+        assert float(np.abs(got - want).max()) <= 0.06 * (len(ops) + 1) * scale, (got, want)

@@ -120,10 +120,14 @@ def _conv_rows(x, w, bias, k, depthwise, lo, hi, s, dy, dx, out):
                             if j1 <= j0:
                                 continue
                             start = j0 * s + dx + kx - p
-                            xs = xrow[start:start + (j1 - j0 - 1) * s + 1:s]
                             accs = acc[j0:j1]
-                            for t in range(j1 - j0):
-                                accs[t] += xs[t] * wv
+                            if s == 1:  # contiguous slices: LLVM vectorises (no FMA, no reassociation)
+                                xs = xrow[start:start + (j1 - j0)]
+                                for t in range(j1 - j0):
+                                    accs[t] += xs[t] * wv
+                            else:
+                                for t in range(j1 - j0):
+                                    accs[t] += xrow[start + t * s] * wv
                 for j in range(ow):
                     out[n, o, i, j] = clamp(acc[j], lo, hi)
 
@@ -156,7 +160,9 @@ def kpu_conv_f32(x, weights, bias, depthwise: bool, act, pool_type: int = 0) -> 
         oh, ow = h // s, wd // s
     else:
         s, dy, dx, oh, ow = 1, 0, 0, h, wd
-    if wd >= 32 or (not depthwise and oc < 16):
+    # kernel choice by measurement: rows for wide depthwise layers with few channels and for narrow
+    # stride-1 convs over wide images; channels (NHWC) otherwise, and for every select-pool layer
+    if (depthwise and oc < 32 and wd >= 32 and s == 1) or (not depthwise and s == 1 and oc <= 16 and wd >= 32):
         out = np.empty((n, oc, oh, ow), np.float32)
         _conv_rows(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(w), b, k, bool(depthwise), lo, hi,
                    s, dy, dx, out)

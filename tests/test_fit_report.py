@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from kmodelpy.fit_report import LayerVerdict, analyse, report
 from kmodelpy.format.kmodel import KModel
-from tests.refcases import CASES, case_json, cases_with
+from refcases import CASES, case_json, cases_with
 
 COMPUTE = {"KPUConv2D", "Conv2D", "QuantizedConv2D", "MatMul", "QuantizedMatMul", "Conv2DTranspose"}
 PASS_THROUGH = {"KPUUpload", "Quantize", "Dequantize"}
@@ -372,7 +372,7 @@ def _synth(name, tmp):
 
     from kmodelpy.compiler.pipeline import Options, run_pipeline
     from kmodelpy.format.tflite_reader import read_tflite
-    from tests.refcases import DATASETS
+    from refcases import DATASETS
 
     b = _b()
     ins, outs = SYNTH[name](b)

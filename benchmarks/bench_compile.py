@@ -6,6 +6,11 @@ compile_seconds); kmodelpy's target is <= 2.5 s. Run:  python benchmarks/bench_c
 
 Prints wall and CPU time per stage (import + P1/P2, calibration, quantize passes, back end) for the
 fastest repetition, and checks the kmodel is still byte-identical to ncc's.
+
+Measured on the shared 2-core build machine (load 1.5-3, so only indicative): 2.2-3.6 s wall, about
+3.5 s of CPU; calibration (300 float evaluations of the 27 fake-KPU convs) is ~2.2-3.0 s single-threaded,
+~1.7-2.5 s on two threads (KMODELPY_THREADS=1 forces one); the quantize passes ~0.7 s (mostly the
+activation piecewise regression of the 27 KPU layers).
 """
 from __future__ import annotations
 

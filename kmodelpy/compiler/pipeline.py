@@ -166,13 +166,7 @@ def calibrate(g: Graph, ctx: Context, opts: Options, out) -> None:
 def quantize_graph(g: Graph, ctx: Context, out, opts: Options | None = None) -> None:
     out.write("  4.5. Quantize graph...\n")
     for p in (T.pass_q1, T.pass_q2, T.pass_q3, T.pass_q4, T.pass_q5):
-        try:
-            run_pass(g, p(ctx), ctx)
-        except ValueError as e:  # a connect() shape/type mismatch, e.g. ncc's 4x4-pool quirk (§13.8)
-            raise CompileError(f"quantization failed: {e}; ncc fails here too (e.g. a 4x4 pool with "
-                               "stride != 4 right after a KPU conv) — change that layer") from None
-        except KeyError as e:  # ncc: std::out_of_range from the quantizer's range map
-            raise CompileError(f"quantization failed: {e.args[0]}; the calibration never saw this tensor") from None
+        run_pass(g, p(ctx), ctx)
     dump_graph(g, "after_quant", opts or Options())
     for n in g.nodes:
         if n.op == "conv2d" and not n.need_quantize:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import CompileError
 from ..ir.graph import Graph, InputConnector, Node, OutputConnector
 
 
@@ -114,7 +115,11 @@ def run_pass(graph: Graph, transforms: list[Transform], ctx: Context, limit: int
             for n in order:
                 m = t.try_match(n, ctx)
                 if m is not None:
-                    t.rewrite(graph, m, ctx)
+                    try:
+                        t.rewrite(graph, m, ctx)
+                    except (ValueError, KeyError) as e:  # ncc: "Shapes must be same", map::at, ...
+                        msg = e.args[0] if e.args else type(e).__name__
+                        raise CompileError(f"transform {t.name} failed at {n.name or n.op}: {msg}") from None
                     hit = True
                     break
             if hit:

@@ -9,6 +9,7 @@ live in KPU memory directly.
 """
 from __future__ import annotations
 
+from ...errors import CompileError
 from ...kpu.layer_args import ActivationTable, BatchNorm
 from ..kpu_params import kpu_conv_params
 from ..quant import get_quant_param
@@ -110,9 +111,15 @@ class FuseKpuConv2dPool(Transform):
         return Match([c, kd, d, r], [c.input], [r.output], {"pool_type": pt})
 
     def rewrite(self, g, m, ctx):
-        c_old, _, d_old, _ = m.nodes
+        c_old, _, d_old, r = m.nodes
         conv = build.kpu_conv2d(g, m.inputs[0].producer, c_old["has_main_mem_output"],
                                 kpu_attrs(c_old, pool_type=m.extra["pool_type"]), name=c_old.name)
+        if conv.output.shape != r.output.shape:  # quirk §13.8: 4x4 pools map to *_4_s4 whatever the stride
+            raise CompileError(
+                f"{r.name or 'pool'}: a {r['filter_h']}x{r['filter_w']} pool with stride {r['stride_h']} right after "
+                f"the KPU conv {c_old.name} is mapped to the KPU's 4x4 stride-4 pool and the shapes no longer match "
+                f"({list(conv.output.shape)} vs {list(r.output.shape)}); ncc fails here too — use stride 4 or a "
+                "2x2 pool")
         kd = build.kpu_download(g, conv.output, name=c_old.name + "/kpu_download")
         d = build.dequantize(g, kd.output, d_old["quant_param"], name=c_old.name + "/dequantize")
         reroute(m.outputs[0], d.output)

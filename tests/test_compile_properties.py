@@ -65,7 +65,7 @@ def build_model(h, w, c, layers, seed):
 
 
 OPS = ["conv1", "conv3", "dw3", "add_const", "mul_scalar", "relu", "relu6", "logistic", "leaky", "maxpool",
-       "avgpool", "pad", "concat_self", "residual"]
+       "avgpool", "pad", "concat_self", "residual", "conv3_s2", "resize2x", "softmax", "slice"]
 
 
 def build_chain(h, w, c, ops, seed):
@@ -91,6 +91,36 @@ def build_chain(h, w, c, ops, seed):
                 b.op("CONV_2D", ins, [y], "Conv2DOptions", padding="SAME", stride_h=1, stride_w=1,
                      fused_activation="NONE")
             shape = [1, hh, ww, oc]
+        elif op == "conv3_s2":
+            oh, ow = -(-hh // 2), -(-ww // 2)
+            if oh < 2 or ow < 2:
+                continue
+            oc = int(rng.integers(1, 9))
+            wv = (rng.uniform(-1, 1, (oc, 3, 3, cc)) / 3).astype(F32)
+            wv.reshape(-1)[0] = abs(wv.reshape(-1)[0]) + F32(0.05)
+            shape = [1, oh, ow, oc]
+            y = b.tensor(f"t{i}", shape)
+            b.op("CONV_2D", [cur, b.const(f"w{i}", wv), b.const(f"b{i}", np.zeros(oc, F32))], [y], "Conv2DOptions",
+                 padding="SAME", stride_h=2, stride_w=2, fused_activation="RELU")
+        elif op == "resize2x":
+            if hh > 16 or ww > 16:
+                continue
+            shape = [1, 2 * hh, 2 * ww, cc]
+            y = b.tensor(f"t{i}", shape)
+            b.op("RESIZE_NEAREST_NEIGHBOR", [cur, b.const(f"s{i}", np.array([2 * hh, 2 * ww], np.int32))], [y],
+                 "ResizeNearestNeighborOptions", align_corners=False)
+        elif op == "softmax":
+            y = b.tensor(f"t{i}", shape)
+            b.op("SOFTMAX", [cur], [y], "SoftmaxOptions", beta=1.0)
+        elif op == "slice":
+            if hh < 3 or ww < 3:
+                continue
+            shape = [1, hh - 1, ww - 2, cc]
+            y = b.tensor(f"t{i}", shape)
+            b.op("STRIDED_SLICE", [cur, b.const(f"sb{i}", np.array([0, 1, 1, 0], np.int32)),
+                                   b.const(f"se{i}", np.array([1, hh, ww - 1, cc], np.int32)),
+                                   b.const(f"ss{i}", np.array([1, 1, 1, 1], np.int32))], [y], "StridedSliceOptions",
+                 begin_mask=0, end_mask=0, ellipsis_mask=0, new_axis_mask=0, shrink_axis_mask=0)
         elif op == "add_const":
             y = b.tensor(f"t{i}", shape)
             b.op("ADD", [cur, b.const(f"k{i}", rng.uniform(-0.5, 0.5, cc).astype(F32))], [y], "AddOptions",

@@ -209,7 +209,9 @@ def test_random_conv_stack_tracks_float(tmp_path_factory, h, w, c, layers, seed)
         got, want = np.asarray(km.run(x)[0], F32), np.asarray(tf.run(x)[0], F32)
         assert got.shape == want.shape
         lo, hi = min(0.0, float(want.min())), max(0.0, float(want.max()))
-        step = max(hi - lo, 0.01) / 255  # one output quantization step
+        # one output quantization step; the floor covers outputs much narrower than the layers before them
+        # (inputs are in [0, 1] and the weights keep activations around unit scale)
+        step = max(hi - lo, 0.25) / 255
         err = np.abs(got - want)
         # every layer adds at most a few steps of rounding; allow 4 steps per layer at the worst point
         assert float(err.max()) <= (4 * len(layers) + 2) * step * 3, (float(err.max()), step)

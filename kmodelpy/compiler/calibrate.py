@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..ir.graph import Graph
+from .kpu_float import release_prepared
 from .quant import Range, fixup_range
 
 BROADCAST_OPS = frozenset({"input", "concat", "reshape", "transpose", "pad", "strided_slice", "resize_image",
@@ -210,14 +211,17 @@ def _run(graph, dataset, fmt, mean, std, record, out) -> None:
     bar = ProgressBar(len(plan.files), out)
     bar.display()
     threads = min(calibration_threads(), len(plan))
-    if threads <= 1:
-        for i in range(len(plan)):
-            work(i)
-            bar.tick()  # ncc ticks once per batch
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            for _ in pool.map(work, range(len(plan))):
-                bar.tick()
+    try:
+        if threads <= 1:
+            for i in range(len(plan)):
+                work(i)
+                bar.tick()  # ncc ticks once per batch
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                for _ in pool.map(work, range(len(plan))):
+                    bar.tick()
+    finally:
+        release_prepared()
     bar.done()
 
 

@@ -140,10 +140,15 @@ def _channels_last(weights) -> np.ndarray:
     if hit is None or hit[0] is not weights:
         w = np.asarray(weights, np.float32)
         hit = (weights, np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0))).reshape(-1, w.shape[0]))
-        if len(_PREPARED) > 4096:
+        if len(_PREPARED) > 1024:
             _PREPARED.clear()
         _PREPARED[id(weights)] = hit
     return hit[1]
+
+
+def release_prepared() -> None:
+    """Forget the channels-last weight copies (the calibration calls it when a run ends)."""
+    _PREPARED.clear()
 
 
 def kpu_conv_f32(x, weights, bias, depthwise: bool, act, pool_type: int = 0) -> np.ndarray:

@@ -426,7 +426,7 @@ def _c_values(acc, sxc, axsx, sx_mul, const, use_axsx, cv):
 
 @numba.njit(cache=True)
 def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
-              bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out):
+              bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks):
     """One KPU layer over all batches. ``x`` u8 [N, IC, IH, IW]; ``w16`` centered weights
     [OC, taps(+zero padding)]; ``swc`` Σw' per channel; ``out`` u8 [N, OC, OH, OW].
     ``pool_first``: the pool may run on C before the activation (select pools, or max pools
@@ -441,11 +441,6 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
     gic = 1 if dw else ic
     taps = np.int64(gic * k * k)
     xp = np.empty((ic, ph, pw), np.int16)
-    acc = np.empty(npix, np.int32)
-    cv = np.empty(npix, np.int64)
-    bvs = np.empty(npix, np.int64)
-    pooled = np.empty(oh * ow, np.int64)
-    u = np.empty(npix, np.uint8)
     sxc = np.empty(npix, np.int32)  # Σx' over the taps of each position (|Σx'| <= 1024·9·128)
     axsx = np.empty(npix if sx != 0 else 0, np.int64)  # asr(ax·Sx, sx), needed when sx != 0
     cs = np.empty((ph, pw), np.int32)
@@ -464,6 +459,9 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
             s_mask[j] = (np.int64(1) << s_shift[j]) - 1
             s_half[j] = np.int64(1) << (s_shift[j] - 1)
     err = ERR_NONE
+    nth = max(1, min(n_chunks, oc))
+    errs = np.zeros(nth, np.int64)
+    acc, cv, bvs, pooled, u = _scratch(npix if nth == 1 else 0, oh * ow if nth == 1 else 0)
     for n in range(n_b):
         _pad_center(x, n, zp, pad, xp)
         if not dw:
@@ -480,53 +478,173 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
                     axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
         if use_dot:
             _im2col(xp, k, ih, iw, cols)
-        for o in range(oc):
-            wrow = w16[o]
-            if use_dot:
-                _dot_rows(cols, wrow, acc)
-            elif dw:
-                if k == 3:
-                    _conv3_rows(xp, o, o + 1, wrow, ih, iw, acc)
-                else:
-                    _conv_rows(xp, o, o + 1, wrow, k, ih, iw, acc)
-                _box_sum(xp[o], k, ih, iw, sxc)
-                if sx != 0:
-                    for p in range(npix):
-                        axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
-            elif k == 1:
-                _conv_1x1(xp.reshape(ic, npix), wrow, acc)
+        if nth == 1:
+            errs[0] = _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
+                                s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, 0, oc, cols,
+                                sxc, axsx, acc, cv, bvs, pooled, u, sorted_starts, min_start, s_mask, s_half)
+        else:
+            _channels_parallel(nth, xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift,
+                               bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, cols,
+                               sxc, axsx, sorted_starts, min_start, s_mask, s_half, errs)
+        for t in range(nth):  # the last channel's error, as a channel-by-channel loop would keep
+            if errs[t] != ERR_NONE:
+                err = errs[t]
+    return err
+
+
+@numba.njit(cache=True)
+def _scratch(npix, opix):
+    """Per-channel work arrays: acc (i32 D), cv (i64 C), bvs (i64 Bv), pooled (i64), u (u8 U)."""
+    return (np.empty(npix, np.int32), np.empty(npix, np.int64), np.empty(npix, np.int64),
+            np.empty(opix, np.int64), np.empty(npix, np.uint8))
+
+
+@numba.njit(cache=True, parallel=True)
+def _channels_parallel(nth, xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
+                       s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, cols,
+                       sxc, axsx, sorted_starts, min_start, s_mask, s_half, errs):
+    """:func:`_channels` over ``nth`` contiguous blocks of output channels, one per thread, each
+    with its own work arrays (a depthwise layer's Σx' is per channel, so per thread too). The
+    channels are independent, so the result does not depend on ``nth``."""
+    oc = w16.shape[0]
+    npix = sxc.shape[0]
+    for t in numba.prange(nth):
+        o_a = (oc * t) // nth
+        o_b = (oc * (t + 1)) // nth
+        acc, cv, bvs, pooled, u = _scratch(npix, out.shape[2] * out.shape[3])
+        if dw:
+            sxc_t = np.empty(npix, np.int32)
+            axsx_t = np.empty(axsx.shape[0], np.int64)
+        else:
+            sxc_t = sxc
+            axsx_t = axsx
+        errs[t] = _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
+                            s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, o_a, o_b, cols,
+                            sxc_t, axsx_t, acc, cv, bvs, pooled, u, sorted_starts, min_start, s_mask, s_half)
+
+
+@numba.njit(cache=True)
+def _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
+              s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, o_a, o_b, cols,
+              sxc, axsx, acc, cv, bvs, pooled, u, sorted_starts, min_start, s_mask, s_half):
+    """Output channels ``o_a <= o < o_b`` of batch ``n`` (conv, C, BN, activation, pool) into
+    ``out``; returns the last error (ERR_NONE if none)."""
+    err = ERR_NONE
+    ic, ph, pw = xp.shape
+    pad = (k - 1) // 2
+    ih, iw = ph - 2 * pad, pw - 2 * pad
+    npix = ih * iw
+    oh, ow = out.shape[2], out.shape[3]
+    gic = 1 if dw else ic
+    taps = np.int64(gic * k * k)
+    for o in range(o_a, o_b):
+        wrow = w16[o]
+        if use_dot:
+            _dot_rows(cols, wrow, acc)
+        elif dw:
+            if k == 3:
+                _conv3_rows(xp, o, o + 1, wrow, ih, iw, acc)
             else:
-                _conv3_rows(xp, 0, ic, wrow, ih, iw, acc)
-            # C = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic, with Sxw = D + 128·Σx' + 128·Σw' + 16384·T
-            const = 128 * swc[o] + 16384 * taps + ((aw * (swc[o] + 128 * taps)) >> sw) + aadd * gic
-            if npix == 0:
-                continue
-            if sx == 0:  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
-                c_lo, c_hi = _c_values(acc, sxc, axsx, 128 + ax, const + ax * 128 * taps, False, cv)
-            else:
-                c_lo, c_hi = _c_values(acc, sxc, axsx, 128, const, True, cv)
-            mul, bsh, badd = bn_mul[o], bn_shift[o], bn_add[o]
-            b1 = ((c_lo * mul) >> bsh) + badd
-            b2 = ((c_hi * mul) >> bsh) + badd
-            bv_lo, bv_hi = min(b1, b2), max(b1, b2)  # Bv is monotone in C
-            safe = bv_lo > min_start  # every value has a segment
-            pooled_first = pool_first and safe
-            flat_out = out[n, o].reshape(oh * ow)
-            if pooled_first:
-                pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
-                src, dst = pooled, flat_out
-            elif pool_type == 0:
-                src, dst = cv, flat_out
-            else:
-                src, dst = cv, u
-            done = False
-            if sorted_starts and safe:
-                done = activate_sorted(src, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, dst)
-            if not done:
-                e = activate(src, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add,
-                              sorted_starts, dst)
-                if e != ERR_NONE:
-                    err = e
-            if not pooled_first and pool_type != 0:
-                pool_plane(u, ih, iw, pool_type, out[n, o])
+                _conv_rows(xp, o, o + 1, wrow, k, ih, iw, acc)
+            _box_sum(xp[o], k, ih, iw, sxc)
+            if sx != 0:
+                for p in range(npix):
+                    axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
+        elif k == 1:
+            _conv_1x1(xp.reshape(ic, npix), wrow, acc)
+        else:
+            _conv3_rows(xp, 0, ic, wrow, ih, iw, acc)
+        # C = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic, with Sxw = D + 128·Σx' + 128·Σw' + 16384·T
+        const = 128 * swc[o] + 16384 * taps + ((aw * (swc[o] + 128 * taps)) >> sw) + aadd * gic
+        if npix == 0:
+            continue
+        if sx == 0:  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
+            c_lo, c_hi = _c_values(acc, sxc, axsx, 128 + ax, const + ax * 128 * taps, False, cv)
+        else:
+            c_lo, c_hi = _c_values(acc, sxc, axsx, 128, const, True, cv)
+        mul, bsh, badd = bn_mul[o], bn_shift[o], bn_add[o]
+        b1 = ((c_lo * mul) >> bsh) + badd
+        b2 = ((c_hi * mul) >> bsh) + badd
+        bv_lo, bv_hi = min(b1, b2), max(b1, b2)  # Bv is monotone in C
+        safe = bv_lo > min_start  # every value has a segment
+        pooled_first = pool_first and safe
+        flat_out = out[n, o].reshape(oh * ow)
+        if pooled_first:
+            pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
+            src, dst = pooled, flat_out
+        elif pool_type == 0:
+            src, dst = cv, flat_out
+        else:
+            src, dst = cv, u
+        done = False
+        if sorted_starts and safe:
+            done = activate_sorted(src, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, dst)
+        if not done:
+            e = activate(src, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add,
+                          sorted_starts, dst)
+            if e != ERR_NONE:
+                err = e
+        if not pooled_first and pool_type != 0:
+            pool_plane(u, ih, iw, pool_type, out[n, o])
+    return err
+
+
+# ============================================================== KPU RAM in and out (C.3)
+
+@numba.njit(cache=True, inline="always")
+def _row_layout(w):
+    """(groups G, row_len L in 64-byte lines, row_pitch P) for width ``w`` (as kpu.layout.row_layout)."""
+    if w <= 16:
+        return 4, 1, 16
+    if w <= 32:
+        return 2, 1, 32
+    return 1, (w + 63) // 64, 64
+
+
+@numba.njit(cache=True)
+def ram_download(ram, start, x):
+    """x[n, c, y, :] = the tensor's elements in KPU RAM at byte ``start`` (C.3; the same bytes as
+    kpu.layout.kpu_download, bounds checked by the caller)."""
+    n_b, c_n, h, w = x.shape
+    g, l, p = _row_layout(w)
+    line = l * 64
+    s = line * h * ((c_n + g - 1) // g)
+    for n in range(n_b):
+        for c in range(c_n):
+            base = start + n * s + (c // g) * (line * h) + (c % g) * p
+            for y in range(h):
+                r = base + y * line
+                for i in range(w):
+                    x[n, c, y, i] = ram[r + i]
+
+
+@numba.njit(cache=True)
+def ram_upload(ram, start, x):
+    """Store x u8 [N, C, H, W] into KPU RAM at byte ``start``, element positions only (C.3; as
+    kpu.layout.kpu_upload, bounds checked by the caller)."""
+    n_b, c_n, h, w = x.shape
+    g, l, p = _row_layout(w)
+    line = l * 64
+    s = line * h * ((c_n + g - 1) // g)
+    for n in range(n_b):
+        for c in range(c_n):
+            base = start + n * s + (c // g) * (line * h) + (c % g) * p
+            for y in range(h):
+                r = base + y * line
+                for i in range(w):
+                    ram[r + i] = x[n, c, y, i]
+
+
+@numba.njit(cache=True)
+def kpu_layer_ram(ram, src, dst, x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd, bn_mul, bn_shift,
+                  bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks):
+    """:func:`kpu_layer` reading its input (shape of ``x``, a work array) from KPU RAM at byte
+    ``src`` and storing ``out`` at byte ``dst``, as the op does with kpu_download / kpu_upload
+    (all batches read before any is written, so overlapping ranges behave the same; nothing is
+    written on an error, where the op raises)."""
+    ram_download(ram, src, x)
+    err = kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
+                    s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks)
+    if err == ERR_NONE:
+        ram_upload(ram, dst, out)
     return err

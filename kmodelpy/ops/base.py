@@ -76,6 +76,9 @@ def _load_all() -> None:
     import pkgutil
 
     from .. import ops as pkg
+    from .._numba_start import skip_scipy_on_first_dispatch
+
+    skip_scipy_on_first_dispatch()
 
     for m in pkgutil.iter_modules(pkg.__path__):
         if m.name not in ("base",) and not m.name.startswith("_"):

@@ -3,6 +3,7 @@ pooling -- emulated bit for bit as ``ncc infer`` does (runtime spec §C.4 encodi
 §C.6 pools, §B.26 errors). The numba kernels are in :mod:`kmodelpy.kpu.kernels`."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -11,9 +12,14 @@ from ..errors import FormatError, KernelError
 from ..format.binio import DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
 from ..kpu.layer_args import ACT_TABLE_SIZE, ActivationTable, BatchNorm, LayerArgs
 from ..kpu.layout import kpu_bytes, kpu_download, kpu_upload
-from ..kpu.kernels import ERR_NO_SEGMENT, ERR_SHIFT, POOL_STRIDE, kpu_layer
+from ..kpu.kernels import ERR_NO_SEGMENT, ERR_SHIFT, POOL_STRIDE, kpu_layer, kpu_layer_ram
 from .base import Op, register
 
+# Threads for a layer's output channels (numba prange): off by default. Two threads made a layer
+# only ~1.5x faster on an idle 2-core machine and up to 10x slower when another process holds a
+# core (each parallel region waits for a descheduled thread); the results never depend on it.
+# KMODELPY_THREADS=2 (or more) turns it on.
+N_CHUNKS = max(1, int(os.environ.get("KMODELPY_THREADS", "1") or 1))
 ALIGN = 256  # BN table, activation table and weights start at multiples of 256 (absolute file offset)
 FIXED_SIZE = 120  # main_mem_output, batches, reserved0, layer argument
 
@@ -36,7 +42,7 @@ class _Prepared:
     """Per-layer tables decoded once: centered int16 weights, weight sums, int64 BN/act arrays."""
 
     __slots__ = ("w16", "swc", "use_dot", "bn_mul", "bn_shift", "bn_add", "s_shift", "s_mul", "s_start",
-                 "s_add", "k", "dw", "monotone", "shifts_ok")
+                 "s_add", "k", "dw", "monotone", "shifts_ok", "x_buf", "out_buf")
 
     def __init__(self, weights, k, dw, ic, oc, bn: BatchNorm, act: ActivationTable):
         taps = k * k * (1 if dw else ic)
@@ -61,26 +67,41 @@ class _Prepared:
         self.s_start, self.s_add = act.x_start.copy(), act.add.copy()
         self.monotone = act.is_monotone()
         self.shifts_ok = bool((act.shift_number < 32).all())
+        self.x_buf = self.out_buf = None
+
+    def pool_first(self, pool_type) -> bool:
+        """Pooling C before the activation is exact for select pools and, with a monotone
+        activation, for max pools; it saves activating the dropped values."""
+        return (pool_type in (5, 6, 7) and self.shifts_ok) or (pool_type in (1, 3, 9) and self.monotone)
+
+    def buffers(self, in4, out4):
+        """u8 input and output work arrays of these shapes, reused from the previous run."""
+        if self.x_buf is None or list(self.x_buf.shape) != in4:
+            self.x_buf = np.empty(in4, np.uint8)
+        if self.out_buf is None or list(self.out_buf.shape) != out4:
+            self.out_buf = np.empty(out4, np.uint8)
+        return self.x_buf, self.out_buf
 
 
 def _run_prepared(x, pr: _Prepared, pool_type, pad_value, arg_x, shift_x, arg_w, shift_w, arg_add):
     n, ic, ih, iw = x.shape
     s = POOL_STRIDE[pool_type]
     out = np.empty((n, pr.w16.shape[0], ih // s, iw // s), np.uint8)
-    # pooling C before the activation is exact for select pools and, with a monotone activation,
-    # for max pools; it saves activating the dropped values
-    pool_first = (pool_type in (5, 6, 7) and pr.shifts_ok) or (pool_type in (1, 3, 9) and pr.monotone)
     err = kpu_layer(np.ascontiguousarray(x, dtype=np.uint8), pr.w16, pr.swc, pr.use_dot, pr.dw, pr.k,
                     int(pad_value), int(arg_x), int(shift_x), int(arg_w), int(shift_w), int(arg_add),
                     pr.bn_mul, pr.bn_shift, pr.bn_add, pr.s_shift, pr.s_mul, pr.s_start, pr.s_add,
-                    int(pool_type), pool_first, out)
+                    int(pool_type), pr.pool_first(pool_type), out, N_CHUNKS)
+    _check_err(err)
+    return out
+
+
+def _check_err(err) -> None:
     if err == ERR_NO_SEGMENT:
         raise KernelError("a batch-norm value is <= every activation x_start (no segment matches; ncc's "
                           "result is undefined here); fix the activation table's segment 0")
     if err == ERR_SHIFT:
         raise KernelError("an activation segment with shift_number >= 32 is used (undefined in ncc); "
                           "fix the activation table")
-    return out
 
 
 def kpu_conv2d(x_nchw_u8, weights_u8, bn, act, kernel_size, depthwise, pool_type, pad_value,
@@ -242,13 +263,23 @@ class KPUConv2D(Op):
     def run(self, mem) -> None:
         pr = self._prepare()
         la = self.layer_argument
-        try:
-            x = kpu_download(mem.kpu, la.image_src_addr * 64, self._in_shape4())
-            out = _run_prepared(x, pr, la.pool_type, la.pad_value, la.arg_x, la.shr_x, la.arg_w, la.shr_w,
-                                la.arg_add)
-            kpu_upload(mem.kpu, la.image_dst_addr * 64, out)
-        except FormatError as e:
-            raise FormatError(f"{mem.file}: {mem.node}: {e}") from None
+        in4, out4 = self._in_shape4(), self._out_shape4()
+        src, dst = la.image_src_addr * 64, la.image_dst_addr * 64
+        ram = mem.kpu
+        if min(src, dst) < 0 or src + kpu_bytes(in4) > len(ram) or dst + kpu_bytes(out4) > len(ram):
+            try:  # the layout functions say which range is out of KPU RAM
+                kpu_download(ram, src, in4)
+                kpu_upload(ram, dst, np.zeros(out4, np.uint8))
+            except FormatError as e:
+                raise FormatError(f"{mem.file}: {mem.node}: {e}") from None
+        # one compiled call: download, layer, upload (work arrays kept on the instance)
+        x, out = pr.buffers(in4, out4)
+        pool_type = la.pool_type
+        err = kpu_layer_ram(ram, src, dst, x, pr.w16, pr.swc, pr.use_dot, pr.dw, pr.k, int(la.pad_value),
+                            int(la.arg_x), int(la.shr_x), int(la.arg_w), int(la.shr_w), int(la.arg_add),
+                            pr.bn_mul, pr.bn_shift, pr.bn_add, pr.s_shift, pr.s_mul, pr.s_start, pr.s_add,
+                            int(pool_type), pr.pool_first(pool_type), out, N_CHUNKS)
+        _check_err(err)
         if self.main_mem_output.size != 0:
             dst = MemoryRange(MEM_MAIN, DT_UINT8, self.main_mem_output.start, out.size)
             mem.span(dst)[:] = out.reshape(-1)

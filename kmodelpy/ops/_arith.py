@@ -9,6 +9,8 @@ Integer helpers (all numba-compiled on first use, usable from other ``@njit`` ke
 * :func:`mul_and_carry_shift` — MCS: ``RHU(i64(v)·i64(m), s & 0xFF)`` truncated to i32.
 * :func:`tdiv` — C integer division (truncating toward zero).
 * :func:`get_out` — windowed output size ``tdiv(in + before + after − ((f−1)·dil + 1) + stride, stride)``.
+* :func:`tap_range` — the valid tap range ``[k0, k1)`` of one output (§B.2), per output;
+  :func:`tap_out_range` — the same relation seen from one tap, for tap-major loops.
 
 f32 helpers with the ``std::`` NaN semantics of §0: :func:`f32_min` (``b < a ? b : a``),
 :func:`f32_max` (``a < b ? b : a``), :func:`clamp` (``v < lo ? lo : hi < v ? hi : v``; NaN passes),
@@ -73,6 +75,16 @@ def clamp_u8(v):
     if v > 255:
         return 255
     return v
+
+
+@numba.njit(cache=True)
+def tap_range(o, stride, pad_before, dil, size, f):
+    """Valid tap range ``[k0, k1)`` of output ``o`` (§B.2) and the window origin ``org``: taps
+    ``k`` in the range read input ``org + dil·k``; padding taps are skipped."""
+    org = o * stride - pad_before
+    k0 = max(0, tdiv(-org + dil - 1, dil))
+    k1 = min(f, tdiv(size - org + dil - 1, dil))
+    return org, k0, k1
 
 
 @numba.njit(cache=True)

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..errors import KernelError
-from ..format.binio import FLT_MAX, MemoryRange, ValueRange, read_padding, read_shape4, shape_size, \
-    write_padding, write_shape4
-from ._arith import clamp, get_out, tap_out_range
-from .base import Op, register
+from ..format.binio import FLT_MAX, MemoryRange, ValueRange, read_shape4, shape_size, write_shape4
+from ._arith import clamp, tap_out_range
+from ._window import WindowOp, check_groups, check_in_shape, checked_out_hw, grouped_weights_count, kernel_window, \
+    read_window, write_window
+from .base import register
 
 
 @numba.njit(cache=True)
@@ -60,24 +60,6 @@ def _conv2d_kernel(x, w, bias, groups, pad_h, pad_w, sh, sw, dh, dw, lo, hi, out
                         plane[oy, ox] = clamp(plane[oy, ox], lo, hi)
 
 
-def check_window(name: str, filter_h: int, filter_w: int, stride_h: int, stride_w: int,
-                 dilation_h: int, dilation_w: int) -> None:
-    """Refuse window parameters for which ncc's kernel divides by zero or loops nonsensically."""
-    if min(stride_h, stride_w, dilation_h, dilation_w) <= 0 or min(filter_h, filter_w) < 0:
-        raise KernelError(
-            f"{name} has filter {filter_h}x{filter_w}, stride {stride_h}x{stride_w}, dilation "
-            f"{dilation_h}x{dilation_w}; strides and dilations must be >= 1 (the file is damaged)"
-        )
-
-
-def check_groups(name: str, channels: int, out_channels: int, groups: int) -> None:
-    if groups <= 0 or channels % groups or out_channels % groups or channels < 0 or out_channels < 0:
-        raise KernelError(
-            f"{name}: {channels} input and {out_channels} output channels cannot be split into "
-            f"{groups} groups (the file is damaged)"
-        )
-
-
 def conv2d(x_nchw, weights, bias, groups, padding_h, padding_w, stride_h, stride_w, dilation_h, dilation_w,
            act_lo=-FLT_MAX, act_hi=FLT_MAX) -> np.ndarray:
     """Array-level Conv2D. ``x_nchw`` f32 [N, C, H, W]; ``weights`` f32 [OC, C/groups, fh, fw] (OIHW);
@@ -88,22 +70,30 @@ def conv2d(x_nchw, weights, bias, groups, padding_h, padding_w, stride_h, stride
     b = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
     n, c, h, wd = x.shape
     oc, g_ic, fh, fw = w.shape
-    check_window("Conv2D", fh, fw, stride_h, stride_w, dilation_h, dilation_w)
-    check_groups("Conv2D", c, oc, groups)
+    oh, ow = checked_out_hw("Conv2D", h, wd, fh, fw, stride_h, stride_w, dilation_h, dilation_w, padding_h, padding_w,
+                            groups=(c, oc, groups))
     if g_ic != c // groups or b.shape[0] != oc:
         raise ValueError(f"conv2d: weights {w.shape} / bias {b.shape} do not fit input {x.shape}, groups {groups}")
-    oh = max(get_out(h, fh, stride_h, dilation_h, *padding_h), 0)
-    ow = max(get_out(wd, fw, stride_w, dilation_w, *padding_w), 0)
     out = np.empty((n, oc, oh, ow), dtype=np.float32)
-    _conv2d_kernel(x, w, b, int(groups), int(padding_h[0]), int(padding_w[0]), int(stride_h), int(stride_w),
-                   int(dilation_h), int(dilation_w), np.float32(act_lo), np.float32(act_hi), out)
+    _conv2d_kernel(x, w, b, int(groups), *kernel_window(padding_h, padding_w, stride_h, stride_w, dilation_h,
+                                                        dilation_w), np.float32(act_lo), np.float32(act_hi), out)
     return out
 
 
 @register
 @dataclass(eq=False)
-class Conv2D(Op):
-    """Body layout §B.6 (104 bytes + f32 weights[OC·C/groups·fh·fw] OIHW + f32 bias[OC])."""
+class Conv2D(WindowOp):
+    """Body layout §B.6 (104 bytes + f32 weights[OC·C/groups·fh·fw] OIHW + f32 bias[OC]):
+
+    | Off | Field                                  |
+    |-----|----------------------------------------|
+    | 0   | MR input (f32 NCHW), 16 MR output      |
+    | 32  | Shape4 in_shape                        |
+    | 48  | i32 groups, 52 i32 out_channels        |
+    | 56  | window block (:mod:`._window`, 40 bytes) |
+    | 96  | act                                    |
+    | 104 | f32 weights[…], then f32 bias[OC]      |
+    """
 
     opcode = 0x02
     name = "Conv2D"
@@ -128,17 +118,13 @@ class Conv2D(Op):
 
     @property
     def weights_count(self) -> int:
-        """ncc reads ``(size_t)out_channels * C / groups * fh * fw`` weights (left to right)."""
-        if self.groups == 0:
-            return -1  # the reader then reports a damaged body
-        return self.out_channels * self.in_shape[1] // self.groups * self.filter_h * self.filter_w
+        return grouped_weights_count(self.out_channels, self.in_shape[1], self.groups, self.filter_h, self.filter_w)
 
     @classmethod
     def read(cls, r):
-        op = cls(MemoryRange.read(r, "input"), MemoryRange.read(r, "output"), read_shape4(r, "in_shape"),
-                 r.i32("groups"), r.i32("out_channels"), read_padding(r, "padding_h"), read_padding(r, "padding_w"),
-                 *(r.i32(n) for n in ("filter_h", "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w")),
-                 ValueRange.read(r, "act"))
+        op = cls(input=MemoryRange.read(r, "input"), output=MemoryRange.read(r, "output"),
+                 in_shape=read_shape4(r, "in_shape"), groups=r.i32("groups"), out_channels=r.i32("out_channels"),
+                 **read_window(r), act=ValueRange.read(r, "act"))
         op.weights = r.array("<f4", op.weights_count, "weights")
         op.bias = r.array("<f4", op.out_channels, "bias")
         return op
@@ -149,29 +135,21 @@ class Conv2D(Op):
         write_shape4(w, self.in_shape)
         w.i32(self.groups)
         w.i32(self.out_channels)
-        write_padding(w, self.padding_h)
-        write_padding(w, self.padding_w)
-        for v in (self.filter_h, self.filter_w, self.stride_h, self.stride_w, self.dilation_h, self.dilation_w):
-            w.i32(v)
+        write_window(w, self)
         self.act.write(w)
         w.array(np.ravel(self.weights), "<f4")
         w.array(np.ravel(self.bias), "<f4")
 
     def output_shape(self, rng):
-        return [self.in_shape[0], self.out_channels,
-                get_out(self.in_shape[2], self.filter_h, self.stride_h, self.dilation_h, *self.padding_h),
-                get_out(self.in_shape[3], self.filter_w, self.stride_w, self.dilation_w, *self.padding_w)]
+        return [self.in_shape[0], self.out_channels, *self._out_hw(self.in_shape[2], self.in_shape[3])]
 
     def run(self, mem):
         n, c, h, wd = self.in_shape
-        if min(self.in_shape) < 0:
-            raise KernelError(f"{self.name} has a negative dimension in in_shape {self.in_shape}")
-        check_window(self.name, self.filter_h, self.filter_w, self.stride_h, self.stride_w,
-                     self.dilation_h, self.dilation_w)
+        check_in_shape(self.name, self.in_shape)
+        self._check_window()
         check_groups(self.name, c, self.out_channels, self.groups)
         x = np.array(mem.f32(self.input, shape_size(self.in_shape))).reshape(n, c, h, wd)
         w = np.asarray(self.weights, np.float32).reshape(self.out_channels, c // self.groups,
                                                            self.filter_h, self.filter_w)
-        y = conv2d(x, w, self.bias, self.groups, self.padding_h, self.padding_w, self.stride_h, self.stride_w,
-                   self.dilation_h, self.dilation_w, self.act.lo, self.act.hi)
+        y = conv2d(x, w, self.bias, self.groups, *self._conv_window(), self.act.lo, self.act.hi)
         mem.f32(self.output, y.size)[:] = y.reshape(-1)

@@ -19,11 +19,11 @@ import numba
 import numpy as np
 
 from ..errors import KernelError
-from ..format.binio import FLT_MAX, MemoryRange, ValueRange, read_padding, read_shape4, shape_size, \
-    write_padding, write_shape4
+from ..format.binio import FLT_MAX, MemoryRange, ValueRange, read_shape4, shape_size, write_shape4
 from ._arith import clamp, tdiv
-from .base import Op, register
-from .conv2d import check_groups, check_window
+from ._window import WindowOp, check_groups, check_in_shape, check_window, grouped_weights_count, kernel_window, \
+    read_window, write_window
+from .base import register
 
 
 @numba.njit(cache=True)
@@ -76,15 +76,25 @@ def conv2d_transpose(x_nchw, weights, bias, out_shape, groups, padding_h, paddin
     lo, hi = np.float32(act_lo), np.float32(act_hi)
     do_clamp = not (lo == np.float32(-FLT_MAX) and hi == np.float32(FLT_MAX))
     out = np.empty(out_shape, dtype=np.float32)
-    _conv2d_transpose_kernel(x, w, int(groups), int(padding_h[0]), int(padding_w[0]), int(stride_h),
-                             int(stride_w), int(dilation_h), int(dilation_w), lo, hi, do_clamp, out)
+    _conv2d_transpose_kernel(x, w, int(groups), *kernel_window(padding_h, padding_w, stride_h, stride_w, dilation_h,
+                                                               dilation_w), lo, hi, do_clamp, out)
     return out
 
 
 @register
 @dataclass(eq=False)
-class Conv2DTranspose(Op):
-    """Body layout §B.8 (116 bytes + f32 weights[OC·C/groups·fh·fw] + f32 bias[OC])."""
+class Conv2DTranspose(WindowOp):
+    """Body layout §B.8 (116 bytes + f32 weights[OC·C/groups·fh·fw] + f32 bias[OC]), OC = out_shape[1]:
+
+    | Off | Field                                    |
+    |-----|------------------------------------------|
+    | 0   | MR input (f32 NCHW), 16 MR output        |
+    | 32  | Shape4 in_shape, 48 Shape4 out_shape     |
+    | 64  | i32 groups                               |
+    | 68  | window block (:mod:`._window`, 40 bytes) |
+    | 108 | act                                      |
+    | 116 | f32 weights[…], then f32 bias[OC]        |
+    """
 
     opcode = 0x13
     name = "Conv2DTranspose"
@@ -107,20 +117,15 @@ class Conv2DTranspose(Op):
     weights: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
     bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
 
-    _WINDOW = ("filter_h", "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w")
-
     @property
     def weights_count(self) -> int:
-        """ncc reads ``(size_t)out_shape[1] * in_shape[1] / groups * fh * fw`` weights."""
-        if self.groups == 0:
-            return -1
-        return self.out_shape[1] * self.in_shape[1] // self.groups * self.filter_h * self.filter_w
+        return grouped_weights_count(self.out_shape[1], self.in_shape[1], self.groups, self.filter_h, self.filter_w)
 
     @classmethod
     def read(cls, r):
-        op = cls(MemoryRange.read(r, "input"), MemoryRange.read(r, "output"), read_shape4(r, "in_shape"),
-                 read_shape4(r, "out_shape"), r.i32("groups"), read_padding(r, "padding_h"),
-                 read_padding(r, "padding_w"), *(r.i32(n) for n in cls._WINDOW), ValueRange.read(r, "act"))
+        op = cls(input=MemoryRange.read(r, "input"), output=MemoryRange.read(r, "output"),
+                 in_shape=read_shape4(r, "in_shape"), out_shape=read_shape4(r, "out_shape"), groups=r.i32("groups"),
+                 **read_window(r), act=ValueRange.read(r, "act"))
         op.weights = r.array("<f4", op.weights_count, "weights")
         op.bias = r.array("<f4", op.out_shape[1], "bias")
         return op
@@ -131,10 +136,7 @@ class Conv2DTranspose(Op):
         write_shape4(w, self.in_shape)
         write_shape4(w, self.out_shape)
         w.i32(self.groups)
-        write_padding(w, self.padding_h)
-        write_padding(w, self.padding_w)
-        for n in self._WINDOW:
-            w.i32(getattr(self, n))
+        write_window(w, self)
         self.act.write(w)
         w.array(np.ravel(self.weights), "<f4")
         w.array(np.ravel(self.bias), "<f4")
@@ -144,13 +146,11 @@ class Conv2DTranspose(Op):
 
     def run(self, mem):
         n, c, h, wd = self.in_shape
-        if min(self.in_shape) < 0:
-            raise KernelError(f"{self.name} has a negative dimension in in_shape {self.in_shape}")
+        check_in_shape(self.name, self.in_shape)
         check_groups(self.name, c, self.out_shape[1], self.groups)
         x = np.array(mem.f32(self.input, shape_size(self.in_shape))).reshape(n, c, h, wd)
         w = np.asarray(self.weights, np.float32).reshape(self.out_shape[1], c // self.groups,
                                                          self.filter_h, self.filter_w)
-        y = conv2d_transpose(x, w, self.bias, self.out_shape, self.groups, self.padding_h, self.padding_w,
-                             self.stride_h, self.stride_w, self.dilation_h, self.dilation_w,
+        y = conv2d_transpose(x, w, self.bias, self.out_shape, self.groups, *self._conv_window(),
                              self.act.lo, self.act.hi)
         mem.f32(self.output, y.size)[:] = y.reshape(-1)

@@ -10,12 +10,10 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..format.binio import FLT_MAX, MemoryRange, ValueRange, read_padding, read_shape4, shape_size, \
-    write_padding, write_shape4
-from ._arith import clamp
-from .base import Op, register
-from .conv2d import check_window
-from .cpu_conv2d import check_nhwc, nhwc_out_hw, tap_range
+from ..format.binio import FLT_MAX, MemoryRange, ValueRange, read_shape4, shape_size, write_shape4
+from ._arith import clamp, tap_range
+from ._window import WindowOp, check_in_shape, checked_out_hw, kernel_window, read_window, write_window
+from .base import register
 
 
 @numba.njit(cache=True)
@@ -44,20 +42,29 @@ def cpu_depthwise_conv2d(x_nhwc, weights, bias, padding_h, padding_w, stride_h, 
     w = np.ascontiguousarray(weights, dtype=np.float32)
     b = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
     c, fh, fw = w.shape
-    check_window("CPUDepthwiseConv2D", fh, fw, stride_h, stride_w, dilation_h, dilation_w)
+    oh, ow = checked_out_hw("CPUDepthwiseConv2D", x.shape[1], x.shape[2], fh, fw, stride_h, stride_w, dilation_h,
+                            dilation_w, padding_h, padding_w)
     if c != x.shape[3] or b.shape[0] != c:
         raise ValueError(f"cpu_depthwise_conv2d: weights {w.shape} / bias {b.shape} do not fit input {x.shape}")
-    oh, ow = nhwc_out_hw(x.shape, fh, fw, stride_h, stride_w, dilation_h, dilation_w, padding_h, padding_w)
     out = np.empty((x.shape[0], oh, ow, c), dtype=np.float32)
-    _cpu_dwconv2d_kernel(x, w, b, int(padding_h[0]), int(padding_w[0]), int(stride_h), int(stride_w),
-                         int(dilation_h), int(dilation_w), np.float32(act_lo), np.float32(act_hi), out)
+    _cpu_dwconv2d_kernel(x, w, b, *kernel_window(padding_h, padding_w, stride_h, stride_w, dilation_h, dilation_w),
+                         np.float32(act_lo), np.float32(act_hi), out)
     return out
 
 
 @register
 @dataclass(eq=False)
-class CPUDepthwiseConv2D(Op):
-    """Body layout §B.23 (96 bytes + f32 weights[C·fh·fw] + f32 bias[C])."""
+class CPUDepthwiseConv2D(WindowOp):
+    """Body layout §B.23 (96 bytes + f32 weights[C·fh·fw] + f32 bias[C]):
+
+    | Off | Field                                    |
+    |-----|------------------------------------------|
+    | 0   | MR input (f32 NHWC), 16 MR output        |
+    | 32  | Shape4 in_shape [N, H, W, C]             |
+    | 48  | window block (:mod:`._window`, 40 bytes) |
+    | 88  | act                                      |
+    | 96  | f32 weights[…], then f32 bias[C]         |
+    """
 
     opcode = 0x1002
     name = "CPUDepthwiseConv2D"
@@ -78,13 +85,10 @@ class CPUDepthwiseConv2D(Op):
     weights: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
     bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
 
-    _WINDOW = ("filter_h", "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w")
-
     @classmethod
     def read(cls, r):
-        op = cls(MemoryRange.read(r, "input"), MemoryRange.read(r, "output"), read_shape4(r, "in_shape"),
-                 read_padding(r, "padding_h"), read_padding(r, "padding_w"),
-                 *(r.i32(n) for n in cls._WINDOW), ValueRange.read(r, "act"))
+        op = cls(input=MemoryRange.read(r, "input"), output=MemoryRange.read(r, "output"),
+                 in_shape=read_shape4(r, "in_shape"), **read_window(r), act=ValueRange.read(r, "act"))
         op.weights = r.array("<f4", op.in_shape[3] * op.filter_h * op.filter_w, "weights")
         op.bias = r.array("<f4", op.in_shape[3], "bias")
         return op
@@ -93,23 +97,17 @@ class CPUDepthwiseConv2D(Op):
         self.input.write(w)
         self.output.write(w)
         write_shape4(w, self.in_shape)
-        write_padding(w, self.padding_h)
-        write_padding(w, self.padding_w)
-        for n in self._WINDOW:
-            w.i32(getattr(self, n))
+        write_window(w, self)
         self.act.write(w)
         w.array(np.ravel(self.weights), "<f4")
         w.array(np.ravel(self.bias), "<f4")
 
     def output_shape(self, rng):
-        oh, ow = nhwc_out_hw(self.in_shape, self.filter_h, self.filter_w, self.stride_h, self.stride_w,
-                             self.dilation_h, self.dilation_w, self.padding_h, self.padding_w)
-        return [self.in_shape[0], oh, ow, self.in_shape[3]]
+        return [self.in_shape[0], *self._out_hw(self.in_shape[1], self.in_shape[2], nonneg=True), self.in_shape[3]]
 
     def run(self, mem):
-        check_nhwc(self.name, self.in_shape)
+        check_in_shape(self.name, self.in_shape)
         x = np.array(mem.f32(self.input, shape_size(self.in_shape))).reshape(self.in_shape)
         w = np.asarray(self.weights, np.float32).reshape(self.in_shape[3], self.filter_h, self.filter_w)
-        y = cpu_depthwise_conv2d(x, w, self.bias, self.padding_h, self.padding_w, self.stride_h, self.stride_w,
-                                 self.dilation_h, self.dilation_w, self.act.lo, self.act.hi)
+        y = cpu_depthwise_conv2d(x, w, self.bias, *self._conv_window(), self.act.lo, self.act.hi)
         mem.f32(self.output, y.size)[:] = y.reshape(-1)

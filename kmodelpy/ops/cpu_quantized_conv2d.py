@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..format.binio import MemoryRange, read_padding, read_shape4, shape_size, write_padding, write_shape4
-from ._arith import clamp_u8, mul_and_carry_shift, wrap_i32
-from .base import Op, register
-from .conv2d import check_window
-from .cpu_conv2d import check_nhwc, nhwc_out_hw, tap_range
+from ..format.binio import MemoryRange, read_shape4, shape_size, write_shape4
+from ._arith import clamp_u8, mul_and_carry_shift, tap_range, wrap_i32
+from ._window import WindowOp, check_in_shape, checked_out_hw, kernel_window, read_window, write_window
+from .base import register
 
 
 @numba.njit(cache=True)
@@ -52,21 +51,31 @@ def cpu_quantized_conv2d(x_nhwc, weights, bias, padding_h, padding_w, stride_h, 
     w = np.ascontiguousarray(weights, dtype=np.uint8)
     b = np.ascontiguousarray(bias, dtype=np.int32).reshape(-1)
     oc, fh, fw, c = w.shape
-    check_window("CPUQuantizedConv2D", fh, fw, stride_h, stride_w, dilation_h, dilation_w)
+    oh, ow = checked_out_hw("CPUQuantizedConv2D", x.shape[1], x.shape[2], fh, fw, stride_h, stride_w, dilation_h,
+                            dilation_w, padding_h, padding_w)
     if c != x.shape[3] or b.shape[0] != oc:
         raise ValueError(f"cpu_quantized_conv2d: weights {w.shape} / bias {b.shape} do not fit input {x.shape}")
-    oh, ow = nhwc_out_hw(x.shape, fh, fw, stride_h, stride_w, dilation_h, dilation_w, padding_h, padding_w)
     out = np.empty((x.shape[0], oh, ow, oc), dtype=np.uint8)
-    _cpu_qconv2d_kernel(x, w, b, int(padding_h[0]), int(padding_w[0]), int(stride_h), int(stride_w),
-                        int(dilation_h), int(dilation_w), int(input_offset), int(filter_offset), int(output_mul),
-                        int(output_shift), int(output_offset), out)
+    _cpu_qconv2d_kernel(x, w, b, *kernel_window(padding_h, padding_w, stride_h, stride_w, dilation_h, dilation_w),
+                        int(input_offset), int(filter_offset), int(output_mul), int(output_shift), int(output_offset),
+                        out)
     return out
 
 
 @register
 @dataclass(eq=False)
-class CPUQuantizedConv2D(Op):
-    """Body layout §B.23 (112 bytes + u8 weights[OC·fh·fw·C] + i32 bias[OC])."""
+class CPUQuantizedConv2D(WindowOp):
+    """Body layout §B.23 (112 bytes + u8 weights[OC·fh·fw·C] + i32 bias[OC]):
+
+    | Off | Field                                                                     |
+    |-----|---------------------------------------------------------------------------|
+    | 0   | MR input (u8 NHWC), 16 MR output                                          |
+    | 32  | Shape4 in_shape [N, H, W, C]                                              |
+    | 48  | i32 out_channels                                                          |
+    | 52  | window block (:mod:`._window`, 40 bytes)                                  |
+    | 92  | i32 input_offset, filter_offset, output_mul, output_shift, output_offset |
+    | 112 | u8 weights[…] OHWI, then i32 bias[OC]                                     |
+    """
 
     opcode = 0x1004
     name = "CPUQuantizedConv2D"
@@ -92,14 +101,13 @@ class CPUQuantizedConv2D(Op):
     weights: np.ndarray = field(default_factory=lambda: np.zeros(1, np.uint8))
     bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int32))
 
-    _INTS = ("filter_h", "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w",
-             "input_offset", "filter_offset", "output_mul", "output_shift", "output_offset")
+    _QUANT = ("input_offset", "filter_offset", "output_mul", "output_shift", "output_offset")
 
     @classmethod
     def read(cls, r):
-        op = cls(MemoryRange.read(r, "input"), MemoryRange.read(r, "output"), read_shape4(r, "in_shape"),
-                 r.i32("out_channels"), read_padding(r, "padding_h"), read_padding(r, "padding_w"),
-                 *(r.i32(n) for n in cls._INTS))
+        op = cls(input=MemoryRange.read(r, "input"), output=MemoryRange.read(r, "output"),
+                 in_shape=read_shape4(r, "in_shape"), out_channels=r.i32("out_channels"), **read_window(r),
+                 **{n: r.i32(n) for n in cls._QUANT})
         op.weights = r.array("u1", op.out_channels * op.in_shape[3] * op.filter_h * op.filter_w, "weights")
         op.bias = r.array("<i4", op.out_channels, "bias")
         return op
@@ -109,24 +117,20 @@ class CPUQuantizedConv2D(Op):
         self.output.write(w)
         write_shape4(w, self.in_shape)
         w.i32(self.out_channels)
-        write_padding(w, self.padding_h)
-        write_padding(w, self.padding_w)
-        for n in self._INTS:
+        write_window(w, self)
+        for n in self._QUANT:
             w.i32(getattr(self, n))
         w.array(np.ravel(self.weights), "u1")
         w.array(np.ravel(self.bias), "<i4")
 
     def output_shape(self, rng):
-        oh, ow = nhwc_out_hw(self.in_shape, self.filter_h, self.filter_w, self.stride_h, self.stride_w,
-                             self.dilation_h, self.dilation_w, self.padding_h, self.padding_w)
-        return [self.in_shape[0], oh, ow, self.out_channels]
+        return [self.in_shape[0], *self._out_hw(self.in_shape[1], self.in_shape[2], nonneg=True), self.out_channels]
 
     def run(self, mem):
-        check_nhwc(self.name, self.in_shape)
+        check_in_shape(self.name, self.in_shape)
         x = np.array(mem.u8(self.input, shape_size(self.in_shape))).reshape(self.in_shape)
         w = np.asarray(self.weights, np.uint8).reshape(self.out_channels, self.filter_h, self.filter_w,
                                                        self.in_shape[3])
-        y = cpu_quantized_conv2d(x, w, self.bias, self.padding_h, self.padding_w, self.stride_h, self.stride_w,
-                                 self.dilation_h, self.dilation_w, self.input_offset, self.filter_offset,
+        y = cpu_quantized_conv2d(x, w, self.bias, *self._conv_window(), self.input_offset, self.filter_offset,
                                  self.output_mul, self.output_shift, self.output_offset)
         mem.u8(self.output, y.size)[:] = y.reshape(-1)

@@ -13,7 +13,9 @@ import numpy as np
 
 from ..format.binio import MemoryRange
 from .base import register
-from .reduce_window2d import REDUCE_SUM, _tap_range, _WindowBody, get_out, window_fold
+from ._arith import tap_range
+from ._window import out_hw
+from .reduce_window2d import REDUCE_SUM, _WindowBody, window_fold
 
 
 @numba.njit(cache=True)
@@ -22,9 +24,9 @@ def _reduce_window2d_nhwc(x, n, h, w, c, oh, ow, fh, fw, sh, sw, dh, dw, ph, pw,
     for b in range(n):
         base = b * h * w * c
         for oy in range(oh):
-            oy_org, ky0, ky1 = _tap_range(oy, sh, ph, dh, fh, h)
+            oy_org, ky0, ky1 = tap_range(oy, sh, ph, dh, h, fh)
             for ox in range(ow):
-                ox_org, kx0, kx1 = _tap_range(ox, sw, pw, dw, fw, w)
+                ox_org, kx0, kx1 = tap_range(ox, sw, pw, dw, w, fw)
                 for ch in range(c):
                     out[i] = window_fold(x, base + ch, w * c, c, oy_org, ky0, ky1, dh, ox_org, kx0, kx1, dw,
                                          op, init, lo, hi)
@@ -39,14 +41,14 @@ def cpu_reduce_window2d(x_nhwc, reduce_op: int, filter_h: int, filter_w: int, st
     n, h, w, c = (int(d) for d in x.shape)
     if not 0 <= reduce_op <= 2:
         raise ValueError(f"reduce op {reduce_op} is not mean/min/max")
-    oh = get_out(h, filter_h, stride_h, dilation_h, *padding_h)
-    ow = get_out(w, filter_w, stride_w, dilation_w, *padding_w)
-    out = np.empty(n * oh * ow * c if oh > 0 and ow > 0 else 0, dtype=np.float32)
+    oh, ow = out_hw(h, w, filter_h, filter_w, stride_h, stride_w, dilation_h, dilation_w, padding_h, padding_w,
+                    nonneg=True)
+    out = np.empty(n * oh * ow * c, dtype=np.float32)
     if out.size:
         _reduce_window2d_nhwc(x.reshape(-1), n, h, w, c, oh, ow, filter_h, filter_w, stride_h, stride_w,
                               dilation_h, dilation_w, int(padding_h[0]), int(padding_w[0]), int(reduce_op),
                               np.float32(init_value), np.float32(act_lo), np.float32(act_hi), out)
-    return out.reshape(n, max(oh, 0), max(ow, 0), c)
+    return out.reshape(n, oh, ow, c)
 
 
 @register

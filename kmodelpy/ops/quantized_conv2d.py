@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..errors import KernelError
-from ..format.binio import MemoryRange, read_padding, read_shape4, shape_size, write_padding, write_shape4
-from ._arith import clamp_u8, get_out, mul_and_carry_shift, tap_out_range, wrap_i32
-from .base import Op, register
-from .conv2d import check_groups, check_window
+from ..format.binio import MemoryRange, read_shape4, shape_size, write_shape4
+from ._arith import clamp_u8, mul_and_carry_shift, tap_out_range, wrap_i32
+from ._window import WindowOp, check_groups, check_in_shape, checked_out_hw, grouped_weights_count, kernel_window, \
+    read_window, write_window
+from .base import register
 
 
 @numba.njit(cache=True)
@@ -89,24 +89,33 @@ def quantized_conv2d(x_nchw, weights, bias, groups, padding_h, padding_w, stride
     b = np.ascontiguousarray(bias, dtype=np.int32).reshape(-1)
     n, c, h, wd = x.shape
     oc, g_ic, fh, fw = w.shape
-    check_window("QuantizedConv2D", fh, fw, stride_h, stride_w, dilation_h, dilation_w)
-    check_groups("QuantizedConv2D", c, oc, groups)
+    oh, ow = checked_out_hw("QuantizedConv2D", h, wd, fh, fw, stride_h, stride_w, dilation_h, dilation_w,
+                            padding_h, padding_w, groups=(c, oc, groups))
     if g_ic != c // groups or b.shape[0] != oc:
         raise ValueError(f"quantized_conv2d: weights {w.shape} / bias {b.shape} do not fit input {x.shape}")
-    oh = max(get_out(h, fh, stride_h, dilation_h, *padding_h), 0)
-    ow = max(get_out(wd, fw, stride_w, dilation_w, *padding_w), 0)
     out = np.empty((n, oc, oh, ow), dtype=np.uint8)
     exact = accumulator_fits_i64(input_offset, filter_offset, g_ic * fh * fw)
-    _qconv2d_kernel(x, w, b, int(groups), int(padding_h[0]), int(padding_w[0]), int(stride_h), int(stride_w),
-                    int(dilation_h), int(dilation_w), int(input_offset), int(filter_offset), int(output_mul),
-                    int(output_shift), int(output_offset), exact, out)
+    _qconv2d_kernel(x, w, b, int(groups), *kernel_window(padding_h, padding_w, stride_h, stride_w, dilation_h,
+                                                         dilation_w),
+                    int(input_offset), int(filter_offset), int(output_mul), int(output_shift), int(output_offset),
+                    exact, out)
     return out
 
 
 @register
 @dataclass(eq=False)
-class QuantizedConv2D(Op):
-    """Body layout §B.7 (116 bytes + i32 bias[OC] + u8 weights[OC·C/groups·fh·fw] OIHW)."""
+class QuantizedConv2D(WindowOp):
+    """Body layout §B.7 (116 bytes + i32 bias[OC] + u8 weights[OC·C/groups·fh·fw] OIHW):
+
+    | Off | Field                                                                     |
+    |-----|---------------------------------------------------------------------------|
+    | 0   | MR input (u8 NCHW), 16 MR output                                          |
+    | 32  | Shape4 in_shape                                                           |
+    | 48  | i32 groups, 52 i32 out_channels                                           |
+    | 56  | window block (:mod:`._window`, 40 bytes)                                  |
+    | 96  | i32 input_offset, filter_offset, output_mul, output_shift, output_offset |
+    | 116 | i32 bias[OC], then u8 weights[…]                                          |
+    """
 
     opcode = 0x0F
     name = "QuantizedConv2D"
@@ -133,20 +142,17 @@ class QuantizedConv2D(Op):
     bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int32))
     weights: np.ndarray = field(default_factory=lambda: np.zeros(1, np.uint8))
 
-    _WINDOW = ("filter_h", "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w")
     _QUANT = ("input_offset", "filter_offset", "output_mul", "output_shift", "output_offset")
 
     @property
     def weights_count(self) -> int:
-        if self.groups == 0:
-            return -1
-        return self.out_channels * self.in_shape[1] // self.groups * self.filter_h * self.filter_w
+        return grouped_weights_count(self.out_channels, self.in_shape[1], self.groups, self.filter_h, self.filter_w)
 
     @classmethod
     def read(cls, r):
-        op = cls(MemoryRange.read(r, "input"), MemoryRange.read(r, "output"), read_shape4(r, "in_shape"),
-                 r.i32("groups"), r.i32("out_channels"), read_padding(r, "padding_h"), read_padding(r, "padding_w"),
-                 *(r.i32(n) for n in cls._WINDOW + cls._QUANT))
+        op = cls(input=MemoryRange.read(r, "input"), output=MemoryRange.read(r, "output"),
+                 in_shape=read_shape4(r, "in_shape"), groups=r.i32("groups"), out_channels=r.i32("out_channels"),
+                 **read_window(r), **{n: r.i32(n) for n in cls._QUANT})
         op.bias = r.array("<i4", op.out_channels, "bias")
         op.weights = r.array("u1", op.weights_count, "weights")
         return op
@@ -157,27 +163,22 @@ class QuantizedConv2D(Op):
         write_shape4(w, self.in_shape)
         w.i32(self.groups)
         w.i32(self.out_channels)
-        write_padding(w, self.padding_h)
-        write_padding(w, self.padding_w)
-        for n in self._WINDOW + self._QUANT:
+        write_window(w, self)
+        for n in self._QUANT:
             w.i32(getattr(self, n))
         w.array(np.ravel(self.bias), "<i4")
         w.array(np.ravel(self.weights), "u1")
 
     def output_shape(self, rng):
-        return [self.in_shape[0], self.out_channels,
-                get_out(self.in_shape[2], self.filter_h, self.stride_h, self.dilation_h, *self.padding_h),
-                get_out(self.in_shape[3], self.filter_w, self.stride_w, self.dilation_w, *self.padding_w)]
+        return [self.in_shape[0], self.out_channels, *self._out_hw(self.in_shape[2], self.in_shape[3])]
 
     def run(self, mem):
         n, c, h, wd = self.in_shape
-        if min(self.in_shape) < 0:
-            raise KernelError(f"{self.name} has a negative dimension in in_shape {self.in_shape}")
+        check_in_shape(self.name, self.in_shape)
         check_groups(self.name, c, self.out_channels, self.groups)
         x = np.array(mem.u8(self.input, shape_size(self.in_shape))).reshape(n, c, h, wd)
         w = np.asarray(self.weights, np.uint8).reshape(self.out_channels, c // self.groups,
                                                        self.filter_h, self.filter_w)
-        y = quantized_conv2d(x, w, self.bias, self.groups, self.padding_h, self.padding_w, self.stride_h,
-                             self.stride_w, self.dilation_h, self.dilation_w, self.input_offset,
+        y = quantized_conv2d(x, w, self.bias, self.groups, *self._conv_window(), self.input_offset,
                              self.filter_offset, self.output_mul, self.output_shift, self.output_offset)
         mem.u8(self.output, y.size)[:] = y.reshape(-1)

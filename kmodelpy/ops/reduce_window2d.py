@@ -13,36 +13,12 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..format.binio import (MemoryRange, Reader, ValueRange, Writer, read_padding, read_shape4,
-                            write_padding, write_shape4)
-from .base import Op, register
+from ..format.binio import MemoryRange, Reader, ValueRange, Writer, read_shape4, write_shape4
+from ._arith import tap_range
+from ._window import WindowOp, out_hw, read_window, write_window
+from .base import register
 
 REDUCE_MEAN, REDUCE_MIN, REDUCE_MAX, REDUCE_SUM = range(4)
-
-
-def tdiv(a: int, b: int) -> int:
-    """C integer division (truncates toward zero)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
-
-
-def get_out(size: int, f: int, stride: int, dilation: int, pad_before: int, pad_after: int) -> int:
-    """Windowed output size (§B.2)."""
-    return tdiv(size + pad_before + pad_after - ((f - 1) * dilation + 1) + stride, stride)
-
-
-@numba.njit(cache=True, inline="always")
-def _tdiv(a, b):
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
-
-
-@numba.njit(cache=True)
-def _tap_range(o, stride, pad_before, dil, f, size):
-    org = o * stride - pad_before
-    k0 = max(0, _tdiv(-org + dil - 1, dil))
-    k1 = min(f, _tdiv(size - org + dil - 1, dil))
-    return org, k0, k1
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -78,9 +54,9 @@ def _reduce_window2d_nchw(x, n, c, h, w, oh, ow, fh, fw, sh, sw, dh, dw, ph, pw,
         for ch in range(c):
             base = (b * c + ch) * h * w
             for oy in range(oh):
-                oy_org, ky0, ky1 = _tap_range(oy, sh, ph, dh, fh, h)
+                oy_org, ky0, ky1 = tap_range(oy, sh, ph, dh, h, fh)
                 for ox in range(ow):
-                    ox_org, kx0, kx1 = _tap_range(ox, sw, pw, dw, fw, w)
+                    ox_org, kx0, kx1 = tap_range(ox, sw, pw, dw, w, fw)
                     out[i] = window_fold(x, base, w, 1, oy_org, ky0, ky1, dh, ox_org, kx0, kx1, dw,
                                          op, init, lo, hi)
                     i += 1
@@ -94,19 +70,29 @@ def reduce_window2d(x_nchw, reduce_op: int, filter_h: int, filter_w: int, stride
     n, c, h, w = (int(d) for d in x.shape)
     if not 0 <= reduce_op <= 3:
         raise ValueError(f"unknown reduce op {reduce_op}")
-    oh = get_out(h, filter_h, stride_h, dilation_h, *padding_h)
-    ow = get_out(w, filter_w, stride_w, dilation_w, *padding_w)
-    out = np.empty(max(0, n * c * oh * ow) if oh > 0 and ow > 0 else 0, dtype=np.float32)
+    oh, ow = out_hw(h, w, filter_h, filter_w, stride_h, stride_w, dilation_h, dilation_w, padding_h, padding_w,
+                    nonneg=True)
+    out = np.empty(n * c * oh * ow, dtype=np.float32)
     if out.size:
         _reduce_window2d_nchw(x.reshape(-1), n, c, h, w, oh, ow, filter_h, filter_w, stride_h, stride_w,
                               dilation_h, dilation_w, int(padding_h[0]), int(padding_w[0]), int(reduce_op),
                               np.float32(init_value), np.float32(act_lo), np.float32(act_hi), out)
-    return out.reshape(n, c, max(oh, 0), max(ow, 0))
+    return out.reshape(n, c, oh, ow)
 
 
 @dataclass
-class _WindowBody(Op):
-    """The 104-byte body shared by ReduceWindow2D and CPUReduceWindow2D."""
+class _WindowBody(WindowOp):
+    """The 104-byte body shared by ReduceWindow2D and CPUReduceWindow2D (§B.15):
+
+    | Off | Field                                    |
+    |-----|------------------------------------------|
+    | 0   | MR input (f32), 16 MR output             |
+    | 32  | u32 reduce_op                            |
+    | 36  | Shape4 in_shape (NCHW, or NHWC for CPU)  |
+    | 52  | window block (:mod:`._window`, 40 bytes) |
+    | 92  | f32 init_value                           |
+    | 96  | act                                      |
+    """
 
     input: MemoryRange = field(default_factory=MemoryRange)
     output: MemoryRange = field(default_factory=MemoryRange)
@@ -125,21 +111,16 @@ class _WindowBody(Op):
 
     @classmethod
     def read(cls, r: Reader):
-        inp, out, op = MemoryRange.read(r, "input"), MemoryRange.read(r, "output"), r.u32("reduce_op")
-        shape = read_shape4(r, "in_shape")
-        ph, pw = read_padding(r, "padding_h"), read_padding(r, "padding_w")
-        ints = [r.i32(n) for n in ("filter_h", "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w")]
-        return cls(inp, out, op, shape, ph, pw, *ints, r.f32("init_value"), ValueRange.read(r, "act"))
+        return cls(input=MemoryRange.read(r, "input"), output=MemoryRange.read(r, "output"),
+                   reduce_op=r.u32("reduce_op"), in_shape=read_shape4(r, "in_shape"), **read_window(r),
+                   init_value=r.f32("init_value"), act=ValueRange.read(r, "act"))
 
     def write(self, w: Writer) -> None:
         self.input.write(w)
         self.output.write(w)
         w.u32(self.reduce_op)
         write_shape4(w, self.in_shape)
-        write_padding(w, self.padding_h)
-        write_padding(w, self.padding_w)
-        for v in (self.filter_h, self.filter_w, self.stride_h, self.stride_w, self.dilation_h, self.dilation_w):
-            w.i32(v)
+        write_window(w, self)
         w.f32(self.init_value)
         self.act.write(w)
 
@@ -148,10 +129,6 @@ class _WindowBody(Op):
 
         if min(self.stride_h, self.stride_w, self.dilation_h, self.dilation_w) <= 0:
             raise FormatError(f"{mem.file}: {mem.node}: stride/dilation must be positive; the file is damaged")
-
-    def _out_hw(self, h: int, w: int) -> tuple[int, int]:
-        return (get_out(h, self.filter_h, self.stride_h, self.dilation_h, *self.padding_h),
-                get_out(w, self.filter_w, self.stride_w, self.dilation_w, *self.padding_w))
 
 
 @register

@@ -5,12 +5,12 @@ reciprocal of ``scale`` (computed once in f32); it never divides by ``scale``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..format.binio import MemoryRange, Reader, Writer
-from .base import Op, register
+from .base import register
+from .quantize import QuantParamBody
 
 
 def dequantize(q, zero_point: int, scale: float) -> np.ndarray:
@@ -25,25 +25,11 @@ def dequantize(q, zero_point: int, scale: float) -> np.ndarray:
 
 @register
 @dataclass
-class Dequantize(Op):
+class Dequantize(QuantParamBody):
+    """Body layout §B.9: :class:`~.quantize.QuantParamBody` (MR input, MR output, quant_param)."""
+
     opcode = 0x03
     name = "Dequantize"
-
-    input: MemoryRange = field(default_factory=MemoryRange)
-    output: MemoryRange = field(default_factory=MemoryRange)
-    zero_point: int = 0
-    scale: float = 1.0
-
-    @classmethod
-    def read(cls, r: Reader) -> "Dequantize":
-        return cls(MemoryRange.read(r, "input"), MemoryRange.read(r, "output"), r.i32("zero_point"),
-                   r.f32("scale"))
-
-    def write(self, w: Writer) -> None:
-        self.input.write(w)
-        self.output.write(w)
-        w.i32(self.zero_point)
-        w.f32(self.scale)
 
     def run(self, mem) -> None:
         n = self.input.size

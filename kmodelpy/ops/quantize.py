@@ -44,11 +44,17 @@ def quantize(x, zero_point: int, scale: float) -> np.ndarray:
     return np.clip(q, 0, 255).astype(np.uint8)
 
 
-@register
 @dataclass
-class Quantize(Op):
-    opcode = 0x06
-    name = "Quantize"
+class QuantParamBody(Op):
+    """The 40-byte body shared by Quantize and Dequantize (§B.9):
+
+    | Off | Field          |
+    |-----|----------------|
+    | 0   | MR input       |
+    | 16  | MR output      |
+    | 32  | i32 zero_point |
+    | 36  | f32 scale      |
+    """
 
     input: MemoryRange = field(default_factory=MemoryRange)
     output: MemoryRange = field(default_factory=MemoryRange)
@@ -56,7 +62,7 @@ class Quantize(Op):
     scale: float = 1.0
 
     @classmethod
-    def read(cls, r: Reader) -> "Quantize":
+    def read(cls, r: Reader) -> "QuantParamBody":
         return cls(MemoryRange.read(r, "input"), MemoryRange.read(r, "output"), r.i32("zero_point"),
                    r.f32("scale"))
 
@@ -65,6 +71,13 @@ class Quantize(Op):
         self.output.write(w)
         w.i32(self.zero_point)
         w.f32(self.scale)
+
+
+@register
+@dataclass
+class Quantize(QuantParamBody):
+    opcode = 0x06
+    name = "Quantize"
 
     def run(self, mem) -> None:
         n = self.input.size // 4

@@ -96,14 +96,17 @@ def check_broadcast_shapes(name: str, in_a_shape, in_b_shape, out_shape) -> None
                 )
 
 
-@register
 @dataclass(eq=False)
-class Binary(Op):
-    """Body layout §B.3 (108 bytes)."""
+class BinaryBody(Op):
+    """The 100-byte head shared by Binary (§B.3) and QuantizedBinary (§B.4), and their two index paths:
 
-    opcode = 0x00
-    name = "Binary"
-    SIZE = 108
+    | Off | Field                                          |
+    |-----|------------------------------------------------|
+    | 0   | MR input_a, 16 MR input_b, 32 MR output        |
+    | 48  | u32 binary_op                                  |
+    | 52  | Shape4 in_a_shape, 68 in_b_shape, 84 out_shape |
+    | 100 | the op's own tail (act, or the requant ints)   |
+    """
 
     input_a: MemoryRange = field(default_factory=MemoryRange)
     input_b: MemoryRange = field(default_factory=MemoryRange)
@@ -112,17 +115,14 @@ class Binary(Op):
     in_a_shape: list = field(default_factory=lambda: [1, 1, 1, 1])
     in_b_shape: list = field(default_factory=lambda: [1, 1, 1, 1])
     out_shape: list = field(default_factory=lambda: [1, 1, 1, 1])
-    act: ValueRange = field(default_factory=ValueRange)
 
-    @classmethod
-    def read(cls, r):
-        return cls(
-            MemoryRange.read(r, "input_a"), MemoryRange.read(r, "input_b"), MemoryRange.read(r, "output"),
-            r.u32("binary_op"), read_shape4(r, "in_a_shape"), read_shape4(r, "in_b_shape"),
-            read_shape4(r, "out_shape"), ValueRange.read(r, "act"),
-        )
+    @staticmethod
+    def _read_head(r) -> tuple:
+        return (MemoryRange.read(r, "input_a"), MemoryRange.read(r, "input_b"), MemoryRange.read(r, "output"),
+                r.u32("binary_op"), read_shape4(r, "in_a_shape"), read_shape4(r, "in_b_shape"),
+                read_shape4(r, "out_shape"))
 
-    def write(self, w):
+    def _write_head(self, w) -> None:
         self.input_a.write(w)
         self.input_b.write(w)
         self.output.write(w)
@@ -130,7 +130,6 @@ class Binary(Op):
         write_shape4(w, self.in_a_shape)
         write_shape4(w, self.in_b_shape)
         write_shape4(w, self.out_shape)
-        self.act.write(w)
 
     def inputs(self):
         return [self.input_a, self.input_b]
@@ -138,7 +137,11 @@ class Binary(Op):
     def output_shape(self, rng):
         return list(self.in_a_shape) if list(self.in_a_shape) == list(self.in_b_shape) else list(self.out_shape)
 
-    def run(self, mem):
+    def _operands(self, view) -> tuple[np.ndarray, np.ndarray, int]:
+        """Check the op code (> 5 is a kernel error, §B.26) and the shapes, then read both operands
+        in output order through ``view`` (``mem.f32`` or ``mem.u8``): the same flat index when
+        ``in_a_shape == in_b_shape``, else the reduced indices of ``out_shape`` (§B.3). Returns
+        ``(a, b, n)`` with ``n`` the output element count."""
         from ..runtime import KernelFailure
 
         if not 0 <= self.binary_op <= 5:
@@ -146,13 +149,32 @@ class Binary(Op):
         check_broadcast_shapes(self.name, self.in_a_shape, self.in_b_shape, self.out_shape)
         if list(self.in_a_shape) == list(self.in_b_shape):
             n = shape_size(self.in_a_shape)
-            a = np.array(mem.f32(self.input_a, n))
-            b = np.array(mem.f32(self.input_b, n))
-        else:
-            n = shape_size(self.out_shape)
-            a = np.array(mem.f32(self.input_a, shape_size(self.in_a_shape)))[
-                reduced_offsets(self.in_a_shape, self.out_shape)]
-            b = np.array(mem.f32(self.input_b, shape_size(self.in_b_shape)))[
-                reduced_offsets(self.in_b_shape, self.out_shape)]
+            return np.array(view(self.input_a, n)), np.array(view(self.input_b, n)), n
+        a = np.array(view(self.input_a, shape_size(self.in_a_shape)))[reduced_offsets(self.in_a_shape, self.out_shape)]
+        b = np.array(view(self.input_b, shape_size(self.in_b_shape)))[reduced_offsets(self.in_b_shape, self.out_shape)]
+        return a, b, shape_size(self.out_shape)
+
+
+@register
+@dataclass(eq=False)
+class Binary(BinaryBody):
+    """Body layout §B.3 (108 bytes): :class:`BinaryBody`'s head, then act at 100."""
+
+    opcode = 0x00
+    name = "Binary"
+    SIZE = 108
+
+    act: ValueRange = field(default_factory=ValueRange)
+
+    @classmethod
+    def read(cls, r):
+        return cls(*cls._read_head(r), ValueRange.read(r, "act"))
+
+    def write(self, w):
+        self._write_head(w)
+        self.act.write(w)
+
+    def run(self, mem):
+        a, b, n = self._operands(mem.f32)
         y = np_clamp(apply_f32(self.binary_op, a, b), self.act.lo, self.act.hi)
         mem.f32(self.output, n)[:] = y

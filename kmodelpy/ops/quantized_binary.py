@@ -9,16 +9,15 @@ stored offset, mul, shift (file order). ``B == 0`` (or ``INT32_MIN / −1``) in 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from ..errors import KernelError
-from ..format.binio import MemoryRange, read_shape4, shape_size, write_shape4
 from ._arith import clamp_u8, mul_and_carry_shift, tdiv, wrap_i32
-from .base import Op, register
-from .binary import check_broadcast_shapes, reduced_offsets
+from .base import register
+from .binary import BinaryBody, reduced_offsets
 
 QB_OK, QB_DIV_ZERO, QB_DIV_OVERFLOW = 0, 1, 2
 
@@ -89,20 +88,15 @@ def _run_kernel(av, bv, op, params, out) -> None:
 
 @register
 @dataclass(eq=False)
-class QuantizedBinary(Op):
-    """Body layout §B.4 (136 bytes)."""
+class QuantizedBinary(BinaryBody):
+    """Body layout §B.4 (136 bytes): :class:`~.binary.BinaryBody`'s head, then at 100 the i32s
+    input_a_offset, input_a_mul, input_a_shift, input_b_offset, input_b_mul, input_b_shift,
+    output_offset, output_mul, output_shift (file order)."""
 
     opcode = 0x11
     name = "QuantizedBinary"
     SIZE = 136
 
-    input_a: MemoryRange = field(default_factory=MemoryRange)
-    input_b: MemoryRange = field(default_factory=MemoryRange)
-    output: MemoryRange = field(default_factory=MemoryRange)
-    binary_op: int = 0
-    in_a_shape: list = field(default_factory=lambda: [1, 1, 1, 1])
-    in_b_shape: list = field(default_factory=lambda: [1, 1, 1, 1])
-    out_shape: list = field(default_factory=lambda: [1, 1, 1, 1])
     input_a_offset: int = 0
     input_a_mul: int = 1
     input_a_shift: int = 0
@@ -118,44 +112,15 @@ class QuantizedBinary(Op):
 
     @classmethod
     def read(cls, r):
-        head = (MemoryRange.read(r, "input_a"), MemoryRange.read(r, "input_b"), MemoryRange.read(r, "output"),
-                r.u32("binary_op"), read_shape4(r, "in_a_shape"), read_shape4(r, "in_b_shape"),
-                read_shape4(r, "out_shape"))
-        return cls(*head, *(r.i32(n) for n in cls._INTS))
+        return cls(*cls._read_head(r), *(r.i32(n) for n in cls._INTS))
 
     def write(self, w):
-        self.input_a.write(w)
-        self.input_b.write(w)
-        self.output.write(w)
-        w.u32(self.binary_op)
-        write_shape4(w, self.in_a_shape)
-        write_shape4(w, self.in_b_shape)
-        write_shape4(w, self.out_shape)
+        self._write_head(w)
         for n in self._INTS:
             w.i32(getattr(self, n))
 
-    def inputs(self):
-        return [self.input_a, self.input_b]
-
-    def output_shape(self, rng):
-        return list(self.in_a_shape) if list(self.in_a_shape) == list(self.in_b_shape) else list(self.out_shape)
-
     def run(self, mem):
-        from ..runtime import KernelFailure
-
-        if not 0 <= self.binary_op <= 5:
-            raise KernelFailure(f"error occurs in running kernel: {self.name}")
-        check_broadcast_shapes(self.name, self.in_a_shape, self.in_b_shape, self.out_shape)
-        if list(self.in_a_shape) == list(self.in_b_shape):
-            n = shape_size(self.in_a_shape)
-            av = np.array(mem.u8(self.input_a, n))
-            bv = np.array(mem.u8(self.input_b, n))
-        else:
-            n = shape_size(self.out_shape)
-            av = np.array(mem.u8(self.input_a, shape_size(self.in_a_shape)))[
-                reduced_offsets(self.in_a_shape, self.out_shape)]
-            bv = np.array(mem.u8(self.input_b, shape_size(self.in_b_shape)))[
-                reduced_offsets(self.in_b_shape, self.out_shape)]
+        av, bv, n = self._operands(mem.u8)
         out = np.empty(n, dtype=np.uint8)
         _run_kernel(av, bv, self.binary_op, [getattr(self, k) for k in self._INTS], out)
         mem.u8(self.output, n)[:] = out

@@ -184,7 +184,7 @@ def matmul_ops(draw, cls):
     if cls is MatMul:
         return MatMul(**io, a_rows=rows, a_cols=cols, b_cols=bc, act=draw(ACT), bias=draw(f32_array(bc)))
     return QuantizedMatMul(**io, a_rows=rows, a_cols=cols, b_cols=bc,
-                           **{k: draw(I32) for k in QuantizedMatMul._INTS[3:]}, bias=draw(arr(np.int32, bc)))
+                           **{k: draw(I32) for k in QuantizedMatMul._QUANT}, bias=draw(arr(np.int32, bc)))
 
 
 @st.composite

@@ -53,14 +53,16 @@ def check_dims(name: str, a_rows: int, a_cols: int, b_cols: int) -> None:
         raise KernelError(f"{name} has negative dimensions {a_rows}x{a_cols}x{b_cols} (the file is damaged)")
 
 
-@register
 @dataclass(eq=False)
-class MatMul(Op):
-    """Body layout §B.11 (68 bytes + f32 bias[b_cols])."""
+class MatMulBody(Op):
+    """The 60-byte head shared by MatMul (§B.11) and QuantizedMatMul (§B.12):
 
-    opcode = 0x04
-    name = "MatMul"
-    SIZE = 68
+    | Off | Field                                   |
+    |-----|-----------------------------------------|
+    | 0   | MR input_a, 16 MR input_b, 32 MR output |
+    | 48  | i32 a_rows, 52 i32 a_cols, 56 i32 b_cols |
+    | 60  | the op's own tail, then bias[b_cols]    |
+    """
 
     input_a: MemoryRange = field(default_factory=MemoryRange)
     input_b: MemoryRange = field(default_factory=MemoryRange)
@@ -68,25 +70,19 @@ class MatMul(Op):
     a_rows: int = 1
     a_cols: int = 1
     b_cols: int = 1
-    act: ValueRange = field(default_factory=ValueRange)
-    bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
 
-    @classmethod
-    def read(cls, r):
-        op = cls(MemoryRange.read(r, "input_a"), MemoryRange.read(r, "input_b"), MemoryRange.read(r, "output"),
-                 r.i32("a_rows"), r.i32("a_cols"), r.i32("b_cols"), ValueRange.read(r, "act"))
-        op.bias = r.array("<f4", op.b_cols, "bias")
-        return op
+    @staticmethod
+    def _read_head(r) -> tuple:
+        return (MemoryRange.read(r, "input_a"), MemoryRange.read(r, "input_b"), MemoryRange.read(r, "output"),
+                r.i32("a_rows"), r.i32("a_cols"), r.i32("b_cols"))
 
-    def write(self, w):
+    def _write_head(self, w) -> None:
         self.input_a.write(w)
         self.input_b.write(w)
         self.output.write(w)
         w.i32(self.a_rows)
         w.i32(self.a_cols)
         w.i32(self.b_cols)
-        self.act.write(w)
-        w.array(np.ravel(self.bias), "<f4")
 
     def inputs(self):
         return [self.input_a, self.input_b]
@@ -94,9 +90,39 @@ class MatMul(Op):
     def output_shape(self, rng):
         return [self.a_rows, self.b_cols]
 
-    def run(self, mem):
+    def _operands(self, view) -> tuple[np.ndarray, np.ndarray]:
+        """Check the dimensions, then read A [a_rows, a_cols] and B [a_cols, b_cols] through ``view``
+        (``mem.f32`` or ``mem.u8``)."""
         check_dims(self.name, self.a_rows, self.a_cols, self.b_cols)
-        a = np.array(mem.f32(self.input_a, self.a_rows * self.a_cols)).reshape(self.a_rows, self.a_cols)
-        b = np.array(mem.f32(self.input_b, self.a_cols * self.b_cols)).reshape(self.a_cols, self.b_cols)
+        a = np.array(view(self.input_a, self.a_rows * self.a_cols)).reshape(self.a_rows, self.a_cols)
+        b = np.array(view(self.input_b, self.a_cols * self.b_cols)).reshape(self.a_cols, self.b_cols)
+        return a, b
+
+
+@register
+@dataclass(eq=False)
+class MatMul(MatMulBody):
+    """Body layout §B.11 (68 bytes + f32 bias[b_cols]): :class:`MatMulBody`'s head, then act at 60."""
+
+    opcode = 0x04
+    name = "MatMul"
+    SIZE = 68
+
+    act: ValueRange = field(default_factory=ValueRange)
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
+
+    @classmethod
+    def read(cls, r):
+        op = cls(*cls._read_head(r), ValueRange.read(r, "act"))
+        op.bias = r.array("<f4", op.b_cols, "bias")
+        return op
+
+    def write(self, w):
+        self._write_head(w)
+        self.act.write(w)
+        w.array(np.ravel(self.bias), "<f4")
+
+    def run(self, mem):
+        a, b = self._operands(mem.f32)
         y = matmul(a, b, self.bias, self.act.lo, self.act.hi)
         mem.f32(self.output, y.size)[:] = y.reshape(-1)

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..format.binio import MemoryRange
 from ._arith import clamp_u8, mul_and_carry_shift, wrap_i32
-from .base import Op, register
-from .matmul import check_dims
+from .base import register
+from .matmul import MatMulBody
 
 
 @numba.njit(cache=True)
@@ -55,19 +54,14 @@ def quantized_matmul(a, b, bias, input_a_offset, input_b_offset, output_mul, out
 
 @register
 @dataclass(eq=False)
-class QuantizedMatMul(Op):
-    """Body layout §B.12 (80 bytes + i32 bias[b_cols])."""
+class QuantizedMatMul(MatMulBody):
+    """Body layout §B.12 (80 bytes + i32 bias[b_cols]): :class:`~.matmul.MatMulBody`'s head, then at 60
+    the i32s input_a_offset, input_b_offset, output_mul, output_shift, output_offset."""
 
     opcode = 0x10
     name = "QuantizedMatMul"
     SIZE = 80
 
-    input_a: MemoryRange = field(default_factory=MemoryRange)
-    input_b: MemoryRange = field(default_factory=MemoryRange)
-    output: MemoryRange = field(default_factory=MemoryRange)
-    a_rows: int = 1
-    a_cols: int = 1
-    b_cols: int = 1
     input_a_offset: int = 0
     input_b_offset: int = 0
     output_mul: int = 1
@@ -75,34 +69,22 @@ class QuantizedMatMul(Op):
     output_offset: int = 0
     bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int32))
 
-    _INTS = ("a_rows", "a_cols", "b_cols", "input_a_offset", "input_b_offset", "output_mul", "output_shift",
-             "output_offset")
+    _QUANT = ("input_a_offset", "input_b_offset", "output_mul", "output_shift", "output_offset")
 
     @classmethod
     def read(cls, r):
-        op = cls(MemoryRange.read(r, "input_a"), MemoryRange.read(r, "input_b"), MemoryRange.read(r, "output"),
-                 *(r.i32(n) for n in cls._INTS))
+        op = cls(*cls._read_head(r), *(r.i32(n) for n in cls._QUANT))
         op.bias = r.array("<i4", op.b_cols, "bias")
         return op
 
     def write(self, w):
-        self.input_a.write(w)
-        self.input_b.write(w)
-        self.output.write(w)
-        for n in self._INTS:
+        self._write_head(w)
+        for n in self._QUANT:
             w.i32(getattr(self, n))
         w.array(np.ravel(self.bias), "<i4")
 
-    def inputs(self):
-        return [self.input_a, self.input_b]
-
-    def output_shape(self, rng):
-        return [self.a_rows, self.b_cols]
-
     def run(self, mem):
-        check_dims(self.name, self.a_rows, self.a_cols, self.b_cols)
-        a = np.array(mem.u8(self.input_a, self.a_rows * self.a_cols)).reshape(self.a_rows, self.a_cols)
-        b = np.array(mem.u8(self.input_b, self.a_cols * self.b_cols)).reshape(self.a_cols, self.b_cols)
+        a, b = self._operands(mem.u8)
         y = quantized_matmul(a, b, self.bias, self.input_a_offset, self.input_b_offset, self.output_mul,
                              self.output_shift, self.output_offset)
         mem.u8(self.output, y.size)[:] = y.reshape(-1)

@@ -586,3 +586,34 @@ def test_cpu_target_has_no_kpu_layers(tmp_path):
     x = samples[0].reshape(1, 3, 16, 16)
     got, want = kmodelpy.load(tmp_path / "c.kmodel").run(x)[0], kmodelpy.load(model).run(x)[0]
     assert float(np.abs(got - want).max()) < 4 * float(want.max() - min(0.0, float(want.min()))) / 255
+
+
+def test_kpu_conv_with_all_non_positive_weights_tracks_float(tmp_path):
+    """Deviation D7: a KPU conv whose whole weight tensor is <= 0 (ncc: 0/0 = NaN equalisation scales and a
+    constant output) gives the float result within a couple of quantization steps."""
+    import kmodelpy
+    import kmodelpy.compiler as C
+
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 16, 16, 3])
+    rng = np.random.default_rng(11)
+    wv = -np.abs(rng.uniform(-1, 1, (8, 3, 3, 3))).astype(F32) / F32(3)
+    wv[5] = 0.0  # an all-zero output channel too
+    w = b.const("w", wv)
+    bias = b.const("b", rng.uniform(-0.1, 0.5, 8).astype(F32))
+    y = b.tensor("y", [1, 16, 16, 8])
+    b.op("CONV_2D", [x, w, bias], [y], "Conv2DOptions", padding="SAME", stride_h=1, stride_w=1,
+         fused_activation="NONE")
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b.build(inputs=[x], outputs=[y]))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    samples = [rng.uniform(0, 1, (3, 16, 16)).astype(F32) for _ in range(4)]
+    for i, s in enumerate(samples):
+        s.tofile(raw / f"{i}.bin")
+    path = C.compile_model(model, dataset=raw, dataset_format="raw", input_type="float", output=tmp_path / "q.kmodel")
+    xin = samples[0].reshape(1, 3, 16, 16)
+    got, want = kmodelpy.load(path).run(xin)[0], kmodelpy.load(model).run(xin)[0]
+    step = float(max(want.max(), 0.0) - min(0.0, float(want.min()))) / 255
+    assert float(np.std(got)) > 0.1  # not a constant
+    assert float(np.abs(got - want).max()) < 3 * step

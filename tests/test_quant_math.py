@@ -304,6 +304,57 @@ def test_kpu_weights_equalisation_stretches_each_channel_into_the_total_range():
     assert np.array_equal(kw.codes, quantize_values(scaled, kw.wq))
 
 
+def _ncc_equalisation_scales(w):
+    """ncc's per-channel scales as written (0/0 = NaN kept), for comparison with kmodelpy's."""
+    t = fixup_range(get_range(w))
+    out = []
+    with np.errstate(all="ignore"):
+        for oc in range(w.shape[0]):
+            r = fixup_range(get_range(w[oc]))
+            s1, s2 = F32(F32(t.max) / F32(r.max)), F32(F32(t.min) / F32(r.min))
+            if s1 < 0 or s2 < 0:
+                out.append(s2 if s1 < s2 else s1)  # std::max
+            else:
+                out.append(s2 if s2 < s1 else s1)  # std::min
+    return np.array(out, F32)
+
+
+def test_kpu_weights_all_non_positive_tensor_is_finite_deviation_d7():
+    """D7: a weight tensor <= 0 gives ncc T.max/R.max = 0/0 = NaN scales; kmodelpy uses T.min/R.min instead,
+    so the equalised weights span the tensor's range and dequantize back to the float weights."""
+    rng = np.random.default_rng(7)
+    w = -np.abs(rng.normal(size=(5, 3, 3, 2))).astype(F32)
+    w[3] = 0.0                # an all-zero channel: scale 1
+    w[4] *= F32(0.001)        # a channel with only tiny negatives: stretched into the range
+    assert np.isnan(_ncc_equalisation_scales(w)).any()
+    kw = quantize_kpu_weights(w)
+    assert np.isfinite(kw.w_scale).all() and (kw.w_scale > 0).all()
+    assert kw.w_scale[3] == 1.0
+    t = fixup_range(get_range(w))
+    for oc in (0, 1, 2, 4):
+        assert kw.w_scale[oc] == F32(F32(t.min) / F32(fixup_range(get_range(w[oc])).min))
+    deq = (kw.codes.astype(np.float64) - kw.wq.zero_point) / float(kw.wq.scale) / kw.w_scale[:, None, None, None]
+    per_ch_step = 1.0 / float(kw.wq.scale) / kw.w_scale
+    assert (np.abs(deq - w).max(axis=(1, 2, 3)) <= per_ch_step * 0.5 + 1e-7).all()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_kpu_weights_d7_changes_nothing_where_ncc_is_finite(seed):
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(1, 6)), 2, 3, 3)
+    w = rng.normal(size=shape).astype(F32)
+    kind = seed % 4
+    if kind == 1:
+        w = np.abs(w)                      # all >= 0: s2 = 0/0, std::min(s1, NaN) = s1
+    elif kind == 2:
+        w[0] = 0.0                         # an all-zero channel in a mixed tensor
+    elif kind == 3:
+        w[-1] *= F32(1e-4)                 # a channel much narrower than the tensor
+    ncc = _ncc_equalisation_scales(w)
+    assert np.isfinite(ncc).all()
+    assert np.array_equal(quantize_kpu_weights(w).w_scale, ncc)
+
+
 def test_bn_add_out_of_int32_is_int_min_for_both_signs():
     iq, wq, yq = QuantParam(0, F32(255.0)), QuantParam(128, F32(300.0)), QuantParam(128, F32(50.0))
     mul, shift, add, s_act_in = kpu_batch_norm(np.array([3000.0, -3000.0, 0.5], F32), np.ones(3, F32), iq, wq, yq)

@@ -104,6 +104,11 @@ def quantize_kpu_weights(weights) -> KPUWeights:
     ``T = fixup(get_range(W))``; per oc ``R = fixup(get_range(W[oc]))``, ``s1 = T.max/R.max``,
     ``s2 = T.min/R.min`` (IEEE: /0 → ±inf, 0/0 → NaN), ``s = (s1<0 || s2<0) ? max : min`` (std::),
     weights ``*= s`` in float32; ``wq = get_quant_param(get_range(scaled))``.
+
+    Deviation D7 (docs/deviations.md): when a whole tensor is ≤ 0, ``T.max = R.max = 0`` and ncc's
+    ``s1 = 0/0 = NaN`` wins ``std::min(NaN, s2)``, poisoning the weights. kmodelpy then uses the other ratio
+    s2 (1.0 if that is NaN, infinite or 0, i.e. an all-zero channel). ncc's ``std::min(s1, NaN)`` and
+    ``std::max(s1, NaN)`` already return s1, so the result is unchanged whenever ncc's scales are finite.
     """
     w = np.array(weights, dtype=np.float32, copy=True)
     total = fixup_range(get_range(w))
@@ -113,7 +118,13 @@ def quantize_kpu_weights(weights) -> KPUWeights:
             r = fixup_range(get_range(w[oc]))
             s1 = F32(np.float32(total.max) / np.float32(r.max))
             s2 = F32(np.float32(total.min) / np.float32(r.min))
-            s = _std_max(s1, s2) if (s1 < 0 or s2 < 0) else _std_min(s1, s2)
+            if np.isnan(s1) or total.max == 0:
+                # D7: the tensor has no positive side, T.max/R.max says nothing (ncc: 0/0 = NaN, or 0 for a
+                # channel with only tiny negatives — such a tensor always has a NaN channel in ncc too)
+                s = s2 if (np.isfinite(s2) and s2 > 0) else F32(1.0)
+            else:
+                # ncc; with s2 = NaN (all-non-negative tensor) std::min/max return s1
+                s = _std_max(s1, s2) if (s1 < 0 or s2 < 0) else _std_min(s1, s2)
             w[oc] = (w[oc] * F32(s)).astype(np.float32)
             scales[oc] = s
     wq = get_quant_param(get_range(w), 8)

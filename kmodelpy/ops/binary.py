@@ -59,25 +59,26 @@ def _shape4(shape) -> list[int]:
     return [1] * (4 - len(shape)) + shape
 
 
-def binary(a, b, op: int, act_lo=-np.finfo(np.float32).max, act_hi=np.finfo(np.float32).max,
-           out_shape=None) -> np.ndarray:
-    """Array-level Binary: ``clamp(op(a, b), act_lo, act_hi)`` in f32.
-
-    ``a`` and ``b`` are float32 arrays of rank <= 4 (extended with leading 1s). Equal shapes take
-    the elementwise path; otherwise the result has ``out_shape`` (default: the numpy broadcast
-    shape) and the inputs are read at reduced indices, exactly as the runtime does. Returns a
-    float32 array of the (rank-4-extended when broadcasting) output shape."""
-    a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
+def broadcast_operands(a: np.ndarray, b: np.ndarray, out_shape=None) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """The two index paths of §B.3 on arrays of rank <= 4 (extended with leading 1s): equal
+    shapes pair the flat elements, and the result has ``a``'s shape; otherwise both are read at the
+    reduced indices of ``out_shape`` (default: the numpy broadcast shape), and the result has the
+    rank-4-extended ``out_shape``. Returns ``(a_flat, b_flat, result_shape)``."""
     sa, sb = _shape4(a.shape), _shape4(b.shape)
     if sa == sb:
-        return np_clamp(apply_f32(op, a.reshape(sa), b.reshape(sb)), act_lo, act_hi).reshape(a.shape)
+        return a.reshape(-1), b.reshape(-1), a.shape
     if out_shape is None:
         out_shape = np.broadcast_shapes(tuple(sa), tuple(sb))
     so = _shape4(out_shape)
-    av = a.reshape(-1)[reduced_offsets(sa, so)]
-    bv = b.reshape(-1)[reduced_offsets(sb, so)]
-    return np_clamp(apply_f32(op, av, bv), act_lo, act_hi).reshape(so)
+    return a.reshape(-1)[reduced_offsets(sa, so)], b.reshape(-1)[reduced_offsets(sb, so)], tuple(so)
+
+
+def binary(a, b, op: int, act_lo=-np.finfo(np.float32).max, act_hi=np.finfo(np.float32).max,
+           out_shape=None) -> np.ndarray:
+    """Array-level Binary: ``clamp(op(a, b), act_lo, act_hi)`` in f32 on float32 arrays of rank
+    <= 4, with the shapes of :func:`broadcast_operands`, exactly as the runtime does."""
+    av, bv, shape = broadcast_operands(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32), out_shape)
+    return np_clamp(apply_f32(op, av, bv), act_lo, act_hi).reshape(shape)
 
 
 def check_broadcast_shapes(name: str, in_a_shape, in_b_shape, out_shape) -> None:

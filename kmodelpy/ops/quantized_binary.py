@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import KernelError
 from ._arith import clamp_u8, mul_and_carry_shift, tdiv, wrap_i32
 from .base import register
-from .binary import BinaryBody, reduced_offsets
+from .binary import BinaryBody, broadcast_operands
 
 QB_OK, QB_DIV_ZERO, QB_DIV_OVERFLOW = 0, 1, 2
 
@@ -52,20 +52,10 @@ def _qbinary_kernel(a, b, op, a_off, a_mul, a_shift, b_off, b_mul, b_shift, o_of
 def quantized_binary(a, b, op: int, input_a_offset: int, input_a_mul: int, input_a_shift: int,
                      input_b_offset: int, input_b_mul: int, input_b_shift: int, output_offset: int,
                      output_mul: int, output_shift: int, out_shape=None) -> np.ndarray:
-    """Array-level QuantizedBinary on uint8 arrays (rank <= 4); shapes as in :func:`binary.binary`.
-    Raises :class:`KernelError` where ncc crashes (integer division by zero)."""
-    a = np.asarray(a, dtype=np.uint8)
-    b = np.asarray(b, dtype=np.uint8)
-    sa = [1] * (4 - a.ndim) + list(a.shape)
-    sb = [1] * (4 - b.ndim) + list(b.shape)
-    if sa == sb:
-        av, bv, shape = a.reshape(-1), b.reshape(-1), a.shape
-    else:
-        if out_shape is None:
-            out_shape = np.broadcast_shapes(tuple(sa), tuple(sb))
-        shape = [1] * (4 - len(out_shape)) + [int(d) for d in out_shape]
-        av = a.reshape(-1)[reduced_offsets(sa, shape)]
-        bv = b.reshape(-1)[reduced_offsets(sb, shape)]
+    """Array-level QuantizedBinary on uint8 arrays (rank <= 4); shapes as in
+    :func:`binary.broadcast_operands`. Raises :class:`KernelError` where ncc crashes (integer
+    division by zero)."""
+    av, bv, shape = broadcast_operands(np.asarray(a, dtype=np.uint8), np.asarray(b, dtype=np.uint8), out_shape)
     out = np.empty(av.shape[0], dtype=np.uint8)
     _run_kernel(av, bv, op, (input_a_offset, input_a_mul, input_a_shift, input_b_offset, input_b_mul,
                              input_b_shift, output_offset, output_mul, output_shift), out)

@@ -280,6 +280,21 @@ def taps(o, stride, before, dil, size, f):
     return [(k, org + dil * k) for k in range(k0, k1)]
 
 
+def conv_window(k):
+    """The window arguments of the array-level conv functions, in their order."""
+    return k["ph"], k["pw"], k["sh"], k["sw"], k["dh"], k["dw"]
+
+
+def nhwc_outputs(k, oh, ow):
+    """Every NHWC output position with its valid taps (§B.2): yields ``(n, oy, ox, ty, tx)``, where
+    ``ty``/``tx`` are the ``(k, input coordinate)`` pairs of :func:`taps`."""
+    for n in range(k["n"]):
+        for oy in range(oh):
+            for ox in range(ow):
+                yield (n, oy, ox, taps(oy, k["sh"], k["ph"][0], k["dh"], k["h"], k["fh"]),
+                       taps(ox, k["sw"], k["pw"][0], k["dw"], k["w"], k["fw"]))
+
+
 def std_clamp(v, lo, hi):
     return lo if v < lo else hi if hi < v else v
 
@@ -370,7 +385,7 @@ class TestConvKernels:
         w = rnd_f32(rng, (k["oc"], k["c"] // k["groups"], k["fh"], k["fw"]))
         b = rnd_f32(rng, k["oc"])
         lo, hi = (-2.0, 3.0) if act else (-FLT_MAX, FLT_MAX)
-        args = (k["groups"], k["ph"], k["pw"], k["sh"], k["sw"], k["dh"], k["dw"], lo, hi)
+        args = (k["groups"], *conv_window(k), lo, hi)
         want = ref_conv2d(x, w, b, *args)
         got = conv2d(x, w, b, *args)
         assert got.shape == want.shape and got.tobytes() == want.tobytes()
@@ -383,7 +398,7 @@ class TestConvKernels:
         x = rng.integers(0, 256, (k["n"], k["c"], k["h"], k["w"]), dtype=np.uint8)
         w = rng.integers(0, 256, (k["oc"], k["c"] // k["groups"], k["fh"], k["fw"]), dtype=np.uint8)
         b = rng.integers(-(2**31), 2**31, k["oc"], dtype=np.int64).astype(np.int32)
-        args = (k["groups"], k["ph"], k["pw"], k["sh"], k["sw"], k["dh"], k["dw"], offs[0], offs[1], mul, shift, 7)
+        args = (k["groups"], *conv_window(k), offs[0], offs[1], mul, shift, 7)
         want = ref_qconv2d(x, w, b, *args)
         got = quantized_conv2d(x, w, b, *args)
         assert got.shape == want.shape and np.array_equal(got, want)
@@ -428,8 +443,7 @@ class TestConvKernels:
                                         want[n, o, y, xx] = F32(want[n, o, y, xx] + F32(v * w[o, ic, ky, kx]))
         if act:
             want = np.where(want < F32(lo), F32(lo), np.where(F32(hi) < want, F32(hi), want))
-        got = conv2d_transpose(x, w, rnd_f32(rng, k["oc"]), out_shape, k["groups"], k["ph"], k["pw"], k["sh"],
-                               k["sw"], k["dh"], k["dw"], lo, hi)
+        got = conv2d_transpose(x, w, rnd_f32(rng, k["oc"]), out_shape, k["groups"], *conv_window(k), lo, hi)
         assert got.tobytes() == want.astype(F32).tobytes()
 
 
@@ -442,29 +456,25 @@ def test_cpu_float_convs_match_spec_loop(k):
     w = rnd_f32(rng, (k["oc"], k["fh"], k["fw"], k["c"]))
     wd = rnd_f32(rng, (k["c"], k["fh"], k["fw"]))
     b, bd = rnd_f32(rng, k["oc"]), rnd_f32(rng, k["c"])
-    win = (k["ph"], k["pw"], k["sh"], k["sw"], k["dh"], k["dw"])
+    win = conv_window(k)
     got = cpu_conv2d(x, w, b, *win, -1.0, 2.0)
     got_d = cpu_depthwise_conv2d(x, wd, bd, *win, -1.0, 2.0)
     oh, ow = got.shape[1], got.shape[2]
     assert got_d.shape == (k["n"], oh, ow, k["c"])
-    for n in range(k["n"]):
-        for oy in range(oh):
-            for ox in range(ow):
-                ty = taps(oy, k["sh"], k["ph"][0], k["dh"], k["h"], k["fh"])
-                tx = taps(ox, k["sw"], k["pw"][0], k["dw"], k["w"], k["fw"])
-                for oc in range(k["oc"]):
-                    v = F32(b[oc])
-                    for ky, iy in ty:
-                        for kx, ix in tx:
-                            for ic in range(k["c"]):
-                                v = F32(v + F32(x[n, iy, ix, ic] * w[oc, ky, kx, ic]))
-                    assert got[n, oy, ox, oc].tobytes() == std_clamp(v, F32(-1), F32(2)).tobytes()
-                for c in range(k["c"]):
-                    v = F32(bd[c])
-                    for ky, iy in ty:
-                        for kx, ix in tx:
-                            v = F32(v + F32(x[n, iy, ix, c] * wd[c, ky, kx]))
-                    assert got_d[n, oy, ox, c].tobytes() == std_clamp(v, F32(-1), F32(2)).tobytes()
+    for n, oy, ox, ty, tx in nhwc_outputs(k, oh, ow):
+        for oc in range(k["oc"]):
+            v = F32(b[oc])
+            for ky, iy in ty:
+                for kx, ix in tx:
+                    for ic in range(k["c"]):
+                        v = F32(v + F32(x[n, iy, ix, ic] * w[oc, ky, kx, ic]))
+            assert got[n, oy, ox, oc].tobytes() == std_clamp(v, F32(-1), F32(2)).tobytes()
+        for c in range(k["c"]):
+            v = F32(bd[c])
+            for ky, iy in ty:
+                for kx, ix in tx:
+                    v = F32(v + F32(x[n, iy, ix, c] * wd[c, ky, kx]))
+            assert got_d[n, oy, ox, c].tobytes() == std_clamp(v, F32(-1), F32(2)).tobytes()
 
 
 @settings(max_examples=30, deadline=None)
@@ -476,30 +486,26 @@ def test_cpu_quantized_convs_subtract_offsets(k, offs, mul, shift):
     wd = rng.integers(0, 256, (k["c"], k["fh"], k["fw"]), dtype=np.uint8)
     b = rng.integers(-(2**20), 2**20, k["oc"]).astype(np.int32)
     bd = rng.integers(-(2**20), 2**20, k["c"]).astype(np.int32)
-    win = (k["ph"], k["pw"], k["sh"], k["sw"], k["dh"], k["dw"])
+    win = conv_window(k)
     q = (offs[0], offs[1], mul, shift, 3)
     got = cpu_quantized_conv2d(x, w, b, *win, *q)
     got_d = cpu_quantized_depthwise_conv2d(x, wd, bd, *win, *q)
     oh, ow = got.shape[1], got.shape[2]
-    for n in range(k["n"]):
-        for oy in range(oh):
-            for ox in range(ow):
-                ty = taps(oy, k["sh"], k["ph"][0], k["dh"], k["h"], k["fh"])
-                tx = taps(ox, k["sw"], k["pw"][0], k["dw"], k["w"], k["fw"])
-                for oc in range(k["oc"]):
-                    v = int(b[oc])
-                    for ky, iy in ty:
-                        for kx, ix in tx:
-                            for ic in range(k["c"]):
-                                xv = W32(int(x[n, iy, ix, ic]) - offs[0])
-                                v = W32(v + W32(xv * W32(int(w[oc, ky, kx, ic]) - offs[1])))
-                    assert got[n, oy, ox, oc] == min(max(W32(MCS(v, mul, shift) + 3), 0), 255)
-                for c in range(k["c"]):
-                    v = int(bd[c])
-                    for ky, iy in ty:
-                        for kx, ix in tx:
-                            v = W32(v + W32(W32(int(x[n, iy, ix, c]) - offs[0]) * W32(int(wd[c, ky, kx]) - offs[1])))
-                    assert got_d[n, oy, ox, c] == min(max(W32(MCS(v, mul, shift) + 3), 0), 255)
+    for n, oy, ox, ty, tx in nhwc_outputs(k, oh, ow):
+        for oc in range(k["oc"]):
+            v = int(b[oc])
+            for ky, iy in ty:
+                for kx, ix in tx:
+                    for ic in range(k["c"]):
+                        xv = W32(int(x[n, iy, ix, ic]) - offs[0])
+                        v = W32(v + W32(xv * W32(int(w[oc, ky, kx, ic]) - offs[1])))
+            assert got[n, oy, ox, oc] == min(max(W32(MCS(v, mul, shift) + 3), 0), 255)
+        for c in range(k["c"]):
+            v = int(bd[c])
+            for ky, iy in ty:
+                for kx, ix in tx:
+                    v = W32(v + W32(W32(int(x[n, iy, ix, c]) - offs[0]) * W32(int(wd[c, ky, kx]) - offs[1])))
+            assert got_d[n, oy, ox, c] == min(max(W32(MCS(v, mul, shift) + 3), 0), 255)
 
 
 def test_cpu_quantized_conv_hand():

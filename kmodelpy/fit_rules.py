@@ -141,8 +141,11 @@ def _fused_pool(f):
         return r, None, "non-square filter or unequal strides"
     pt = reduce_pool_type(r["reduce_op"], r["filter_h"], r["stride_h"])
     if pt is None or r["dilation_h"] != 1 or r["dilation_w"] != 1:
-        return r, None, (f"the KPU pools only 2x2 (stride 2, or stride 1 with 'same' padding) and 4x4 stride 4, "
-                   f"not {r['filter_h']}x{r['filter_w']} stride {r['stride_h']}")
+        why = (f"the KPU pools only 2x2 (stride 2, or stride 1 with 'same' padding) and 4x4 stride 4, "
+               f"not {r['filter_h']}x{r['filter_w']} stride {r['stride_h']}")
+        if r["filter_h"] == 4 and r["stride_h"] != 4:
+            why += " (ncc v0.2 maps it to the 4x4 stride-4 pool anyway and fails; kmodelpy keeps it on the CPU)"
+        return r, None, why
     if tuple(r["padding_h"]) != pool_implicit_padding(pt) or tuple(r["padding_w"]) != pool_implicit_padding(pt):
         return r, None, "its padding does not match the KPU pool's (2x2/s2 and 4x4/s4 need 'valid', 2x2/s1 'same')"
     return r, pt, ""
@@ -501,16 +504,10 @@ class _Analysis:
             v.verdict = FOLDED
             return
         fused = self.pool_fused.get(id(r))
-        o = op.options
         if fused is not None:
             k, pt = fused
             v.verdict, v.fused_into = KPU, k
             v.reasons.append(f"fused into layer #{k} as its KPU pool ({POOL_NAMES.get(pt, pt)})")
-            if o.get("filter_h") == 4 and o.get("stride_h") != 4:
-                v.verdict = CPU
-                v.reasons = ["ncc v0.2 maps a 4x4 pool to the KPU's 4x4 stride-4 pool whatever its stride and "
-                             "then fails ('Shapes must be same')"]
-                v.fixes.append("use a 4x4 pool with stride 4, or a 2x2 pool")
             return
         v.verdict, v.precision = CPU, "float"
         src = r.input.producer.node

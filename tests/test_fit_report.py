@@ -361,7 +361,23 @@ def model_c(b):
     return [x], [c5]
 
 
-SYNTH = {"a": model_a, "b": model_b, "c": model_c}
+def model_d(b):
+    """Deviation D8: a 4x4 max pool with stride 2 after a KPU conv (ncc fails; kmodelpy keeps it on the CPU),
+    then a 4x4 stride-4 average pool after a KPU conv (fused into it)."""
+    x = b.tensor("x", [1, 32, 32, 3])
+    c0 = _conv(b, x, 3, 8, 3, act="RELU", name="c0", out_hw=(32, 32))
+    mp = b.tensor("mp", [1, 15, 15, 8])
+    b.op("MAX_POOL_2D", [c0], [mp], "Pool2DOptions", padding="VALID", stride_h=2, stride_w=2, filter_h=4,
+         filter_w=4)
+    pd = _pad(b, mp, [1, 16, 16, 8], [[0, 0], [0, 1], [0, 1], [0, 0]], "pd")
+    c1 = _conv(b, pd, 8, 8, 3, act="RELU", name="c1", out_hw=(16, 16), seed=1)
+    ap = b.tensor("ap", [1, 4, 4, 8])
+    b.op("AVERAGE_POOL_2D", [c1], [ap], "Pool2DOptions", padding="VALID", stride_h=4, stride_w=4, filter_h=4,
+         filter_w=4)
+    return [x], [ap]
+
+
+SYNTH = {"a": model_a, "b": model_b, "c": model_c, "d": model_d}
 
 
 @lru_cache(maxsize=None)
@@ -444,6 +460,18 @@ def test_synthetic_c_verdicts(synth_dir):
     assert (add.verdict, add.precision) == ("CPU", "uint8")
     assert _by_op(vs, "CONV_2D", 4).verdict == "partial"  # SAME stride 2 on an even input: asymmetric pad
     assert _by_op(vs, "CONV_2D", 5).verdict == "KPU"  # SAME stride 2 on an odd input: (1,1)
+
+
+def test_synthetic_d_4x4_stride2_pool_is_a_cpu_pool(synth_dir):
+    """D8: the report says CPU pool (not "ncc fails"), and the compiled kmodel has one CPU ReduceWindow2D
+    and one KPU mean 4x4 pool."""
+    _, vs, ops = _synth("d", synth_dir)
+    mp, ap = _by_op(vs, "MAX_POOL_2D"), _by_op(vs, "AVERAGE_POOL_2D")
+    assert (mp.verdict, mp.precision) == ("CPU", "float")
+    assert "not 4x4 stride 2" in mp.reasons[0] and "keeps it on the CPU" in mp.reasons[0]
+    assert not any("fails" in r and "kmodelpy" not in r for r in mp.reasons)
+    assert ap.verdict == "KPU" and "mean 4x4 s4" in ap.reasons[0]
+    assert sum(_name(o) == "ReduceWindow2D" for o in ops) == 1
 
 
 def test_checker_detects_a_wrong_verdict():

@@ -155,6 +155,23 @@ def _conv_reasons(n: Node, weights_quantize_threshold: float, output_quantize_th
     return reasons
 
 
+def _pool_reasons(n: Node) -> list[str]:
+    """Why a pool was not fused into a KPU convolution's pool unit (compiler spec Q2)."""
+    from .transforms.quantize_k210 import reduce_pool_type
+
+    at = n.attrs
+    fh, fw, sh, sw = (int(at[k]) for k in ("filter_h", "filter_w", "stride_h", "stride_w"))
+    rule = ("only 2x2 stride 2, 2x2 stride 1 (SAME) and 4x4 stride 4 pools directly after a non-depthwise KPU "
+            "convolution are fused into it")
+    if fh != fw or sh != sw or reduce_pool_type(at["reduce_op"], fh, sh) is None:
+        why = f"{fh}x{fw} stride {sh}" + (f"x{sw}" if sw != sh else "") + f": {rule}"
+        if fh == fw == 4 and sh == sw:
+            why += (" (ncc v0.2 maps a 4x4 pool of any stride to the KPU's 4x4 stride-4 pool and fails on the "
+                    "shape; kmodelpy runs it on the CPU)")
+        return [why]
+    return [rule]
+
+
 def _matmul_reasons(n: Node, output_quantize_threshold: int) -> list[str]:
     b = n.inputs[1]
     if b.producer is None or b.producer.node.op != "constant":
@@ -186,8 +203,7 @@ def cpu_fallbacks(llir: Graph, weights_quantize_threshold: float = 64.0,
         elif n.op == "conv2d_transpose":
             reasons = ["transpose convolutions never run on the KPU"]
         elif n.op == "reduce_window2d":
-            reasons = ["only 2x2 stride 2, 2x2 stride 1 (SAME) and 4x4 stride 4 pools directly after a "
-                       "non-depthwise KPU convolution are fused into it"]
+            reasons = _pool_reasons(n)
         else:
             continue
         out.append((label, "; ".join(reasons)))

@@ -67,7 +67,11 @@ class KpuConv2d(Transform):
 
 
 def reduce_pool_type(op: str, filt: int, stride: int) -> int | None:
-    """kpu_utils.h get_filter_type(reduce_op, filter, stride); None if unsupported."""
+    """kpu_utils.h get_filter_type(reduce_op, filter, stride); None if unsupported.
+
+    Deviation D8 (docs/deviations.md): ncc returns the 4x4 stride-4 pool for a 4x4 filter whatever its
+    stride and then fails with a shape mismatch (quirk §13.8); here a 4x4 pool with stride != 4 is not a
+    KPU pool, so it stays a CPU reduce_window2d."""
     table = {"max": (POOL_MAX_2_S2, POOL_MAX_2_S1, POOL_MAX_4_S4), "mean": (POOL_MEAN_2_S2, POOL_MEAN_2_S1, POOL_MEAN_4_S4)}
     if op not in table:
         return None
@@ -75,7 +79,7 @@ def reduce_pool_type(op: str, filt: int, stride: int) -> int | None:
     if filt == 2:
         return s2 if stride == 2 else s1 if stride == 1 else None
     if filt == 4:
-        return f4
+        return f4 if stride == 4 else None
     return None
 
 
@@ -114,12 +118,11 @@ class FuseKpuConv2dPool(Transform):
         c_old, _, d_old, r = m.nodes
         conv = build.kpu_conv2d(g, m.inputs[0].producer, c_old["has_main_mem_output"],
                                 kpu_attrs(c_old, pool_type=m.extra["pool_type"]), name=c_old.name)
-        if conv.output.shape != r.output.shape:  # quirk §13.8: 4x4 pools map to *_4_s4 whatever the stride
+        if conv.output.shape != r.output.shape:  # cannot happen since D8 (reduce_pool_type), kept as a guard
             raise CompileError(
-                f"{r.name or 'pool'}: a {r['filter_h']}x{r['filter_w']} pool with stride {r['stride_h']} right after "
-                f"the KPU conv {c_old.name} is mapped to the KPU's 4x4 stride-4 pool and the shapes no longer match "
-                f"({list(conv.output.shape)} vs {list(r.output.shape)}); ncc fails here too — use stride 4 or a "
-                "2x2 pool")
+                f"{r.name or 'pool'}: the {r['filter_h']}x{r['filter_w']} stride-{r['stride_h']} pool fused into "
+                f"the KPU conv {c_old.name} changes the output shape ({list(conv.output.shape)} vs "
+                f"{list(r.output.shape)})")
         kd = build.kpu_download(g, conv.output, name=c_old.name + "/kpu_download")
         d = build.dequantize(g, kd.output, d_old["quant_param"], name=c_old.name + "/dequantize")
         reroute(m.outputs[0], d.output)

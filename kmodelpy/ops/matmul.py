@@ -35,15 +35,22 @@ def _matmul_kernel(a, b, bias, lo, hi, out):
             orow[c] = clamp(orow[c], lo, hi)
 
 
+def matmul_arrays(name: str, a, b, bias, dtype, bias_dtype) -> tuple[np.ndarray, ...]:
+    """The array-level matmul preamble: contiguous ``a`` [rows, cols] and ``b`` [cols, b_cols] of
+    ``dtype``, flat ``bias`` [b_cols] of ``bias_dtype``, and an empty ``dtype`` output [rows, b_cols];
+    shapes that do not fit are a ValueError."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    b = np.ascontiguousarray(b, dtype=dtype)
+    bias = np.ascontiguousarray(bias, dtype=bias_dtype).reshape(-1)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or bias.shape[0] != b.shape[1]:
+        raise ValueError(f"{name}: shapes {a.shape} x {b.shape} + bias {bias.shape} do not fit")
+    return a, b, bias, np.empty((a.shape[0], b.shape[1]), dtype=dtype)
+
+
 def matmul(a, b, bias, act_lo=-FLT_MAX, act_hi=FLT_MAX) -> np.ndarray:
     """Array-level MatMul: ``a`` f32 [rows, cols], ``b`` f32 [cols, b_cols], ``bias`` f32 [b_cols].
     Returns f32 [rows, b_cols]."""
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    b = np.ascontiguousarray(b, dtype=np.float32)
-    bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or bias.shape[0] != b.shape[1]:
-        raise ValueError(f"matmul: shapes {a.shape} x {b.shape} + bias {bias.shape} do not fit")
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+    a, b, bias, out = matmul_arrays("matmul", a, b, bias, np.float32, np.float32)
     _matmul_kernel(a, b, bias, np.float32(act_lo), np.float32(act_hi), out)
     return out
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._arith import clamp_u8, mul_and_carry_shift, wrap_i32
 from .base import register
-from .matmul import MatMulBody
+from .matmul import MatMulBody, matmul_arrays
 
 
 @numba.njit(cache=True)
@@ -41,12 +41,7 @@ def quantized_matmul(a, b, bias, input_a_offset, input_b_offset, output_mul, out
                      output_offset) -> np.ndarray:
     """Array-level QuantizedMatMul: ``a`` u8 [rows, cols], ``b`` u8 [cols, b_cols], ``bias`` i32
     [b_cols]. Returns u8 [rows, b_cols]."""
-    a = np.ascontiguousarray(a, dtype=np.uint8)
-    b = np.ascontiguousarray(b, dtype=np.uint8)
-    bias = np.ascontiguousarray(bias, dtype=np.int32).reshape(-1)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or bias.shape[0] != b.shape[1]:
-        raise ValueError(f"quantized_matmul: shapes {a.shape} x {b.shape} + bias {bias.shape} do not fit")
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.uint8)
+    a, b, bias, out = matmul_arrays("quantized_matmul", a, b, bias, np.uint8, np.int32)
     _qmatmul_kernel(a, b, bias, int(input_a_offset), int(input_b_offset), int(output_mul), int(output_shift),
                     int(output_offset), out)
     return out

@@ -75,8 +75,8 @@ def conv2d(x_nchw, weights, bias, groups, padding_h, padding_w, stride_h, stride
     if g_ic != c // groups or b.shape[0] != oc:
         raise ValueError(f"conv2d: weights {w.shape} / bias {b.shape} do not fit input {x.shape}, groups {groups}")
     out = np.empty((n, oc, oh, ow), dtype=np.float32)
-    _conv2d_kernel(x, w, b, int(groups), *kernel_window(padding_h, padding_w, stride_h, stride_w, dilation_h,
-                                                        dilation_w), np.float32(act_lo), np.float32(act_hi), out)
+    win = kernel_window(padding_h, padding_w, stride_h, stride_w, dilation_h, dilation_w)
+    _conv2d_kernel(x, w, b, int(groups), *win, np.float32(act_lo), np.float32(act_hi), out)
     return out
 
 
@@ -85,14 +85,14 @@ def conv2d(x_nchw, weights, bias, groups, padding_h, padding_w, stride_h, stride
 class Conv2D(WindowOp):
     """Body layout §B.6 (104 bytes + f32 weights[OC·C/groups·fh·fw] OIHW + f32 bias[OC]):
 
-    | Off | Field                                  |
-    |-----|----------------------------------------|
-    | 0   | MR input (f32 NCHW), 16 MR output      |
-    | 32  | Shape4 in_shape                        |
-    | 48  | i32 groups, 52 i32 out_channels        |
+    | Off | Field                                    |
+    |-----|------------------------------------------|
+    | 0   | MR input (f32 NCHW), 16 MR output        |
+    | 32  | Shape4 in_shape                          |
+    | 48  | i32 groups, 52 i32 out_channels          |
     | 56  | window block (:mod:`._window`, 40 bytes) |
-    | 96  | act                                    |
-    | 104 | f32 weights[…], then f32 bias[OC]      |
+    | 96  | act                                      |
+    | 104 | f32 weights[…], then f32 bias[OC]        |
     """
 
     opcode = 0x02

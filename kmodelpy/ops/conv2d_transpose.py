@@ -76,8 +76,8 @@ def conv2d_transpose(x_nchw, weights, bias, out_shape, groups, padding_h, paddin
     lo, hi = np.float32(act_lo), np.float32(act_hi)
     do_clamp = not (lo == np.float32(-FLT_MAX) and hi == np.float32(FLT_MAX))
     out = np.empty(out_shape, dtype=np.float32)
-    _conv2d_transpose_kernel(x, w, int(groups), *kernel_window(padding_h, padding_w, stride_h, stride_w, dilation_h,
-                                                               dilation_w), lo, hi, do_clamp, out)
+    win = kernel_window(padding_h, padding_w, stride_h, stride_w, dilation_h, dilation_w)
+    _conv2d_transpose_kernel(x, w, int(groups), *win, lo, hi, do_clamp, out)
     return out
 
 

@@ -95,10 +95,9 @@ def quantized_conv2d(x_nchw, weights, bias, groups, padding_h, padding_w, stride
         raise ValueError(f"quantized_conv2d: weights {w.shape} / bias {b.shape} do not fit input {x.shape}")
     out = np.empty((n, oc, oh, ow), dtype=np.uint8)
     exact = accumulator_fits_i64(input_offset, filter_offset, g_ic * fh * fw)
-    _qconv2d_kernel(x, w, b, int(groups), *kernel_window(padding_h, padding_w, stride_h, stride_w, dilation_h,
-                                                         dilation_w),
-                    int(input_offset), int(filter_offset), int(output_mul), int(output_shift), int(output_offset),
-                    exact, out)
+    win = kernel_window(padding_h, padding_w, stride_h, stride_w, dilation_h, dilation_w)
+    _qconv2d_kernel(x, w, b, int(groups), *win, int(input_offset), int(filter_offset), int(output_mul),
+                    int(output_shift), int(output_offset), exact, out)
     return out
 
 

@@ -156,17 +156,36 @@ def test_too_large_input_fails_with_one_clear_line(monkeypatch, tmp_path):
     assert "Conv2D" in msg and "1228800 B" in msg and "2 MB" in msg and "reduce" in msg
 
 
-def test_cli_writes_kmodel_and_nothing_on_failure(monkeypatch, tmp_path):
-    """The ncc argument list works with `kmodelpy` in place of `ncc`; a failed compile leaves no file."""
+def test_cli_writes_kmodel_and_nothing_on_failure(monkeypatch, tmp_path, capsys):
+    """The ncc argument list works with `kmodelpy` in place of `ncc`; a failed compile leaves no file.
+    The console is ncc's compile.log, then kmodelpy's per-layer report (by default); -q prints nothing."""
     from kmodelpy.cli import main
+    from kmodelpy.compiler.cli import REPORT_HEADER
 
     case = "conv3x3_s1_same"
     monkeypatch.chdir(CASES / case)
     args = case_json(case)["ncc_args"][2:]
     out = tmp_path / "out.kmodel"
     args[1] = str(out)
+    capsys.readouterr()
     assert main(["compile"] + args) == 0
     assert out.read_bytes() == (CASES / case / "ncc.kmodel").read_bytes()
+    console = capsys.readouterr().out
+    ncc_part, sep, report = console.partition("\n" + REPORT_HEADER + "\n")
+    assert sep, "no per-layer report after ncc's output"
+    assert _console_lines(ncc_part) == _console_lines((CASES / case / "compile.log").read_text())
+    rows = report.splitlines()
+    assert rows[0].split()[:5] == ["#", "op", "runs", "on", "output"] and "KPU bytes" in rows[0]
+    assert any(r.split()[1:3] == ["KPUConv2D", "KPU"] for r in rows[1:])
+    assert any("KPU convolutions" in r and "KPU memory" in r for r in rows)
+
+    quiet = tmp_path / "quiet.kmodel"
+    args[1] = str(quiet)
+    assert main(["compile"] + args + ["-q"]) == 0
+    assert capsys.readouterr().out == "" and quiet.read_bytes() == out.read_bytes()
+    assert main(["compile"] + args + ["--report"]) == 0  # accepted, same output as the default
+    again = capsys.readouterr().out
+    assert _console_lines(again) == _console_lines(console) and again.endswith(report)
 
     bad = tmp_path / "bad.kmodel"
     monkeypatch.chdir(CASES / "too_large_input_640x480")

@@ -3,10 +3,15 @@
 ``kmodelpy compile model.tflite [out.kmodel] -i tflite [-o kmodel] [-t k210] --dataset DIR ...`` — every
 ``ncc compile`` argument list works after replacing ``ncc`` by ``kmodelpy``. The output defaults to the
 input's name with ``.kmodel``; it is written only when compilation succeeds.
+
+The console shows what ncc prints (stage lines, l2 lines, WARN lines, ``Working memory usage``, the SUMMARY
+block — identical to ncc's compile.log), then, after a line ``REPORT_HEADER``, kmodelpy's per-layer table
+and one ``CPU fallback:`` line per layer kept off the KPU. ``-q`` prints nothing but errors.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -36,9 +41,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="accepted for ncc compatibility; kmodelpy always places buffers first-fit")
     p.add_argument("--dump-ir", action="store_true", help="write Graphviz files ir_<stage>.dot into the current folder")
     p.add_argument("--dump-weights-range", action="store_true", help="print every conv's weight range after pass 1")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing but errors (by default: ncc's output, then a per-layer table (op, CPU/KPU, "
+                        "output shape, KPU bytes) and the reason every conv/FC/pool stayed on the CPU)")
     p.add_argument("--report", action="store_true",
-                   help="after ncc's output, print a per-layer table (op, CPU/KPU, shapes, memory) and the "
-                        "reason every conv/FC/pool stayed on the CPU")
+                   help="accepted for compatibility: the per-layer report is printed by default (see -q)")
+
+
+REPORT_HEADER = "kmodelpy layer report (not part of ncc's output):"
 
 
 def main(args) -> int:
@@ -57,12 +67,13 @@ def main(args) -> int:
 
     opts = Options(dataset=args.dataset, quantize_binary=not args.no_quantized_binary,
                    **{k: getattr(args, k) for k in OPTION_NAMES if k not in ("quantize_binary",)})
-    result = run_pipeline(src, opts, sys.stdout)
+    result = run_pipeline(src, opts, io.StringIO() if args.quiet else sys.stdout)
     write_atomic(out, result.kmodel)
-    if args.report:
+    if not args.quiet:
         from .report import full_report
 
         print()
+        print(REPORT_HEADER)
         print(full_report(result.llir, result.schedule, opts.weights_quantize_threshold,
                           opts.output_quantize_threshold))
     sys.stdout.flush()

@@ -638,3 +638,42 @@ def test_kpu_conv_with_all_non_positive_weights_tracks_float(tmp_path):
     step = float(max(want.max(), 0.0) - min(0.0, float(want.min()))) / 255
     assert float(np.std(got)) > 0.1  # not a constant
     assert float(np.abs(got - want).max()) < 3 * step
+
+
+@pytest.mark.parametrize("float_io", [False, True])
+def test_cli_refuses_a_fully_int8_model_with_one_line(tmp_path, capsys, float_io):
+    """A fully int8-quantized .tflite (int8 interface, or float interface with QUANTIZE/DEQUANTIZE around
+    int8 ops): `kmodelpy compile` exits 2 with one stderr line naming the tensor and how to export a float
+    model, and leaves no output file."""
+    from kmodelpy.cli import main
+
+    b = TFLiteBuilder()
+    if float_io:
+        x = b.tensor("input", [1, 8, 8, 3])
+        xq = b.tensor("input_int8", [1, 8, 8, 3], "INT8", quant=([1 / 255], [-128], 0))
+        b.op("QUANTIZE", [x], [xq])
+    else:
+        x = xq = b.tensor("input", [1, 8, 8, 3], "INT8", quant=([1 / 255], [-128], 0))
+    w = b.const("conv/w", np.ones((4, 3, 3, 3), np.int8), "INT8", quant=([0.01] * 4, [0] * 4, 0))
+    bias = b.const("conv/b", np.zeros(4, np.int32), "INT32", quant=([1e-4] * 4, [0] * 4, 0))
+    y = b.tensor("conv_out", [1, 8, 8, 4], "INT8", quant=([0.05], [-128], 0))
+    b.op("CONV_2D", [xq, w, bias], [y], "Conv2DOptions", padding="SAME", stride_h=1, stride_w=1,
+         fused_activation="RELU")
+    out = y
+    if float_io:
+        out = b.tensor("output", [1, 8, 8, 4])
+        b.op("DEQUANTIZE", [y], [out])
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b.build(inputs=[x], outputs=[out]))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    np.zeros((3, 8, 8), F32).tofile(raw / "0.bin")
+    capsys.readouterr()
+    assert main(["compile", str(model), str(tmp_path / "m.kmodel"), "--dataset", str(raw),
+                 "--dataset-format", "raw"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    tensor = "input_int8" if float_io else "input"
+    assert f"'{tensor}'" in err[0] and "INT8" in err[0] and "fully quantized" in err[0]
+    assert "converter.optimizations = []" in err[0] and "representative_dataset" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite", "raw"]

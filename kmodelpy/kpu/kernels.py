@@ -461,7 +461,8 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
     err = ERR_NONE
     nth = max(1, min(n_chunks, oc))
     errs = np.zeros(nth, np.int64)
-    acc, cv, bvs, pooled, u = _scratch(npix if nth == 1 else 0, oh * ow if nth == 1 else 0)
+    acc, cv, bvs, pooled, u, fl = _scratch(npix if nth == 1 else 0, oh * ow if nth == 1 else 0,
+                                             ih * pw if nth == 1 and dw and k == 3 and iw <= DW_FLAT_MAX_W else 0)
     for n in range(n_b):
         _pad_center(x, n, zp, pad, xp)
         if not dw:
@@ -481,7 +482,7 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
         if nth == 1:
             errs[0] = _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
                                 s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, 0, oc, cols,
-                                sxc, axsx, acc, cv, bvs, pooled, u, sorted_starts, min_start, s_mask, s_half)
+                                sxc, axsx, acc, cv, bvs, pooled, u, fl, sorted_starts, min_start, s_mask, s_half)
         else:
             _channels_parallel(nth, xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift,
                                bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, cols,
@@ -493,10 +494,47 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
 
 
 @numba.njit(cache=True)
-def _scratch(npix, opix):
-    """Per-channel work arrays: acc (i32 D), cv (i64 C), bvs (i64 Bv), pooled (i64), u (u8 U)."""
+def _scratch(npix, opix, nflat):
+    """Per-channel work arrays: acc (i32 D), cv (i64 C), bvs (i64 Bv), pooled (i64), u (u8 U),
+    flat (i32, 2·nflat: D and Σx' of a depthwise 3×3 channel over padded-width rows)."""
     return (np.empty(npix, np.int32), np.empty(npix, np.int64), np.empty(npix, np.int64),
-            np.empty(opix, np.int64), np.empty(npix, np.uint8))
+            np.empty(opix, np.int64), np.empty(npix, np.uint8), np.empty(2 * nflat, np.int32))
+
+
+DW_FLAT_MAX_W = 24  # measured: depthwise 3×3 layers up to this width are faster in the flat form
+
+
+@numba.njit(cache=True)
+def _dw3_flat(plane, wrow, ih, iw, fl, acc, sxc):
+    """Depthwise 3×3 channel: D (``acc``) and Σx' (``sxc``) of every output pixel, computed on the
+    padded plane read as one flat row of pitch pw (position y·pw + x; the two x >= iw columns are
+    junk, dropped when copying to ``acc``/``sxc``), so the loops are long and vectorise even for
+    narrow images where a row-by-row loop of 5..20 pixels does not. The three tap rows are views
+    so every index is a loop counter plus a constant: with ``p + pw`` numba cannot prove the index
+    non-negative and its wraparound check stops the vectoriser. ``fl``: 2·ih·pw i32 work."""
+    ph, pw = plane.shape
+    f = plane.reshape(ph * pw)
+    n = (ih - 1) * pw + iw
+    w0, w1, w2 = np.int32(wrow[0]), np.int32(wrow[1]), np.int32(wrow[2])
+    w3, w4, w5 = np.int32(wrow[3]), np.int32(wrow[4]), np.int32(wrow[5])
+    w6, w7, w8 = np.int32(wrow[6]), np.int32(wrow[7]), np.int32(wrow[8])
+    m = fl.shape[0] // 2
+    fa = fl[:m]
+    fs = fl[m:]
+    r0 = f[0:]
+    r1 = f[pw:]
+    r2 = f[2 * pw:]
+    for p in range(n):
+        fa[p] = (w0 * np.int32(r0[p]) + w1 * np.int32(r0[p + 1]) + w2 * np.int32(r0[p + 2])
+                 + w3 * np.int32(r1[p]) + w4 * np.int32(r1[p + 1]) + w5 * np.int32(r1[p + 2])
+                 + w6 * np.int32(r2[p]) + w7 * np.int32(r2[p + 1]) + w8 * np.int32(r2[p + 2]))
+    for p in range(n):
+        fs[p] = (np.int32(r0[p]) + np.int32(r0[p + 1]) + np.int32(r0[p + 2]) + np.int32(r1[p]) + np.int32(r1[p + 1])
+                 + np.int32(r1[p + 2]) + np.int32(r2[p]) + np.int32(r2[p + 1]) + np.int32(r2[p + 2]))
+    for y in range(ih):
+        for x in range(iw):
+            acc[y * iw + x] = fa[y * pw + x]
+            sxc[y * iw + x] = fs[y * pw + x]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -511,7 +549,8 @@ def _channels_parallel(nth, xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, 
     for t in numba.prange(nth):
         o_a = (oc * t) // nth
         o_b = (oc * (t + 1)) // nth
-        acc, cv, bvs, pooled, u = _scratch(npix, out.shape[2] * out.shape[3])
+        acc, cv, bvs, pooled, u, fl = _scratch(npix, out.shape[2] * out.shape[3],
+                                             xp.shape[2] * (xp.shape[1] - 2) if dw and k == 3 and xp.shape[2] - 2 <= DW_FLAT_MAX_W else 0)
         if dw:
             sxc_t = np.empty(npix, np.int32)
             axsx_t = np.empty(axsx.shape[0], np.int64)
@@ -520,13 +559,13 @@ def _channels_parallel(nth, xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, 
             axsx_t = axsx
         errs[t] = _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
                             s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, o_a, o_b, cols,
-                            sxc_t, axsx_t, acc, cv, bvs, pooled, u, sorted_starts, min_start, s_mask, s_half)
+                            sxc_t, axsx_t, acc, cv, bvs, pooled, u, fl, sorted_starts, min_start, s_mask, s_half)
 
 
 @numba.njit(cache=True)
 def _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
               s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, o_a, o_b, cols,
-              sxc, axsx, acc, cv, bvs, pooled, u, sorted_starts, min_start, s_mask, s_half):
+              sxc, axsx, acc, cv, bvs, pooled, u, fl, sorted_starts, min_start, s_mask, s_half):
     """Output channels ``o_a <= o < o_b`` of batch ``n`` (conv, C, BN, activation, pool) into
     ``out``; returns the last error (ERR_NONE if none)."""
     err = ERR_NONE
@@ -542,11 +581,14 @@ def _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shi
         if use_dot:
             _dot_rows(cols, wrow, acc)
         elif dw:
-            if k == 3:
+            if k == 3 and iw <= DW_FLAT_MAX_W:
+                _dw3_flat(xp[o], wrow, ih, iw, fl, acc, sxc)
+            elif k == 3:
                 _conv3_rows(xp, o, o + 1, wrow, ih, iw, acc)
+                _box_sum(xp[o], k, ih, iw, sxc)
             else:
                 _conv_rows(xp, o, o + 1, wrow, k, ih, iw, acc)
-            _box_sum(xp[o], k, ih, iw, sxc)
+                _box_sum(xp[o], k, ih, iw, sxc)
             if sx != 0:
                 for p in range(npix):
                     axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx

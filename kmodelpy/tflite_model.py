@@ -3,7 +3,10 @@ loaded kmodel (:class:`kmodelpy.runtime.Model`): NCHW 4-D input and outputs, flo
 ncc's kmodel output order (the subgraph's declared outputs).
 
 The model is imported to HLIR exactly as ncc does (:mod:`kmodelpy.ir.importer`) and evaluated by
-the float evaluator (:mod:`kmodelpy.ir.evaluate`, ncc's f32 arithmetic). ``kmodelpy run``/``infer``
+the float evaluator (:mod:`kmodelpy.ir.evaluate`, ncc's f32 arithmetic). A dynamic-range model (int8
+conv/depthwise weights, float activations) is evaluated by default the way TFLite's interpreter
+runs it (hybrid kernels that quantize activations at run time, :mod:`kmodelpy.ir.hybrid`);
+``load_tflite(path, hybrid=False)`` evaluates its dequantized weights in plain float instead. ``kmodelpy run``/``infer``
 on a .tflite write the same .bin layout as for a kmodel: outputs concatenated, float32, NCHW.
 """
 from __future__ import annotations
@@ -18,13 +21,17 @@ from .errors import InputError
 class TFLiteModel:
     """A TFLite model evaluated in float32 (see module doc)."""
 
-    def __init__(self, path):
+    def __init__(self, path, hybrid: bool | None = None):
         from .format.tflite_reader import read_tflite
+        from .ir.hybrid import is_dynamic_range
         from .ir.importer import import_tflite
 
         self.path = str(path)
         self.tflite = read_tflite(path)
         self.graph = import_tflite(self.tflite)
+        origins = getattr(self.graph, "conv_origins", None)
+        #: True when convolutions run TFLite's dynamic-range arithmetic (default: when the model has int8 weights)
+        self.hybrid = is_dynamic_range(origins) if hybrid is None else bool(hybrid) and is_dynamic_range(origins)
         self._last: list[np.ndarray] | None = None
 
     @property
@@ -63,7 +70,7 @@ class TFLiteModel:
             feeds.append(np.ascontiguousarray(v, dtype=np.float32).reshape(shape))
         if len(feeds) != len(self.graph.inputs):
             raise InputError(f"{self.path}: the model has {len(self.graph.inputs)} inputs, {len(feeds)} given")
-        outs = evaluate(self.graph, feeds)
+        outs = evaluate(self.graph, feeds, conv_origins=self.graph.conv_origins if self.hybrid else None)
         self._last = [np.ascontiguousarray(o, dtype=np.float32) for o in outs]
         return [o.copy() for o in self._last]
 
@@ -74,9 +81,11 @@ class TFLiteModel:
         return b"".join(o.tobytes() for o in self._last)
 
 
-def load_tflite(path) -> TFLiteModel:
-    """Load a float TFLite model for float reference evaluation (see :class:`TFLiteModel`)."""
+def load_tflite(path, hybrid: bool | None = None) -> TFLiteModel:
+    """Load a float TFLite model for float reference evaluation (see :class:`TFLiteModel`).
+    ``hybrid``: evaluate a dynamic-range model like TFLite (default ``None``: when it has int8
+    conv weights); ``False``: plain float with the dequantized weights."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
-    return TFLiteModel(p)
+    return TFLiteModel(p, hybrid=hybrid)

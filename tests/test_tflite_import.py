@@ -232,9 +232,98 @@ def test_int8_per_channel_weights(tmp_path, through_dequantize):
     bias = _x((4,))
     y = _conv1x1_model(b, x, w, b.const("bias", bias), 4)
     xv = _x((1, 4, 4, 3))
-    (out,) = _run(tmp_path, b, [x], [y], xv)
+    path = b.save(tmp_path / "m.tflite", [x], [y])
+    from kmodelpy.tflite_model import load_tflite
+
+    model = load_tflite(path, hybrid=False)  # dynamic-range: plain float on request (default: hybrid)
+    assert model.hybrid is False and kmodelpy.load(path).hybrid is not through_dequantize
+    out = model.run(xv.transpose(0, 3, 1, 2))[0].transpose(0, 2, 3, 1)
     w_real = q.astype(np.float32) * scales.reshape(4, 1, 1, 1)
     np.testing.assert_allclose(out, _conv1x1_ref(xv, w_real, bias), rtol=1e-5, atol=1e-4)
+    # the compiler's import path keeps the dequantized float weights
+    conv = [n for n in import_tflite(read_tflite(path)).nodes if n.op == "conv2d"][0]
+    np.testing.assert_array_equal(conv["weights"], w_real.transpose(0, 3, 1, 2))
+
+
+def _tflite_input_quant(v):
+    """TFLite's AsymmetricQuantizeFloats (one batch item), written out scalar by scalar."""
+    rmin, rmax = min(0.0, float(v.min())), max(0.0, float(v.max()))
+    scale = (rmax - rmin) / 255.0
+    zp = -128.0 - rmin / scale if 128 + abs(rmin / scale) < 127 + abs(rmax / scale) else 127.0 - rmax / scale
+    zp = -128 if zp <= -128 else 127 if zp >= 127 else int(np.floor(abs(zp) + 0.5)) * (1 if zp > 0 else -1)
+    sf = np.float32(scale)
+    inv = np.float32(1.0 / float(sf))
+    q = [min(127, max(-128, int(np.floor(abs(float(t)) + 0.5)) * (1 if t > 0 else -1) + zp))
+         for t in (v.ravel() * inv).astype(np.float32)]
+    return np.array(q).reshape(v.shape), sf, zp
+
+
+def test_asymmetric_input_quantization():
+    from kmodelpy.ir.hybrid import asymmetric_quantize
+
+    q, sf, zp = asymmetric_quantize(np.float32([[0.0, 1.0, 2.55, 1.275]]))
+    assert zp[0] == -128 and sf[0] == np.float32(0.01)
+    assert list(q[0]) == [-128, -28, 127, 0]  # 127.5 rounds half away from zero
+    q, sf, zp = asymmetric_quantize(np.zeros((2, 3), np.float32))
+    assert not q.any() and list(sf) == [1, 1] and list(zp) == [0, 0]
+    x = RNG.uniform(-1.5, 4.0, (2, 5, 7)).astype(np.float32)
+    q, sf, zp = asymmetric_quantize(x)
+    for n in range(2):  # per batch item
+        rq, rsf, rzp = _tflite_input_quant(x[n])
+        np.testing.assert_array_equal(q[n], rq)
+        assert sf[n] == rsf and zp[n] == rzp
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_dynamic_range_conv_runs_tflite_hybrid_kernel(tmp_path, depthwise):
+    """int8 per-channel weights + float input: TFLite's hybrid kernel (run-time asymmetric int8 input,
+    int32 sums, f32 rescale), checked against a scalar loop; hybrid=False is the float conv."""
+    from kmodelpy.tflite_model import load_tflite
+
+    rng = np.random.default_rng(7)
+    c, oc, k = 3, (3 if depthwise else 4), 3
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 5, 5, c])
+    y = b.tensor("y", [1, 5, 5, oc])
+    scales = rng.uniform(0.001, 0.05, oc).astype(np.float32)
+    bias = rng.uniform(-1, 1, oc).astype(np.float32)
+    opts = dict(padding="SAME", stride_h=1, stride_w=1, fused_activation="RELU6")
+    if depthwise:
+        wq = rng.integers(-127, 128, (1, k, k, oc)).astype(np.int8)
+        w = b.const("w", wq, quant=(scales, np.zeros(oc, np.int64), 3))
+        b.op("DEPTHWISE_CONV_2D", [x, w, b.const("b", bias)], [y], "DepthwiseConv2DOptions", depth_multiplier=1,
+             **opts)
+        w_ohwi = wq[0].transpose(2, 0, 1)[..., None]  # (oc, k, k, 1): channel o reads input channel o
+    else:
+        wq = rng.integers(-127, 128, (oc, k, k, c)).astype(np.int8)
+        w = b.const("w", wq, quant=(scales, np.zeros(oc, np.int64), 0))
+        b.op("CONV_2D", [x, w, b.const("b", bias)], [y], "Conv2DOptions", **opts)
+        w_ohwi = wq
+    path = b.save(tmp_path / "m.tflite", [x], [y])
+    xv = rng.uniform(-0.5, 3.0, (1, 5, 5, c)).astype(np.float32)
+    q, sf, zp = _tflite_input_quant(xv[0])
+    ref = np.zeros((5, 5, oc), np.float32)
+    for oy in range(5):
+        for ox in range(5):
+            for o in range(oc):
+                acc = 0
+                for ky in range(k):
+                    for kx in range(k):
+                        iy, ix = oy + ky - 1, ox + kx - 1
+                        if 0 <= iy < 5 and 0 <= ix < 5:
+                            chans = [o] if depthwise else range(c)
+                            for j, ic in enumerate(chans):
+                                acc += int(w_ohwi[o, ky, kx, j]) * (int(q[iy, ix, ic]) - zp)
+                f = np.float32(acc)
+                v = (f * scales[o]) * sf if depthwise else f * (scales[o] * sf)
+                ref[oy, ox, o] = min(max(np.float32(v + bias[o]), 0), 6)
+    model = load_tflite(path)
+    assert model.hybrid
+    out = model.run(xv.transpose(0, 3, 1, 2))[0].transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(out[0], ref)
+    plain = load_tflite(path, hybrid=False).run(xv.transpose(0, 3, 1, 2))[0].transpose(0, 2, 3, 1)
+    assert not np.array_equal(plain[0], ref)
+    np.testing.assert_allclose(plain[0], ref, atol=0.25)  # int8 input rounding only
 
 
 def test_cast_of_constant(tmp_path):
@@ -518,3 +607,31 @@ def test_registry_accepts_new_ops():
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     (y,) = evaluate(g, [x])
     np.testing.assert_array_equal(y, np.concatenate([x, 3 * x]))
+
+
+@pytest.mark.parametrize("kind", ["conv", "depthwise"])
+def test_dynamic_range_float_conv_is_xnnpack_fma(kind):
+    """Float convolutions of a dynamic-range model: XNNPACK's bias + one FMA per tap, ky→kx→ic for
+    convolutions, kx→ky for depthwise (scalar loop; the FMA is exact product + one f32 rounding)."""
+    from kmodelpy.ir.hybrid import conv2d_xnnpack
+
+    rng = np.random.default_rng(3)
+    c, k = 3, 3
+    groups, oc, g_ic = (3, 3, 1) if kind == "depthwise" else (1, 4, 3)
+    x = rng.uniform(-2, 2, (1, c, 5, 6)).astype(np.float32)
+    w = rng.uniform(-1, 1, (oc, g_ic, k, k)).astype(np.float32)
+    bias = rng.uniform(-1, 1, oc).astype(np.float32)
+    out = conv2d_xnnpack(x, w, bias, kind, groups, (1, 1), (1, 1), 2, 1, 1, 1, -6.0, 6.0)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    order = [(ky, kx) for kx in range(k) for ky in range(k)] if kind == "depthwise" else \
+        [(ky, kx) for ky in range(k) for kx in range(k)]
+    assert out.shape == (1, oc, 3, 6)
+    for o in range(oc):
+        for oy in range(3):
+            for ox in range(6):
+                acc = bias[o]
+                for ky, kx in order:
+                    for j in range(g_ic):
+                        ic = o if kind == "depthwise" else j
+                        acc = np.float32(float(acc) + float(xp[0, ic, oy * 2 + ky, ox + kx]) * float(w[o, j, ky, kx]))
+                assert out[0, o, oy, ox] == min(max(acc, np.float32(-6)), np.float32(6))

@@ -8,7 +8,10 @@ share one float32 arithmetic: sequential left folds, one rounding per operation,
 Hooks:
 * ``evaluate(graph, inputs, on_output=cb)`` calls ``cb(output_connector, value)`` for every output
   connector of every evaluated node, in evaluation order (calibration collects ranges with it);
-* :func:`kmodelpy.ir.ops.register_evaluator` adds evaluators for other ops (``fn(node, args)``).
+* :func:`kmodelpy.ir.ops.register_evaluator` adds evaluators for other ops (``fn(node, args)``);
+* ``evaluate(graph, inputs, conv_origins=graph.conv_origins)`` evaluates the convolutions of a
+  dynamic-range TFLite model the way TFLite does (:mod:`kmodelpy.ir.hybrid`); without it every
+  node keeps the float arithmetic (the compiler's view of dequantized weights).
 """
 from __future__ import annotations
 
@@ -22,10 +25,13 @@ from .ops import BINARY_OPS, REDUCE_OPS, RESIZE_MODES, UNARY_OPS, evaluator, reg
 F32 = np.float32
 
 
-def evaluate(graph: Graph, inputs, on_output: Callable | None = None, keep: bool = False):
+def evaluate(graph: Graph, inputs, on_output: Callable | None = None, keep: bool = False,
+             conv_origins: dict | None = None):
     """Evaluate ``graph``. ``inputs``: list of arrays in ``graph.inputs`` order, or a dict by input
     name. Returns the list of output values (``graph.outputs`` order), or with ``keep=True``
-    ``(outputs, values)`` where ``values`` maps every OutputConnector to its value."""
+    ``(outputs, values)`` where ``values`` maps every OutputConnector to its value.
+    ``conv_origins`` (the importer's ``graph.conv_origins``): conv2d nodes listed there run
+    :func:`kmodelpy.ir.hybrid.evaluate_conv2d` (TFLite's arithmetic for dynamic-range models)."""
     if isinstance(inputs, dict):
         feed = {n: inputs[n.name] for n in graph.inputs}
     else:
@@ -57,6 +63,10 @@ def evaluate(graph: Graph, inputs, on_output: Callable | None = None, keep: bool
                 outs = []
             elif n.op == "ignore":
                 outs = []
+            elif conv_origins and n.op == "conv2d" and n in conv_origins:
+                from .hybrid import evaluate_conv2d
+
+                outs = [evaluate_conv2d(n, args, conv_origins[n])]
             else:
                 outs = evaluator(n.op)(n, args)
         for oc, v in zip(n.outputs, outs):

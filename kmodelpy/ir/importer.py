@@ -12,7 +12,10 @@ their tensor names. ``graph.source`` maps a node to ``(op index, builtin, output
 
 Beyond ncc:
 * int8 weights (dynamic-range models) are dequantized **per channel** (ncc uses scale[0] only),
-  for CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED;
+  for CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED; ``graph.conv_origins`` maps
+  each CONV_2D/DEPTHWISE_CONV_2D node to a :class:`~kmodelpy.ir.hybrid.ConvOrigin` (its kind, and
+  for per-channel int8 weights the raw weights and scales), which the float reference uses to
+  evaluate dynamic-range models like TFLite does (:mod:`kmodelpy.ir.hybrid`);
 * DEQUANTIZE (fp16 / int8 constants), CAST, SHAPE and the constant sub-graphs TF2 converters emit
   (SHAPE → STRIDED_SLICE → PACK → RESHAPE ...) are folded at import;
 * PRELU = max(x,0) + α·min(x,0); TANH = (1−t)/(1+t) with t = exp(−2·max(x,−10)) (also as a fused
@@ -34,6 +37,7 @@ import numpy as np
 from ..errors import FormatError, KmodelpyError, UnsupportedError
 from ..format.tflite_reader import Operator, TFLiteFile, read_tflite
 from .graph import Graph, InputConnector, OutputConnector
+from .hybrid import ConvOrigin
 from .ops import (FLT_MAX, FULL_RANGE, infer_shapes, normalize_reshape, normalize_strided_slice, opdef,
                   windowed_padding)
 from . import tflite_fold as fold
@@ -70,6 +74,7 @@ class _Importer:
         self.ncc_exact = ncc_exact
         self.g = Graph()
         self.g.source = {}
+        self.g.conv_origins = {}  # conv2d node -> hybrid.ConvOrigin (TFLite's arithmetic, float reference only)
         self.pending: list[tuple[InputConnector, int]] = []
         self.produced: dict[int, OutputConnector] = {}
         self.static: dict[int, np.ndarray] = {}
@@ -287,7 +292,24 @@ class _Importer:
             return np.zeros(n, np.float32)  # ncc crashes on a missing bias; zeros is what TFLite means
         return self.float_value(k, "the bias").reshape(n).astype(np.float32)
 
-    def _conv(self, op, weights, groups, o):
+    def _origin(self, kind: str, weights: np.ndarray, perm) -> ConvOrigin:
+        """Where a conv2d node came from; int8 weights with one scale per output channel (a
+        dynamic-range model) keep their raw values and scales for the hybrid evaluation."""
+        t = self.tensor(1)
+        raw = self.static.get(t.index)
+        q = t.quantization
+        n_oc = weights.shape[0]
+        if (t.dtype != "INT8" or q is None or raw is None or np.asarray(raw).dtype != np.int8
+                or np.any(np.asarray(q.zero_points) != 0)):
+            return ConvOrigin(kind)
+        scales = np.asarray(q.scales, np.float32).reshape(-1)
+        axis = 0 if kind == "conv" else 3
+        if scales.size != n_oc or (n_oc > 1 and q.quantized_dimension != axis):
+            return ConvOrigin(kind)
+        wq = np.ascontiguousarray(np.asarray(raw).reshape(_shape(t)).transpose(perm))
+        return ConvOrigin(kind, wq.reshape(weights.shape), scales)
+
+    def _conv(self, op, weights, groups, o, origin: ConvOrigin | None = None):
         x = self.tensor(0)
         n, h, w, c = _shape(x)
         fh, fw = weights.shape[2], weights.shape[3]
@@ -301,22 +323,25 @@ class _Importer:
                          groups=groups, padding_h=windowed_padding(h, fh, sh, dh, same),
                          padding_w=windowed_padding(w, fw, sw, dw, same), stride_h=sh, stride_w=sw,
                          dilation_h=dh, dilation_w=dw, fused_activation=act)
+        if origin is not None:
+            self.g.conv_origins[conv] = origin
         sur = self.to_nhwc(conv.output)
         self.out(0, self.finish(sur.output, post))
 
     def op_CONV_2D(self, op):
         w = self._weights(1).transpose(0, 3, 1, 2)
-        self._conv(op, w, 1, op.options)
+        self._conv(op, w, 1, op.options, self._origin("conv", w, (0, 3, 1, 2)))
 
     def op_DEPTHWISE_CONV_2D(self, op):
         w = self._weights(1).transpose(3, 0, 1, 2)
         groups = w.shape[0]
         c = _shape(self.tensor(0))[3]
         mult = int(op.options.get("depth_multiplier", 1) or 1)
+        origin = self._origin("depthwise", w, (3, 0, 1, 2))
         if c == 1 and mult == groups:
-            self._conv(op, w, 1, op.options)
+            self._conv(op, w, 1, op.options, origin)
         else:
-            self._conv(op, w, c, op.options)
+            self._conv(op, w, c, op.options, origin)
 
     def op_TRANSPOSE_CONV(self, op):
         oshape = [int(v) for v in self.value(0, "the output shape")]

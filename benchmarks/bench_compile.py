@@ -7,10 +7,12 @@ compile_seconds); kmodelpy's target is <= 2.5 s. Run:  python benchmarks/bench_c
 Prints wall and CPU time per stage (import + P1/P2, calibration, quantize passes, back end) for the
 fastest repetition, and checks the kmodel is still byte-identical to ncc's.
 
-Measured on the shared 2-core build machine (load 1.5-3, so only indicative): 2.2-3.6 s wall, about
-3.5 s of CPU; calibration (300 float evaluations of the 27 fake-KPU convs) is ~2.2-3.0 s single-threaded,
-~1.7-2.5 s on two threads (KMODELPY_THREADS=1 forces one); the quantize passes ~0.7 s (mostly the
-activation piecewise regression of the 27 KPU layers).
+Measured on the shared 2-core build machine (load 1.6-2, so only indicative), best of 3, same session
+for both: before the numba piecewise regression / int-key range fold / single DFS per rewrite
+3.0-3.2 s wall (calibration 2.3-2.4 s, quantize passes 0.5-0.8 s); after 2.2-2.4 s wall (2.8 s once
+under load), calibration 1.9-2.1 s (300 float evaluations of the 27 fake-KPU convs, ~1.1 s of it the
+conv kernels, 0.2 s PNG decoding), quantize passes 0.18-0.24 s. Two calibration threads gain nothing
+while the machine is shared (KMODELPY_THREADS=1 forces one).
 """
 from __future__ import annotations
 

@@ -345,6 +345,23 @@ def test_tensor_range_equals_get_range(values):
     assert (a.min.tobytes(), a.max.tobytes()) == (b.min.tobytes(), b.max.tobytes())
 
 
+_SPECIAL = [0.0, -0.0, 1.5, -2.25, 3e38, -3.4028235e38, -7.0, 1e-40, -1e-40, 1.1754944e-38, float("nan"), float("inf"),
+            -float("inf")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_SPECIAL), max_size=40), st.sampled_from(_SPECIAL[:10]), st.sampled_from(_SPECIAL[:10]))
+def test_vectorised_fold_range_equals_the_element_fold(values, mn, mx):
+    """The calibration's int-key min/max fold gives ncc's get_range fold bit for bit (first zero's sign,
+    NaN/inf skipped, strict comparisons against the running range)."""
+    from kmodelpy.compiler.calibrate import _fold_range, fold_range
+
+    v = np.array(values, F32)
+    a = fold_range(v, F32(mn), F32(mx))
+    b = _fold_range(v, F32(mn), F32(mx))
+    assert [F32(x).tobytes() for x in a] == [F32(x).tobytes() for x in b]
+
+
 def test_fixed_input_range():
     from kmodelpy.compiler.calibrate import fixed_input_range
 

@@ -48,9 +48,60 @@ def _fold_range(v, mn, mx):
     return mn, mx
 
 
+@numba.njit(cache=True, nogil=True)
+def _f32_of_key(k):
+    b = np.empty(1, np.int32)
+    b[0] = k ^ np.int32(0x7FFFFFFF) if k < 0 else k
+    return b.view(np.float32)[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold_range_int(v, mn, mx):
+    """``_fold_range`` on a contiguous 1-D float32 array in one vectorisable pass: the float bits are
+    mapped to order-preserving int32 keys (integer min/max reductions vectorise, float ones cannot
+    without fast-math), NaN/±inf are only counted. With any of them present it falls back to the
+    element-by-element fold; a zero minimum is the first zero of ``v`` (the fold keeps the first of
+    equal values, hence its sign)."""
+    if v.size == 0:
+        return mn, mx
+    bits = v.view(np.int32)
+    exp_mask = np.int32(0x7F800000)
+    low31 = np.int32(0x7FFFFFFF)
+    kmin = low31
+    kmax = np.int32(-0x7FFFFFFF - 1)
+    top_exp = np.int32(0)
+    for i in range(bits.size):  # int32 throughout (no int64 promotion), so LLVM vectorises it
+        b = bits[i]
+        top_exp = max(top_exp, b & exp_mask)
+        k = b ^ ((b >> np.int32(31)) & low31)
+        kmin = min(kmin, k)
+        kmax = max(kmax, k)
+    if top_exp == exp_mask:  # a NaN or an infinity
+        return _fold_range(v, mn, mx)
+    lo = _f32_of_key(kmin)
+    hi = _f32_of_key(kmax)
+    if lo == 0:
+        for i in range(bits.size):
+            if (bits[i] & 0x7FFFFFFF) == 0:
+                lo = v[i]
+                break
+    if lo < mn:
+        mn = lo
+    if mx < hi:
+        mx = hi
+    return mn, mx
+
+
+def fold_range(v: np.ndarray, mn, mx):
+    """``_fold_range(v, mn, mx)`` (same result, bit for bit) for a flat float32 array."""
+    v = np.ascontiguousarray(v, np.float32)
+    lo, hi = _fold_range_int(v, np.float32(mn), np.float32(mx))
+    return np.float32(lo), np.float32(hi)
+
+
 def tensor_range(v) -> Range:
     """``get_range`` of one tensor (same result as kmodelpy.compiler.quant.get_range, one pass)."""
-    mn, mx = _fold_range(np.ravel(np.asarray(v, np.float32), order="K"), FLT_MAX, FLT_MIN)
+    mn, mx = fold_range(np.ravel(np.asarray(v, np.float32), order="K"), FLT_MAX, FLT_MIN)
     return Range(mn, mx)
 
 
@@ -158,7 +209,7 @@ def collect_ranges(graph: Graph, dataset, fmt: str, mean: float, std: float, use
         if oc.node.op == "input" and not use_input_stat:
             return
         mn, mx = folds.get(oc, (FLT_MAX, FLT_MIN))
-        folds[oc] = _fold_range(np.ravel(v, order="K"), mn, mx)
+        folds[oc] = fold_range(np.ravel(v, order="K"), mn, mx)
 
     _run(graph, dataset, fmt, mean, std, record, out)
     return {oc: Range(mn, mx) for oc, (mn, mx) in folds.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ..errors import CompileError
@@ -51,33 +52,53 @@ def piecewise_regression(xs, ys, segments_count: int = 15, what: str = "activati
         slope = ((y[1:] - y[:-1]).astype(F32) / (x[1:] - x[:-1]).astype(F32)).astype(F32)
     intercept = y[:-1].copy()
 
-    start, stop, slope, intercept = list(start), list(stop), list(slope), list(intercept)
-    diffs = _diffs(np.array(slope, dtype=F32))  # float64 array (np.delete per merge: no list->array copies)
-    with np.errstate(all="ignore"):
-        while len(slope) != segments_count:
-            i = _first_min(diffs)
-            if i < 0:
-                raise CompileError(
-                    f"{what}: piecewise regression failed (slopes are all NaN/inf); the layer's output range "
-                    f"is degenerate — check the calibration data"
-                )
-            y0 = F32(F32(F32(start[i] - start[i]) * slope[i]) + intercept[i])
-            y1 = F32(F32(F32(stop[i + 1] - start[i + 1]) * slope[i + 1]) + intercept[i + 1])
-            slope[i] = F32(F32(y1 - y0) / F32(stop[i + 1] - start[i]))
-            stop[i] = stop[i + 1]
-            del start[i + 1], stop[i + 1], slope[i + 1], intercept[i + 1]
-            # diffs[k] = |slope[k] − slope[k+1]|: only the neighbours of i change.
-            diffs = np.delete(diffs, i)
-            if i > 0:
-                diffs[i - 1] = _diff(slope[i - 1], slope[i])
-            if i < len(slope) - 1:
-                diffs[i] = _diff(slope[i], slope[i + 1])
-    return [Segment(F32(a), F32(b), F32(s), F32(c)) for a, b, s, c in zip(start, stop, slope, intercept)]
+    m = _merge(start, stop, slope, intercept, _diffs(slope), segments_count)
+    if m < 0:
+        raise CompileError(
+            f"{what}: piecewise regression failed (slopes are all NaN/inf); the layer's output range "
+            f"is degenerate — check the calibration data"
+        )
+    return [Segment(F32(a), F32(b), F32(s), F32(c))
+            for a, b, s, c in zip(start[:m], stop[:m], slope[:m], intercept[:m])]
 
 
-def _diff(a, b) -> float:
-    d = F32(abs(F32(a - b)))
-    return float(d) if d < _FLT_MAX else float("inf")  # NaN/inf/FLT_MAX can never be chosen
+@numba.njit(cache=True, error_model="numpy")
+def _merge(start, stop, slope, intercept, diffs, segments_count):
+    """The merge loop in place on float32 arrays (each operation rounded to float32, as in the docstring
+    of :func:`piecewise_regression`); ``diffs[k] = |slope[k] − slope[k+1]|`` (float64, inf where never
+    eligible). Returns the number of segments left, or −1 if no pair can be merged."""
+    m = slope.size
+    inf = np.inf
+    flt_max = np.float32(_FLT_MAX)
+    while m != segments_count:
+        i = -1
+        best = inf
+        for k in range(m - 1):  # the first minimum (np.argmin order); inf never wins
+            if diffs[k] < best:
+                best = diffs[k]
+                i = k
+        if i < 0:
+            return -1
+        y0 = np.float32(np.float32(np.float32(start[i] - start[i]) * slope[i]) + intercept[i])
+        y1 = np.float32(np.float32(np.float32(stop[i + 1] - start[i + 1]) * slope[i + 1]) + intercept[i + 1])
+        slope[i] = np.float32(np.float32(y1 - y0) / np.float32(stop[i + 1] - start[i]))
+        stop[i] = stop[i + 1]
+        for k in range(i + 1, m - 1):
+            start[k] = start[k + 1]
+            stop[k] = stop[k + 1]
+            slope[k] = slope[k + 1]
+            intercept[k] = intercept[k + 1]
+        for k in range(i, m - 2):
+            diffs[k] = diffs[k + 1]
+        m -= 1
+        # only the neighbours of i change
+        if i > 0:
+            d = np.float32(abs(np.float32(slope[i - 1] - slope[i])))
+            diffs[i - 1] = np.float64(d) if d < flt_max else inf
+        if i < m - 1:
+            d = np.float32(abs(np.float32(slope[i] - slope[i + 1])))
+            diffs[i] = np.float64(d) if d < flt_max else inf
+    return m
 
 
 def _diffs(s: np.ndarray) -> np.ndarray:
@@ -87,10 +108,3 @@ def _diffs(s: np.ndarray) -> np.ndarray:
     d[~(d < float(_FLT_MAX))] = np.inf
     return d
 
-
-def _first_min(diffs) -> int:
-    if len(diffs) == 0:
-        return -1
-    a = np.asarray(diffs)
-    i = int(np.argmin(a))
-    return i if a[i] != np.inf else -1

@@ -108,9 +108,9 @@ def is_self_contained(m: Match) -> bool:
 def run_pass(graph: Graph, transforms: list[Transform], ctx: Context, limit: int = 100000) -> int:
     """Run one pass to its fixed point; returns the number of rewrites applied."""
     applied = 0
+    order = graph.dfs()
     while True:
         hit = False
-        order = graph.dfs()
         for t in transforms:
             for n in order:
                 m = t.try_match(n, ctx)
@@ -123,7 +123,7 @@ def run_pass(graph: Graph, transforms: list[Transform], ctx: Context, limit: int
                     hit = True
                     break
             if hit:
-                graph.collect()
+                order = graph.collect()  # = graph.dfs() after the collection
                 applied += 1
                 if applied > limit:
                     raise RuntimeError(f"pass did not converge (last transform {t.name})")

@@ -158,9 +158,11 @@ class Graph:
             visit(out)
         return order
 
-    def collect(self) -> None:
-        """Delete every node not reached from the outputs (ncc's garbage collection)."""
-        live = {id(n) for n in self.dfs()}
+    def collect(self) -> list[Node]:
+        """Delete every node not reached from the outputs (ncc's garbage collection). Returns the DFS
+        order of the remaining graph (removing unreached nodes does not change it)."""
+        order = self.dfs()
+        live = {id(n) for n in order}
         for n in self.outputs:
             live.add(id(n))
         for n in self.nodes:
@@ -172,6 +174,7 @@ class Graph:
                         c.disconnect()
         self.nodes = [n for n in self.nodes if id(n) in live]
         self.inputs = [n for n in self.inputs if id(n) in live]
+        return order
 
     def assign_names(self) -> None:
         """Name unnamed or duplicate-named nodes ``<OpName>_<i>`` (smallest free i), in list order."""

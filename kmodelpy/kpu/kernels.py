@@ -120,16 +120,25 @@ def activate_sorted(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, b
             return False
     if i_hi - j0 <= 3:
         # up to three reachable segments (the usual case): one vectorisable pass, each value
-        # computed for every candidate segment and the last one it lies above selected
-        big = np.int64(np.iinfo(np.int64).max)  # start of an absent segment: never selected
+        # computed for every candidate segment and the last one it lies above selected (with
+        # one or two segments, only those are computed)
         ja, jb, jc = j0, min(j0 + 1, 15), min(j0 + 2, 15)
         xa, ya, sa, aa, ha, za = _seg_consts(s_start, s_mul, s_shift, s_add, ja)
         xb, yb, sb, ab, hb, zb = _seg_consts(s_start, s_mul, s_shift, s_add, jb)
         xc, yc, sc, ac, hc, zc = _seg_consts(s_start, s_mul, s_shift, s_add, jc)
-        if i_hi - j0 < 2:
-            xb = big
-        if i_hi - j0 < 3:
-            xc = big
+        if i_hi - j0 == 1:  # one segment: no selection
+            for p in range(u.shape[0]):
+                bv = ((cv[p] * mul) >> bsh) + badd
+                u[p] = min(max(_seg_value(bv, xa, ya, sa, aa, ha, za), 0), 255)
+            return True
+        if i_hi - j0 == 2:
+            for p in range(u.shape[0]):
+                bv = ((cv[p] * mul) >> bsh) + badd
+                r = _seg_value(bv, xa, ya, sa, aa, ha, za)
+                rb = _seg_value(bv, xb, yb, sb, ab, hb, zb)
+                r = rb if bv > xb else r
+                u[p] = min(max(r, 0), 255)
+            return True
         for p in range(u.shape[0]):
             bv = ((cv[p] * mul) >> bsh) + badd
             r = _seg_value(bv, xa, ya, sa, aa, ha, za)

@@ -568,7 +568,12 @@ def test_random_conv_layers_match_compile(p, synth_dir):
     try:
         km = run_pipeline(str(path), Options(dataset=str(ds), dataset_format="raw"), out=io.StringIO()).kmodel
     except CompileError as e:  # only the KPU RAM overflow may stop the compile; the report must flag it
-        assert "KPU memory" in str(e) and any(v.on_kpu and not v.fits_kpu_ram for v in vs)
+        assert "KPU memory" in str(e)
+        if not any(v.on_kpu and not v.fits_kpu_ram for v in vs):
+            # every layer fits alone, but other live KPU tensors (first-fit placement) overflow: the
+            # report only counts each layer's own input + output and says that this is a lower bound
+            assert sum(v.on_kpu for v in vs) >= 2, "a single KPU layer that fits cannot overflow"
+            assert "this is a lower bound" in report(str(path))
         return
     ops = KModel.parse(km).ops
     expected, kpu_pools, cpu_pools = node_expectations(ops)

@@ -44,14 +44,14 @@ def kround(t, s):
 
 
 @numba.njit(cache=True)
-def activate(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add, sorted_starts, u):
-    """u[p] = activation of batch norm of C = cv[p], for one output channel (C.5 b, c).
+def activate(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add, sorted_starts, u):
+    """u[p] = activation of batch norm of C = cv[p] + coff, for one output channel (C.5 b, c).
     With non-decreasing x_start the segment is found branch-free by counting (the same result as
     the strict-``>`` scan from 15 down); otherwise by the scan itself. ``s_mask``/``s_half`` are
     2^s−1 and 2^(s−1) (1 for s = 0, which then never rounds)."""
     err = ERR_NONE
     for p in range(u.shape[0]):
-        bv = ((cv[p] * mul) >> bsh) + badd
+        bv = (((cv[p] + coff) * mul) >> bsh) + badd
         if sorted_starts:
             j = -1
             for i in range(16):
@@ -101,8 +101,8 @@ def _seg_value(bv, xs, ym, sh, add, h1, z):
 
 
 @numba.njit(cache=True)
-def activate_sorted(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, u):
-    """Fast form of :func:`activate` for non-decreasing x_start when every Bv of the channel lies
+def activate_sorted(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, u):
+    """Fast form of :func:`activate` (C = cv[p] + coff) for non-decreasing x_start when every Bv of the channel lies
     in [bv_lo, bv_hi] with bv_lo > x_start[0]: segments entirely below bv_lo always count, those at
     or above bv_hi never do, so only the few in between are compared (ncc tables park unused
     segments at 2^35−2). KROUND is branch-free: up = ((t + h − 1 + (q & 1)) >> s) − q is the
@@ -128,19 +128,19 @@ def activate_sorted(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, b
         xc, yc, sc, ac, hc, zc = _seg_consts(s_start, s_mul, s_shift, s_add, jc)
         if i_hi - j0 == 1:  # one segment: no selection
             for p in range(u.shape[0]):
-                bv = ((cv[p] * mul) >> bsh) + badd
+                bv = (((cv[p] + coff) * mul) >> bsh) + badd
                 u[p] = min(max(_seg_value(bv, xa, ya, sa, aa, ha, za), 0), 255)
             return True
         if i_hi - j0 == 2:
             for p in range(u.shape[0]):
-                bv = ((cv[p] * mul) >> bsh) + badd
+                bv = (((cv[p] + coff) * mul) >> bsh) + badd
                 r = _seg_value(bv, xa, ya, sa, aa, ha, za)
                 rb = _seg_value(bv, xb, yb, sb, ab, hb, zb)
                 r = rb if bv > xb else r
                 u[p] = min(max(r, 0), 255)
             return True
         for p in range(u.shape[0]):
-            bv = ((cv[p] * mul) >> bsh) + badd
+            bv = (((cv[p] + coff) * mul) >> bsh) + badd
             r = _seg_value(bv, xa, ya, sa, aa, ha, za)
             rb = _seg_value(bv, xb, yb, sb, ab, hb, zb)
             rc = _seg_value(bv, xc, yc, sc, ac, hc, zc)
@@ -153,7 +153,7 @@ def activate_sorted(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, b
         # increasing order, each overwriting the values above its start (largest j with Bv > x_start[j])
         n = u.shape[0]
         for p in range(n):
-            bvs[p] = ((cv[p] * mul) >> bsh) + badd
+            bvs[p] = (((cv[p] + coff) * mul) >> bsh) + badd
         for j in range(j0, i_hi):
             xs, ym, sh, add = s_start[j], s_mul[j], s_shift[j], s_add[j]
             hm1 = ((np.int64(1) << sh) >> 1) - 1 if sh > 0 else np.int64(0)
@@ -170,7 +170,7 @@ def activate_sorted(cv, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, b
                     u[p] = r
         return True
     for p in range(u.shape[0]):
-        bv = ((cv[p] * mul) >> bsh) + badd
+        bv = (((cv[p] + coff) * mul) >> bsh) + badd
         j = j0
         for i in range(i_lo, i_hi):
             j += bv > s_start[i]
@@ -419,6 +419,22 @@ def _dot_rows(cols, wrow, acc):
 
 
 @numba.njit(cache=True)
+def _c_values32(acc, sxc, sx_mul, cv):
+    """cv[p] = D + sx_mul·Σx' in i32, the caller having checked it cannot overflow; returns
+    (min, max). C is cv[p] + a per-channel constant, added at the activation: i32 halves the
+    memory traffic and doubles the vector width of this pass and of the pool before activation."""
+    lo = np.int32(np.iinfo(np.int32).max)
+    hi = np.int32(np.iinfo(np.int32).min)
+    m = np.int32(sx_mul)
+    for p in range(cv.shape[0]):
+        v = np.int32(acc[p] + m * sxc[p])
+        cv[p] = v
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi
+
+
+@numba.njit(cache=True)
 def _c_values(acc, sxc, axsx, sx_mul, const, use_axsx, cv):
     """cv[p] = D + sx_mul·Σx' (+ asr(ax·Sx, sx)) + const, the i64 conv result C; returns (min, max)."""
     lo = np.int64(np.iinfo(np.int64).max)
@@ -585,6 +601,10 @@ def _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shi
     oh, ow = out.shape[2], out.shape[3]
     gic = 1 if dw else ic
     taps = np.int64(gic * k * k)
+    # D + (128 + ax)·Σx' fits i32 when T·128² + |128 + ax|·T·128 < 2^31 (|x'|, |w'| <= 128)
+    c32 = sx == 0 and taps * 16384 + abs(128 + ax) * taps * 128 < (1 << 31) - 1
+    cv32 = cv.view(np.int32)[:npix]
+    pooled32 = pooled.view(np.int32)[: pooled.shape[0]]
     for o in range(o_a, o_b):
         wrow = w16[o]
         if use_dot:
@@ -609,34 +629,56 @@ def _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shi
         const = 128 * swc[o] + 16384 * taps + ((aw * (swc[o] + 128 * taps)) >> sw) + aadd * gic
         if npix == 0:
             continue
-        if sx == 0:  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
-            c_lo, c_hi = _c_values(acc, sxc, axsx, 128 + ax, const + ax * 128 * taps, False, cv)
+        if c32:  # sx == 0: asr(ax·Sx, 0) = ax·Σx' + ax·128·T
+            c_lo32, c_hi32 = _c_values32(acc, sxc, 128 + ax, cv32)
+            coff = const + ax * 128 * taps
+            e = _finish(cv32, coff, np.int64(c_lo32) + coff, np.int64(c_hi32) + coff, o, n, ih, iw, bn_mul,
+                        bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, bvs,
+                        pooled32, u, sorted_starts, min_start, s_mask, s_half)
         else:
-            c_lo, c_hi = _c_values(acc, sxc, axsx, 128, const, True, cv)
-        mul, bsh, badd = bn_mul[o], bn_shift[o], bn_add[o]
-        b1 = ((c_lo * mul) >> bsh) + badd
-        b2 = ((c_hi * mul) >> bsh) + badd
-        bv_lo, bv_hi = min(b1, b2), max(b1, b2)  # Bv is monotone in C
-        safe = bv_lo > min_start  # every value has a segment
-        pooled_first = pool_first and safe
-        flat_out = out[n, o].reshape(oh * ow)
-        if pooled_first:
-            pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
-            src, dst = pooled, flat_out
-        elif pool_type == 0:
-            src, dst = cv, flat_out
-        else:
-            src, dst = cv, u
-        done = False
-        if sorted_starts and safe:
-            done = activate_sorted(src, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, dst)
-        if not done:
-            e = activate(src, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add,
-                          sorted_starts, dst)
-            if e != ERR_NONE:
-                err = e
-        if not pooled_first and pool_type != 0:
-            pool_plane(u, ih, iw, pool_type, out[n, o])
+            if sx == 0:  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
+                c_lo, c_hi = _c_values(acc, sxc, axsx, 128 + ax, const + ax * 128 * taps, False, cv)
+            else:
+                c_lo, c_hi = _c_values(acc, sxc, axsx, 128, const, True, cv)
+            e = _finish(cv, np.int64(0), c_lo, c_hi, o, n, ih, iw, bn_mul, bn_shift, bn_add, s_shift, s_mul,
+                        s_start, s_add, pool_type, pool_first, out, bvs, pooled, u, sorted_starts, min_start,
+                        s_mask, s_half)
+        if e != ERR_NONE:
+            err = e
+    return err
+
+
+@numba.njit(cache=True)
+def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add,
+            pool_type, pool_first, out, bvs, pooled, u, sorted_starts, min_start, s_mask, s_half):
+    """Batch norm, activation and pool of output channel ``o`` from C = cv[p] + coff (cv i64, or
+    i32 with the channel's constant in ``coff``), C in [c_lo, c_hi], into out[n, o]; returns the
+    error. ``pooled`` has cv's dtype."""
+    oh, ow = out.shape[2], out.shape[3]
+    err = ERR_NONE
+    mul, bsh, badd = bn_mul[o], bn_shift[o], bn_add[o]
+    b1 = ((c_lo * mul) >> bsh) + badd
+    b2 = ((c_hi * mul) >> bsh) + badd
+    bv_lo, bv_hi = min(b1, b2), max(b1, b2)  # Bv is monotone in C
+    safe = bv_lo > min_start  # every value has a segment
+    pooled_first = pool_first and safe
+    flat_out = out[n, o].reshape(oh * ow)
+    if pooled_first:  # max/min/select of cv + coff = that of cv, + coff
+        pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
+        src, dst = pooled, flat_out
+    elif pool_type == 0:
+        src, dst = cv, flat_out
+    else:
+        src, dst = cv, u
+    done = False
+    if sorted_starts and safe:
+        done = activate_sorted(src, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs,
+                               dst)
+    if not done:
+        err = activate(src, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add,
+                       sorted_starts, dst)
+    if not pooled_first and pool_type != 0:
+        pool_plane(u, ih, iw, pool_type, out[n, o])
     return err
 
 

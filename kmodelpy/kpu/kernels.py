@@ -311,6 +311,31 @@ def _pad_center(x, n, zp, pad, xp):
 
 
 @numba.njit(cache=True)
+def _pad_center_ram(ram, start, zp, pad, xp):
+    """:func:`_pad_center` of a one-batch tensor read straight from KPU RAM at byte ``start``
+    (C.3 layout, as kpu.layout.kpu_download; bounds checked by the caller)."""
+    ic, ph, pw = xp.shape
+    ih, iw = ph - 2 * pad, pw - 2 * pad
+    g, l, p = _row_layout(iw)
+    line = l * 64
+    pv = np.int16(zp - 128)
+    for c in range(ic):
+        base = start + (c // g) * (line * ih) + (c % g) * p
+        for yy in range(ph):
+            dst = xp[c, yy]
+            y = yy - pad
+            if y < 0 or y >= ih:
+                dst[:] = pv
+                continue
+            for xx in range(pad):
+                dst[xx] = pv
+                dst[pw - 1 - xx] = pv
+            src = ram[base + y * line : base + y * line + iw]
+            for xq in range(iw):
+                dst[xq + pad] = np.int16(src[xq]) - np.int16(128)
+
+
+@numba.njit(cache=True)
 def _box_sum(plane, k, ih, iw, out):
     """out[y*iw+x] = Σ_{ky,kx<k} plane[y+ky, x+kx] (i32), row by row so the x loop vectorises."""
     for y in range(ih):
@@ -452,11 +477,20 @@ def _c_values(acc, sxc, axsx, sx_mul, const, use_axsx, cv):
 @numba.njit(cache=True)
 def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
               bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks):
+    """One KPU layer over all batches (see :func:`_layer`)."""
+    return _layer(x, np.empty(0, np.uint8), -1, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd, bn_mul,
+                  bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks)
+
+
+@numba.njit(cache=True)
+def _layer(x, ram, ram_src, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
+           bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks):
     """One KPU layer over all batches. ``x`` u8 [N, IC, IH, IW]; ``w16`` centered weights
     [OC, taps(+zero padding)]; ``swc`` Σw' per channel; ``out`` u8 [N, OC, OH, OW].
     ``pool_first``: the pool may run on C before the activation (select pools, or max pools
-    with a monotone activation). Returns ERR_NONE, or ERR_NO_SEGMENT / ERR_SHIFT where ncc's
-    behaviour is undefined."""
+    with a monotone activation). With ``ram_src >= 0`` (one batch only) the input is read from KPU
+    RAM ``ram`` at byte ``ram_src`` instead, ``x`` giving only the shape. Returns ERR_NONE, or
+    ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined."""
     n_b, ic, ih, iw = x.shape
     oc = w16.shape[0]
     oh, ow = out.shape[2], out.shape[3]
@@ -489,7 +523,10 @@ def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
     acc, cv, bvs, pooled, u, fl = _scratch(npix if nth == 1 else 0, oh * ow if nth == 1 else 0,
                                              ih * pw if nth == 1 and dw and k == 3 and iw <= DW_FLAT_MAX_W else 0)
     for n in range(n_b):
-        _pad_center(x, n, zp, pad, xp)
+        if ram_src >= 0:
+            _pad_center_ram(ram, ram_src, zp, pad, xp)
+        else:
+            _pad_center(x, n, zp, pad, xp)
         if not dw:
             cs[:, :] = 0
             for c in range(ic):
@@ -735,9 +772,13 @@ def kpu_layer_ram(ram, src, dst, x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw
     ``src`` and storing ``out`` at byte ``dst``, as the op does with kpu_download / kpu_upload
     (all batches read before any is written, so overlapping ranges behave the same; nothing is
     written on an error, where the op raises)."""
-    ram_download(ram, src, x)
-    err = kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
-                    s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks)
+    if x.shape[0] == 1:  # read straight into the padded work plane
+        err = _layer(x, ram, src, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
+                     s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks)
+    else:
+        ram_download(ram, src, x)
+        err = kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
+                        s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks)
     if err == ERR_NONE:
         ram_upload(ram, dst, out)
     return err

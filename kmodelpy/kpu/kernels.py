@@ -100,7 +100,7 @@ def _seg_value(bv, xs, ym, sh, add, h1, z):
     return q + ((up ^ m) - m) + add
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def activate_sorted(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, u):
     """Fast form of :func:`activate` (C = cv[p] + coff) for non-decreasing x_start when every Bv of the channel lies
     in [bv_lo, bv_hi] with bv_lo > x_start[0]: segments entirely below bv_lo always count, those at
@@ -431,7 +431,7 @@ def _im2col(xp, k, ih, iw, cols):
                         q += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _dot_rows(cols, wrow, acc):
     """acc[p] = Σ_k cols[p, k] · wrow[k] (i16 products, i32 sums: vectorises to pmaddwd)."""
     p_n, kd = cols.shape
@@ -443,7 +443,7 @@ def _dot_rows(cols, wrow, acc):
         acc[p] = s
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _c_values32(acc, sxc, sx_mul, cv):
     """cv[p] = D + sx_mul·Σx' in i32, the caller having checked it cannot overflow; returns
     (min, max). C is cv[p] + a per-channel constant, added at the activation: i32 halves the
@@ -566,7 +566,7 @@ def _scratch(npix, opix, nflat):
 DW_FLAT_MAX_W = 24  # measured: depthwise 3×3 layers up to this width are faster in the flat form
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _dw3_flat(plane, wrow, ih, iw, fl, acc, sxc):
     """Depthwise 3×3 channel: D (``acc``) and Σx' (``sxc``) of every output pixel, computed on the
     padded plane read as one flat row of pitch pw (position y·pw + x; the two x >= iw columns are
@@ -685,7 +685,7 @@ def _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shi
     return err
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add,
             pool_type, pool_first, out, bvs, pooled, u, sorted_starts, min_start, s_mask, s_half):
     """Batch norm, activation and pool of output channel ``o`` from C = cv[p] + coff (cv i64, or

@@ -11,11 +11,18 @@ from .errors import KmodelpyError  # noqa: F401
 __version__ = "0.1.0"
 
 
-def load(path):
-    """Load a ``.kmodel`` (bit-exact emulator) or a ``.tflite`` (float evaluator)."""
+def is_tflite_path(path) -> bool:
+    """True for a .tflite and for what people pass instead of one (a Keras .h5, a SavedModel folder or
+    .pb): the TFLite reader handles those and says how to convert them."""
     from pathlib import Path
 
-    if Path(path).suffix.lower() == ".tflite":
+    p = Path(path)
+    return p.suffix.lower() in (".tflite", ".h5", ".hdf5", ".keras", ".pb") or p.is_dir()
+
+
+def load(path):
+    """Load a ``.kmodel`` (bit-exact emulator) or a ``.tflite`` (float evaluator)."""
+    if is_tflite_path(path):
         from .tflite_model import load_tflite
 
         return load_tflite(path)

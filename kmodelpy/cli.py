@@ -20,20 +20,13 @@ RAW_SUFFIXES = (".bin", ".raw")
 
 # ---------------------------------------------------------------------------- helpers
 def _load_model(path):
-    """``kmodelpy.load`` with the two not-yet-available cases turned into one-line errors."""
+    """``kmodelpy.load`` with a missing file reported in one line."""
     from . import load
 
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
-    if p.is_dir():
-        raise InputError(f"{p}: is a directory, not a model file")
-    try:
-        return load(p)
-    except ModuleNotFoundError as e:
-        if (e.name or "").startswith("kmodelpy"):
-            raise UnsupportedError(f"{p}: .tflite support is not available in this kmodelpy ({e.name} is missing)") from None
-        raise
+    return load(p)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -182,16 +175,14 @@ def cmd_run(args) -> int:
 
 # ---------------------------------------------------------------------------- inspect
 def cmd_inspect(args) -> int:
+    from . import is_tflite_path
+
     p = Path(args.model)
-    if p.suffix.lower() == ".tflite":
-        if not p.is_file():
+    if is_tflite_path(p):
+        if not p.exists():
             raise InputError(f"{p}: no such file")
-        try:
-            from .fit_report import report
-        except ModuleNotFoundError as e:
-            if (e.name or "").startswith("kmodelpy"):
-                raise UnsupportedError(f"{p}: inspecting .tflite files is not available in this kmodelpy ({e.name} is missing)") from None
-            raise
+        from .fit_report import report
+
         print(report(str(p), args.weights_quantize_threshold, args.output_quantize_threshold))
         return 0
     from .inspect_kmodel import describe_file

@@ -152,15 +152,29 @@ def test_missing_model_file(tmp_path, capsys):
     assert rc == 2 and "no such file" in err and len(err.strip().splitlines()) == 1
 
 
-def test_tflite_hooks_fail_cleanly_or_work(tmp_path, capsys):
-    """A .tflite goes to kmodelpy.load / kmodelpy.fit_report; whatever their state, the user sees
-    one line or a result, never a traceback."""
+def test_tflite_commands_work(tmp_path, capsys):
+    """A .tflite goes to the float evaluator (run/infer) and to the fit report (inspect)."""
     tfl = CASES / "dense" / "model.tflite"
-    for argv in (["inspect", tfl], ["run", tfl, PNG], ["infer", tfl, tmp_path / "o", "--dataset", DATA]):
+    rc, out, err = _run(capsys, "inspect", tfl)
+    assert rc == 0 and "KPU" in out and err == ""
+    rc, out, err = _run(capsys, "infer", tfl, tmp_path / "o", "--dataset", DATA)
+    assert rc == 0 and len(list((tmp_path / "o").glob("*.bin"))) == len(list(DATA.rglob("*.png")))
+
+
+@pytest.mark.parametrize("command", ["inspect", "run", "compile"])
+def test_saved_model_or_keras_file_says_how_to_convert(command, tmp_path, capsys):
+    """The usual mistakes — a SavedModel folder, a Keras .h5 — get one line with the conversion."""
+    sm = tmp_path / "saved"
+    (sm / "variables").mkdir(parents=True)
+    (sm / "saved_model.pb").write_bytes(b"\x08\x01")
+    h5 = tmp_path / "model.h5"
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    for path in (sm, h5):
+        argv = [command, path] + ([PNG] if command == "run" else []) + (
+            ["--dataset", DATA] if command == "compile" else [])
         rc, out, err = _run(capsys, *argv)
-        assert rc in (0, 2) and "Traceback" not in err
-        if rc == 2:
-            assert len(err.strip().splitlines()) == 1
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "TFLiteConverter" in err, (path, err)
+    assert not list(tmp_path.glob("*.kmodel"))
 
 
 def test_internal_error_is_reported_as_a_bug(monkeypatch, capsys):

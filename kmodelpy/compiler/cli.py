@@ -59,8 +59,11 @@ def main(args) -> int:
     if args.target not in ("k210", "cpu"):
         raise InputError(f"-t {args.target}: use k210 (or cpu)")
     src = Path(args.input)
-    if not src.is_file():
+    if not src.exists():
         raise InputError(f"{src}: no such model file")
+    from ..format.tflite_reader import check_not_other_format
+
+    check_not_other_format(src)  # a SavedModel folder or .pb: say how to convert it
     out = Path(args.output) if args.output else src.with_suffix(".kmodel")
     from . import OPTION_NAMES, write_atomic
     from .pipeline import Options, run_pipeline

@@ -157,7 +157,8 @@ def _options(tflite, op) -> dict:
     return res
 
 
-def _check_not_other_format(p: Path) -> None:
+def check_not_other_format(p: Path) -> None:
+    """One-line FormatError for a SavedModel folder, a .pb graph or another folder passed as a model."""
     if p.is_dir():
         if (p / "saved_model.pb").exists() or (p / "saved_model.pbtxt").exists():
             raise FormatError(f"{p}: this is a TensorFlow SavedModel directory, not a .tflite file; "
@@ -173,7 +174,7 @@ def _check_not_other_format(p: Path) -> None:
 def read_tflite(path) -> TFLiteFile:
     """Read ``path`` (a .tflite file) into a :class:`TFLiteFile`. Raises FormatError."""
     p = Path(path)
-    _check_not_other_format(p)
+    check_not_other_format(p)
     try:
         buf = p.read_bytes()
     except OSError as e:

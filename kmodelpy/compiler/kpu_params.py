@@ -134,6 +134,9 @@ def quantize_kpu_weights(weights) -> KPUWeights:
 # --------------------------------------------------------------------------- batch norm
 
 
+MAX_ACT_SHIFT = 20  # largest activation shift_number ncc's fitter produces (fixed_mul max_shift)
+
+
 def kpu_batch_norm(bias, w_scale, iq: QuantParam, wq: QuantParam, yq: QuantParam):
     """ncc ``quantize_bn``: returns (norm_mul, norm_shift, norm_add, s_act_in).
 
@@ -146,7 +149,12 @@ def kpu_batch_norm(bias, w_scale, iq: QuantParam, wq: QuantParam, yq: QuantParam
     so = F32(F32(yq.scale) / sa)
     bn = fixed_mul(so, 22, 255, True)
     bn_shift = min(bn.shift, 15)
-    up = bn.shift - bn_shift
+    # Deviation D9: ncc takes up = s0 - bn_shift unbounded, but the activation multiplier's shift caps at 20
+    # (fixed_mul(.., 16, 20)), so for up > 20 (so < 2^-15: a tiny input range, e.g. after a ReLU that is
+    # almost always 0) the identity slope 2^-up rounds to a wrong multiplier (0.5 -> 1: outputs doubled;
+    # 0.25 -> 0: constant output). Capping up at 20 keeps the slope exact and costs the BN multiplier one
+    # bit per capped step; every layer with up <= 20 (all reference cases) is unchanged.
+    up = min(bn.shift - bn_shift, MAX_ACT_SHIFT)
     if up < 0:
         raise CompileError("KPU conv: batch-norm up-scale is negative (output scale out of range)")
     with np.errstate(all="ignore"):

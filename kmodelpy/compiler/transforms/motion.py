@@ -92,15 +92,19 @@ class TransposeConcatMotion(Transform):
         reroute(m.outputs[0], t.output)
 
 
-class TransposePadMotion(Transform):
-    name = "transpose_pad_motion"
-    ops = frozenset({"pad"})
+class _AfterTransposeMotion(Transform):
+    """Matches a node whose (first) input is produced by a transpose: [transpose, node]."""
 
     def match(self, node, ctx):
         tp = parent(node, "transpose")
         if tp is not None:
             return Match([tp, node], [tp.input], [node.output])
         return None
+
+
+class TransposePadMotion(_AfterTransposeMotion):
+    name = "transpose_pad_motion"
+    ops = frozenset({"pad"})
 
     def rewrite(self, g, m, ctx):
         tp, p_old = m.nodes
@@ -113,17 +117,11 @@ class TransposePadMotion(Transform):
         reroute(m.outputs[0], t.output)
 
 
-class TransposeReduceMotion(Transform):
+class TransposeReduceMotion(_AfterTransposeMotion):
     """Reduce before the transpose; the non-keep-dims perm is built with ncc's quirk (§13.9)."""
 
     name = "transpose_reduce_motion"
     ops = frozenset({"reduce"})
-
-    def match(self, node, ctx):
-        tp = parent(node, "transpose")
-        if tp is not None:
-            return Match([tp, node], [tp.input], [node.output])
-        return None
 
     def rewrite(self, g, m, ctx):
         tp, r_old = m.nodes
@@ -142,15 +140,9 @@ class TransposeReduceMotion(Transform):
         reroute(m.outputs[0], t.output)
 
 
-class TransposeUnaryMotion(Transform):
+class TransposeUnaryMotion(_AfterTransposeMotion):
     name = "transpose_unary_motion"
     ops = frozenset({"unary"})
-
-    def match(self, node, ctx):
-        tp = parent(node, "transpose")
-        if tp is not None:
-            return Match([tp, node], [tp.input], [node.output])
-        return None
 
     def rewrite(self, g, m, ctx):
         tp, u_old = m.nodes

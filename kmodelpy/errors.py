@@ -31,3 +31,19 @@ class CompileError(KmodelpyError):
 
 class KernelError(KmodelpyError):
     """An exception raised by a runtime kernel where ``ncc infer`` throws (it writes no output)."""
+
+
+def read_user_file(path, kind: str) -> bytes:
+    """The bytes of a file the user named, with a missing file, a folder or an unreadable file
+    turned into one-line InputErrors (``kind`` says what was expected, e.g. "a .kmodel file")."""
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory, not {kind}") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot read: {e.strerror or e}") from None

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, read_user_file
 
 FORMATS = ("image", "raw")
 _F32_INV255 = np.float32(1.0 / 255.0)
@@ -71,14 +71,7 @@ def list_dataset(path, fmt: str = "image") -> list[Path]:
 
 
 def _read_bytes(path) -> np.ndarray:
-    try:
-        return np.fromfile(str(path), dtype=np.uint8)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not an image") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    return np.frombuffer(read_user_file(path, "an image"), dtype=np.uint8)
 
 
 def _check_chw(path, c: int, h: int, w: int) -> None:

@@ -8,7 +8,6 @@ against the K210 limits, and the ``kpu.set_outputs`` line MaixPy needs for each 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 from .format.binio import DATATYPE_NAMES, MEM_CONST, MEM_KPU, MEM_MAIN, MEMORY_TYPE_NAMES
 from .format.kmodel import KModel
@@ -118,15 +117,7 @@ def describe(km: KModel, file_size: int | None = None, path: str = "model") -> s
 
 
 def describe_file(path) -> str:
-    from .errors import InputError
+    from .errors import read_user_file
 
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a directory, not a .kmodel file") from None
-    except OSError as e:
-        raise InputError(f"{p}: cannot read: {e.strerror or e}") from None
-    return describe(KModel.parse(data, str(p)), len(data), str(p))
+    data = read_user_file(path, "a .kmodel file")
+    return describe(KModel.parse(data, str(path)), len(data), str(path))

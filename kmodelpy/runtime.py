@@ -282,15 +282,6 @@ def _same_place(a: MemoryRange, b: MemoryRange) -> bool:
 
 
 def load_kmodel(path) -> Model:
-    from pathlib import Path
+    from .errors import read_user_file
 
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a directory, not a .kmodel file") from None
-    except OSError as e:
-        raise InputError(f"{p}: cannot read: {e.strerror}") from None
-    return Model.from_bytes(data, str(p))
+    return Model.from_bytes(read_user_file(path, "a .kmodel file"), str(path))

@@ -556,3 +556,43 @@ def test_op_run_in_kpu_ram_matches_the_array_kernel(batches, chunks, monkeypatch
         monkeypatch.setattr(kc, "N_CHUNKS", chunks)
         op.run(mem)
         assert np.array_equal(kpu_download(mem.kpu, la.image_dst_addr * 64, op._out_shape4()), want)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 10**6), st.integers(0, 15), st.integers(0, 22), st.booleans(), st.booleans(),
+       st.integers(1, 3))
+def test_i32_activation_equals_the_64_bit_one(seed, bsh, sh, neg, near_limit, nseg):
+    """activate_i32 (8 lanes of i32, taken only when every intermediate provably fits) gives the
+    same bytes as the checked 64-bit activate on ncc-like and extreme parameters, or declines."""
+    from kmodelpy.kpu.kernels import activate, activate_i32
+
+    rng = np.random.default_rng(seed)
+    span = (1 << 30) if near_limit else (1 << 22)
+    cv = rng.integers(-span, span, 300).astype(np.int32)
+    coff = int(rng.integers(-(1 << 20), 1 << 20))
+    mul = int(rng.integers(1, 1 << (24 if near_limit else 21))) * (-1 if neg else 1)
+    badd = int(rng.integers(-(1 << 22), 1 << 22))
+    c = cv.astype(np.int64) + coff
+    c_lo, c_hi = int(c.min()), int(c.max())
+    b = ((np.array([c_lo, c_hi]) * mul) >> bsh) + badd
+    bv_lo, bv_hi = int(b.min()), int(b.max())
+    starts = np.full(16, (1 << 35) - 2, np.int64)
+    starts[0] = -(1 << 35)
+    inner = np.sort(rng.integers(bv_lo, bv_hi + 1, nseg - 1))
+    starts[1:nseg] = inner
+    ymul = rng.integers(-(1 << 12), 1 << 12, 16)
+    ymul[0] = rng.choice([0, int(ymul[0])])
+    shifts = np.full(16, sh, np.int64)
+    add = rng.integers(0, 256, 16)
+    u32 = np.zeros(300, np.uint8)
+    ok = activate_i32(cv, np.int64(coff), np.int64(c_lo), np.int64(c_hi), np.int64(mul), np.int64(bsh),
+                      np.int64(badd), starts, ymul, shifts, add, np.int64(bv_lo), np.int64(bv_hi), u32)
+    mask = np.array([(1 << s) - 1 if s else 0 for s in shifts], np.int64)
+    half = np.array([1 << (s - 1) if s else 1 for s in shifts], np.int64)
+    u64 = np.zeros(300, np.uint8)
+    activate(cv.astype(np.int64), np.int64(coff), np.int64(mul), np.int64(bsh), np.int64(badd), starts, ymul,
+             shifts, mask, half, add, True, u64)
+    if ok:
+        assert np.array_equal(u32, u64)
+    if not near_limit and bsh == 15 and sh <= 20 and ymul[0] == 0:  # ncc's usual tables take the i32 path
+        assert ok

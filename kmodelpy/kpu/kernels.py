@@ -183,6 +183,113 @@ def activate_sorted(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv
         u[p] = min(max(r, 0), 255)
     return True
 
+I32 = np.int32
+I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+@numba.njit(cache=True, inline="always")
+def _seg32_params(s_start, s_mul, s_shift, s_add, j):
+    """Segment j for :func:`activate_i32`: (ok, hi, xs, ym, sh, h1, z, add). Only values with
+    Bv > x_start[j] use segment j, so d = Bv − x_start >= 1; it is clamped at ``hi − xs``, the
+    d from which the result saturates (|t| >= 2^sh·(256 + |add|) gives 0 or 255), so t = d·ym
+    and the rounding carry stay inside i32. ok is False when x_start or the bound leave i32 or
+    the shift is too large for that; y_mul = 0 (t = 0, the value is ``add``) is always ok."""
+    xs, ym, sh, add = s_start[j], s_mul[j], s_shift[j], s_add[j]
+    if ym == 0:  # d is clamped to 0 (an x_start outside i32 can only be segment j0's, never compared)
+        xz = xs if I32_MIN <= xs <= I32_MAX else np.int64(0)
+        return abs(add) < (1 << 20), xz, xz, np.int64(0), np.int64(0), np.int64(0), np.int64(0), add
+    if sh < 0 or sh > 30 or abs(add) >= (1 << 20):
+        return False, xs, xs, ym, sh, np.int64(0), np.int64(0), add
+    span = (np.int64(1) << sh) * (256 + abs(add))
+    hi = xs + (span + abs(ym) - 1) // abs(ym)
+    ok = span + abs(ym) + (np.int64(1) << sh) < I32_MAX and xs >= I32_MIN and hi <= I32_MAX
+    h1 = ((np.int64(1) << sh) >> 1) - 1 if sh > 0 else np.int64(0)
+    z = np.int64(-1) if sh > 0 else np.int64(0)
+    return ok, hi, xs, ym, sh, h1, z, add
+
+
+@numba.njit(cache=True, inline="always")
+def _seg32(bv, hi, xs, ym, sh, h1, z, add):
+    """KROUND((Bv − xs)·ym, sh) + add in i32 (the branch-free carry of :func:`_seg_value`; the
+    shift counts are masked so LLVM keeps them 32-bit)."""
+    d = I32(min(max(bv, xs), hi) - xs)
+    t = I32(d * ym)
+    q = I32(t >> (sh & 31))
+    up = I32((I32(I32(t + h1 + (q & 1)) >> (sh & 31)) - q) & z)
+    m = I32(t >> 31)
+    return I32(q + I32((up ^ m) - m) + add)
+
+
+@numba.njit(cache=True, inline="always")
+def _bv32(cv, coff, mh, ml, s, s16):
+    """floor((cv + coff)·mul / 2^s) in i32 with mul = mh·2^s + ml (0 <= ml < 2^s, s <= 15): with
+    C = Ch·2^16 + Cl it is C·mh + Ch·ml·2^(16−s) + (Cl·ml >> s), Cl·ml < 2^31 exact and the rest
+    exact modulo 2^32, so the value is right whenever it fits i32."""
+    c = I32(cv + coff)
+    return I32(I32(c * mh) + I32(I32(I32(c >> 16) * ml) << (s16 & 31)) + I32(I32(I32(c & 0xFFFF) * ml) >> (s & 31)))
+
+
+@numba.njit(cache=True)
+def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, u):
+    """:func:`activate_sorted` for i32 ``cv`` entirely in 32-bit lanes (eight values per AVX2
+    instruction instead of emulated 64-bit multiplies and shifts), when every intermediate
+    provably fits: C in [c_lo, c_hi] and Bv in [bv_lo, bv_hi] inside i32, BN shift <= 15, at
+    most three reachable segments each passing :func:`_seg32_params`. Returns False (nothing
+    written) otherwise; the caller then takes the 64-bit path."""
+    if not (I32_MIN <= c_lo and c_hi <= I32_MAX and I32_MIN < bv_lo and bv_hi < I32_MAX and 0 <= bsh <= 15
+            and abs(mul) < (1 << 30) and I32_MIN <= coff <= I32_MAX and abs(badd) < (1 << 30)):
+        return False
+    i_lo = 1
+    while i_lo < 16 and s_start[i_lo] < bv_lo:
+        i_lo += 1
+    i_hi = i_lo
+    while i_hi < 16 and s_start[i_hi] < bv_hi:
+        i_hi += 1
+    j0 = i_lo - 1
+    nseg = i_hi - j0
+    if nseg > 3:
+        return False
+    oka, ha, xa, ya, sa, h1a, za, aa = _seg32_params(s_start, s_mul, s_shift, s_add, j0)
+    okb, hb, xb, yb, sb, h1b, zb, ab = _seg32_params(s_start, s_mul, s_shift, s_add, min(j0 + 1, 15))
+    okc, hc, xc, yc, sc, h1c, zc, ac = _seg32_params(s_start, s_mul, s_shift, s_add, min(j0 + 2, 15))
+    if not (oka and (nseg < 2 or okb) and (nseg < 3 or okc)):
+        return False
+    mh = mul >> bsh
+    ml = mul - (mh << bsh)
+    _act32_loop(cv, I32(coff), I32(mh), I32(ml), I32(bsh), I32(16 - bsh), I32(badd), nseg,
+                I32(ha), I32(xa), I32(ya), I32(sa), I32(h1a), I32(za), I32(aa),
+                I32(hb), I32(xb), I32(yb), I32(sb), I32(h1b), I32(zb), I32(ab),
+                I32(hc), I32(xc), I32(yc), I32(sc), I32(h1c), I32(zc), I32(ac), u)
+    return True
+
+
+@numba.njit(cache=True)
+def _act32_loop(cv, c0, mh, ml, s, s16, bd, nseg, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab,
+                hc, xc, yc, sc, h1c, zc, ac, u):
+    """The pixel loops of :func:`activate_i32` (a function of its own so every parameter is typed
+    i32: rebinding a name to a narrower type would widen it back to i64)."""
+    n = u.shape[0]
+    if nseg == 1:
+        for p in range(n):
+            bv = I32(_bv32(cv[p], c0, mh, ml, s, s16) + bd)
+            u[p] = min(max(_seg32(bv, ha, xa, ya, sa, h1a, za, aa), 0), 255)
+    elif nseg == 2:
+        for p in range(n):
+            bv = I32(_bv32(cv[p], c0, mh, ml, s, s16) + bd)
+            r = _seg32(bv, ha, xa, ya, sa, h1a, za, aa)
+            rb = _seg32(bv, hb, xb, yb, sb, h1b, zb, ab)
+            r = rb if bv > xb else r
+            u[p] = min(max(r, 0), 255)
+    else:
+        for p in range(n):
+            bv = I32(_bv32(cv[p], c0, mh, ml, s, s16) + bd)
+            r = _seg32(bv, ha, xa, ya, sa, h1a, za, aa)
+            rb = _seg32(bv, hb, xb, yb, sb, h1b, zb, ab)
+            rc = _seg32(bv, hc, xc, yc, sc, h1c, zc, ac)
+            r = rb if bv > xb else r
+            r = rc if bv > xc else r
+            u[p] = min(max(r, 0), 255)
+
 # ============================================================== pooling (C.6)
 # pool_type -> stride (C.6)
 POOL_STRIDE = (1, 2, 2, 4, 4, 2, 2, 4, 1, 1)
@@ -709,6 +816,8 @@ def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bn_mul, bn_shift, bn_add, s_shif
         src, dst = cv, u
     done = False
     if sorted_starts and safe:
+        done = activate_i32(src, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, dst)
+    if sorted_starts and safe and not done:
         done = activate_sorted(src, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs,
                                dst)
     if not done:

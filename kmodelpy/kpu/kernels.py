@@ -1,7 +1,8 @@
 """numba kernels of the KPU layer (runtime spec §C.5, §C.6), bit-exact with ``ncc infer``.
 
 The convolution sum ``Sxw = Σ x·w`` is computed exactly from centered values ``x' = x−128``,
-``w' = w−128`` (each product fits i16, sums fit i32, so the loops vectorise):
+``w' = w−128`` (products of at most 2^14, sums of up to 1024 of them exact in float32, so the
+loops run as float32 FMAs and the layers with many input channels as one BLAS GEMM):
 
     Sxw = D + 128·Σx' + 128·Σw' + 16384·T,   D = Σ x'·w',  T = g_ic·K² taps
 
@@ -395,39 +396,25 @@ def pool_c(cv, ih, iw, pool_type, use_min, dst):
             dst[y * ow + x] = m
 
 # ============================================================== convolution and the layer (C.5 a)
-
-@numba.njit(cache=True)
-def _pad_center(x, n, zp, pad, xp):
-    """xp[c] = x[n, c] − 128, with a ``pad``-wide border of Zp − 128."""
-    ic, ih, iw = x.shape[1], x.shape[2], x.shape[3]
-    ph, pw = ih + 2 * pad, iw + 2 * pad
-    pv = np.int16(zp - 128)
-    for c in range(ic):
-        for yy in range(ph):
-            dst = xp[c, yy]
-            y = yy - pad
-            if y < 0 or y >= ih:
-                dst[:] = pv
-                continue
-            for xx in range(pad):
-                dst[xx] = pv
-                dst[pw - 1 - xx] = pv
-            src = x[n, c, y]
-            for xq in range(iw):
-                dst[xq + pad] = np.int16(src[xq]) - np.int16(128)
+# The sums of products run in float32. With x' = x − 128 and w' = w − 128 in [−128, 127] each
+# product is an integer of magnitude <= 2^14, and with at most MAX_F32_TAPS taps every partial
+# sum, in any order (fused or not, BLAS included), is an integer of magnitude <= 2^24: float32
+# holds each exactly, so D = Σ x'·w' is the exact integer, at FMA and BLAS speed.
+MAX_F32_TAPS = 1024
 
 
 @numba.njit(cache=True)
-def _pad_center_ram(ram, start, zp, pad, xp):
-    """:func:`_pad_center` of a one-batch tensor read straight from KPU RAM at byte ``start``
+def _pad_center(x, n, ram, ram_src, zp, pad, xp):
+    """xp[c] (f32) = x'[c] = x[n, c] − 128 with a ``pad``-wide border of Zp − 128; with
+    ``ram_src >= 0`` (one batch) the input is read from KPU RAM ``ram`` at that byte instead
     (C.3 layout, as kpu.layout.kpu_download; bounds checked by the caller)."""
     ic, ph, pw = xp.shape
     ih, iw = ph - 2 * pad, pw - 2 * pad
     g, l, p = _row_layout(iw)
     line = l * 64
-    pv = np.int16(zp - 128)
+    pv = np.float32(zp - 128)
     for c in range(ic):
-        base = start + (c // g) * (line * ih) + (c % g) * p
+        base = ram_src + (c // g) * (line * ih) + (c % g) * p
         for yy in range(ph):
             dst = xp[c, yy]
             y = yy - pad
@@ -437,14 +424,17 @@ def _pad_center_ram(ram, start, zp, pad, xp):
             for xx in range(pad):
                 dst[xx] = pv
                 dst[pw - 1 - xx] = pv
-            src = ram[base + y * line : base + y * line + iw]
+            if ram_src >= 0:
+                src = ram[base + y * line : base + y * line + iw]
+            else:
+                src = x[n, c, y]
             for xq in range(iw):
-                dst[xq + pad] = np.int16(src[xq]) - np.int16(128)
+                dst[xq + pad] = np.float32(np.int32(src[xq]) - 128)
 
 
 @numba.njit(cache=True)
 def _box_sum(plane, k, ih, iw, out):
-    """out[y*iw+x] = Σ_{ky,kx<k} plane[y+ky, x+kx] (i32), row by row so the x loop vectorises."""
+    """out[y*iw+x] (i32) = Σ_{ky,kx<k} plane[y+ky, x+kx], row by row so the x loop vectorises."""
     for y in range(ih):
         row = out[y * iw : (y + 1) * iw]
         if k == 3:
@@ -452,21 +442,40 @@ def _box_sum(plane, k, ih, iw, out):
             b = plane[y + 1]
             d = plane[y + 2]
             for x in range(iw):
-                row[x] = (np.int32(a[x]) + np.int32(a[x + 1]) + np.int32(a[x + 2]) + np.int32(b[x])
-                          + np.int32(b[x + 1]) + np.int32(b[x + 2]) + np.int32(d[x]) + np.int32(d[x + 1])
-                          + np.int32(d[x + 2]))
+                row[x] = np.int32(a[x] + a[x + 1] + a[x + 2] + b[x] + b[x + 1] + b[x + 2] + d[x] + d[x + 1]
+                                  + d[x + 2])
         else:
-            row[:] = 0
-            for ky in range(k):
-                src = plane[y + ky]
-                for kx in range(k):
-                    for x in range(iw):
-                        row[x] += np.int32(src[x + kx])
+            for x in range(iw):
+                s = plane[y, x]
+                for ky in range(k):
+                    for kx in range(k):
+                        s += plane[y + ky, x + kx] if ky + kx > 0 else 0
+                row[x] = np.int32(s)
+
+
+@numba.njit(cache=True)
+def _sum_x(xp, k, ax, sx, taps, cs, sxc, axsx):
+    """Σx' over the taps of every output position, all input channels (``cs`` a [PH, PW] f32
+    work plane), and asr(ax·Sx, sx) with Sx = Σx' + 128·T when sx != 0."""
+    ic, ph, pw = xp.shape
+    pad = (k - 1) // 2
+    ih, iw = ph - 2 * pad, pw - 2 * pad
+    cs[:, :] = 0
+    for c in range(ic):
+        for yy in range(ph):
+            dst = cs[yy]
+            src = xp[c, yy]
+            for xx in range(pw):
+                dst[xx] += src[xx]
+    _box_sum(cs, k, ih, iw, sxc)
+    if sx != 0:
+        for p in range(ih * iw):
+            axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
 
 
 @numba.njit(cache=True)
 def _conv_rows(xp, c0, c1, wrow, k, ih, iw, acc):
-    """acc[y*iw+x] = Σ_{c0<=c<c1} Σ_{ky,kx} w'[(c−c0)·k²+ky·k+kx] · xp[c, y+ky, x+kx] (i32).
+    """acc[y*iw+x] = Σ_{c0<=c<c1} Σ_{ky,kx} w'[(c−c0)·k²+ky·k+kx] · xp[c, y+ky, x+kx] (f32).
     One output row at a time, so the accumulator row stays in L1."""
     kk = k * k
     for y in range(ih):
@@ -477,11 +486,9 @@ def _conv_rows(xp, c0, c1, wrow, k, ih, iw, acc):
             for ky in range(k):
                 src = xp[c, y + ky]
                 for kx in range(k):
-                    wv = np.int32(wrow[woff + ky * k + kx])
-                    if wv == 0:
-                        continue
+                    wv = wrow[woff + ky * k + kx]
                     for x in range(iw):
-                        row[x] += wv * np.int32(src[x + kx])
+                        row[x] += wv * src[x + kx]
 
 
 @numba.njit(cache=True)
@@ -493,73 +500,58 @@ def _conv3_rows(xp, c0, c1, wrow, ih, iw, acc):
         row[:] = 0
         for c in range(c0, c1):
             o = (c - c0) * 9
-            w0, w1, w2 = np.int32(wrow[o]), np.int32(wrow[o + 1]), np.int32(wrow[o + 2])
-            w3, w4, w5 = np.int32(wrow[o + 3]), np.int32(wrow[o + 4]), np.int32(wrow[o + 5])
-            w6, w7, w8 = np.int32(wrow[o + 6]), np.int32(wrow[o + 7]), np.int32(wrow[o + 8])
+            w0, w1, w2, w3, w4 = wrow[o], wrow[o + 1], wrow[o + 2], wrow[o + 3], wrow[o + 4]
+            w5, w6, w7, w8 = wrow[o + 5], wrow[o + 6], wrow[o + 7], wrow[o + 8]
             a = xp[c, y]
             b = xp[c, y + 1]
             d = xp[c, y + 2]
             for x in range(iw):
-                row[x] += (w0 * np.int32(a[x]) + w1 * np.int32(a[x + 1]) + w2 * np.int32(a[x + 2])
-                           + w3 * np.int32(b[x]) + w4 * np.int32(b[x + 1]) + w5 * np.int32(b[x + 2])
-                           + w6 * np.int32(d[x]) + w7 * np.int32(d[x + 1]) + w8 * np.int32(d[x + 2]))
+                row[x] += (w0 * a[x] + w1 * a[x + 1] + w2 * a[x + 2] + w3 * b[x] + w4 * b[x + 1] + w5 * b[x + 2]
+                           + w6 * d[x] + w7 * d[x + 1] + w8 * d[x + 2])
 
 
-@numba.njit(cache=True)
-def _conv_1x1(x2, wrow, acc):
-    """acc[p] = Σ_c w'[c] · x2[c, p] for a 1×1 kernel, in pixel chunks that stay in L1."""
-    ic, npix = x2.shape
-    for p0 in range(0, npix, 2048):
-        p1 = min(p0 + 2048, npix)
-        blk = acc[p0:p1]
-        blk[:] = 0
-        for c in range(ic):
-            wv = np.int32(wrow[c])
-            if wv == 0:
-                continue
-            src = x2[c, p0:p1]
-            for q in range(blk.shape[0]):
-                blk[q] += wv * np.int32(src[q])
-
-
-@numba.njit(cache=True)
-def _im2col(xp, k, ih, iw, cols):
-    """cols[y*iw+x, (c·k+ky)·k+kx] = xp[c, y+ky, x+kx] (the tail columns stay 0)."""
-    ic = xp.shape[0]
-    for y in range(ih):
-        for x in range(iw):
-            dst = cols[y * iw + x]
-            q = 0
-            for c in range(ic):
-                for ky in range(k):
-                    src = xp[c, y + ky]
-                    for kx in range(k):
-                        dst[q] = src[x + kx]
-                        q += 1
+DW_FLAT_MAX_W = 24  # measured: depthwise 3×3 layers up to this width are faster in the flat form
 
 
 @numba.njit(cache=True, inline="always")
-def _dot_rows(cols, wrow, acc):
-    """acc[p] = Σ_k cols[p, k] · wrow[k] (i16 products, i32 sums: vectorises to pmaddwd)."""
-    p_n, kd = cols.shape
-    for p in range(p_n):
-        src = cols[p]
-        s = np.int32(0)
-        for q in range(kd):
-            s += np.int32(src[q]) * np.int32(wrow[q])
-        acc[p] = s
+def _dw3_flat(plane, wrow, ih, iw, fl, acc, sxc):
+    """Depthwise 3×3 channel: D (``acc``) and Σx' (``sxc``) of every output pixel, computed on the
+    padded plane read as one flat row of pitch pw (position y·pw + x; the two x >= iw columns are
+    junk, dropped when copying to ``acc``/``sxc``), so the loops are long and vectorise even for
+    narrow images where a row-by-row loop of 5..20 pixels does not. The three tap rows are views
+    so every index is a loop counter plus a constant. ``fl``: 2·ih·pw f32 work."""
+    ph, pw = plane.shape
+    f = plane.reshape(ph * pw)
+    n = (ih - 1) * pw + iw
+    w0, w1, w2, w3, w4 = wrow[0], wrow[1], wrow[2], wrow[3], wrow[4]
+    w5, w6, w7, w8 = wrow[5], wrow[6], wrow[7], wrow[8]
+    m = fl.shape[0] // 2
+    fa = fl[:m]
+    fs = fl[m:]
+    r0 = f[0:]
+    r1 = f[pw:]
+    r2 = f[2 * pw:]
+    for p in range(n):
+        fa[p] = (w0 * r0[p] + w1 * r0[p + 1] + w2 * r0[p + 2] + w3 * r1[p] + w4 * r1[p + 1] + w5 * r1[p + 2]
+                 + w6 * r2[p] + w7 * r2[p + 1] + w8 * r2[p + 2])
+        fs[p] = (r0[p] + r0[p + 1] + r0[p + 2] + r1[p] + r1[p + 1] + r1[p + 2] + r2[p] + r2[p + 1] + r2[p + 2])
+    for y in range(ih):
+        for x in range(iw):
+            acc[y * iw + x] = fa[y * pw + x]
+            sxc[y * iw + x] = np.int32(fs[y * pw + x])
 
 
 @numba.njit(cache=True, inline="always")
 def _c_values32(acc, sxc, sx_mul, cv):
-    """cv[p] = D + sx_mul·Σx' in i32, the caller having checked it cannot overflow; returns
-    (min, max). C is cv[p] + a per-channel constant, added at the activation: i32 halves the
-    memory traffic and doubles the vector width of this pass and of the pool before activation."""
+    """cv[p] = D + sx_mul·Σx' in i32 (D = acc[p], an exact integer in f32 or i32), the caller
+    having checked it cannot overflow; returns (min, max). C is cv[p] + a per-channel constant,
+    added at the activation: i32 halves the memory traffic and doubles the vector width of this
+    pass and of the pool before activation."""
     lo = np.int32(np.iinfo(np.int32).max)
     hi = np.int32(np.iinfo(np.int32).min)
     m = np.int32(sx_mul)
     for p in range(cv.shape[0]):
-        v = np.int32(acc[p] + m * sxc[p])
+        v = np.int32(np.int32(acc[p]) + m * sxc[p])
         cv[p] = v
         lo = min(lo, v)
         hi = max(hi, v)
@@ -582,36 +574,8 @@ def _c_values(acc, sxc, axsx, sx_mul, const, use_axsx, cv):
 
 
 @numba.njit(cache=True)
-def kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
-              bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks):
-    """One KPU layer over all batches (see :func:`_layer`)."""
-    return _layer(x, np.empty(0, np.uint8), -1, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd, bn_mul,
-                  bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks)
-
-
-@numba.njit(cache=True)
-def _layer(x, ram, ram_src, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
-           bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks):
-    """One KPU layer over all batches. ``x`` u8 [N, IC, IH, IW]; ``w16`` centered weights
-    [OC, taps(+zero padding)]; ``swc`` Σw' per channel; ``out`` u8 [N, OC, OH, OW].
-    ``pool_first``: the pool may run on C before the activation (select pools, or max pools
-    with a monotone activation). With ``ram_src >= 0`` (one batch only) the input is read from KPU
-    RAM ``ram`` at byte ``ram_src`` instead, ``x`` giving only the shape. Returns ERR_NONE, or
-    ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined."""
-    n_b, ic, ih, iw = x.shape
-    oc = w16.shape[0]
-    oh, ow = out.shape[2], out.shape[3]
-    pad = (k - 1) // 2
-    ph, pw = ih + 2 * pad, iw + 2 * pad
-    npix = ih * iw
-    gic = 1 if dw else ic
-    taps = np.int64(gic * k * k)
-    xp = np.empty((ic, ph, pw), np.int16)
-    sxc = np.empty(npix, np.int32)  # Σx' over the taps of each position (|Σx'| <= 1024·9·128)
-    axsx = np.empty(npix if sx != 0 else 0, np.int64)  # asr(ax·Sx, sx), needed when sx != 0
-    cs = np.empty((ph, pw), np.int32)
-    use_dot = use_dot and npix * w16.shape[1] <= (1 << 23)  # im2col buffer at most 16 MB
-    cols = np.zeros((npix if use_dot else 0, w16.shape[1]), np.int16)
+def _act_setup(s_start, s_shift):
+    """(sorted_starts, min_start, s_mask, s_half) of an activation table, for :func:`_finish`."""
     sorted_starts = True
     min_start = s_start[0]
     for j in range(1, 16):
@@ -624,169 +588,197 @@ def _layer(x, ram, ram_src, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd,
         if 0 < s_shift[j] < 32:
             s_mask[j] = (np.int64(1) << s_shift[j]) - 1
             s_half[j] = np.int64(1) << (s_shift[j] - 1)
-    err = ERR_NONE
-    nth = max(1, min(n_chunks, oc))
-    errs = np.zeros(nth, np.int64)
-    acc, cv, bvs, pooled, u, fl = _scratch(npix if nth == 1 else 0, oh * ow if nth == 1 else 0,
-                                             ih * pw if nth == 1 and dw and k == 3 and iw <= DW_FLAT_MAX_W else 0)
-    for n in range(n_b):
-        if ram_src >= 0:
-            _pad_center_ram(ram, ram_src, zp, pad, xp)
-        else:
-            _pad_center(x, n, zp, pad, xp)
-        if not dw:
-            cs[:, :] = 0
-            for c in range(ic):
-                for yy in range(ph):
-                    dst = cs[yy]
-                    src = xp[c, yy]
-                    for xx in range(pw):
-                        dst[xx] += np.int32(src[xx])
-            _box_sum(cs, k, ih, iw, sxc)
-            if sx != 0:
-                for p in range(npix):
-                    axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
-        if use_dot:
-            _im2col(xp, k, ih, iw, cols)
-        if nth == 1:
-            errs[0] = _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
-                                s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, 0, oc, cols,
-                                sxc, axsx, acc, cv, bvs, pooled, u, fl, sorted_starts, min_start, s_mask, s_half)
-        else:
-            _channels_parallel(nth, xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift,
-                               bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, cols,
-                               sxc, axsx, sorted_starts, min_start, s_mask, s_half, errs)
-        for t in range(nth):  # the last channel's error, as a channel-by-channel loop would keep
-            if errs[t] != ERR_NONE:
-                err = errs[t]
-    return err
+    return sorted_starts, min_start, s_mask, s_half
 
 
 @numba.njit(cache=True)
 def _scratch(npix, opix, nflat):
-    """Per-channel work arrays: acc (i32 D), cv (i64 C), bvs (i64 Bv), pooled (i64), u (u8 U),
-    flat (i32, 2·nflat: D and Σx' of a depthwise 3×3 channel over padded-width rows)."""
-    return (np.empty(npix, np.int32), np.empty(npix, np.int64), np.empty(npix, np.int64),
-            np.empty(opix, np.int64), np.empty(npix, np.uint8), np.empty(2 * nflat, np.int32))
+    """Per-channel work arrays: acc (f32 D), cv (i64 C), bvs (i64 Bv), pooled (i64), u (u8 U),
+    flat (f32, 2·nflat: D and Σx' of a depthwise 3×3 channel over padded-width rows)."""
+    return (np.empty(npix, np.float32), np.empty(npix, np.int64), np.empty(npix, np.int64),
+            np.empty(opix, np.int64), np.empty(npix, np.uint8), np.empty(2 * nflat, np.float32))
 
 
-DW_FLAT_MAX_W = 24  # measured: depthwise 3×3 layers up to this width are faster in the flat form
+@numba.njit(cache=True)
+def _channel_out(acc, sxc, axsx, o, n, ih, iw, taps, gic, ax, sx, aw, sw, aadd, swc, tb, pool_type, pool_first,
+                 out, cv, bvs, pooled, u, act):
+    """Output channel ``o`` of batch ``n`` from its D = Σx'·w' (``acc``, f32 or i32) and the
+    Σx' of its positions: C (C.5 a), batch norm, activation and pool into out[n, o]. ``tb`` the
+    (bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add) tables, ``act`` from
+    :func:`_act_setup`. Returns the error (ERR_NONE if none)."""
+    bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add = tb
+    sorted_starts, min_start, s_mask, s_half = act
+    npix = ih * iw
+    if npix == 0:
+        return ERR_NONE
+    # C = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic, with Sxw = D + 128·Σx' + 128·Σw' + 16384·T
+    const = 128 * swc[o] + 16384 * taps + ((aw * (swc[o] + 128 * taps)) >> sw) + aadd * gic
+    # D + (128 + ax)·Σx' fits i32 when T·128² + |128 + ax|·T·128 < 2^31 (|x'|, |w'| <= 128)
+    if sx == 0 and taps * 16384 + abs(128 + ax) * taps * 128 < (1 << 31) - 1:
+        cv32 = cv.view(np.int32)[:npix]
+        pooled32 = pooled.view(np.int32)[: pooled.shape[0]]
+        c_lo32, c_hi32 = _c_values32(acc, sxc, 128 + ax, cv32)
+        coff = const + ax * 128 * taps  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
+        return _finish(cv32, coff, np.int64(c_lo32) + coff, np.int64(c_hi32) + coff, o, n, ih, iw, bn_mul,
+                       bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, bvs,
+                       pooled32, u, sorted_starts, min_start, s_mask, s_half)
+    if sx == 0:
+        c_lo, c_hi = _c_values(acc, sxc, axsx, 128 + ax, const + ax * 128 * taps, False, cv)
+    else:
+        c_lo, c_hi = _c_values(acc, sxc, axsx, 128, const, True, cv)
+    return _finish(cv, np.int64(0), c_lo, c_hi, o, n, ih, iw, bn_mul, bn_shift, bn_add, s_shift, s_mul,
+                   s_start, s_add, pool_type, pool_first, out, bvs, pooled, u, sorted_starts, min_start,
+                   s_mask, s_half)
 
 
-@numba.njit(cache=True, inline="always")
-def _dw3_flat(plane, wrow, ih, iw, fl, acc, sxc):
-    """Depthwise 3×3 channel: D (``acc``) and Σx' (``sxc``) of every output pixel, computed on the
-    padded plane read as one flat row of pitch pw (position y·pw + x; the two x >= iw columns are
-    junk, dropped when copying to ``acc``/``sxc``), so the loops are long and vectorise even for
-    narrow images where a row-by-row loop of 5..20 pixels does not. The three tap rows are views
-    so every index is a loop counter plus a constant: with ``p + pw`` numba cannot prove the index
-    non-negative and its wraparound check stops the vectoriser. ``fl``: 2·ih·pw i32 work."""
-    ph, pw = plane.shape
-    f = plane.reshape(ph * pw)
-    n = (ih - 1) * pw + iw
-    w0, w1, w2 = np.int32(wrow[0]), np.int32(wrow[1]), np.int32(wrow[2])
-    w3, w4, w5 = np.int32(wrow[3]), np.int32(wrow[4]), np.int32(wrow[5])
-    w6, w7, w8 = np.int32(wrow[6]), np.int32(wrow[7]), np.int32(wrow[8])
-    m = fl.shape[0] // 2
-    fa = fl[:m]
-    fs = fl[m:]
-    r0 = f[0:]
-    r1 = f[pw:]
-    r2 = f[2 * pw:]
-    for p in range(n):
-        fa[p] = (w0 * np.int32(r0[p]) + w1 * np.int32(r0[p + 1]) + w2 * np.int32(r0[p + 2])
-                 + w3 * np.int32(r1[p]) + w4 * np.int32(r1[p + 1]) + w5 * np.int32(r1[p + 2])
-                 + w6 * np.int32(r2[p]) + w7 * np.int32(r2[p + 1]) + w8 * np.int32(r2[p + 2]))
-    for p in range(n):
-        fs[p] = (np.int32(r0[p]) + np.int32(r0[p + 1]) + np.int32(r0[p + 2]) + np.int32(r1[p]) + np.int32(r1[p + 1])
-                 + np.int32(r1[p + 2]) + np.int32(r2[p]) + np.int32(r2[p + 1]) + np.int32(r2[p + 2]))
-    for y in range(ih):
-        for x in range(iw):
-            acc[y * iw + x] = fa[y * pw + x]
-            sxc[y * iw + x] = fs[y * pw + x]
+@numba.njit(cache=True)
+def _channels(xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out, n, o_a, o_b,
+              sxc, axsx, acc, cv, bvs, pooled, u, fl, act):
+    """Output channels ``o_a <= o < o_b`` of batch ``n`` of a direct (non-GEMM) layer: the
+    convolution from the padded plane ``xp`` (depthwise, or 3×3 over few input channels), then
+    :func:`_channel_out`. ``sxc``/``axsx`` hold Σx' already unless depthwise (then per channel).
+    Returns the last error (ERR_NONE if none)."""
+    err = ERR_NONE
+    ic, ph, pw = xp.shape
+    pad = (k - 1) // 2
+    ih, iw = ph - 2 * pad, pw - 2 * pad
+    gic = 1 if dw else ic
+    taps = np.int64(gic * k * k)
+    for o in range(o_a, o_b):
+        wrow = wf[o]
+        if dw:
+            if k == 3 and iw <= DW_FLAT_MAX_W:
+                _dw3_flat(xp[o], wrow, ih, iw, fl, acc, sxc)
+            else:
+                if k == 3:
+                    _conv3_rows(xp, o, o + 1, wrow, ih, iw, acc)
+                else:
+                    _conv_rows(xp, o, o + 1, wrow, k, ih, iw, acc)
+                _box_sum(xp[o], k, ih, iw, sxc)
+            if sx != 0:
+                for p in range(ih * iw):
+                    axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
+        elif k == 3:
+            _conv3_rows(xp, 0, ic, wrow, ih, iw, acc)
+        else:
+            _conv_rows(xp, 0, ic, wrow, k, ih, iw, acc)
+        e = _channel_out(acc, sxc, axsx, o, n, ih, iw, taps, gic, ax, sx, aw, sw, aadd, swc, tb, pool_type,
+                         pool_first, out, cv, bvs, pooled, u, act)
+        if e != ERR_NONE:
+            err = e
+    return err
 
 
 @numba.njit(cache=True, parallel=True)
-def _channels_parallel(nth, xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
-                       s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, cols,
-                       sxc, axsx, sorted_starts, min_start, s_mask, s_half, errs):
+def _channels_parallel(nth, xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out, n,
+                       sxc, axsx, act, errs):
     """:func:`_channels` over ``nth`` contiguous blocks of output channels, one per thread, each
     with its own work arrays (a depthwise layer's Σx' is per channel, so per thread too). The
     channels are independent, so the result does not depend on ``nth``."""
-    oc = w16.shape[0]
+    oc = wf.shape[0]
     npix = sxc.shape[0]
+    ih = xp.shape[1] - (k - 1)
+    iw = xp.shape[2] - (k - 1)
     for t in numba.prange(nth):
         o_a = (oc * t) // nth
         o_b = (oc * (t + 1)) // nth
         acc, cv, bvs, pooled, u, fl = _scratch(npix, out.shape[2] * out.shape[3],
-                                             xp.shape[2] * (xp.shape[1] - 2) if dw and k == 3 and xp.shape[2] - 2 <= DW_FLAT_MAX_W else 0)
+                                             ih * xp.shape[2] if dw and k == 3 and iw <= DW_FLAT_MAX_W else 0)
         if dw:
             sxc_t = np.empty(npix, np.int32)
             axsx_t = np.empty(axsx.shape[0], np.int64)
         else:
             sxc_t = sxc
             axsx_t = axsx
-        errs[t] = _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
-                            s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, o_a, o_b, cols,
-                            sxc_t, axsx_t, acc, cv, bvs, pooled, u, fl, sorted_starts, min_start, s_mask, s_half)
+        errs[t] = _channels(xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out, n, o_a, o_b,
+                            sxc_t, axsx_t, acc, cv, bvs, pooled, u, fl, act)
 
 
 @numba.njit(cache=True)
-def _channels(xp, w16, swc, use_dot, dw, k, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
-              s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n, o_a, o_b, cols,
-              sxc, axsx, acc, cv, bvs, pooled, u, fl, sorted_starts, min_start, s_mask, s_half):
-    """Output channels ``o_a <= o < o_b`` of batch ``n`` (conv, C, BN, activation, pool) into
-    ``out``; returns the last error (ERR_NONE if none)."""
-    err = ERR_NONE
-    ic, ph, pw = xp.shape
+def kpu_layer(x, ram, ram_src, wf, swc, dw, k, zp, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out,
+              n_chunks):
+    """One direct KPU layer (depthwise, or 3×3 over few input channels) over all batches. ``x``
+    u8 [N, IC, IH, IW]; ``wf`` centered f32 weights [OC, taps]; ``swc`` Σw' per channel; ``out``
+    u8 [N, OC, OH, OW]. ``pool_first``: the pool may run on C before the activation (select
+    pools, or max pools with a monotone activation). With ``ram_src >= 0`` (one batch only) the
+    input is read from KPU RAM ``ram`` at byte ``ram_src`` instead, ``x`` giving only the shape.
+    Returns ERR_NONE, or ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined."""
+    n_b, ic, ih, iw = x.shape
+    oc = wf.shape[0]
     pad = (k - 1) // 2
-    ih, iw = ph - 2 * pad, pw - 2 * pad
+    ph, pw = ih + 2 * pad, iw + 2 * pad
     npix = ih * iw
-    oh, ow = out.shape[2], out.shape[3]
-    gic = 1 if dw else ic
-    taps = np.int64(gic * k * k)
-    # D + (128 + ax)·Σx' fits i32 when T·128² + |128 + ax|·T·128 < 2^31 (|x'|, |w'| <= 128)
-    c32 = sx == 0 and taps * 16384 + abs(128 + ax) * taps * 128 < (1 << 31) - 1
-    cv32 = cv.view(np.int32)[:npix]
-    pooled32 = pooled.view(np.int32)[: pooled.shape[0]]
-    for o in range(o_a, o_b):
-        wrow = w16[o]
-        if use_dot:
-            _dot_rows(cols, wrow, acc)
-        elif dw:
-            if k == 3 and iw <= DW_FLAT_MAX_W:
-                _dw3_flat(xp[o], wrow, ih, iw, fl, acc, sxc)
-            elif k == 3:
-                _conv3_rows(xp, o, o + 1, wrow, ih, iw, acc)
-                _box_sum(xp[o], k, ih, iw, sxc)
-            else:
-                _conv_rows(xp, o, o + 1, wrow, k, ih, iw, acc)
-                _box_sum(xp[o], k, ih, iw, sxc)
-            if sx != 0:
-                for p in range(npix):
-                    axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
-        elif k == 1:
-            _conv_1x1(xp.reshape(ic, npix), wrow, acc)
+    taps = np.int64((1 if dw else ic) * k * k)
+    xp = np.empty((ic, ph, pw), np.float32)
+    sxc = np.empty(npix, np.int32)  # Σx' over the taps of each position
+    axsx = np.empty(npix if sx != 0 else 0, np.int64)  # asr(ax·Sx, sx), needed when sx != 0
+    cs = np.empty((ph, pw), np.float32)
+    act = _act_setup(tb[5], tb[3])
+    err = ERR_NONE
+    nth = max(1, min(n_chunks, oc))
+    errs = np.zeros(nth, np.int64)
+    flat = nth == 1 and dw and k == 3 and iw <= DW_FLAT_MAX_W
+    acc, cv, bvs, pooled, u, fl = _scratch(npix if nth == 1 else 0, oh_ow(out) if nth == 1 else 0,
+                                         ih * pw if flat else 0)
+    for n in range(n_b):
+        _pad_center(x, n, ram, ram_src, zp, pad, xp)
+        if not dw:
+            _sum_x(xp, k, ax, sx, taps, cs, sxc, axsx)
+        if nth == 1:
+            errs[0] = _channels(xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out, n, 0, oc,
+                                sxc, axsx, acc, cv, bvs, pooled, u, fl, act)
         else:
-            _conv3_rows(xp, 0, ic, wrow, ih, iw, acc)
-        # C = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic, with Sxw = D + 128·Σx' + 128·Σw' + 16384·T
-        const = 128 * swc[o] + 16384 * taps + ((aw * (swc[o] + 128 * taps)) >> sw) + aadd * gic
-        if npix == 0:
-            continue
-        if c32:  # sx == 0: asr(ax·Sx, 0) = ax·Σx' + ax·128·T
-            c_lo32, c_hi32 = _c_values32(acc, sxc, 128 + ax, cv32)
-            coff = const + ax * 128 * taps
-            e = _finish(cv32, coff, np.int64(c_lo32) + coff, np.int64(c_hi32) + coff, o, n, ih, iw, bn_mul,
-                        bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, bvs,
-                        pooled32, u, sorted_starts, min_start, s_mask, s_half)
-        else:
-            if sx == 0:  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
-                c_lo, c_hi = _c_values(acc, sxc, axsx, 128 + ax, const + ax * 128 * taps, False, cv)
-            else:
-                c_lo, c_hi = _c_values(acc, sxc, axsx, 128, const, True, cv)
-            e = _finish(cv, np.int64(0), c_lo, c_hi, o, n, ih, iw, bn_mul, bn_shift, bn_add, s_shift, s_mul,
-                        s_start, s_add, pool_type, pool_first, out, bvs, pooled, u, sorted_starts, min_start,
-                        s_mask, s_half)
+            _channels_parallel(nth, xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out, n,
+                               sxc, axsx, act, errs)
+        for t in range(nth):  # the last channel's error, as a channel-by-channel loop would keep
+            if errs[t] != ERR_NONE:
+                err = errs[t]
+    return err
+
+
+@numba.njit(cache=True, inline="always")
+def oh_ow(out):
+    return out.shape[2] * out.shape[3]
+
+
+@numba.njit(cache=True)
+def gemm_input(x, n, ram, ram_src, k, zp, ax, sx, xp, cs, sxc, axsx):
+    """First half of a GEMM layer (non-depthwise): the centered, padded input plane ``xp`` of
+    batch ``n`` (from x, or KPU RAM as in :func:`kpu_layer`) and its Σx' per output position.
+    D = W'·X (X = ``xp`` as [IC, IH·IW] for k = 1, else the im2col rows of :func:`im2col_rows`)
+    is then computed by BLAS in float32, exact as said above."""
+    ic = xp.shape[0]
+    _pad_center(x, n, ram, ram_src, zp, (k - 1) // 2, xp)
+    _sum_x(xp, k, ax, sx, np.int64(ic * k * k), cs, sxc, axsx)
+
+
+@numba.njit(cache=True)
+def im2col_rows(xp, k, y0, y1, cols):
+    """cols[(c·k+ky)·k+kx, (y−y0)·iw+x] = xp[c, y+ky, x+kx] for output rows y0 <= y < y1."""
+    ic = xp.shape[0]
+    iw = xp.shape[2] - (k - 1)
+    for c in range(ic):
+        for ky in range(k):
+            for kx in range(k):
+                r = cols[(c * k + ky) * k + kx]
+                for y in range(y0, y1):
+                    src = xp[c, y + ky]
+                    dst = r[(y - y0) * iw : (y - y0 + 1) * iw]
+                    for x in range(iw):
+                        dst[x] = src[x + kx]
+
+
+@numba.njit(cache=True)
+def gemm_finish(d, sxc, axsx, n, ic, ih, iw, k, ax, sx, aw, sw, aadd, swc, tb, pool_type, pool_first, out):
+    """Second half of a GEMM layer: every output channel of batch ``n`` from D = ``d`` [OC, IH·IW]
+    (f32, or i32 when summed in chunks), see :func:`_channel_out`; returns the last error."""
+    acc, cv, bvs, pooled, u, fl = _scratch(ih * iw, oh_ow(out), 0)
+    act = _act_setup(tb[5], tb[3])
+    taps = np.int64(ic * k * k)
+    err = ERR_NONE
+    for o in range(d.shape[0]):
+        e = _channel_out(d[o], sxc, axsx, o, n, ih, iw, taps, np.int64(ic), ax, sx, aw, sw, aadd, swc, tb,
+                         pool_type, pool_first, out, cv, bvs, pooled, u, act)
         if e != ERR_NONE:
             err = e
     return err
@@ -872,22 +864,3 @@ def ram_upload(ram, start, x):
                 r = base + y * line
                 for i in range(w):
                     ram[r + i] = x[n, c, y, i]
-
-
-@numba.njit(cache=True)
-def kpu_layer_ram(ram, src, dst, x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd, bn_mul, bn_shift,
-                  bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks):
-    """:func:`kpu_layer` reading its input (shape of ``x``, a work array) from KPU RAM at byte
-    ``src`` and storing ``out`` at byte ``dst``, as the op does with kpu_download / kpu_upload
-    (all batches read before any is written, so overlapping ranges behave the same; nothing is
-    written on an error, where the op raises)."""
-    if x.shape[0] == 1:  # read straight into the padded work plane
-        err = _layer(x, ram, src, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
-                     s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks)
-    else:
-        ram_download(ram, src, x)
-        err = kpu_layer(x, w16, swc, use_dot, dw, k, zp, ax, sx, aw, sw, aadd, bn_mul, bn_shift, bn_add,
-                        s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, n_chunks)
-    if err == ERR_NONE:
-        ram_upload(ram, dst, out)
-    return err

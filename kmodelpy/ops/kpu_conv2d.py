@@ -12,7 +12,8 @@ from ..errors import FormatError, KernelError
 from ..format.binio import DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
 from ..kpu.layer_args import ACT_TABLE_SIZE, ActivationTable, BatchNorm, LayerArgs
 from ..kpu.layout import kpu_bytes, kpu_download, kpu_upload
-from ..kpu.kernels import ERR_NO_SEGMENT, ERR_SHIFT, POOL_STRIDE, kpu_layer, kpu_layer_ram
+from ..kpu.kernels import (ERR_NO_SEGMENT, ERR_SHIFT, MAX_F32_TAPS, POOL_STRIDE, gemm_finish, gemm_input,
+                           im2col_rows, kpu_layer, ram_download, ram_upload)
 from .base import Op, register
 
 # Threads for a layer's output channels (numba prange): off by default. Two threads made a layer
@@ -39,58 +40,119 @@ def _as_act(act) -> ActivationTable:
 
 
 class _Prepared:
-    """Per-layer tables decoded once: centered int16 weights, weight sums, int64 BN/act arrays."""
+    """Per-layer tables decoded once: centered float32 weights, weight sums, int64 BN/act arrays,
+    and the work arrays of the previous run."""
 
-    __slots__ = ("w16", "swc", "use_dot", "bn_mul", "bn_shift", "bn_add", "s_shift", "s_mul", "s_start",
-                 "s_add", "k", "dw", "monotone", "shifts_ok", "x_buf", "out_buf")
+    __slots__ = ("wf", "swc", "gemm", "tb", "k", "dw", "monotone", "shifts_ok", "bufs")
 
     def __init__(self, weights, k, dw, ic, oc, bn: BatchNorm, act: ActivationTable):
         taps = k * k * (1 if dw else ic)
         flat = np.asarray(weights, dtype=np.uint8).reshape(-1)
         if flat.size < oc * taps:
             raise KernelError(f"the KPU layer needs {oc * taps} weights (OC {oc} x {taps} taps), got {flat.size}")
-        w = flat[: oc * taps].reshape(oc, taps).astype(np.int16) - 128
+        w = flat[: oc * taps].reshape(oc, taps).astype(np.int32) - 128
         self.swc = w.sum(axis=1, dtype=np.int64)
-        # dot-product form (im2col) for long reductions, where it vectorises to pmaddwd (measured:
-        # a 1x1 layer is faster in the channel-axpy form up to ~128 input channels)
-        self.use_dot = (not dw) and (taps >= 128 or (k == 3 and taps >= 64))
-        if self.use_dot:
-            kp = -(-taps // 16) * 16
-            w16 = np.zeros((oc, kp), np.int16)
-            w16[:, :taps] = w
-        else:
-            w16 = np.ascontiguousarray(w, dtype=np.int16)
-        self.w16 = w16
+        self.wf = np.ascontiguousarray(w, dtype=np.float32)  # exact: |w'| <= 128
+        # non-depthwise layers run as one float32 GEMM (BLAS) unless a 3x3 over so few input
+        # channels that the direct loop is faster (measured: the first layer of an RGB model)
+        self.gemm = (not dw) and (k == 1 or ic >= 8)
         self.k, self.dw = k, dw
-        self.bn_mul, self.bn_shift, self.bn_add = bn.norm_mul.copy(), bn.norm_shift.copy(), bn.norm_add.copy()
-        self.s_shift, self.s_mul = act.shift_number.copy(), act.y_mul.copy()
-        self.s_start, self.s_add = act.x_start.copy(), act.add.copy()
+        self.tb = tuple(np.ascontiguousarray(a, dtype=np.int64) for a in (
+            bn.norm_mul, bn.norm_shift, bn.norm_add, act.shift_number, act.y_mul, act.x_start, act.add))
         self.monotone = act.is_monotone()
         self.shifts_ok = bool((act.shift_number < 32).all())
-        self.x_buf = self.out_buf = None
+        self.bufs: dict[str, np.ndarray] = {}
 
     def pool_first(self, pool_type) -> bool:
         """Pooling C before the activation is exact for select pools and, with a monotone
         activation, for max pools; it saves activating the dropped values."""
         return (pool_type in (5, 6, 7) and self.shifts_ok) or (pool_type in (1, 3, 9) and self.monotone)
 
+    def buf(self, name: str, shape, dtype) -> np.ndarray:
+        """A work array kept from the previous run when its shape and type still fit."""
+        shape = tuple(int(v) for v in shape)
+        a = self.bufs.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self.bufs[name] = np.empty(shape, dtype)
+        return a
+
     def buffers(self, in4, out4):
         """u8 input and output work arrays of these shapes, reused from the previous run."""
-        if self.x_buf is None or list(self.x_buf.shape) != in4:
-            self.x_buf = np.empty(in4, np.uint8)
-        if self.out_buf is None or list(self.out_buf.shape) != out4:
-            self.out_buf = np.empty(out4, np.uint8)
-        return self.x_buf, self.out_buf
+        return self.buf("x", in4, np.uint8), self.buf("out", out4, np.uint8)
+
+    def gemm_d(self, xp, ih: int, iw: int) -> np.ndarray:
+        """D = W'·X [OC, IH·IW] of a GEMM layer from its padded plane (kernels.MAX_F32_TAPS: exact
+        in float32; longer reductions are summed in int32 chunks). A 3x3 layer's im2col matrix is
+        built a block of output rows at a time, at most IM2COL_BYTES."""
+        oc, taps = self.wf.shape
+        k, npix = self.k, ih * iw
+        chunked = taps > MAX_F32_TAPS
+        d = self.buf("d", (oc, npix), np.int32 if chunked else np.float32)
+        if k == 1:
+            _matmul_exact(self, self.wf, xp.reshape(taps, npix), d)
+            return d
+        rows = max(1, min(ih, IM2COL_BYTES // (4 * taps * iw)))
+        for y0 in range(0, ih, rows):
+            y1 = min(ih, y0 + rows)
+            cols = self.buf("cols", (taps, (y1 - y0) * iw), np.float32)
+            im2col_rows(xp, k, y0, y1, cols)
+            _matmul_exact(self, self.wf, cols, d if rows == ih else d[:, y0 * iw : y1 * iw])
+        return d
+
+
+IM2COL_BYTES = 16 << 20
+_NO_RAM = np.empty(0, np.uint8)
+
+
+def _matmul_exact(pr: _Prepared, w, x, d) -> None:
+    """d = w·x, exact: in one float32 BLAS call when the reduction has at most MAX_F32_TAPS
+    terms, else in int32 over chunks of that many (``d`` is then int32)."""
+    taps = w.shape[1]
+    if taps <= MAX_F32_TAPS:
+        np.matmul(w, x, out=d)
+        return
+    part = pr.buf("part", d.shape, np.float32)
+    d[...] = 0
+    for a in range(0, taps, MAX_F32_TAPS):
+        np.matmul(w[:, a : a + MAX_F32_TAPS], x[a : a + MAX_F32_TAPS], out=part)
+        np.add(d, part, out=d, casting="unsafe")
+
+
+def _execute(pr: _Prepared, x, ram, src: int, out, zp, ax, sx, aw, sw, aadd, pool_type) -> int:
+    """Run the layer into ``out`` u8 [N, OC, OH, OW]; returns the kernels' error code. The input
+    is ``x`` u8 [N, IC, IH, IW], or, with ``ram`` given, the tensor at byte ``src`` of KPU RAM
+    (``x`` then a work array of its shape: read straight into the padded plane for one batch,
+    all batches downloaded first otherwise, as ncc does before writing any)."""
+    n_b, ic, ih, iw = x.shape
+    if ram is not None and n_b > 1:
+        ram_download(ram, src, x)
+        ram = None
+    ram_arr, ram_src = (ram, src) if ram is not None else (_NO_RAM, -1)
+    pf = pr.pool_first(pool_type)
+    if not pr.gemm:
+        return kpu_layer(x, ram_arr, ram_src, pr.wf, pr.swc, pr.dw, pr.k, zp, ax, sx, aw, sw, aadd, pr.tb,
+                         pool_type, pf, out, N_CHUNKS)
+    pad = (pr.k - 1) // 2
+    xp = pr.buf("xp", (ic, ih + 2 * pad, iw + 2 * pad), np.float32)
+    cs = pr.buf("cs", xp.shape[1:], np.float32)
+    sxc = pr.buf("sxc", (ih * iw,), np.int32)
+    axsx = pr.buf("axsx", (ih * iw if sx != 0 else 0,), np.int64)
+    err = 0
+    for n in range(n_b):
+        gemm_input(x, n, ram_arr, ram_src, pr.k, zp, ax, sx, xp, cs, sxc, axsx)
+        d = pr.gemm_d(xp, ih, iw)
+        e = gemm_finish(d, sxc, axsx, n, ic, ih, iw, pr.k, ax, sx, aw, sw, aadd, pr.swc, pr.tb, pool_type, pf, out)
+        if e != 0:
+            err = e
+    return err
 
 
 def _run_prepared(x, pr: _Prepared, pool_type, pad_value, arg_x, shift_x, arg_w, shift_w, arg_add):
     n, ic, ih, iw = x.shape
     s = POOL_STRIDE[pool_type]
-    out = np.empty((n, pr.w16.shape[0], ih // s, iw // s), np.uint8)
-    err = kpu_layer(np.ascontiguousarray(x, dtype=np.uint8), pr.w16, pr.swc, pr.use_dot, pr.dw, pr.k,
-                    int(pad_value), int(arg_x), int(shift_x), int(arg_w), int(shift_w), int(arg_add),
-                    pr.bn_mul, pr.bn_shift, pr.bn_add, pr.s_shift, pr.s_mul, pr.s_start, pr.s_add,
-                    int(pool_type), pr.pool_first(pool_type), out, N_CHUNKS)
+    out = np.empty((n, pr.wf.shape[0], ih // s, iw // s), np.uint8)
+    err = _execute(pr, np.ascontiguousarray(x, dtype=np.uint8), None, 0, out, int(pad_value), int(arg_x),
+                   int(shift_x), int(arg_w), int(shift_w), int(arg_add), int(pool_type))
     _check_err(err)
     return out
 
@@ -272,14 +334,11 @@ class KPUConv2D(Op):
                 kpu_upload(ram, dst, np.zeros(out4, np.uint8))
             except FormatError as e:
                 raise FormatError(f"{mem.file}: {mem.node}: {e}") from None
-        # one compiled call: download, layer, upload (work arrays kept on the instance)
         x, out = pr.buffers(in4, out4)
-        pool_type = la.pool_type
-        err = kpu_layer_ram(ram, src, dst, x, pr.w16, pr.swc, pr.use_dot, pr.dw, pr.k, int(la.pad_value),
-                            int(la.arg_x), int(la.shr_x), int(la.arg_w), int(la.shr_w), int(la.arg_add),
-                            pr.bn_mul, pr.bn_shift, pr.bn_add, pr.s_shift, pr.s_mul, pr.s_start, pr.s_add,
-                            int(pool_type), pr.pool_first(pool_type), out, N_CHUNKS)
+        err = _execute(pr, x, ram, src, out, int(la.pad_value), int(la.arg_x), int(la.shr_x), int(la.arg_w),
+                       int(la.shr_w), int(la.arg_add), int(la.pool_type))
         _check_err(err)
+        ram_upload(ram, dst, out)
         if self.main_mem_output.size != 0:
             dst = MemoryRange(MEM_MAIN, DT_UINT8, self.main_mem_output.start, out.size)
             mem.span(dst)[:] = out.reshape(-1)

@@ -560,7 +560,7 @@ def test_op_run_in_kpu_ram_matches_the_array_kernel(batches, chunks, monkeypatch
 
 @settings(max_examples=150, deadline=None)
 @given(st.integers(0, 10**6), st.integers(0, 15), st.integers(0, 22), st.booleans(), st.booleans(),
-       st.integers(1, 3))
+       st.integers(1, 16))
 def test_i32_activation_equals_the_64_bit_one(seed, bsh, sh, neg, near_limit, nseg):
     """activate_i32 (8 lanes of i32, taken only when every intermediate provably fits) gives the
     same bytes as the checked 64-bit activate on ncc-like and extreme parameters, or declines."""
@@ -586,7 +586,8 @@ def test_i32_activation_equals_the_64_bit_one(seed, bsh, sh, neg, near_limit, ns
     add = rng.integers(0, 256, 16)
     u32 = np.zeros(300, np.uint8)
     ok = activate_i32(cv, np.int64(coff), np.int64(c_lo), np.int64(c_hi), np.int64(mul), np.int64(bsh),
-                      np.int64(badd), starts, ymul, shifts, add, np.int64(bv_lo), np.int64(bv_hi), u32)
+                      np.int64(badd), starts, ymul, shifts, add, np.int64(bv_lo), np.int64(bv_hi),
+                      np.empty(300, np.int64), u32)
     mask = np.array([(1 << s) - 1 if s else 0 for s in shifts], np.int64)
     half = np.array([1 << (s - 1) if s else 1 for s in shifts], np.int64)
     u64 = np.zeros(300, np.uint8)
@@ -596,3 +597,27 @@ def test_i32_activation_equals_the_64_bit_one(seed, bsh, sh, neg, near_limit, ns
         assert np.array_equal(u32, u64)
     if not near_limit and bsh == 15 and sh <= 20 and ymul[0] == 0:  # ncc's usual tables take the i32 path
         assert ok
+
+
+@pytest.mark.parametrize("top", [900_000, 1_036_000, 1_050_000, 3_000_000])
+def test_i32_activation_on_ncc_relu6_table(top):
+    """ncc's ReLU6 table (a ramp, then 13 short segments of one value each near the cap) takes
+    the 32-bit path with its flat segments as steps, and equals the 64-bit activation."""
+    from kmodelpy.kpu.kernels import activate, activate_i32
+
+    km = KModel.parse((CASES / "line_follower_kpu" / "ncc.kmodel").read_bytes(), "lf")
+    act = [e.op for e in km.nodes if isinstance(e.op, KPUConv2D)][13].activation
+    starts, ymul, shifts, add = (np.ascontiguousarray(a, np.int64) for a in
+                                 (act.x_start, act.y_mul, act.shift_number, act.add))
+    mul, bsh, badd = 1 << 15, 15, 0  # Bv = C
+    cv = np.random.default_rng(top).integers(-50_000, top, 5000).astype(np.int32)
+    cv[:3] = [1030186, 1030187, 1034271]
+    lo, hi = int(cv.min()), int(cv.max())
+    u32, u64 = np.zeros(5000, np.uint8), np.zeros(5000, np.uint8)
+    ok = activate_i32(cv, np.int64(0), np.int64(lo), np.int64(hi), np.int64(mul), np.int64(bsh), np.int64(badd),
+                      starts, ymul, shifts, add, np.int64(lo), np.int64(hi), np.empty(5000, np.int64), u32)
+    mask = np.array([(1 << s) - 1 if s else 0 for s in shifts], np.int64)
+    half = np.array([1 << (s - 1) if s else 1 for s in shifts], np.int64)
+    activate(cv.astype(np.int64), np.int64(0), np.int64(mul), np.int64(bsh), np.int64(badd), starts, ymul, shifts,
+             mask, half, add, True, u64)
+    assert ok and np.array_equal(u32, u64)

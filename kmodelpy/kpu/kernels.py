@@ -231,12 +231,13 @@ def _bv32(cv, coff, mh, ml, s, s16):
 
 
 @numba.njit(cache=True)
-def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, u):
+def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, u):
     """:func:`activate_sorted` for i32 ``cv`` entirely in 32-bit lanes (eight values per AVX2
     instruction instead of emulated 64-bit multiplies and shifts), when every intermediate
     provably fits: C in [c_lo, c_hi] and Bv in [bv_lo, bv_hi] inside i32, BN shift <= 15, at
-    most three reachable segments each passing :func:`_seg32_params`. Returns False (nothing
-    written) otherwise; the caller then takes the 64-bit path."""
+    most three reachable segments each passing :func:`_seg32_params` (more: see
+    :func:`_activate_i32_steps`; ``bvs`` is unused). Returns False (nothing written) otherwise; the caller then takes
+    the 64-bit path."""
     if not (I32_MIN <= c_lo and c_hi <= I32_MAX and I32_MIN < bv_lo and bv_hi < I32_MAX and 0 <= bsh <= 15
             and abs(mul) < (1 << 30) and I32_MIN <= coff <= I32_MAX and abs(badd) < (1 << 30)):
         return False
@@ -248,20 +249,99 @@ def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, 
         i_hi += 1
     j0 = i_lo - 1
     nseg = i_hi - j0
-    if nseg > 3:
-        return False
+    mh = mul >> bsh
+    ml = mul - (mh << bsh)
+    if nseg > 3:  # e.g. ncc's ReLU6 tables: 14 short segments near the cap, each one value
+        return _activate_i32_steps(cv, coff, mh, ml, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi,
+                                   j0, i_hi, u)
     oka, ha, xa, ya, sa, h1a, za, aa = _seg32_params(s_start, s_mul, s_shift, s_add, j0)
     okb, hb, xb, yb, sb, h1b, zb, ab = _seg32_params(s_start, s_mul, s_shift, s_add, min(j0 + 1, 15))
     okc, hc, xc, yc, sc, h1c, zc, ac = _seg32_params(s_start, s_mul, s_shift, s_add, min(j0 + 2, 15))
     if not (oka and (nseg < 2 or okb) and (nseg < 3 or okc)):
         return False
-    mh = mul >> bsh
-    ml = mul - (mh << bsh)
     _act32_loop(cv, I32(coff), I32(mh), I32(ml), I32(bsh), I32(16 - bsh), I32(badd), nseg,
                 I32(ha), I32(xa), I32(ya), I32(sa), I32(h1a), I32(za), I32(aa),
                 I32(hb), I32(xb), I32(yb), I32(sb), I32(h1b), I32(zb), I32(ab),
                 I32(hc), I32(xc), I32(yc), I32(sc), I32(h1c), I32(zc), I32(ac), u)
     return True
+
+
+@numba.njit(cache=True)
+def _seg_exact(s_start, s_mul, s_shift, s_add, j, bv):
+    """U of ``bv`` in segment j (C.5 c, i64), for classifying segments."""
+    r = kround((bv - s_start[j]) * s_mul[j], s_shift[j]) + s_add[j]
+    return min(max(r, 0), 255)
+
+
+@numba.njit(cache=True)
+def _activate_i32_steps(cv, coff, mh, ml, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, j0, i_hi, u):
+    """:func:`activate_i32` for more than three reachable segments j0..i_hi−1: segment j0, up to
+    two more sloped ones, then up to eight *steps*: segments after the last sloped one whose
+    value is one constant over their reachable Bv range (y_mul >= 0, so the value is monotone
+    there and equal ends mean constant); equal neighbours merge. Returns False otherwise."""
+    lin = np.full(2, j0, np.int64)
+    nlin = 0
+    tt = np.full(8, I32_MAX, np.int64)  # unused steps: Bv > 2^31 − 1 never holds
+    vv = np.zeros(8, np.int64)
+    nst = 0
+    for j in range(j0 + 1, i_hi):
+        lo_b = max(s_start[j] + 1, bv_lo)
+        hi_b = min(s_start[j + 1], bv_hi) if j + 1 < 16 else bv_hi
+        if lo_b > hi_b:
+            continue  # never the largest j with Bv > x_start[j] for a Bv of this channel
+        v = _seg_exact(s_start, s_mul, s_shift, s_add, j, lo_b)
+        if s_mul[j] >= 0 and v == _seg_exact(s_start, s_mul, s_shift, s_add, j, hi_b):
+            if nst > 0 and vv[nst - 1] == v:
+                continue
+            if nst == 8:
+                return False
+            tt[nst] = s_start[j]
+            vv[nst] = v
+            nst += 1
+        else:
+            if nst > 0 or nlin == 2:
+                return False
+            lin[nlin] = j
+            nlin += 1
+    for j in (j0, lin[0], lin[1]):
+        if not _seg32_params(s_start, s_mul, s_shift, s_add, j)[0]:
+            return False
+    oka, ha, xa, ya, sa, h1a, za, aa = _seg32_params(s_start, s_mul, s_shift, s_add, j0)
+    okb, hb, xb, yb, sb, h1b, zb, ab = _seg32_params(s_start, s_mul, s_shift, s_add, lin[0] if nlin > 0 else j0)
+    okc, hc, xc, yc, sc, h1c, zc, ac = _seg32_params(s_start, s_mul, s_shift, s_add, lin[1] if nlin > 1 else j0)
+    if nlin < 2:  # an unused sloped slot: Bv > 2^31 − 1 never selects it
+        xc = I32_MAX
+    if nlin < 1:
+        xb = I32_MAX
+    _act32_steps_loop(cv, I32(coff), I32(mh), I32(ml), I32(bsh), I32(16 - bsh), I32(badd),
+                      I32(ha), I32(xa), I32(ya), I32(sa), I32(h1a), I32(za), I32(aa),
+                      I32(hb), I32(xb), I32(yb), I32(sb), I32(h1b), I32(zb), I32(ab),
+                      I32(hc), I32(xc), I32(yc), I32(sc), I32(h1c), I32(zc), I32(ac),
+                      I32(tt[0]), I32(tt[1]), I32(tt[2]), I32(tt[3]), I32(tt[4]), I32(tt[5]), I32(tt[6]), I32(tt[7]),
+                      I32(vv[0]), I32(vv[1]), I32(vv[2]), I32(vv[3]), I32(vv[4]), I32(vv[5]), I32(vv[6]), I32(vv[7]), u)
+    return True
+
+
+@numba.njit(cache=True)
+def _act32_steps_loop(cv, c0, mh, ml, s, s16, bd, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab,
+                      hc, xc, yc, sc, h1c, zc, ac, t0, t1, t2, t3, t4, t5, t6, t7, v0, v1, v2, v3, v4, v5, v6, v7, u):
+    """Pixel loop of :func:`_activate_i32_steps` (three sloped candidates, eight steps)."""
+    for p in range(u.shape[0]):
+        bv = I32(_bv32(cv[p], c0, mh, ml, s, s16) + bd)
+        r = _seg32(bv, ha, xa, ya, sa, h1a, za, aa)
+        rb = _seg32(bv, hb, xb, yb, sb, h1b, zb, ab)
+        rc = _seg32(bv, hc, xc, yc, sc, h1c, zc, ac)
+        r = rb if bv > xb else r
+        r = rc if bv > xc else r
+        r = v0 if bv > t0 else r
+        r = v1 if bv > t1 else r
+        r = v2 if bv > t2 else r
+        r = v3 if bv > t3 else r
+        r = v4 if bv > t4 else r
+        r = v5 if bv > t5 else r
+        r = v6 if bv > t6 else r
+        r = v7 if bv > t7 else r
+        u[p] = min(max(r, 0), 255)
 
 
 @numba.njit(cache=True)
@@ -808,7 +888,8 @@ def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bn_mul, bn_shift, bn_add, s_shif
         src, dst = cv, u
     done = False
     if sorted_starts and safe:
-        done = activate_i32(src, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, dst)
+        done = activate_i32(src, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi,
+                            bvs, dst)
     if sorted_starts and safe and not done:
         done = activate_sorted(src, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs,
                                dst)

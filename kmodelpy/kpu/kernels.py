@@ -102,6 +102,20 @@ def _seg_value(bv, xs, ym, sh, add, h1, z):
 
 
 @numba.njit(cache=True, inline="always")
+def _reachable(s_start, bv_lo, bv_hi):
+    """(i_lo, i_hi) for sorted x_start and Bv in [bv_lo, bv_hi], bv_lo > x_start[0]: segments
+    1..i_lo−1 lie below bv_lo (the values start in segment i_lo − 1), segments from i_hi on at or
+    above bv_hi (never used)."""
+    i_lo = 1
+    while i_lo < 16 and s_start[i_lo] < bv_lo:
+        i_lo += 1
+    i_hi = i_lo
+    while i_hi < 16 and s_start[i_hi] < bv_hi:
+        i_hi += 1
+    return i_lo, i_hi
+
+
+@numba.njit(cache=True, inline="always")
 def activate_sorted(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, u):
     """Fast form of :func:`activate` (C = cv[p] + coff) for non-decreasing x_start when every Bv of the channel lies
     in [bv_lo, bv_hi] with bv_lo > x_start[0]: segments entirely below bv_lo always count, those at
@@ -109,12 +123,7 @@ def activate_sorted(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv
     segments at 2^35−2). KROUND is branch-free: up = ((t + h − 1 + (q & 1)) >> s) − q is the
     round-half-even carry, applied towards −∞ for t < 0 (the quirk). Returns False (nothing
     written) when a reachable segment has shift >= 32; the caller then takes the checked path."""
-    i_lo = 1
-    while i_lo < 16 and s_start[i_lo] < bv_lo:
-        i_lo += 1
-    i_hi = i_lo
-    while i_hi < 16 and s_start[i_hi] < bv_hi:
-        i_hi += 1
+    i_lo, i_hi = _reachable(s_start, bv_lo, bv_hi)
     j0 = i_lo - 1
     for j in range(j0, i_hi):
         if s_shift[j] >= 32:
@@ -241,12 +250,7 @@ def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, 
     if not (I32_MIN <= c_lo and c_hi <= I32_MAX and I32_MIN < bv_lo and bv_hi < I32_MAX and 0 <= bsh <= 15
             and abs(mul) < (1 << 30) and I32_MIN <= coff <= I32_MAX and abs(badd) < (1 << 30)):
         return False
-    i_lo = 1
-    while i_lo < 16 and s_start[i_lo] < bv_lo:
-        i_lo += 1
-    i_hi = i_lo
-    while i_hi < 16 and s_start[i_hi] < bv_hi:
-        i_hi += 1
+    i_lo, i_hi = _reachable(s_start, bv_lo, bv_hi)
     j0 = i_lo - 1
     nseg = i_hi - j0
     mh = mul >> bsh

@@ -19,7 +19,8 @@ from .base import Op, register
 # Threads for a layer's output channels (numba prange): off by default. Two threads made a layer
 # only ~1.5x faster on an idle 2-core machine and up to 10x slower when another process holds a
 # core (each parallel region waits for a descheduled thread); the results never depend on it.
-# KMODELPY_THREADS=2 (or more) turns it on.
+# KMODELPY_THREADS=2 (or more) turns it on for the direct (depthwise, narrow 3x3) layers; the GEMM
+# layers use whatever threads numpy's BLAS is given.
 N_CHUNKS = max(1, int(os.environ.get("KMODELPY_THREADS", "1") or 1))
 ALIGN = 256  # BN table, activation table and weights start at multiples of 256 (absolute file offset)
 FIXED_SIZE = 120  # main_mem_output, batches, reserved0, layer argument

@@ -601,8 +601,7 @@ def test_i32_activation_equals_the_64_bit_one(seed, bsh, sh, neg, near_limit, ns
     add = rng.integers(0, 256, 16)
     u32 = np.zeros(300, np.uint8)
     ok = activate_i32(cv, np.int64(coff), np.int64(c_lo), np.int64(c_hi), np.int64(mul), np.int64(bsh),
-                      np.int64(badd), starts, ymul, shifts, add, np.int64(bv_lo), np.int64(bv_hi),
-                      np.empty(300, np.int64), u32)
+                      np.int64(badd), starts, ymul, shifts, add, np.int64(bv_lo), np.int64(bv_hi), u32)
     mask = np.array([(1 << s) - 1 if s else 0 for s in shifts], np.int64)
     half = np.array([1 << (s - 1) if s else 1 for s in shifts], np.int64)
     u64 = np.zeros(300, np.uint8)
@@ -630,7 +629,7 @@ def test_i32_activation_on_ncc_relu6_table(top):
     lo, hi = int(cv.min()), int(cv.max())
     u32, u64 = np.zeros(5000, np.uint8), np.zeros(5000, np.uint8)
     ok = activate_i32(cv, np.int64(0), np.int64(lo), np.int64(hi), np.int64(mul), np.int64(bsh), np.int64(badd),
-                      starts, ymul, shifts, add, np.int64(lo), np.int64(hi), np.empty(5000, np.int64), u32)
+                      starts, ymul, shifts, add, np.int64(lo), np.int64(hi), u32)
     mask = np.array([(1 << s) - 1 if s else 0 for s in shifts], np.int64)
     half = np.array([1 << (s - 1) if s else 1 for s in shifts], np.int64)
     activate(cv.astype(np.int64), np.int64(0), np.int64(mul), np.int64(bsh), np.int64(badd), starts, ymul, shifts,

@@ -240,79 +240,39 @@ def _bv32(cv, coff, mh, ml, s, s16):
 
 
 @numba.njit(cache=True)
-def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, u):
+def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, u):
     """:func:`activate_sorted` for i32 ``cv`` entirely in 32-bit lanes (eight values per AVX2
     instruction instead of emulated 64-bit multiplies and shifts), when every intermediate
-    provably fits: C in [c_lo, c_hi] and Bv in [bv_lo, bv_hi] inside i32, BN shift <= 15, at
-    most three reachable segments each passing :func:`_seg32_params` (more: see
-    :func:`_activate_i32_steps`; ``bvs`` is unused). Returns False (nothing written) otherwise; the caller then takes
-    the 64-bit path."""
+    provably fits: C in [c_lo, c_hi] and Bv in [bv_lo, bv_hi] inside i32, BN shift <= 15, and the
+    reachable segments: at most three, or the shape :func:`_i32_steps` accepts, each used one
+    passing :func:`_seg32_params`. Returns False (nothing written) otherwise; the caller then
+    takes the 64-bit path."""
     if not (I32_MIN <= c_lo and c_hi <= I32_MAX and I32_MIN < bv_lo and bv_hi < I32_MAX and 0 <= bsh <= 15
             and abs(mul) < (1 << 30) and I32_MIN <= coff <= I32_MAX and abs(badd) < (1 << 30)):
         return False
     i_lo, i_hi = _reachable(s_start, bv_lo, bv_hi)
     j0 = i_lo - 1
-    nseg = i_hi - j0
-    mh = mul >> bsh
-    ml = mul - (mh << bsh)
-    if nseg > 3:  # e.g. ncc's ReLU6 tables: 14 short segments near the cap, each one value
-        return _activate_i32_steps(cv, coff, mh, ml, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi,
-                                   j0, i_hi, u)
-    oka, ha, xa, ya, sa, h1a, za, aa = _seg32_params(s_start, s_mul, s_shift, s_add, j0)
-    okb, hb, xb, yb, sb, h1b, zb, ab = _seg32_params(s_start, s_mul, s_shift, s_add, min(j0 + 1, 15))
-    okc, hc, xc, yc, sc, h1c, zc, ac = _seg32_params(s_start, s_mul, s_shift, s_add, min(j0 + 2, 15))
-    if not (oka and (nseg < 2 or okb) and (nseg < 3 or okc)):
-        return False
-    _act32_loop(cv, I32(coff), I32(mh), I32(ml), I32(bsh), I32(16 - bsh), I32(badd), nseg,
-                I32(ha), I32(xa), I32(ya), I32(sa), I32(h1a), I32(za), I32(aa),
-                I32(hb), I32(xb), I32(yb), I32(sb), I32(h1b), I32(zb), I32(ab),
-                I32(hc), I32(xc), I32(yc), I32(sc), I32(h1c), I32(zc), I32(ac), u)
-    return True
-
-
-@numba.njit(cache=True)
-def _seg_exact(s_start, s_mul, s_shift, s_add, j, bv):
-    """U of ``bv`` in segment j (C.5 c, i64), for classifying segments."""
-    r = kround((bv - s_start[j]) * s_mul[j], s_shift[j]) + s_add[j]
-    return min(max(r, 0), 255)
-
-
-@numba.njit(cache=True)
-def _activate_i32_steps(cv, coff, mh, ml, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, j0, i_hi, u):
-    """:func:`activate_i32` for more than three reachable segments j0..i_hi−1: segment j0, up to
-    two more sloped ones, then up to eight *steps*: segments after the last sloped one whose
-    value is one constant over their reachable Bv range (y_mul >= 0, so the value is monotone
-    there and equal ends mean constant); equal neighbours merge. Returns False otherwise."""
-    lin = np.full(2, j0, np.int64)
-    nlin = 0
     tt = np.full(8, I32_MAX, np.int64)  # unused steps: Bv > 2^31 − 1 never holds
     vv = np.zeros(8, np.int64)
-    nst = 0
-    for j in range(j0 + 1, i_hi):
-        lo_b = max(s_start[j] + 1, bv_lo)
-        hi_b = min(s_start[j + 1], bv_hi) if j + 1 < 16 else bv_hi
-        if lo_b > hi_b:
-            continue  # never the largest j with Bv > x_start[j] for a Bv of this channel
-        v = _seg_exact(s_start, s_mul, s_shift, s_add, j, lo_b)
-        if s_mul[j] >= 0 and v == _seg_exact(s_start, s_mul, s_shift, s_add, j, hi_b):
-            if nst > 0 and vv[nst - 1] == v:
-                continue
-            if nst == 8:
-                return False
-            tt[nst] = s_start[j]
-            vv[nst] = v
-            nst += 1
-        else:
-            if nst > 0 or nlin == 2:
-                return False
-            lin[nlin] = j
-            nlin += 1
-    for j in (j0, lin[0], lin[1]):
-        if not _seg32_params(s_start, s_mul, s_shift, s_add, j)[0]:
+    if i_hi - j0 <= 3:  # j0 and the next ones, all sloped
+        jb, jc, nlin, nst = min(j0 + 1, 15), min(j0 + 2, 15), i_hi - j0 - 1, 0
+    else:  # e.g. ncc's ReLU6 tables: 14 short segments near the cap, each one value
+        ok, jb, jc, nlin, nst = _i32_steps(s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, j0, i_hi, tt, vv)
+        if not ok:
             return False
     oka, ha, xa, ya, sa, h1a, za, aa = _seg32_params(s_start, s_mul, s_shift, s_add, j0)
-    okb, hb, xb, yb, sb, h1b, zb, ab = _seg32_params(s_start, s_mul, s_shift, s_add, lin[0] if nlin > 0 else j0)
-    okc, hc, xc, yc, sc, h1c, zc, ac = _seg32_params(s_start, s_mul, s_shift, s_add, lin[1] if nlin > 1 else j0)
+    okb, hb, xb, yb, sb, h1b, zb, ab = _seg32_params(s_start, s_mul, s_shift, s_add, jb)
+    okc, hc, xc, yc, sc, h1c, zc, ac = _seg32_params(s_start, s_mul, s_shift, s_add, jc)
+    if not (oka and (nlin < 1 or okb) and (nlin < 2 or okc)):
+        return False
+    mh = mul >> bsh
+    ml = mul - (mh << bsh)
+    if nst == 0:
+        _act32_loop(cv, I32(coff), I32(mh), I32(ml), I32(bsh), I32(16 - bsh), I32(badd), nlin + 1,
+                    I32(ha), I32(xa), I32(ya), I32(sa), I32(h1a), I32(za), I32(aa),
+                    I32(hb), I32(xb), I32(yb), I32(sb), I32(h1b), I32(zb), I32(ab),
+                    I32(hc), I32(xc), I32(yc), I32(sc), I32(h1c), I32(zc), I32(ac), u)
+        return True
     if nlin < 2:  # an unused sloped slot: Bv > 2^31 − 1 never selects it
         xc = I32_MAX
     if nlin < 1:
@@ -327,9 +287,48 @@ def _activate_i32_steps(cv, coff, mh, ml, bsh, badd, s_start, s_mul, s_shift, s_
 
 
 @numba.njit(cache=True)
+def _seg_exact(s_start, s_mul, s_shift, s_add, j, bv):
+    """U of ``bv`` in segment j (C.5 c, i64), for classifying segments."""
+    r = kround((bv - s_start[j]) * s_mul[j], s_shift[j]) + s_add[j]
+    return min(max(r, 0), 255)
+
+
+@numba.njit(cache=True)
+def _i32_steps(s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, j0, i_hi, tt, vv):
+    """Shape of more than three reachable segments j0..i_hi−1 for :func:`activate_i32`: segment
+    j0, up to two more sloped ones, then up to eight *steps*: segments after the last sloped one
+    whose value is one constant over their reachable Bv range (y_mul >= 0, so the value is
+    monotone there and equal ends mean constant); equal neighbours merge. Fills the step starts
+    ``tt`` and values ``vv``; returns (ok, sloped j b, sloped j c, sloped count, step count)."""
+    lin = np.full(2, j0, np.int64)
+    nlin = 0
+    nst = 0
+    for j in range(j0 + 1, i_hi):
+        lo_b = max(s_start[j] + 1, bv_lo)
+        hi_b = min(s_start[j + 1], bv_hi) if j + 1 < 16 else bv_hi
+        if lo_b > hi_b:
+            continue  # never the largest j with Bv > x_start[j] for a Bv of this channel
+        v = _seg_exact(s_start, s_mul, s_shift, s_add, j, lo_b)
+        if s_mul[j] >= 0 and v == _seg_exact(s_start, s_mul, s_shift, s_add, j, hi_b):
+            if nst > 0 and vv[nst - 1] == v:
+                continue
+            if nst == 8:
+                return False, j0, j0, nlin, nst
+            tt[nst] = s_start[j]
+            vv[nst] = v
+            nst += 1
+        else:
+            if nst > 0 or nlin == 2:
+                return False, j0, j0, nlin, nst
+            lin[nlin] = j
+            nlin += 1
+    return True, lin[0], lin[1], nlin, nst
+
+
+@numba.njit(cache=True)
 def _act32_steps_loop(cv, c0, mh, ml, s, s16, bd, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab,
                       hc, xc, yc, sc, h1c, zc, ac, t0, t1, t2, t3, t4, t5, t6, t7, v0, v1, v2, v3, v4, v5, v6, v7, u):
-    """Pixel loop of :func:`_activate_i32_steps` (three sloped candidates, eight steps)."""
+    """Pixel loop of :func:`activate_i32` with steps (three sloped candidates, eight steps)."""
     for p in range(u.shape[0]):
         bv = I32(_bv32(cv[p], c0, mh, ml, s, s16) + bd)
         r = _seg32(bv, ha, xa, ya, sa, h1a, za, aa)
@@ -530,11 +529,19 @@ def _box_sum(plane, k, ih, iw, out):
                                   + d[x + 2])
         else:
             for x in range(iw):
-                s = plane[y, x]
+                s = np.float32(0)
                 for ky in range(k):
                     for kx in range(k):
-                        s += plane[y + ky, x + kx] if ky + kx > 0 else 0
+                        s += plane[y + ky, x + kx]
                 row[x] = np.int32(s)
+
+
+@numba.njit(cache=True, inline="always")
+def _ax_sx(sxc, ax, sx, taps, axsx):
+    """axsx[p] = asr(ax·Sx, sx) with Sx = Σx' + 128·T, when sx != 0 (else C takes ax·Sx directly)."""
+    if sx != 0:
+        for p in range(sxc.shape[0]):
+            axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
 
 
 @numba.njit(cache=True)
@@ -552,9 +559,7 @@ def _sum_x(xp, k, ax, sx, taps, cs, sxc, axsx):
             for xx in range(pw):
                 dst[xx] += src[xx]
     _box_sum(cs, k, ih, iw, sxc)
-    if sx != 0:
-        for p in range(ih * iw):
-            axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
+    _ax_sx(sxc, ax, sx, taps, axsx)
 
 
 @numba.njit(cache=True)
@@ -739,9 +744,7 @@ def _channels(xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_firs
                 else:
                     _conv_rows(xp, o, o + 1, wrow, k, ih, iw, acc)
                 _box_sum(xp[o], k, ih, iw, sxc)
-            if sx != 0:
-                for p in range(ih * iw):
-                    axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
+            _ax_sx(sxc, ax, sx, taps, axsx)
         elif k == 3:
             _conv3_rows(xp, 0, ic, wrow, ih, iw, acc)
         else:
@@ -802,7 +805,7 @@ def kpu_layer(x, ram, ram_src, wf, swc, dw, k, zp, ax, sx, aw, sw, aadd, tb, poo
     nth = max(1, min(n_chunks, oc))
     errs = np.zeros(nth, np.int64)
     flat = nth == 1 and dw and k == 3 and iw <= DW_FLAT_MAX_W
-    acc, cv, bvs, pooled, u, fl = _scratch(npix if nth == 1 else 0, oh_ow(out) if nth == 1 else 0,
+    acc, cv, bvs, pooled, u, fl = _scratch(npix if nth == 1 else 0, out.shape[2] * out.shape[3] if nth == 1 else 0,
                                          ih * pw if flat else 0)
     for n in range(n_b):
         _pad_center(x, n, ram, ram_src, zp, pad, xp)
@@ -818,11 +821,6 @@ def kpu_layer(x, ram, ram_src, wf, swc, dw, k, zp, ax, sx, aw, sw, aadd, tb, poo
             if errs[t] != ERR_NONE:
                 err = errs[t]
     return err
-
-
-@numba.njit(cache=True, inline="always")
-def oh_ow(out):
-    return out.shape[2] * out.shape[3]
 
 
 @numba.njit(cache=True)
@@ -856,7 +854,7 @@ def im2col_rows(xp, k, y0, y1, cols):
 def gemm_finish(d, sxc, axsx, n, ic, ih, iw, k, ax, sx, aw, sw, aadd, swc, tb, pool_type, pool_first, out):
     """Second half of a GEMM layer: every output channel of batch ``n`` from D = ``d`` [OC, IH·IW]
     (f32, or i32 when summed in chunks), see :func:`_channel_out`; returns the last error."""
-    acc, cv, bvs, pooled, u, fl = _scratch(ih * iw, oh_ow(out), 0)
+    acc, cv, bvs, pooled, u, fl = _scratch(ih * iw, out.shape[2] * out.shape[3], 0)
     act = _act_setup(tb[5], tb[3])
     taps = np.int64(ic * k * k)
     err = ERR_NONE
@@ -893,7 +891,7 @@ def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bn_mul, bn_shift, bn_add, s_shif
     done = False
     if sorted_starts and safe:
         done = activate_i32(src, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi,
-                            bvs, dst)
+                            dst)
     if sorted_starts and safe and not done:
         done = activate_sorted(src, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs,
                                dst)

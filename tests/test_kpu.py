@@ -579,7 +579,7 @@ def test_op_run_in_kpu_ram_matches_the_array_kernel(batches, chunks, monkeypatch
 def test_i32_activation_equals_the_64_bit_one(seed, bsh, sh, neg, near_limit, nseg):
     """activate_i32 (8 lanes of i32, taken only when every intermediate provably fits) gives the
     same bytes as the checked 64-bit activate on ncc-like and extreme parameters, or declines."""
-    from kmodelpy.kpu.kernels import activate, activate_i32
+    from kmodelpy.kpu.kernels import activate, activate_i32, segment_table
 
     rng = np.random.default_rng(seed)
     span = (1 << 30) if near_limit else (1 << 22)
@@ -599,14 +599,12 @@ def test_i32_activation_equals_the_64_bit_one(seed, bsh, sh, neg, near_limit, ns
     ymul[0] = rng.choice([0, int(ymul[0])])
     shifts = np.full(16, sh, np.int64)
     add = rng.integers(0, 256, 16)
+    seg = segment_table(shifts, ymul, starts, add)
     u32 = np.zeros(300, np.uint8)
     ok = activate_i32(cv, np.int64(coff), np.int64(c_lo), np.int64(c_hi), np.int64(mul), np.int64(bsh),
-                      np.int64(badd), starts, ymul, shifts, add, np.int64(bv_lo), np.int64(bv_hi), u32)
-    mask = np.array([(1 << s) - 1 if s else 0 for s in shifts], np.int64)
-    half = np.array([1 << (s - 1) if s else 1 for s in shifts], np.int64)
+                      np.int64(badd), seg, np.int64(bv_lo), np.int64(bv_hi), np.zeros(16, np.int64), u32)
     u64 = np.zeros(300, np.uint8)
-    activate(cv.astype(np.int64), np.int64(coff), np.int64(mul), np.int64(bsh), np.int64(badd), starts, ymul,
-             shifts, mask, half, add, True, u64)
+    activate(cv.astype(np.int64), np.int64(coff), np.int64(mul), np.int64(bsh), np.int64(badd), seg, True, u64)
     if ok:
         assert np.array_equal(u32, u64)
     if not near_limit and bsh == 15 and sh <= 20 and ymul[0] == 0 and nseg <= 3:  # ncc-like: the i32 path
@@ -617,21 +615,17 @@ def test_i32_activation_equals_the_64_bit_one(seed, bsh, sh, neg, near_limit, ns
 def test_i32_activation_on_ncc_relu6_table(top):
     """ncc's ReLU6 table (a ramp, then 13 short segments of one value each near the cap) takes
     the 32-bit path with its flat segments as steps, and equals the 64-bit activation."""
-    from kmodelpy.kpu.kernels import activate, activate_i32
+    from kmodelpy.kpu.kernels import activate, activate_i32, segment_table
 
     km = KModel.parse((CASES / "line_follower_kpu" / "ncc.kmodel").read_bytes(), "lf")
     act = [e.op for e in km.nodes if isinstance(e.op, KPUConv2D)][13].activation
-    starts, ymul, shifts, add = (np.ascontiguousarray(a, np.int64) for a in
-                                 (act.x_start, act.y_mul, act.shift_number, act.add))
+    seg = segment_table(act.shift_number, act.y_mul, act.x_start, act.add)
     mul, bsh, badd = 1 << 15, 15, 0  # Bv = C
     cv = np.random.default_rng(top).integers(-50_000, top, 5000).astype(np.int32)
     cv[:3] = [1030186, 1030187, 1034271]
     lo, hi = int(cv.min()), int(cv.max())
     u32, u64 = np.zeros(5000, np.uint8), np.zeros(5000, np.uint8)
     ok = activate_i32(cv, np.int64(0), np.int64(lo), np.int64(hi), np.int64(mul), np.int64(bsh), np.int64(badd),
-                      starts, ymul, shifts, add, np.int64(lo), np.int64(hi), u32)
-    mask = np.array([(1 << s) - 1 if s else 0 for s in shifts], np.int64)
-    half = np.array([1 << (s - 1) if s else 1 for s in shifts], np.int64)
-    activate(cv.astype(np.int64), np.int64(0), np.int64(mul), np.int64(bsh), np.int64(badd), starts, ymul, shifts,
-             mask, half, add, True, u64)
+                      seg, np.int64(lo), np.int64(hi), np.zeros(16, np.int64), u32)
+    activate(cv.astype(np.int64), np.int64(0), np.int64(mul), np.int64(bsh), np.int64(badd), seg, True, u64)
     assert ok and np.array_equal(u32, u64)

@@ -24,6 +24,21 @@ import numpy as np
 
 # ============================================================== activation (C.5 b, c)
 ERR_NONE, ERR_NO_SEGMENT, ERR_SHIFT = 0, 1, 2
+# Rows of a segment table ``seg`` [6, 16] (i64): the 16 activation segments as the kernels read
+# them, plus each shift's rounding mask 2^s−1 and half 2^(s−1) (1 for s = 0 or s >= 32).
+SEG_START, SEG_MUL, SEG_SHIFT, SEG_ADD, SEG_MASK, SEG_HALF = range(6)
+
+
+def segment_table(shift_number, y_mul, x_start, add) -> np.ndarray:
+    """The [6, 16] i64 segment table of an activation (rows SEG_*)."""
+    seg = np.zeros((6, 16), np.int64)
+    for row, v in ((SEG_START, x_start), (SEG_MUL, y_mul), (SEG_SHIFT, shift_number), (SEG_ADD, add)):
+        seg[row] = np.asarray(v, dtype=np.int64)
+    sh = seg[SEG_SHIFT]
+    used = (sh > 0) & (sh < 32)
+    seg[SEG_MASK] = np.where(used, (np.int64(1) << np.where(used, sh, 0)) - 1, 0)
+    seg[SEG_HALF] = np.where(used, np.int64(1) << np.where(used, sh - 1, 0), 1)
+    return seg
 
 
 @numba.njit(cache=True)
@@ -45,12 +60,13 @@ def kround(t, s):
 
 
 @numba.njit(cache=True)
-def activate(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add, sorted_starts, u):
-    """u[p] = activation of batch norm of C = cv[p] + coff, for one output channel (C.5 b, c).
-    With non-decreasing x_start the segment is found branch-free by counting (the same result as
-    the strict-``>`` scan from 15 down); otherwise by the scan itself. ``s_mask``/``s_half`` are
-    2^s−1 and 2^(s−1) (1 for s = 0, which then never rounds)."""
+def activate(cv, coff, mul, bsh, badd, seg, sorted_starts, u):
+    """u[p] = activation of batch norm of C = cv[p] + coff, for one output channel (C.5 b, c);
+    ``seg`` a :func:`segment_table`. With non-decreasing x_start the segment is found branch-free
+    by counting (the same result as the strict-``>`` scan from 15 down); otherwise by the scan
+    itself."""
     err = ERR_NONE
+    s_start = seg[SEG_START]
     for p in range(u.shape[0]):
         bv = (((cv[p] + coff) * mul) >> bsh) + badd
         if sorted_starts:
@@ -65,17 +81,17 @@ def activate(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, 
             err = ERR_NO_SEGMENT
             u[p] = 0
             continue
-        sh = s_shift[j]
+        sh = seg[SEG_SHIFT, j]
         if sh >= 32:
             err = ERR_SHIFT
             u[p] = 0
             continue
-        t = (bv - s_start[j]) * s_mul[j]
+        t = (bv - s_start[j]) * seg[SEG_MUL, j]
         q = t >> sh
-        f = t & s_mask[j]
-        h = s_half[j]
+        f = t & seg[SEG_MASK, j]
+        h = seg[SEG_HALF, j]
         up = (f > h) | ((f == h) & ((q & 1) == 1))
-        r = q + s_add[j]
+        r = q + seg[SEG_ADD, j]
         if up:
             r += -1 if t < 0 else 1
         u[p] = 0 if r < 0 else (255 if r > 255 else r)
@@ -83,12 +99,12 @@ def activate(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, 
 
 
 @numba.njit(cache=True, inline="always")
-def _seg_consts(s_start, s_mul, s_shift, s_add, j):
+def _seg_consts(seg, j):
     """(x_start, y_mul, shift, add, h−1, nonzero-shift mask) of segment j, for :func:`_seg_value`."""
-    sh = s_shift[j]
+    sh = seg[SEG_SHIFT, j]
     h1 = ((np.int64(1) << sh) >> 1) - 1 if sh > 0 else np.int64(0)
     z = np.int64(-1) if sh > 0 else np.int64(0)
-    return s_start[j], s_mul[j], sh, s_add[j], h1, z
+    return seg[SEG_START, j], seg[SEG_MUL, j], sh, seg[SEG_ADD, j], h1, z
 
 
 @numba.njit(cache=True, inline="always")
@@ -102,40 +118,40 @@ def _seg_value(bv, xs, ym, sh, add, h1, z):
 
 
 @numba.njit(cache=True, inline="always")
-def _reachable(s_start, bv_lo, bv_hi):
+def _reachable(seg, bv_lo, bv_hi):
     """(i_lo, i_hi) for sorted x_start and Bv in [bv_lo, bv_hi], bv_lo > x_start[0]: segments
     1..i_lo−1 lie below bv_lo (the values start in segment i_lo − 1), segments from i_hi on at or
     above bv_hi (never used)."""
     i_lo = 1
-    while i_lo < 16 and s_start[i_lo] < bv_lo:
+    while i_lo < 16 and seg[SEG_START, i_lo] < bv_lo:
         i_lo += 1
     i_hi = i_lo
-    while i_hi < 16 and s_start[i_hi] < bv_hi:
+    while i_hi < 16 and seg[SEG_START, i_hi] < bv_hi:
         i_hi += 1
     return i_lo, i_hi
 
 
 @numba.njit(cache=True, inline="always")
-def activate_sorted(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs, u):
+def activate_sorted(cv, coff, mul, bsh, badd, seg, bv_lo, bv_hi, bvs, u):
     """Fast form of :func:`activate` (C = cv[p] + coff) for non-decreasing x_start when every Bv of the channel lies
     in [bv_lo, bv_hi] with bv_lo > x_start[0]: segments entirely below bv_lo always count, those at
     or above bv_hi never do, so only the few in between are compared (ncc tables park unused
     segments at 2^35−2). KROUND is branch-free: up = ((t + h − 1 + (q & 1)) >> s) − q is the
     round-half-even carry, applied towards −∞ for t < 0 (the quirk). Returns False (nothing
     written) when a reachable segment has shift >= 32; the caller then takes the checked path."""
-    i_lo, i_hi = _reachable(s_start, bv_lo, bv_hi)
+    i_lo, i_hi = _reachable(seg, bv_lo, bv_hi)
     j0 = i_lo - 1
     for j in range(j0, i_hi):
-        if s_shift[j] >= 32:
+        if seg[SEG_SHIFT, j] >= 32:
             return False
     if i_hi - j0 <= 3:
         # up to three reachable segments (the usual case): one vectorisable pass, each value
         # computed for every candidate segment and the last one it lies above selected (with
         # one or two segments, only those are computed)
         ja, jb, jc = j0, min(j0 + 1, 15), min(j0 + 2, 15)
-        xa, ya, sa, aa, ha, za = _seg_consts(s_start, s_mul, s_shift, s_add, ja)
-        xb, yb, sb, ab, hb, zb = _seg_consts(s_start, s_mul, s_shift, s_add, jb)
-        xc, yc, sc, ac, hc, zc = _seg_consts(s_start, s_mul, s_shift, s_add, jc)
+        xa, ya, sa, aa, ha, za = _seg_consts(seg, ja)
+        xb, yb, sb, ab, hb, zb = _seg_consts(seg, jb)
+        xc, yc, sc, ac, hc, zc = _seg_consts(seg, jc)
         if i_hi - j0 == 1:  # one segment: no selection
             for p in range(u.shape[0]):
                 bv = (((cv[p] + coff) * mul) >> bsh) + badd
@@ -165,7 +181,7 @@ def activate_sorted(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv
         for p in range(n):
             bvs[p] = (((cv[p] + coff) * mul) >> bsh) + badd
         for j in range(j0, i_hi):
-            xs, ym, sh, add = s_start[j], s_mul[j], s_shift[j], s_add[j]
+            xs, ym, sh, add = seg[SEG_START, j], seg[SEG_MUL, j], seg[SEG_SHIFT, j], seg[SEG_ADD, j]
             hm1 = ((np.int64(1) << sh) >> 1) - 1 if sh > 0 else np.int64(0)
             nz = np.int64(-1) if sh > 0 else np.int64(0)
             first = j == j0
@@ -183,13 +199,13 @@ def activate_sorted(cv, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv
         bv = (((cv[p] + coff) * mul) >> bsh) + badd
         j = j0
         for i in range(i_lo, i_hi):
-            j += bv > s_start[i]
-        sh = s_shift[j]
-        t = (bv - s_start[j]) * s_mul[j]
+            j += bv > seg[SEG_START, i]
+        sh = seg[SEG_SHIFT, j]
+        t = (bv - seg[SEG_START, j]) * seg[SEG_MUL, j]
         q = t >> sh
         up = (((t + ((np.int64(1) << sh) >> 1) - 1 + (q & 1)) >> sh) - q) if sh > 0 else np.int64(0)
         m = t >> 63
-        r = q + ((up ^ m) - m) + s_add[j]
+        r = q + ((up ^ m) - m) + seg[SEG_ADD, j]
         u[p] = min(max(r, 0), 255)
     return True
 
@@ -198,13 +214,13 @@ I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 @numba.njit(cache=True, inline="always")
-def _seg32_params(s_start, s_mul, s_shift, s_add, j):
+def _seg32_params(seg, j):
     """Segment j for :func:`activate_i32`: (ok, hi, xs, ym, sh, h1, z, add). Only values with
     Bv > x_start[j] use segment j, so d = Bv − x_start >= 1; it is clamped at ``hi − xs``, the
     d from which the result saturates (|t| >= 2^sh·(256 + |add|) gives 0 or 255), so t = d·ym
     and the rounding carry stay inside i32. ok is False when x_start or the bound leave i32 or
     the shift is too large for that; y_mul = 0 (t = 0, the value is ``add``) is always ok."""
-    xs, ym, sh, add = s_start[j], s_mul[j], s_shift[j], s_add[j]
+    xs, ym, sh, add = seg[SEG_START, j], seg[SEG_MUL, j], seg[SEG_SHIFT, j], seg[SEG_ADD, j]
     if ym == 0:  # d is clamped to 0 (an x_start outside i32 can only be segment j0's, never compared)
         xz = xs if I32_MIN <= xs <= I32_MAX else np.int64(0)
         return abs(add) < (1 << 20), xz, xz, np.int64(0), np.int64(0), np.int64(0), np.int64(0), add
@@ -240,7 +256,7 @@ def _bv32(cv, coff, mh, ml, s, s16):
 
 
 @numba.njit(cache=True)
-def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, u):
+def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, u):
     """:func:`activate_sorted` for i32 ``cv`` entirely in 32-bit lanes (eight values per AVX2
     instruction instead of emulated 64-bit multiplies and shifts), when every intermediate
     provably fits: C in [c_lo, c_hi] and Bv in [bv_lo, bv_hi] inside i32, BN shift <= 15, and the
@@ -250,19 +266,20 @@ def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, 
     if not (I32_MIN <= c_lo and c_hi <= I32_MAX and I32_MIN < bv_lo and bv_hi < I32_MAX and 0 <= bsh <= 15
             and abs(mul) < (1 << 30) and I32_MIN <= coff <= I32_MAX and abs(badd) < (1 << 30)):
         return False
-    i_lo, i_hi = _reachable(s_start, bv_lo, bv_hi)
+    i_lo, i_hi = _reachable(seg, bv_lo, bv_hi)
     j0 = i_lo - 1
-    tt = np.full(8, I32_MAX, np.int64)  # unused steps: Bv > 2^31 − 1 never holds
-    vv = np.zeros(8, np.int64)
+    for i in range(8):  # steps: starts tv[i], values tv[8 + i]; unused ones: Bv > 2^31 − 1 never holds
+        tv[i] = I32_MAX
+        tv[8 + i] = 0
     if i_hi - j0 <= 3:  # j0 and the next ones, all sloped
         jb, jc, nlin, nst = min(j0 + 1, 15), min(j0 + 2, 15), i_hi - j0 - 1, 0
     else:  # e.g. ncc's ReLU6 tables: 14 short segments near the cap, each one value
-        ok, jb, jc, nlin, nst = _i32_steps(s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, j0, i_hi, tt, vv)
+        ok, jb, jc, nlin, nst = _i32_steps(seg, bv_lo, bv_hi, j0, i_hi, tv)
         if not ok:
             return False
-    oka, ha, xa, ya, sa, h1a, za, aa = _seg32_params(s_start, s_mul, s_shift, s_add, j0)
-    okb, hb, xb, yb, sb, h1b, zb, ab = _seg32_params(s_start, s_mul, s_shift, s_add, jb)
-    okc, hc, xc, yc, sc, h1c, zc, ac = _seg32_params(s_start, s_mul, s_shift, s_add, jc)
+    oka, ha, xa, ya, sa, h1a, za, aa = _seg32_params(seg, j0)
+    okb, hb, xb, yb, sb, h1b, zb, ab = _seg32_params(seg, jb)
+    okc, hc, xc, yc, sc, h1c, zc, ac = _seg32_params(seg, jc)
     if not (oka and (nlin < 1 or okb) and (nlin < 2 or okc)):
         return False
     mh = mul >> bsh
@@ -281,48 +298,52 @@ def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, 
                       I32(ha), I32(xa), I32(ya), I32(sa), I32(h1a), I32(za), I32(aa),
                       I32(hb), I32(xb), I32(yb), I32(sb), I32(h1b), I32(zb), I32(ab),
                       I32(hc), I32(xc), I32(yc), I32(sc), I32(h1c), I32(zc), I32(ac),
-                      I32(tt[0]), I32(tt[1]), I32(tt[2]), I32(tt[3]), I32(tt[4]), I32(tt[5]), I32(tt[6]), I32(tt[7]),
-                      I32(vv[0]), I32(vv[1]), I32(vv[2]), I32(vv[3]), I32(vv[4]), I32(vv[5]), I32(vv[6]), I32(vv[7]), u)
+                      I32(tv[0]), I32(tv[1]), I32(tv[2]), I32(tv[3]), I32(tv[4]), I32(tv[5]), I32(tv[6]), I32(tv[7]),
+                      I32(tv[8]), I32(tv[9]), I32(tv[10]), I32(tv[11]), I32(tv[12]), I32(tv[13]), I32(tv[14]),
+                      I32(tv[15]), u)
     return True
 
 
 @numba.njit(cache=True)
-def _seg_exact(s_start, s_mul, s_shift, s_add, j, bv):
+def _seg_exact(seg, j, bv):
     """U of ``bv`` in segment j (C.5 c, i64), for classifying segments."""
-    r = kround((bv - s_start[j]) * s_mul[j], s_shift[j]) + s_add[j]
+    r = kround((bv - seg[SEG_START, j]) * seg[SEG_MUL, j], seg[SEG_SHIFT, j]) + seg[SEG_ADD, j]
     return min(max(r, 0), 255)
 
 
 @numba.njit(cache=True)
-def _i32_steps(s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, j0, i_hi, tt, vv):
+def _i32_steps(seg, bv_lo, bv_hi, j0, i_hi, tv):
     """Shape of more than three reachable segments j0..i_hi−1 for :func:`activate_i32`: segment
     j0, up to two more sloped ones, then up to eight *steps*: segments after the last sloped one
     whose value is one constant over their reachable Bv range (y_mul >= 0, so the value is
     monotone there and equal ends mean constant); equal neighbours merge. Fills the step starts
-    ``tt`` and values ``vv``; returns (ok, sloped j b, sloped j c, sloped count, step count)."""
-    lin = np.full(2, j0, np.int64)
+    ``tv[:8]`` and values ``tv[8:]``; returns (ok, sloped j b, sloped j c, sloped count, step count)."""
+    jb = jc = j0
     nlin = 0
     nst = 0
     for j in range(j0 + 1, i_hi):
-        lo_b = max(s_start[j] + 1, bv_lo)
-        hi_b = min(s_start[j + 1], bv_hi) if j + 1 < 16 else bv_hi
+        lo_b = max(seg[SEG_START, j] + 1, bv_lo)
+        hi_b = min(seg[SEG_START, j + 1], bv_hi) if j + 1 < 16 else bv_hi
         if lo_b > hi_b:
             continue  # never the largest j with Bv > x_start[j] for a Bv of this channel
-        v = _seg_exact(s_start, s_mul, s_shift, s_add, j, lo_b)
-        if s_mul[j] >= 0 and v == _seg_exact(s_start, s_mul, s_shift, s_add, j, hi_b):
-            if nst > 0 and vv[nst - 1] == v:
+        v = _seg_exact(seg, j, lo_b)
+        if seg[SEG_MUL, j] >= 0 and v == _seg_exact(seg, j, hi_b):
+            if nst > 0 and tv[8 + nst - 1] == v:
                 continue
             if nst == 8:
                 return False, j0, j0, nlin, nst
-            tt[nst] = s_start[j]
-            vv[nst] = v
+            tv[nst] = seg[SEG_START, j]
+            tv[8 + nst] = v
             nst += 1
         else:
             if nst > 0 or nlin == 2:
                 return False, j0, j0, nlin, nst
-            lin[nlin] = j
+            if nlin == 0:
+                jb = j
+            else:
+                jc = j
             nlin += 1
-    return True, lin[0], lin[1], nlin, nst
+    return True, jb, jc, nlin, nst
 
 
 @numba.njit(cache=True)
@@ -484,6 +505,18 @@ def pool_c(cv, ih, iw, pool_type, use_min, dst):
 # sum, in any order (fused or not, BLAS included), is an integer of magnitude <= 2^24: float32
 # holds each exactly, so D = Σ x'·w' is the exact integer, at FMA and BLAS speed.
 MAX_F32_TAPS = 1024
+# Flat indexes into planes are computed in uint64 (``U64``; numba would turn any mix with a
+# signed int into float64, so every operand is converted). numba checks each *signed* index for
+# wrap-around (a negative index counts from the end), which keeps LLVM from vectorising a loop
+# whose index it cannot prove non-negative; unsigned indexes carry no such check. Row views
+# avoid it too, but each view costs two atomic reference-count updates.
+U64 = np.uint64
+BN_MUL, BN_SHIFT, BN_ADD, BN_SW = range(4)
+
+
+def channel_table(norm_mul, norm_shift, norm_add, sw) -> np.ndarray:
+    """The [4, OC] i64 per-output-channel table of a layer (rows BN_*): batch norm, Σw'."""
+    return np.ascontiguousarray(np.stack([np.asarray(v, dtype=np.int64) for v in (norm_mul, norm_shift, norm_add, sw)]))
 
 
 @numba.njit(cache=True)
@@ -496,44 +529,55 @@ def _pad_center(x, n, ram, ram_src, zp, pad, xp):
     g, l, p = _row_layout(iw)
     line = l * 64
     pv = np.float32(zp - 128)
+    xf = xp.reshape(xp.size)
+    xs = x.reshape(x.size)
+    upw, uiw, upad = U64(pw), U64(iw), U64(pad)
+    bottom = U64(ph - pad) * upw
     for c in range(ic):
-        base = ram_src + (c // g) * (line * ih) + (c % g) * p
-        for yy in range(ph):
-            dst = xp[c, yy]
-            y = yy - pad
-            if y < 0 or y >= ih:
-                dst[:] = pv
-                continue
-            for xx in range(pad):
-                dst[xx] = pv
-                dst[pw - 1 - xx] = pv
-            if ram_src >= 0:
-                src = ram[base + y * line : base + y * line + iw]
-            else:
-                src = x[n, c, y]
-            for xq in range(iw):
-                dst[xq + pad] = np.float32(np.int32(src[xq]) - 128)
+        cb = U64(c * ph) * upw
+        for i in range(upad * upw):  # the top and bottom border rows
+            xf[cb + i] = pv
+            xf[cb + bottom + i] = pv
+        if ram_src >= 0:
+            src = ram
+            sb = U64(ram_src + (c // g) * (line * ih) + (c % g) * p)
+            pitch = U64(line)
+        else:
+            src = xs
+            sb = U64((n * ic + c) * ih) * uiw
+            pitch = uiw
+        for y in range(U64(ih)):
+            d = cb + (y + upad) * upw
+            for i in range(upad):
+                xf[d + i] = pv
+                xf[d + upad + uiw + i] = pv
+            d += upad
+            s = sb + y * pitch
+            for i in range(uiw):
+                xf[d + i] = np.float32(np.int32(src[s + i]) - 128)
 
 
 @numba.njit(cache=True)
-def _box_sum(plane, k, ih, iw, out):
-    """out[y*iw+x] (i32) = Σ_{ky,kx<k} plane[y+ky, x+kx], row by row so the x loop vectorises."""
-    for y in range(ih):
-        row = out[y * iw : (y + 1) * iw]
+def _box_sum(f, base, pw, k, ih, iw, out):
+    """out[y·iw + x] (i32) = Σ_{ky,kx<k} f[base + (y+ky)·pw + x+kx] over a flat padded plane."""
+    upw, uiw = U64(pw), U64(iw)
+    one, two = U64(1), U64(2)
+    for y in range(U64(ih)):
+        o = y * uiw
+        a = U64(base) + y * upw
         if k == 3:
-            a = plane[y]
-            b = plane[y + 1]
-            d = plane[y + 2]
-            for x in range(iw):
-                row[x] = np.int32(a[x] + a[x + 1] + a[x + 2] + b[x] + b[x + 1] + b[x + 2] + d[x] + d[x + 1]
-                                  + d[x + 2])
+            b = a + upw
+            d = b + upw
+            for x in range(uiw):
+                out[o + x] = np.int32(f[a + x] + f[a + x + one] + f[a + x + two] + f[b + x] + f[b + x + one]
+                                      + f[b + x + two] + f[d + x] + f[d + x + one] + f[d + x + two])
         else:
-            for x in range(iw):
+            for x in range(uiw):
                 s = np.float32(0)
-                for ky in range(k):
-                    for kx in range(k):
-                        s += plane[y + ky, x + kx]
-                row[x] = np.int32(s)
+                for ky in range(U64(k)):
+                    for kx in range(U64(k)):
+                        s += f[a + ky * upw + x + kx]
+                out[o + x] = np.int32(s)
 
 
 @numba.njit(cache=True, inline="always")
@@ -546,88 +590,93 @@ def _ax_sx(sxc, ax, sx, taps, axsx):
 
 @numba.njit(cache=True)
 def _sum_x(xp, k, ax, sx, taps, cs, sxc, axsx):
-    """Σx' over the taps of every output position, all input channels (``cs`` a [PH, PW] f32
+    """Σx' over the taps of every output position, all input channels (``cs`` a flat PH·PW f32
     work plane), and asr(ax·Sx, sx) with Sx = Σx' + 128·T when sx != 0."""
     ic, ph, pw = xp.shape
     pad = (k - 1) // 2
-    ih, iw = ph - 2 * pad, pw - 2 * pad
-    cs[:, :] = 0
+    xf = xp.reshape(xp.size)
+    m = U64(ph * pw)
+    for i in range(m):
+        cs[i] = 0
     for c in range(ic):
-        for yy in range(ph):
-            dst = cs[yy]
-            src = xp[c, yy]
-            for xx in range(pw):
-                dst[xx] += src[xx]
-    _box_sum(cs, k, ih, iw, sxc)
+        cb = U64(c) * m
+        for i in range(m):
+            cs[i] += xf[cb + i]
+    _box_sum(cs, 0, pw, k, ph - 2 * pad, pw - 2 * pad, sxc)
     _ax_sx(sxc, ax, sx, taps, axsx)
 
 
 @numba.njit(cache=True)
-def _conv_rows(xp, c0, c1, wrow, k, ih, iw, acc):
-    """acc[y*iw+x] = Σ_{c0<=c<c1} Σ_{ky,kx} w'[(c−c0)·k²+ky·k+kx] · xp[c, y+ky, x+kx] (f32).
-    One output row at a time, so the accumulator row stays in L1."""
+def _conv_rows(xf, ph, pw, c0, c1, wf, o, k, ih, iw, acc):
+    """acc[y·iw+x] = Σ_{c0<=c<c1} Σ_{ky,kx} wf[o, (c−c0)·k²+ky·k+kx] · x'[c, y+ky, x+kx] (f32,
+    ``xf`` the flat padded planes [IC, PH, PW]), one output row at a time so it stays in L1."""
     kk = k * k
-    for y in range(ih):
-        row = acc[y * iw : (y + 1) * iw]
-        row[:] = 0
+    upw, uiw = U64(pw), U64(iw)
+    for y in range(U64(ih)):
+        ob = y * uiw
+        for x in range(uiw):
+            acc[ob + x] = 0
         for c in range(c0, c1):
             woff = (c - c0) * kk
             for ky in range(k):
-                src = xp[c, y + ky]
+                rb = (U64(c * ph + ky) + y) * upw
                 for kx in range(k):
-                    wv = wrow[woff + ky * k + kx]
-                    for x in range(iw):
-                        row[x] += wv * src[x + kx]
+                    wv = wf[o, woff + ky * k + kx]
+                    s = rb + U64(kx)
+                    for x in range(uiw):
+                        acc[ob + x] += wv * xf[s + x]
 
 
 @numba.njit(cache=True)
-def _conv3_rows(xp, c0, c1, wrow, ih, iw, acc):
+def _conv3_rows(xf, ph, pw, c0, c1, wf, o, ih, iw, acc):
     """3×3 form of :func:`_conv_rows`: the nine taps of a channel are summed in registers, so each
     output row is loaded and stored once per input channel."""
-    for y in range(ih):
-        row = acc[y * iw : (y + 1) * iw]
-        row[:] = 0
+    upw, uiw = U64(pw), U64(iw)
+    one, two = U64(1), U64(2)
+    for y in range(U64(ih)):
+        ob = y * uiw
+        for x in range(uiw):
+            acc[ob + x] = 0
         for c in range(c0, c1):
-            o = (c - c0) * 9
-            w0, w1, w2, w3, w4 = wrow[o], wrow[o + 1], wrow[o + 2], wrow[o + 3], wrow[o + 4]
-            w5, w6, w7, w8 = wrow[o + 5], wrow[o + 6], wrow[o + 7], wrow[o + 8]
-            a = xp[c, y]
-            b = xp[c, y + 1]
-            d = xp[c, y + 2]
-            for x in range(iw):
-                row[x] += (w0 * a[x] + w1 * a[x + 1] + w2 * a[x + 2] + w3 * b[x] + w4 * b[x + 1] + w5 * b[x + 2]
-                           + w6 * d[x] + w7 * d[x + 1] + w8 * d[x + 2])
+            t = (c - c0) * 9
+            w0, w1, w2, w3, w4 = wf[o, t], wf[o, t + 1], wf[o, t + 2], wf[o, t + 3], wf[o, t + 4]
+            w5, w6, w7, w8 = wf[o, t + 5], wf[o, t + 6], wf[o, t + 7], wf[o, t + 8]
+            a = (U64(c * ph) + y) * upw
+            b = a + upw
+            d = b + upw
+            for x in range(uiw):
+                acc[ob + x] += (w0 * xf[a + x] + w1 * xf[a + x + one] + w2 * xf[a + x + two] + w3 * xf[b + x]
+                                + w4 * xf[b + x + one] + w5 * xf[b + x + two] + w6 * xf[d + x] + w7 * xf[d + x + one]
+                                + w8 * xf[d + x + two])
 
 
 DW_FLAT_MAX_W = 24  # measured: depthwise 3×3 layers up to this width are faster in the flat form
 
 
 @numba.njit(cache=True, inline="always")
-def _dw3_flat(plane, wrow, ih, iw, fl, acc, sxc):
-    """Depthwise 3×3 channel: D (``acc``) and Σx' (``sxc``) of every output pixel, computed on the
-    padded plane read as one flat row of pitch pw (position y·pw + x; the two x >= iw columns are
-    junk, dropped when copying to ``acc``/``sxc``), so the loops are long and vectorise even for
-    narrow images where a row-by-row loop of 5..20 pixels does not. The three tap rows are views
-    so every index is a loop counter plus a constant. ``fl``: 2·ih·pw f32 work."""
-    ph, pw = plane.shape
-    f = plane.reshape(ph * pw)
-    n = (ih - 1) * pw + iw
-    w0, w1, w2, w3, w4 = wrow[0], wrow[1], wrow[2], wrow[3], wrow[4]
-    w5, w6, w7, w8 = wrow[5], wrow[6], wrow[7], wrow[8]
-    m = fl.shape[0] // 2
-    fa = fl[:m]
-    fs = fl[m:]
-    r0 = f[0:]
-    r1 = f[pw:]
-    r2 = f[2 * pw:]
+def _dw3_flat(xf, ph, pw, o, wf, ih, iw, fl, acc, sxc):
+    """Depthwise 3×3 channel ``o``: D (``acc``) and Σx' (``sxc``) of every output pixel, computed
+    on its padded plane read as one flat row of pitch pw (position y·pw + x; the two x >= iw
+    columns are junk, dropped when copying to ``acc``/``sxc``), so the loop is long and
+    vectorises even for narrow images where a row of 5..20 pixels does not. ``fl``: 2·ih·pw f32."""
+    n = U64((ih - 1) * pw + iw)
+    w0, w1, w2, w3, w4 = wf[o, 0], wf[o, 1], wf[o, 2], wf[o, 3], wf[o, 4]
+    w5, w6, w7, w8 = wf[o, 5], wf[o, 6], wf[o, 7], wf[o, 8]
+    m = U64(fl.shape[0] // 2)
+    upw, uiw = U64(pw), U64(iw)
+    one, two = U64(1), U64(2)
+    a = U64(o * ph) * upw
+    b = a + upw
+    d = b + upw
     for p in range(n):
-        fa[p] = (w0 * r0[p] + w1 * r0[p + 1] + w2 * r0[p + 2] + w3 * r1[p] + w4 * r1[p + 1] + w5 * r1[p + 2]
-                 + w6 * r2[p] + w7 * r2[p + 1] + w8 * r2[p + 2])
-        fs[p] = (r0[p] + r0[p + 1] + r0[p + 2] + r1[p] + r1[p + 1] + r1[p + 2] + r2[p] + r2[p + 1] + r2[p + 2])
-    for y in range(ih):
-        for x in range(iw):
-            acc[y * iw + x] = fa[y * pw + x]
-            sxc[y * iw + x] = np.int32(fs[y * pw + x])
+        fl[p] = (w0 * xf[a + p] + w1 * xf[a + p + one] + w2 * xf[a + p + two] + w3 * xf[b + p] + w4 * xf[b + p + one]
+                 + w5 * xf[b + p + two] + w6 * xf[d + p] + w7 * xf[d + p + one] + w8 * xf[d + p + two])
+        fl[m + p] = (xf[a + p] + xf[a + p + one] + xf[a + p + two] + xf[b + p] + xf[b + p + one] + xf[b + p + two]
+                     + xf[d + p] + xf[d + p + one] + xf[d + p + two])
+    for y in range(U64(ih)):
+        for x in range(uiw):
+            acc[y * uiw + x] = fl[y * upw + x]
+            sxc[y * uiw + x] = np.int32(fl[m + y * upw + x])
 
 
 @numba.njit(cache=True, inline="always")
@@ -663,68 +712,83 @@ def _c_values(acc, sxc, axsx, sx_mul, const, use_axsx, cv):
 
 
 @numba.njit(cache=True)
-def _act_setup(s_start, s_shift):
-    """(sorted_starts, min_start, s_mask, s_half) of an activation table, for :func:`_finish`."""
-    sorted_starts = True
-    min_start = s_start[0]
-    for j in range(1, 16):
-        if s_start[j] < s_start[j - 1]:
-            sorted_starts = False
-        min_start = min(min_start, s_start[j])
-    s_mask = np.zeros(16, np.int64)
-    s_half = np.ones(16, np.int64)
-    for j in range(16):
-        if 0 < s_shift[j] < 32:
-            s_mask[j] = (np.int64(1) << s_shift[j]) - 1
-            s_half[j] = np.int64(1) << (s_shift[j] - 1)
-    return sorted_starts, min_start, s_mask, s_half
+def _scratch(nacc, npix, opix, nflat):
+    """Per-channel work arrays: acc (f32 D, ``nacc``), cv (i64 C), cv32 (i32 C less its channel
+    constant), bvs (i64 Bv), pooled (i64), pooled32 (i32), u (u8 U), fl (f32, 2·nflat: D and Σx'
+    of a depthwise 3×3 channel over padded-width rows), tv (i64, the activation's steps)."""
+    return (np.empty(nacc, np.float32), np.empty(npix, np.int64), np.empty(npix, np.int32),
+            np.empty(npix, np.int64), np.empty(opix, np.int64), np.empty(opix, np.int32), np.empty(npix, np.uint8),
+            np.empty(2 * nflat, np.float32), np.empty(16, np.int64))
 
 
 @numba.njit(cache=True)
-def _scratch(npix, opix, nflat):
-    """Per-channel work arrays: acc (f32 D), cv (i64 C), bvs (i64 Bv), pooled (i64), u (u8 U),
-    flat (f32, 2·nflat: D and Σx' of a depthwise 3×3 channel over padded-width rows)."""
-    return (np.empty(npix, np.float32), np.empty(npix, np.int64), np.empty(npix, np.int64),
-            np.empty(opix, np.int64), np.empty(npix, np.uint8), np.empty(2 * nflat, np.float32))
-
-
-@numba.njit(cache=True)
-def _channel_out(acc, sxc, axsx, o, n, ih, iw, taps, gic, ax, sx, aw, sw, aadd, swc, tb, pool_type, pool_first,
-                 out, cv, bvs, pooled, u, act):
-    """Output channel ``o`` of batch ``n`` from its D = Σx'·w' (``acc``, f32 or i32) and the
-    Σx' of its positions: C (C.5 a), batch norm, activation and pool into out[n, o]. ``tb`` the
-    (bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add) tables, ``act`` from
-    :func:`_act_setup`. Returns the error (ERR_NONE if none)."""
-    bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add = tb
-    sorted_starts, min_start, s_mask, s_half = act
+def _channel_out(acc, sxc, axsx, o, n, ih, iw, taps, gic, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts,
+                 min_start, pool_type, pool_first, out, of, cv, cv32, bvs, pooled, pooled32, u, tv):
+    """Output channel ``o`` of batch ``n`` from its D = Σx'·w' (``acc``, f32 or i32) and the Σx'
+    of its positions: C (C.5 a), batch norm, activation and pool into out[n, o] (``of``: ``out``
+    flat). ``bnt`` the :func:`channel_table`, ``seg`` the :func:`segment_table`
+    (``sorted_starts``: x_start non-decreasing; ``min_start`` its least entry). Returns the
+    error (ERR_NONE if none)."""
     npix = ih * iw
     if npix == 0:
         return ERR_NONE
+    swo = bnt[BN_SW, o]
     # C = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic, with Sxw = D + 128·Σx' + 128·Σw' + 16384·T
-    const = 128 * swc[o] + 16384 * taps + ((aw * (swc[o] + 128 * taps)) >> sw) + aadd * gic
+    const = 128 * swo + 16384 * taps + ((aw * (swo + 128 * taps)) >> sw) + aadd * gic
     # D + (128 + ax)·Σx' fits i32 when T·128² + |128 + ax|·T·128 < 2^31 (|x'|, |w'| <= 128)
     if sx == 0 and taps * 16384 + abs(128 + ax) * taps * 128 < (1 << 31) - 1:
-        cv32 = cv.view(np.int32)[:npix]
-        pooled32 = pooled.view(np.int32)[: pooled.shape[0]]
         c_lo32, c_hi32 = _c_values32(acc, sxc, 128 + ax, cv32)
         coff = const + ax * 128 * taps  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
-        return _finish(cv32, coff, np.int64(c_lo32) + coff, np.int64(c_hi32) + coff, o, n, ih, iw, bn_mul,
-                       bn_shift, bn_add, s_shift, s_mul, s_start, s_add, pool_type, pool_first, out, bvs,
-                       pooled32, u, sorted_starts, min_start, s_mask, s_half)
+        return _finish(cv32, coff, np.int64(c_lo32) + coff, np.int64(c_hi32) + coff, o, n, ih, iw, bnt, seg,
+                       sorted_starts, min_start, pool_type, pool_first, out, of, bvs, pooled32, u, tv)
     if sx == 0:
         c_lo, c_hi = _c_values(acc, sxc, axsx, 128 + ax, const + ax * 128 * taps, False, cv)
     else:
         c_lo, c_hi = _c_values(acc, sxc, axsx, 128, const, True, cv)
-    return _finish(cv, np.int64(0), c_lo, c_hi, o, n, ih, iw, bn_mul, bn_shift, bn_add, s_shift, s_mul,
-                   s_start, s_add, pool_type, pool_first, out, bvs, pooled, u, sorted_starts, min_start,
-                   s_mask, s_half)
+    return _finish(cv, np.int64(0), c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_start, pool_type,
+                   pool_first, out, of, bvs, pooled, u, tv)
+
+
+@numba.njit(cache=True, inline="always")
+def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_start, pool_type, pool_first, out, of,
+            bvs, pooled, u, tv):
+    """Batch norm, activation and pool of output channel ``o`` from C = cv[p] + coff (cv i64, or
+    i32 with the channel's constant in ``coff``), C in [c_lo, c_hi], into out[n, o]; returns the
+    error. ``pooled`` has cv's dtype."""
+    opix = out.shape[2] * out.shape[3]
+    err = ERR_NONE
+    mul, bsh, badd = bnt[BN_MUL, o], bnt[BN_SHIFT, o], bnt[BN_ADD, o]
+    b1 = ((c_lo * mul) >> bsh) + badd
+    b2 = ((c_hi * mul) >> bsh) + badd
+    bv_lo, bv_hi = min(b1, b2), max(b1, b2)  # Bv is monotone in C
+    safe = bv_lo > min_start  # every value has a segment
+    pooled_first = pool_first and safe
+    start = (n * out.shape[1] + o) * opix
+    flat_out = of[start : start + opix]
+    if pooled_first:  # max/min/select of cv + coff = that of cv, + coff
+        pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
+        src, dst = pooled, flat_out
+    elif pool_type == 0:
+        src, dst = cv, flat_out
+    else:
+        src, dst = cv, u
+    done = False
+    if sorted_starts and safe:
+        done = activate_i32(src, coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, dst)
+    if sorted_starts and safe and not done:
+        done = activate_sorted(src, coff, mul, bsh, badd, seg, bv_lo, bv_hi, bvs, dst)
+    if not done:
+        err = activate(src, coff, mul, bsh, badd, seg, sorted_starts, dst)
+    if not pooled_first and pool_type != 0:
+        pool_plane(u, ih, iw, pool_type, out[n, o])
+    return err
 
 
 @numba.njit(cache=True)
-def _channels(xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out, n, o_a, o_b,
-              sxc, axsx, acc, cv, bvs, pooled, u, fl, act):
+def _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type, pool_first,
+              out, n, o_a, o_b, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv):
     """Output channels ``o_a <= o < o_b`` of batch ``n`` of a direct (non-GEMM) layer: the
-    convolution from the padded plane ``xp`` (depthwise, or 3×3 over few input channels), then
+    convolution from the padded planes ``xp`` (depthwise, or 3×3 over few input channels), then
     :func:`_channel_out`. ``sxc``/``axsx`` hold Σx' already unless depthwise (then per channel).
     Returns the last error (ERR_NONE if none)."""
     err = ERR_NONE
@@ -733,90 +797,96 @@ def _channels(xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_firs
     ih, iw = ph - 2 * pad, pw - 2 * pad
     gic = 1 if dw else ic
     taps = np.int64(gic * k * k)
+    xf = xp.reshape(xp.size)
+    of = out.reshape(out.size)
     for o in range(o_a, o_b):
-        wrow = wf[o]
         if dw:
             if k == 3 and iw <= DW_FLAT_MAX_W:
-                _dw3_flat(xp[o], wrow, ih, iw, fl, acc, sxc)
+                _dw3_flat(xf, ph, pw, o, wf, ih, iw, fl, acc, sxc)
             else:
                 if k == 3:
-                    _conv3_rows(xp, o, o + 1, wrow, ih, iw, acc)
+                    _conv3_rows(xf, ph, pw, o, o + 1, wf, o, ih, iw, acc)
                 else:
-                    _conv_rows(xp, o, o + 1, wrow, k, ih, iw, acc)
-                _box_sum(xp[o], k, ih, iw, sxc)
+                    _conv_rows(xf, ph, pw, o, o + 1, wf, o, k, ih, iw, acc)
+                _box_sum(xf, o * ph * pw, pw, k, ih, iw, sxc)
             _ax_sx(sxc, ax, sx, taps, axsx)
         elif k == 3:
-            _conv3_rows(xp, 0, ic, wrow, ih, iw, acc)
+            _conv3_rows(xf, ph, pw, 0, ic, wf, o, ih, iw, acc)
         else:
-            _conv_rows(xp, 0, ic, wrow, k, ih, iw, acc)
-        e = _channel_out(acc, sxc, axsx, o, n, ih, iw, taps, gic, ax, sx, aw, sw, aadd, swc, tb, pool_type,
-                         pool_first, out, cv, bvs, pooled, u, act)
+            _conv_rows(xf, ph, pw, 0, ic, wf, o, k, ih, iw, acc)
+        e = _channel_out(acc, sxc, axsx, o, n, ih, iw, taps, gic, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts,
+                         min_start, pool_type, pool_first, out, of, cv, cv32, bvs, pooled, pooled32, u, tv)
         if e != ERR_NONE:
             err = e
     return err
 
 
+@numba.njit(cache=True, inline="always")
+def _layer_scratch(dw, k, ih, iw, opix):
+    """:func:`_scratch` of a direct layer (the flat depthwise work only where it is used)."""
+    npix = ih * iw
+    return _scratch(npix, npix, opix, ih * (iw + k - 1) if dw and k == 3 and iw <= DW_FLAT_MAX_W else 0)
+
+
 @numba.njit(cache=True, parallel=True)
-def _channels_parallel(nth, xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out, n,
-                       sxc, axsx, act, errs):
+def _channels_parallel(nth, xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
+                       pool_first, out, n, sxc, axsx, errs):
     """:func:`_channels` over ``nth`` contiguous blocks of output channels, one per thread, each
     with its own work arrays (a depthwise layer's Σx' is per channel, so per thread too). The
     channels are independent, so the result does not depend on ``nth``."""
     oc = wf.shape[0]
-    npix = sxc.shape[0]
     ih = xp.shape[1] - (k - 1)
     iw = xp.shape[2] - (k - 1)
     for t in numba.prange(nth):
         o_a = (oc * t) // nth
         o_b = (oc * (t + 1)) // nth
-        acc, cv, bvs, pooled, u, fl = _scratch(npix, out.shape[2] * out.shape[3],
-                                             ih * xp.shape[2] if dw and k == 3 and iw <= DW_FLAT_MAX_W else 0)
+        acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv = _layer_scratch(dw, k, ih, iw, out.shape[2] * out.shape[3])
         if dw:
-            sxc_t = np.empty(npix, np.int32)
+            sxc_t = np.empty(sxc.shape[0], np.int32)
             axsx_t = np.empty(axsx.shape[0], np.int64)
         else:
             sxc_t = sxc
             axsx_t = axsx
-        errs[t] = _channels(xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out, n, o_a, o_b,
-                            sxc_t, axsx_t, acc, cv, bvs, pooled, u, fl, act)
+        errs[t] = _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
+                            pool_first, out, n, o_a, o_b, sxc_t, axsx_t, acc, cv, cv32, bvs, pooled, pooled32, u,
+                            fl, tv)
 
 
 @numba.njit(cache=True)
-def kpu_layer(x, ram, ram_src, wf, swc, dw, k, zp, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out,
-              n_chunks):
+def kpu_layer(x, ram, ram_src, wf, dw, k, zp, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
+              pool_first, out, n_chunks):
     """One direct KPU layer (depthwise, or 3×3 over few input channels) over all batches. ``x``
-    u8 [N, IC, IH, IW]; ``wf`` centered f32 weights [OC, taps]; ``swc`` Σw' per channel; ``out``
-    u8 [N, OC, OH, OW]. ``pool_first``: the pool may run on C before the activation (select
-    pools, or max pools with a monotone activation). With ``ram_src >= 0`` (one batch only) the
-    input is read from KPU RAM ``ram`` at byte ``ram_src`` instead, ``x`` giving only the shape.
-    Returns ERR_NONE, or ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined."""
+    u8 [N, IC, IH, IW]; ``wf`` centered f32 weights [OC, taps]; ``bnt``/``seg`` the layer's
+    :func:`channel_table` and :func:`segment_table`; ``out`` u8 [N, OC, OH, OW].
+    ``pool_first``: the pool may run on C before the activation (select pools, or max pools with
+    a monotone activation). With ``ram_src >= 0`` (one batch only) the input is read from KPU
+    RAM ``ram`` at byte ``ram_src`` instead, ``x`` giving only the shape. Returns ERR_NONE, or
+    ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined."""
     n_b, ic, ih, iw = x.shape
     oc = wf.shape[0]
     pad = (k - 1) // 2
     ph, pw = ih + 2 * pad, iw + 2 * pad
-    npix = ih * iw
     taps = np.int64((1 if dw else ic) * k * k)
     xp = np.empty((ic, ph, pw), np.float32)
-    sxc = np.empty(npix, np.int32)  # Σx' over the taps of each position
-    axsx = np.empty(npix if sx != 0 else 0, np.int64)  # asr(ax·Sx, sx), needed when sx != 0
-    cs = np.empty((ph, pw), np.float32)
-    act = _act_setup(tb[5], tb[3])
+    sxc = np.empty(ih * iw, np.int32)  # Σx' over the taps of each position
+    axsx = np.empty(ih * iw if sx != 0 else 0, np.int64)  # asr(ax·Sx, sx), needed when sx != 0
+    cs = np.empty(ph * pw, np.float32)
     err = ERR_NONE
     nth = max(1, min(n_chunks, oc))
     errs = np.zeros(nth, np.int64)
-    flat = nth == 1 and dw and k == 3 and iw <= DW_FLAT_MAX_W
-    acc, cv, bvs, pooled, u, fl = _scratch(npix if nth == 1 else 0, out.shape[2] * out.shape[3] if nth == 1 else 0,
-                                         ih * pw if flat else 0)
+    one = nth == 1  # else each thread has its own work arrays
+    acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv = _layer_scratch(dw, k, ih if one else 0, iw,
+                                                                     out.shape[2] * out.shape[3] if one else 0)
     for n in range(n_b):
         _pad_center(x, n, ram, ram_src, zp, pad, xp)
         if not dw:
             _sum_x(xp, k, ax, sx, taps, cs, sxc, axsx)
-        if nth == 1:
-            errs[0] = _channels(xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out, n, 0, oc,
-                                sxc, axsx, acc, cv, bvs, pooled, u, fl, act)
+        if one:
+            errs[0] = _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
+                                pool_first, out, n, 0, oc, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv)
         else:
-            _channels_parallel(nth, xp, wf, swc, dw, k, ax, sx, aw, sw, aadd, tb, pool_type, pool_first, out, n,
-                               sxc, axsx, act, errs)
+            _channels_parallel(nth, xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start,
+                               pool_type, pool_first, out, n, sxc, axsx, errs)
         for t in range(nth):  # the last channel's error, as a channel-by-channel loop would keep
             if errs[t] != ERR_NONE:
                 err = errs[t]
@@ -837,69 +907,37 @@ def gemm_input(x, n, ram, ram_src, k, zp, ax, sx, xp, cs, sxc, axsx):
 @numba.njit(cache=True)
 def im2col_rows(xp, k, y0, y1, cols):
     """cols[(c·k+ky)·k+kx, (y−y0)·iw+x] = xp[c, y+ky, x+kx] for output rows y0 <= y < y1."""
-    ic = xp.shape[0]
-    iw = xp.shape[2] - (k - 1)
+    ic, ph, pw = xp.shape
+    iw = pw - (k - 1)
+    xf = xp.reshape(xp.size)
+    cf = cols.reshape(cols.size)
+    ncol, uiw = U64(cols.shape[1]), U64(iw)
     for c in range(ic):
         for ky in range(k):
             for kx in range(k):
-                r = cols[(c * k + ky) * k + kx]
+                r = U64((c * k + ky) * k + kx) * ncol
                 for y in range(y0, y1):
-                    src = xp[c, y + ky]
-                    dst = r[(y - y0) * iw : (y - y0 + 1) * iw]
-                    for x in range(iw):
-                        dst[x] = src[x + kx]
+                    d = r + U64(y - y0) * uiw
+                    s = U64((c * ph + y + ky) * pw + kx)
+                    for x in range(uiw):
+                        cf[d + x] = xf[s + x]
 
 
 @numba.njit(cache=True)
-def gemm_finish(d, sxc, axsx, n, ic, ih, iw, k, ax, sx, aw, sw, aadd, swc, tb, pool_type, pool_first, out):
+def gemm_finish(d, sxc, axsx, n, ic, ih, iw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
+                pool_first, out):
     """Second half of a GEMM layer: every output channel of batch ``n`` from D = ``d`` [OC, IH·IW]
     (f32, or i32 when summed in chunks), see :func:`_channel_out`; returns the last error."""
-    acc, cv, bvs, pooled, u, fl = _scratch(ih * iw, out.shape[2] * out.shape[3], 0)
-    act = _act_setup(tb[5], tb[3])
+    acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv = _scratch(0, ih * iw, out.shape[2] * out.shape[3], 0)
     taps = np.int64(ic * k * k)
+    of = out.reshape(out.size)
     err = ERR_NONE
     for o in range(d.shape[0]):
-        e = _channel_out(d[o], sxc, axsx, o, n, ih, iw, taps, np.int64(ic), ax, sx, aw, sw, aadd, swc, tb,
-                         pool_type, pool_first, out, cv, bvs, pooled, u, act)
+        e = _channel_out(d[o], sxc, axsx, o, n, ih, iw, taps, np.int64(ic), ax, sx, aw, sw, aadd, bnt, seg,
+                         sorted_starts, min_start, pool_type, pool_first, out, of, cv, cv32, bvs, pooled, pooled32,
+                         u, tv)
         if e != ERR_NONE:
             err = e
-    return err
-
-
-@numba.njit(cache=True, inline="always")
-def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bn_mul, bn_shift, bn_add, s_shift, s_mul, s_start, s_add,
-            pool_type, pool_first, out, bvs, pooled, u, sorted_starts, min_start, s_mask, s_half):
-    """Batch norm, activation and pool of output channel ``o`` from C = cv[p] + coff (cv i64, or
-    i32 with the channel's constant in ``coff``), C in [c_lo, c_hi], into out[n, o]; returns the
-    error. ``pooled`` has cv's dtype."""
-    oh, ow = out.shape[2], out.shape[3]
-    err = ERR_NONE
-    mul, bsh, badd = bn_mul[o], bn_shift[o], bn_add[o]
-    b1 = ((c_lo * mul) >> bsh) + badd
-    b2 = ((c_hi * mul) >> bsh) + badd
-    bv_lo, bv_hi = min(b1, b2), max(b1, b2)  # Bv is monotone in C
-    safe = bv_lo > min_start  # every value has a segment
-    pooled_first = pool_first and safe
-    flat_out = out[n, o].reshape(oh * ow)
-    if pooled_first:  # max/min/select of cv + coff = that of cv, + coff
-        pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
-        src, dst = pooled, flat_out
-    elif pool_type == 0:
-        src, dst = cv, flat_out
-    else:
-        src, dst = cv, u
-    done = False
-    if sorted_starts and safe:
-        done = activate_i32(src, coff, c_lo, c_hi, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi,
-                            dst)
-    if sorted_starts and safe and not done:
-        done = activate_sorted(src, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_add, bv_lo, bv_hi, bvs,
-                               dst)
-    if not done:
-        err = activate(src, coff, mul, bsh, badd, s_start, s_mul, s_shift, s_mask, s_half, s_add,
-                       sorted_starts, dst)
-    if not pooled_first and pool_type != 0:
-        pool_plane(u, ih, iw, pool_type, out[n, o])
     return err
 
 
@@ -923,13 +961,17 @@ def ram_download(ram, start, x):
     g, l, p = _row_layout(w)
     line = l * 64
     s = line * h * ((c_n + g - 1) // g)
+    xf = x.reshape(x.size)
+    uw, uline = U64(w), U64(line)
     for n in range(n_b):
         for c in range(c_n):
-            base = start + n * s + (c // g) * (line * h) + (c % g) * p
-            for y in range(h):
-                r = base + y * line
-                for i in range(w):
-                    x[n, c, y, i] = ram[r + i]
+            base = U64(start + n * s + (c // g) * (line * h) + (c % g) * p)
+            d = U64((n * c_n + c) * h) * uw
+            for y in range(U64(h)):
+                r = base + y * uline
+                o = d + y * uw
+                for i in range(uw):
+                    xf[o + i] = ram[r + i]
 
 
 @numba.njit(cache=True)
@@ -940,10 +982,14 @@ def ram_upload(ram, start, x):
     g, l, p = _row_layout(w)
     line = l * 64
     s = line * h * ((c_n + g - 1) // g)
+    xf = x.reshape(x.size)
+    uw, uline = U64(w), U64(line)
     for n in range(n_b):
         for c in range(c_n):
-            base = start + n * s + (c // g) * (line * h) + (c % g) * p
-            for y in range(h):
-                r = base + y * line
-                for i in range(w):
-                    ram[r + i] = x[n, c, y, i]
+            base = U64(start + n * s + (c // g) * (line * h) + (c % g) * p)
+            d = U64((n * c_n + c) * h) * uw
+            for y in range(U64(h)):
+                r = base + y * uline
+                o = d + y * uw
+                for i in range(uw):
+                    ram[r + i] = xf[o + i]

@@ -12,8 +12,8 @@ from ..errors import FormatError, KernelError
 from ..format.binio import DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
 from ..kpu.layer_args import ACT_TABLE_SIZE, ActivationTable, BatchNorm, LayerArgs
 from ..kpu.layout import kpu_bytes, kpu_download, kpu_upload
-from ..kpu.kernels import (ERR_NO_SEGMENT, ERR_SHIFT, MAX_F32_TAPS, POOL_STRIDE, gemm_finish, gemm_input,
-                           im2col_rows, kpu_layer, ram_download, ram_upload)
+from ..kpu.kernels import (ERR_NO_SEGMENT, ERR_SHIFT, MAX_F32_TAPS, POOL_STRIDE, SEG_START, channel_table,
+                           gemm_finish, gemm_input, im2col_rows, kpu_layer, ram_download, ram_upload, segment_table)
 from .base import Op, register
 
 # Threads for a layer's output channels (numba prange): off by default. Two threads made a layer
@@ -41,10 +41,11 @@ def _as_act(act) -> ActivationTable:
 
 
 class _Prepared:
-    """Per-layer tables decoded once: centered float32 weights, weight sums, int64 BN/act arrays,
-    and the work arrays of the previous run."""
+    """Per-layer tables decoded once: centered float32 weights, the per-channel table (batch norm,
+    weight sums) and segment table of the kernels, and the work arrays of the previous run."""
 
-    __slots__ = ("wf", "swc", "gemm", "tb", "k", "dw", "monotone", "shifts_ok", "bufs")
+    __slots__ = ("wf", "gemm", "bnt", "seg", "sorted_starts", "min_start", "k", "dw", "monotone", "shifts_ok",
+                 "bufs")
 
     def __init__(self, weights, k, dw, ic, oc, bn: BatchNorm, act: ActivationTable):
         taps = k * k * (1 if dw else ic)
@@ -52,14 +53,16 @@ class _Prepared:
         if flat.size < oc * taps:
             raise KernelError(f"the KPU layer needs {oc * taps} weights (OC {oc} x {taps} taps), got {flat.size}")
         w = flat[: oc * taps].reshape(oc, taps).astype(np.int32) - 128
-        self.swc = w.sum(axis=1, dtype=np.int64)
         self.wf = np.ascontiguousarray(w, dtype=np.float32)  # exact: |w'| <= 128
         # non-depthwise layers run as one float32 GEMM (BLAS) unless a 3x3 over so few input
         # channels that the direct loop is faster (measured: the first layer of an RGB model)
         self.gemm = (not dw) and (k == 1 or ic >= 8)
         self.k, self.dw = k, dw
-        self.tb = tuple(np.ascontiguousarray(a, dtype=np.int64) for a in (
-            bn.norm_mul, bn.norm_shift, bn.norm_add, act.shift_number, act.y_mul, act.x_start, act.add))
+        self.bnt = channel_table(bn.norm_mul, bn.norm_shift, bn.norm_add, w.sum(axis=1, dtype=np.int64))
+        self.seg = segment_table(act.shift_number, act.y_mul, act.x_start, act.add)
+        starts = self.seg[SEG_START]
+        self.sorted_starts = bool((starts[1:] >= starts[:-1]).all())
+        self.min_start = int(starts.min())
         self.monotone = act.is_monotone()
         self.shifts_ok = bool((act.shift_number < 32).all())
         self.bufs: dict[str, np.ndarray] = {}
@@ -131,18 +134,19 @@ def _execute(pr: _Prepared, x, ram, src: int, out, zp, ax, sx, aw, sw, aadd, poo
     ram_arr, ram_src = (ram, src) if ram is not None else (_NO_RAM, -1)
     pf = pr.pool_first(pool_type)
     if not pr.gemm:
-        return kpu_layer(x, ram_arr, ram_src, pr.wf, pr.swc, pr.dw, pr.k, zp, ax, sx, aw, sw, aadd, pr.tb,
-                         pool_type, pf, out, N_CHUNKS)
+        return kpu_layer(x, ram_arr, ram_src, pr.wf, pr.dw, pr.k, zp, ax, sx, aw, sw, aadd, pr.bnt, pr.seg,
+                         pr.sorted_starts, pr.min_start, pool_type, pf, out, N_CHUNKS)
     pad = (pr.k - 1) // 2
     xp = pr.buf("xp", (ic, ih + 2 * pad, iw + 2 * pad), np.float32)
-    cs = pr.buf("cs", xp.shape[1:], np.float32)
+    cs = pr.buf("cs", (xp.shape[1] * xp.shape[2],), np.float32)
     sxc = pr.buf("sxc", (ih * iw,), np.int32)
     axsx = pr.buf("axsx", (ih * iw if sx != 0 else 0,), np.int64)
     err = 0
     for n in range(n_b):
         gemm_input(x, n, ram_arr, ram_src, pr.k, zp, ax, sx, xp, cs, sxc, axsx)
         d = pr.gemm_d(xp, ih, iw)
-        e = gemm_finish(d, sxc, axsx, n, ic, ih, iw, pr.k, ax, sx, aw, sw, aadd, pr.swc, pr.tb, pool_type, pf, out)
+        e = gemm_finish(d, sxc, axsx, n, ic, ih, iw, pr.k, ax, sx, aw, sw, aadd, pr.bnt, pr.seg, pr.sorted_starts,
+                        pr.min_start, pool_type, pf, out)
         if e != 0:
             err = e
     return err

@@ -522,6 +522,33 @@ def test_gemm_layer_in_im2col_row_blocks_and_int32_chunks(monkeypatch):
     assert np.array_equal(got, reference_kpu(x, w, bn, act, 1, False, 0, 0, 0, 0, 0, 0, 0))
 
 
+@pytest.mark.parametrize("pool", [5, 6, 7])
+@pytest.mark.parametrize("k", [1, 3])
+def test_select_pool_computes_only_the_kept_positions(pool, k):
+    """A select pool (left_top_2, right_top_2, left_top_4) on a layer whose activation is defined
+    for every input runs the convolution on the kept positions only (one GEMM over their im2col
+    columns) and equals the transcription; when a dropped position could reach an undefined case
+    (no segment), every position is computed and the error still shows."""
+    import kmodelpy.ops.kpu_conv2d as kc
+
+    rng = np.random.default_rng(pool * 10 + k)
+    x = rng.integers(0, 256, (2, 5, 9, 13), dtype=np.uint8)
+    w, bn, act = _random_layer(rng, 5, 6, k, False, True, True)
+    args = (k, False, pool, 17, -300, 3, 45, 2, -1000)
+    pr = kc._Prepared(w, k, False, 5, 6, bn, act)
+    assert pr.always_defined(*args[-5:])
+    got = kc._run_prepared(x, pr, pool, *args[3:])
+    s = POOL_STRIDE[pool]
+    assert pr.bufs["cols"].shape == (5 * k * k, (9 // s) * (13 // s))  # the kept positions' columns
+    assert np.array_equal(got, reference_kpu(x, w, bn, act, *args))
+    act.x_start[0] = 1 << 34  # Bv below every start for some inputs: no longer always defined
+    act.x_start[1:] = (1 << 34) + 1
+    pr = kc._Prepared(w, k, False, 5, 6, bn, act)
+    assert not pr.always_defined(*args[-5:])
+    with pytest.raises(KernelError, match="no segment"):
+        kc._run_prepared(x, pr, pool, *args[3:])
+
+
 def test_depthwise_with_more_input_channels_uses_the_first_ones():
     rng = np.random.default_rng(11)
     x = rng.integers(0, 256, (2, 5, 6, 7), dtype=np.uint8)

@@ -924,6 +924,35 @@ def im2col_rows(xp, k, y0, y1, cols):
 
 
 @numba.njit(cache=True)
+def select_input(x, n, ram, ram_src, k, zp, ax, sx, s, dx, oh, ow, xp, cols, sxc, axsx):
+    """Input of a GEMM over only the conv positions a select pool keeps (left_top / right_top:
+    position (y·s, x·s + dx) for output (y, x)): the padded plane ``xp`` of batch ``n`` (as
+    :func:`gemm_input`), then ``cols`` [IC·K², OH·OW] its im2col columns at those positions, their
+    Σx' (``sxc``) and asr(ax·Sx, sx) when sx != 0."""
+    ic, ph, pw = xp.shape
+    _pad_center(x, n, ram, ram_src, zp, (k - 1) // 2, xp)
+    xf = xp.reshape(xp.size)
+    cf = cols.reshape(cols.size)
+    npos = U64(oh * ow)
+    uow, us = U64(ow), U64(s)
+    acc = np.zeros(oh * ow, np.float32)
+    for c in range(ic):
+        for ky in range(k):
+            for kx in range(k):
+                r = U64((c * k + ky) * k + kx) * npos
+                for y in range(U64(oh)):
+                    d = r + y * uow
+                    b = U64((c * ph + ky) * pw + dx + kx) + y * us * U64(pw)
+                    for i in range(uow):
+                        cf[d + i] = xf[b + i * us]
+                for i in range(npos):
+                    acc[i] += cf[r + i]
+    for i in range(npos):
+        sxc[i] = np.int32(acc[i])
+    _ax_sx(sxc, ax, sx, np.int64(ic * k * k), axsx)
+
+
+@numba.njit(cache=True)
 def gemm_finish(d, sxc, axsx, n, ic, ih, iw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
                 pool_first, out):
     """Second half of a GEMM layer: every output channel of batch ``n`` from D = ``d`` [OC, IH·IW]

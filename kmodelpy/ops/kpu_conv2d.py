@@ -13,7 +13,8 @@ from ..format.binio import DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Wri
 from ..kpu.layer_args import ACT_TABLE_SIZE, ActivationTable, BatchNorm, LayerArgs
 from ..kpu.layout import kpu_bytes, kpu_download, kpu_upload
 from ..kpu.kernels import (ERR_NO_SEGMENT, ERR_SHIFT, MAX_F32_TAPS, POOL_STRIDE, SEG_START, channel_table,
-                           gemm_finish, gemm_input, im2col_rows, kpu_layer, ram_download, ram_upload, segment_table)
+                           gemm_finish, gemm_input, im2col_rows, kpu_layer, ram_download, ram_upload, segment_table,
+                           select_input)
 from .base import Op, register
 
 # Threads for a layer's output channels (numba prange): off by default. Two threads made a layer
@@ -45,7 +46,7 @@ class _Prepared:
     weight sums) and segment table of the kernels, and the work arrays of the previous run."""
 
     __slots__ = ("wf", "gemm", "bnt", "seg", "sorted_starts", "min_start", "k", "dw", "monotone", "shifts_ok",
-                 "bufs")
+                 "bufs", "safe")
 
     def __init__(self, weights, k, dw, ic, oc, bn: BatchNorm, act: ActivationTable):
         taps = k * k * (1 if dw else ic)
@@ -66,6 +67,28 @@ class _Prepared:
         self.monotone = act.is_monotone()
         self.shifts_ok = bool((act.shift_number < 32).all())
         self.bufs: dict[str, np.ndarray] = {}
+        self.safe: dict[tuple, bool] = {}
+
+    def always_defined(self, ax, sx, aw, sw, aadd) -> bool:
+        """True when no input whatever can reach ncc's undefined activation cases: every segment
+        shift < 32, and in every channel Bv stays above the lowest x_start for C over all input
+        bytes (Sxw in [0, 255·Sw], Sx in [0, 255·T]; exact integers). A select pool may then
+        skip the positions it drops without hiding an error."""
+        key = (ax, sx, aw, sw, aadd)
+        if key not in self.safe:
+            oc, taps = self.wf.shape
+            gic = taps // (self.k * self.k)
+            f_hi = (ax * 255 * taps) >> sx
+            ok = self.shifts_ok
+            for o in range(oc if ok else 0):
+                mul, bsh, badd, swc = (int(v) for v in self.bnt[:, o])
+                s_w = swc + 128 * taps
+                const = ((aw * s_w) >> sw) + aadd * gic
+                ends = (min(0, f_hi) + const, 255 * s_w + max(0, f_hi) + const)
+                if min(((c * mul) >> bsh) + badd for c in ends) <= self.min_start:
+                    ok = False
+            self.safe[key] = ok
+        return self.safe[key]
 
     def pool_first(self, pool_type) -> bool:
         """Pooling C before the activation is exact for select pools and, with a monotone
@@ -105,6 +128,7 @@ class _Prepared:
 
 
 IM2COL_BYTES = 16 << 20
+SELECT_POOLS = (5, 6, 7)  # left_top_2, right_top_2, left_top_4: one kept position per window
 _NO_RAM = np.empty(0, np.uint8)
 
 
@@ -133,6 +157,11 @@ def _execute(pr: _Prepared, x, ram, src: int, out, zp, ax, sx, aw, sw, aadd, poo
         ram = None
     ram_arr, ram_src = (ram, src) if ram is not None else (_NO_RAM, -1)
     pf = pr.pool_first(pool_type)
+    if pool_type in SELECT_POOLS and not pr.dw and pr.always_defined(ax, sx, aw, sw, aadd):
+        s = POOL_STRIDE[pool_type]
+        oh, ow = ih // s, iw // s
+        if 4 * pr.wf.shape[1] * oh * ow <= IM2COL_BYTES:  # the im2col matrix of the kept positions
+            return _execute_select(pr, x, ram_arr, ram_src, out, zp, ax, sx, aw, sw, aadd, pool_type, s, oh, ow)
     if not pr.gemm:
         return kpu_layer(x, ram_arr, ram_src, pr.wf, pr.dw, pr.k, zp, ax, sx, aw, sw, aadd, pr.bnt, pr.seg,
                          pr.sorted_starts, pr.min_start, pool_type, pf, out, N_CHUNKS)
@@ -147,6 +176,29 @@ def _execute(pr: _Prepared, x, ram, src: int, out, zp, ax, sx, aw, sw, aadd, poo
         d = pr.gemm_d(xp, ih, iw)
         e = gemm_finish(d, sxc, axsx, n, ic, ih, iw, pr.k, ax, sx, aw, sw, aadd, pr.bnt, pr.seg, pr.sorted_starts,
                         pr.min_start, pool_type, pf, out)
+        if e != 0:
+            err = e
+    return err
+
+
+def _execute_select(pr: _Prepared, x, ram_arr, ram_src, out, zp, ax, sx, aw, sw, aadd, pool_type, s, oh, ow):
+    """A layer whose select pool keeps one conv position in s×s (left_top / right_top): one GEMM
+    over those positions only, then batch norm and activation on them (see always_defined)."""
+    n_b, ic, ih, iw = x.shape
+    oc, taps = pr.wf.shape
+    pad = (pr.k - 1) // 2
+    xp = pr.buf("xp", (ic, ih + 2 * pad, iw + 2 * pad), np.float32)
+    cols = pr.buf("cols", (taps, oh * ow), np.float32)
+    sxc = pr.buf("sxc", (oh * ow,), np.int32)
+    axsx = pr.buf("axsx", (oh * ow if sx != 0 else 0,), np.int64)
+    d = pr.buf("d", (oc, oh * ow), np.int32 if taps > MAX_F32_TAPS else np.float32)
+    dx = 1 if pool_type == 6 else 0
+    err = 0
+    for n in range(n_b):
+        select_input(x, n, ram_arr, ram_src, pr.k, zp, ax, sx, s, dx, oh, ow, xp, cols, sxc, axsx)
+        _matmul_exact(pr, pr.wf, cols, d)
+        e = gemm_finish(d, sxc, axsx, n, ic, oh, ow, pr.k, ax, sx, aw, sw, aadd, pr.bnt, pr.seg,
+                        pr.sorted_starts, pr.min_start, 0, False, out)
         if e != 0:
             err = e
     return err

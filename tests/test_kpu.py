@@ -640,8 +640,10 @@ def test_i32_activation_equals_the_64_bit_one(seed, bsh, sh, neg, near_limit, ns
 
 @pytest.mark.parametrize("top", [900_000, 1_036_000, 1_050_000, 3_000_000])
 def test_i32_activation_on_ncc_relu6_table(top):
-    """ncc's ReLU6 table (a ramp, then 13 short segments of one value each near the cap) takes
-    the 32-bit path with its flat segments as steps, and equals the 64-bit activation."""
+    """ncc's ReLU6 table (0, a ramp, then 14 short segments of one value each near the cap) takes
+    the 32-bit path as the ramp plus steps only where a near-cap segment's value differs from the
+    ramp's own rounding (252 up to 1034270 where the ramp rounds to 253, then 253 again), and
+    equals the 64-bit activation."""
     from kmodelpy.kpu.kernels import activate, activate_i32, segment_table
 
     km = KModel.parse((CASES / "line_follower_kpu" / "ncc.kmodel").read_bytes(), "lf")
@@ -656,3 +658,45 @@ def test_i32_activation_on_ncc_relu6_table(top):
                       seg, np.int64(lo), np.int64(hi), np.zeros(16, np.int64), u32)
     activate(cv.astype(np.int64), np.int64(0), np.int64(mul), np.int64(bsh), np.int64(badd), seg, True, u64)
     assert ok and np.array_equal(u32, u64)
+    from kmodelpy.kpu.kernels import _i32_pieces, _reachable
+
+    i_lo, i_hi = _reachable(seg, lo, hi)
+    ok, ja, _, _, nlin, nst = _i32_pieces(seg, lo, hi, i_lo - 1, i_hi, np.zeros(16, np.int64))
+    assert ok and (ja, nlin) == (1, 0) and nst < i_hi - 2  # fewer steps than near-cap segments reached
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 10**6), st.integers(8, 22), st.integers(1, 4000), st.integers(0, 12), st.booleans(),
+       st.booleans())
+def test_i32_activation_merges_only_segments_that_add_nothing(seed, sh, ymul, nsteps, exact_steps, zero_first):
+    """ncc-like tables: a constant first segment, a ramp, then segments that restate the ramp's
+    value near points of it (or, sometimes, differ by one). The 32-bit path leaves out exactly the
+    segments that change nothing, and always equals the 64-bit activation."""
+    from kmodelpy.kpu.kernels import activate, activate_i32, segment_table
+
+    rng = np.random.default_rng(seed)
+    x1 = int(rng.integers(-(1 << 22), 1 << 22))
+    add1 = int(rng.integers(0, 20))
+    ramp = lambda bv: min(max(int(_kround_np(np.array([(bv - x1) * ymul], np.int64), np.array([sh]))[0]) + add1, 0), 255)
+    span = ((256 << sh) // ymul) + 2
+    starts = np.full(16, (1 << 35) - 2, np.int64)
+    starts[0], starts[1] = -(1 << 35), x1
+    mul = np.zeros(16, np.int64)
+    mul[1:] = ymul
+    add = np.zeros(16, np.int64)
+    add[0] = min(add1, 255) if zero_first else int(rng.integers(0, 256))
+    add[1] = add1
+    inner = np.sort(rng.integers(x1 + 1, x1 + span, nsteps))
+    for i, x in enumerate(inner):
+        starts[2 + i] = x
+        mul[2 + i] = 0 if rng.integers(0, 2) else ymul  # a step stays within one rounding of the ramp
+        add[2 + i] = ramp(int(x) + 1) + (0 if exact_steps else int(rng.integers(-1, 2)))
+    seg = segment_table(np.full(16, sh), mul, starts, add)
+    cv = rng.integers(x1 - span, x1 + 2 * span, 2000).astype(np.int32)
+    lo, hi = int(cv.min()), int(cv.max())
+    u32, u64 = np.zeros(2000, np.uint8), np.zeros(2000, np.uint8)
+    ok = activate_i32(cv, np.int64(0), np.int64(lo), np.int64(hi), np.int64(1 << 15), np.int64(15), np.int64(0),
+                      seg, np.int64(lo), np.int64(hi), np.zeros(16, np.int64), u32)
+    activate(cv.astype(np.int64), np.int64(0), np.int64(1 << 15), np.int64(15), np.int64(0), seg, True, u64)
+    if ok:
+        assert np.array_equal(u32, u64)

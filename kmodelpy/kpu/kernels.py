@@ -260,24 +260,20 @@ def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, u)
     """:func:`activate_sorted` for i32 ``cv`` entirely in 32-bit lanes (eight values per AVX2
     instruction instead of emulated 64-bit multiplies and shifts), when every intermediate
     provably fits: C in [c_lo, c_hi] and Bv in [bv_lo, bv_hi] inside i32, BN shift <= 15, and the
-    reachable segments: at most three, or the shape :func:`_i32_steps` accepts, each used one
-    passing :func:`_seg32_params`. Returns False (nothing written) otherwise; the caller then
-    takes the 64-bit path."""
+    reachable segments: the pieces :func:`_i32_pieces` makes of them (or at most three, all
+    taken as sloped), each formula used passing :func:`_seg32_params`. Returns False (nothing
+    written) otherwise; the caller then takes the 64-bit path."""
     if not (I32_MIN <= c_lo and c_hi <= I32_MAX and I32_MIN < bv_lo and bv_hi < I32_MAX and 0 <= bsh <= 15
             and abs(mul) < (1 << 30) and I32_MIN <= coff <= I32_MAX and abs(badd) < (1 << 30)):
         return False
     i_lo, i_hi = _reachable(seg, bv_lo, bv_hi)
     j0 = i_lo - 1
-    for i in range(8):  # steps: starts tv[i], values tv[8 + i]; unused ones: Bv > 2^31 − 1 never holds
-        tv[i] = I32_MAX
-        tv[8 + i] = 0
-    if i_hi - j0 <= 3:  # j0 and the next ones, all sloped
-        jb, jc, nlin, nst = min(j0 + 1, 15), min(j0 + 2, 15), i_hi - j0 - 1, 0
-    else:  # e.g. ncc's ReLU6 tables: 14 short segments near the cap, each one value
-        ok, jb, jc, nlin, nst = _i32_steps(seg, bv_lo, bv_hi, j0, i_hi, tv)
-        if not ok:
+    ok, ja, jb, jc, nlin, nst = _i32_pieces(seg, bv_lo, bv_hi, j0, i_hi, tv)
+    if not ok:
+        if i_hi - j0 > 3:
             return False
-    oka, ha, xa, ya, sa, h1a, za, aa = _seg32_params(seg, j0)
+        ja, jb, jc, nlin, nst = j0, min(j0 + 1, 15), min(j0 + 2, 15), i_hi - j0 - 1, 0
+    oka, ha, xa, ya, sa, h1a, za, aa = _seg32_params(seg, ja)
     okb, hb, xb, yb, sb, h1b, zb, ab = _seg32_params(seg, jb)
     okc, hc, xc, yc, sc, h1c, zc, ac = _seg32_params(seg, jc)
     if not (oka and (nlin < 1 or okb) and (nlin < 2 or okc)):
@@ -312,38 +308,65 @@ def _seg_exact(seg, j, bv):
 
 
 @numba.njit(cache=True)
-def _i32_steps(seg, bv_lo, bv_hi, j0, i_hi, tv):
-    """Shape of more than three reachable segments j0..i_hi−1 for :func:`activate_i32`: segment
-    j0, up to two more sloped ones, then up to eight *steps*: segments after the last sloped one
-    whose value is one constant over their reachable Bv range (y_mul >= 0, so the value is
-    monotone there and equal ends mean constant); equal neighbours merge. Fills the step starts
-    ``tv[:8]`` and values ``tv[8:]``; returns (ok, sloped j b, sloped j c, sloped count, step count)."""
-    jb = jc = j0
+def _i32_pieces(seg, bv_lo, bv_hi, j0, i_hi, tv):
+    """The reachable segments j0..i_hi−1 of a channel (Bv in [bv_lo, bv_hi]) as the pieces
+    :func:`activate_i32` computes: a first formula, up to two more sloped segments, then up to
+    eight *steps* (one value from a start on). A segment that is one value v over its reachable
+    range (y_mul >= 0 makes it monotone there, so equal ends mean constant) is left out when the
+    piece before already gives v there: a constant v, or a formula with y_mul >= 0 equal to v at
+    both ends. A constant first piece is replaced by the next, sloped, segment when that one's
+    formula gives v below its start (there ``_seg32`` clamps the offset to 0: clamp(add) = v).
+    So ncc's ReLU6 table (0, a ramp, 14 near-cap segments each equal to the ramp's own rounding)
+    is one ramp. Fills step starts tv[:8] and values tv[8:] (unused: start 2^31 − 1, never
+    selected); returns (ok, first j, sloped j b, sloped j c, sloped count, step count); not ok
+    for another shape, or a reachable shift outside 0..31 (undefined in ncc: the 64-bit path
+    reports it)."""
+    for i in range(8):
+        tv[i] = I32_MAX
+        tv[8 + i] = 0
+    for j in range(j0, i_hi):
+        if not 0 <= seg[SEG_SHIFT, j] < 32:
+            return False, j0, j0, j0, 0, 0
+    ja = jb = jc = j0
     nlin = 0
     nst = 0
+    hi0 = min(seg[SEG_START, j0 + 1], bv_hi) if j0 + 1 < 16 else bv_hi
+    v_first = _seg_exact(seg, j0, bv_lo)
+    first_const = seg[SEG_MUL, j0] >= 0 and v_first == _seg_exact(seg, j0, hi0)
     for j in range(j0 + 1, i_hi):
         lo_b = max(seg[SEG_START, j] + 1, bv_lo)
         hi_b = min(seg[SEG_START, j + 1], bv_hi) if j + 1 < 16 else bv_hi
         if lo_b > hi_b:
             continue  # never the largest j with Bv > x_start[j] for a Bv of this channel
         v = _seg_exact(seg, j, lo_b)
-        if seg[SEG_MUL, j] >= 0 and v == _seg_exact(seg, j, hi_b):
-            if nst > 0 and tv[8 + nst - 1] == v:
+        if seg[SEG_MUL, j] >= 0 and v == _seg_exact(seg, j, hi_b):  # one value over its range
+            if nst > 0:
+                same = tv[8 + nst - 1] == v
+            elif nlin == 0 and first_const:
+                same = v == v_first
+            else:
+                last = ja if nlin == 0 else (jb if nlin == 1 else jc)
+                same = (seg[SEG_MUL, last] >= 0 and _seg_exact(seg, last, lo_b) == v
+                        and _seg_exact(seg, last, hi_b) == v)
+            if same:
                 continue
             if nst == 8:
-                return False, j0, j0, nlin, nst
+                return False, j0, j0, j0, nlin, nst
             tv[nst] = seg[SEG_START, j]
             tv[8 + nst] = v
             nst += 1
+        elif nst > 0 or nlin == 2:
+            return False, j0, j0, j0, nlin, nst
+        elif nlin == 0 and first_const and min(max(seg[SEG_ADD, j], 0), 255) == v_first:
+            ja = j  # the constant first piece is this formula below its start
+            first_const = False
         else:
-            if nst > 0 or nlin == 2:
-                return False, j0, j0, nlin, nst
             if nlin == 0:
                 jb = j
             else:
                 jc = j
             nlin += 1
-    return True, jb, jc, nlin, nst
+    return True, ja, jb, jc, nlin, nst
 
 
 @numba.njit(cache=True)

@@ -536,11 +536,11 @@ def test_select_pool_computes_only_the_kept_positions(pool, k):
     w, bn, act = _random_layer(rng, 5, 6, k, False, True, True)
     args = (k, False, pool, 17, -300, 3, 45, 2, -1000)
     pr = kc._Prepared(w, k, False, 5, 6, bn, act)
-    assert pr.always_defined(*args[-5:])
-    got = kc._run_prepared(x, pr, pool, *args[3:])
     s = POOL_STRIDE[pool]
-    assert pr.bufs["cols"].shape == (5 * k * k, (9 // s) * (13 // s))  # the kept positions' columns
-    assert np.array_equal(got, reference_kpu(x, w, bn, act, *args))
+    plan = kc._Plan(pr, x.shape, (2, 6, 9 // s, 13 // s), *args[3:], pool)
+    assert plan.mode == "select" and plan.cols.shape == (5 * k * k, (9 // s) * (13 // s))  # the kept positions
+    assert plan.execute(x) == 0
+    assert np.array_equal(plan.out, reference_kpu(x, w, bn, act, *args))
     act.x_start[0] = 1 << 34  # Bv below every start for some inputs: no longer always defined
     act.x_start[1:] = (1 << 34) + 1
     pr = kc._Prepared(w, k, False, 5, 6, bn, act)

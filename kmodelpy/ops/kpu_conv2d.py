@@ -42,11 +42,11 @@ def _as_act(act) -> ActivationTable:
 
 
 class _Prepared:
-    """Per-layer tables decoded once: centered float32 weights, the per-channel table (batch norm,
-    weight sums) and segment table of the kernels, and the work arrays of the previous run."""
+    """Per-layer tables decoded once: centered float32 weights, and the per-channel table (batch
+    norm, weight sums) and segment table of the kernels."""
 
     __slots__ = ("wf", "gemm", "bnt", "seg", "sorted_starts", "min_start", "k", "dw", "monotone", "shifts_ok",
-                 "bufs", "safe")
+                 "safe")
 
     def __init__(self, weights, k, dw, ic, oc, bn: BatchNorm, act: ActivationTable):
         taps = k * k * (1 if dw else ic)
@@ -66,7 +66,6 @@ class _Prepared:
         self.min_start = int(starts.min())
         self.monotone = act.is_monotone()
         self.shifts_ok = bool((act.shift_number < 32).all())
-        self.bufs: dict[str, np.ndarray] = {}
         self.safe: dict[tuple, bool] = {}
 
     def always_defined(self, ax, sx, aw, sw, aadd) -> bool:
@@ -95,123 +94,125 @@ class _Prepared:
         activation, for max pools; it saves activating the dropped values."""
         return (pool_type in (5, 6, 7) and self.shifts_ok) or (pool_type in (1, 3, 9) and self.monotone)
 
-    def buf(self, name: str, shape, dtype) -> np.ndarray:
-        """A work array kept from the previous run when its shape and type still fit."""
-        shape = tuple(int(v) for v in shape)
-        a = self.bufs.get(name)
-        if a is None or a.shape != shape or a.dtype != dtype:
-            a = self.bufs[name] = np.empty(shape, dtype)
-        return a
-
-    def buffers(self, in4, out4):
-        """u8 input and output work arrays of these shapes, reused from the previous run."""
-        return self.buf("x", in4, np.uint8), self.buf("out", out4, np.uint8)
-
-    def gemm_d(self, xp, ih: int, iw: int) -> np.ndarray:
-        """D = W'·X [OC, IH·IW] of a GEMM layer from its padded plane (kernels.MAX_F32_TAPS: exact
-        in float32; longer reductions are summed in int32 chunks). A 3x3 layer's im2col matrix is
-        built a block of output rows at a time, at most IM2COL_BYTES."""
-        oc, taps = self.wf.shape
-        k, npix = self.k, ih * iw
-        chunked = taps > MAX_F32_TAPS
-        d = self.buf("d", (oc, npix), np.int32 if chunked else np.float32)
-        if k == 1:
-            _matmul_exact(self, self.wf, xp.reshape(taps, npix), d)
-            return d
-        rows = max(1, min(ih, IM2COL_BYTES // (4 * taps * iw)))
-        for y0 in range(0, ih, rows):
-            y1 = min(ih, y0 + rows)
-            cols = self.buf("cols", (taps, (y1 - y0) * iw), np.float32)
-            im2col_rows(xp, k, y0, y1, cols)
-            _matmul_exact(self, self.wf, cols, d if rows == ih else d[:, y0 * iw : y1 * iw])
-        return d
-
 
 IM2COL_BYTES = 16 << 20
 SELECT_POOLS = (5, 6, 7)  # left_top_2, right_top_2, left_top_4: one kept position per window
 _NO_RAM = np.empty(0, np.uint8)
 
 
-def _matmul_exact(pr: _Prepared, w, x, d) -> None:
-    """d = w·x, exact: in one float32 BLAS call when the reduction has at most MAX_F32_TAPS
-    terms, else in int32 over chunks of that many (``d`` is then int32)."""
-    taps = w.shape[1]
-    if taps <= MAX_F32_TAPS:
-        np.matmul(w, x, out=d)
-        return
-    part = pr.buf("part", d.shape, np.float32)
-    d[...] = 0
-    for a in range(0, taps, MAX_F32_TAPS):
-        np.matmul(w[:, a : a + MAX_F32_TAPS], x[a : a + MAX_F32_TAPS], out=part)
-        np.add(d, part, out=d, casting="unsafe")
+class _Plan:
+    """A layer's run bound once for its shapes and arguments: the path, the kernels' arguments and
+    the work arrays, so a run is a few numba calls and BLAS products and nothing else. Paths:
 
+    * ``select``: a select pool keeps one conv position per window and no input can reach an
+      undefined activation case (:meth:`_Prepared.always_defined`): one GEMM over the im2col
+      columns of the kept positions only, then batch norm and activation on them;
+    * ``gemm``: non-depthwise layers, D = W'·X as one BLAS product (a 3×3 layer's im2col matrix
+      built IM2COL_BYTES at a time), then :func:`gemm_finish` for every channel;
+    * ``direct``: depthwise and narrow 3×3 layers, all in :func:`kpu_layer`."""
 
-def _execute(pr: _Prepared, x, ram, src: int, out, zp, ax, sx, aw, sw, aadd, pool_type) -> int:
-    """Run the layer into ``out`` u8 [N, OC, OH, OW]; returns the kernels' error code. The input
-    is ``x`` u8 [N, IC, IH, IW], or, with ``ram`` given, the tensor at byte ``src`` of KPU RAM
-    (``x`` then a work array of its shape: read straight into the padded plane for one batch,
-    all batches downloaded first otherwise, as ncc does before writing any)."""
-    n_b, ic, ih, iw = x.shape
-    if ram is not None and n_b > 1:
-        ram_download(ram, src, x)
-        ram = None
-    ram_arr, ram_src = (ram, src) if ram is not None else (_NO_RAM, -1)
-    pf = pr.pool_first(pool_type)
-    if pool_type in SELECT_POOLS and not pr.dw and pr.always_defined(ax, sx, aw, sw, aadd):
+    def __init__(self, pr: _Prepared, in4, out4, zp, ax, sx, aw, sw, aadd, pool_type):
+        n_b, ic, ih, iw = (int(v) for v in in4)
+        oc, taps = pr.wf.shape
+        k, pad = pr.k, (pr.k - 1) // 2
+        self.pr, self.n_b = pr, n_b
+        self.x = np.empty((n_b, ic, ih, iw), np.uint8)  # the downloaded input, or its shape
+        self.out = np.empty(tuple(int(v) for v in out4), np.uint8)
+        pf = pr.pool_first(pool_type)
         s = POOL_STRIDE[pool_type]
-        oh, ow = ih // s, iw // s
-        if 4 * pr.wf.shape[1] * oh * ow <= IM2COL_BYTES:  # the im2col matrix of the kept positions
-            return _execute_select(pr, x, ram_arr, ram_src, out, zp, ax, sx, aw, sw, aadd, pool_type, s, oh, ow)
-    if not pr.gemm:
-        return kpu_layer(x, ram_arr, ram_src, pr.wf, pr.dw, pr.k, zp, ax, sx, aw, sw, aadd, pr.bnt, pr.seg,
-                         pr.sorted_starts, pr.min_start, pool_type, pf, out, N_CHUNKS)
-    pad = (pr.k - 1) // 2
-    xp = pr.buf("xp", (ic, ih + 2 * pad, iw + 2 * pad), np.float32)
-    cs = pr.buf("cs", (xp.shape[1] * xp.shape[2],), np.float32)
-    sxc = pr.buf("sxc", (ih * iw,), np.int32)
-    axsx = pr.buf("axsx", (ih * iw if sx != 0 else 0,), np.int64)
-    err = 0
-    for n in range(n_b):
-        gemm_input(x, n, ram_arr, ram_src, pr.k, zp, ax, sx, xp, cs, sxc, axsx)
-        d = pr.gemm_d(xp, ih, iw)
-        e = gemm_finish(d, sxc, axsx, n, ic, ih, iw, pr.k, ax, sx, aw, sw, aadd, pr.bnt, pr.seg, pr.sorted_starts,
-                        pr.min_start, pool_type, pf, out)
-        if e != 0:
-            err = e
-    return err
+        gh, gw = ih // s, iw // s  # the kept positions of a select pool
+        if (pool_type in SELECT_POOLS and not pr.dw and 4 * taps * gh * gw <= IM2COL_BYTES
+                and pr.always_defined(ax, sx, aw, sw, aadd)):
+            self.mode = "select"
+            fin_pool, fin_pf = 0, False
+        else:
+            self.mode = "gemm" if pr.gemm else "direct"
+            gh, gw, fin_pool, fin_pf = ih, iw, pool_type, pf
+        if self.mode == "direct":
+            self.direct_args = (pr.wf, pr.dw, k, zp, ax, sx, aw, sw, aadd, pr.bnt, pr.seg, pr.sorted_starts,
+                                pr.min_start, pool_type, pf, self.out)
+            return
+        xp = np.empty((ic, ih + 2 * pad, iw + 2 * pad), np.float32)
+        self.xp = xp
+        self.sxc = np.empty(gh * gw, np.int32)
+        self.axsx = np.empty(gh * gw if sx != 0 else 0, np.int64)
+        chunked = taps > MAX_F32_TAPS  # then D is summed in int32 over float32 chunks
+        self.d = np.empty((oc, gh * gw), np.int32 if chunked else np.float32)
+        self.part = np.empty((oc, gh * gw), np.float32) if chunked else None
+        if self.mode == "select":
+            self.cols = np.empty((taps, gh * gw), np.float32)
+            self.in_args = (k, zp, ax, sx, s, 1 if pool_type == 6 else 0, gh, gw, xp, self.cols, self.sxc, self.axsx)
+        else:
+            self.in_args = (k, zp, ax, sx, xp, np.empty(xp.shape[1] * xp.shape[2], np.float32), self.sxc, self.axsx)
+            self.rows = max(1, min(ih, IM2COL_BYTES // (4 * taps * iw))) if k == 3 else ih
+            self.cols = np.empty(taps * self.rows * iw, np.float32) if k == 3 else None  # a block, flat
+        self.fin_args = (ic, gh, gw, k, ax, sx, aw, sw, aadd, pr.bnt, pr.seg, pr.sorted_starts, pr.min_start,
+                         fin_pool, fin_pf, self.out)
 
+    def execute(self, x, ram=None, src=0) -> int:
+        """Run into ``self.out`` u8 [N, OC, OH, OW]; returns the kernels' error code. The input is
+        ``x`` u8 [N, IC, IH, IW], or, with ``x`` None, the tensor at byte ``src`` of KPU RAM
+        ``ram`` (read straight into the padded plane for one batch; all batches downloaded
+        first otherwise, as ncc does before writing any)."""
+        ram_arr, ram_src = _NO_RAM, -1
+        if x is None:
+            x = self.x
+            if self.n_b > 1:
+                ram_download(ram, src, x)
+            else:
+                ram_arr, ram_src = ram, src
+        if self.mode == "direct":
+            return kpu_layer(x, ram_arr, ram_src, *self.direct_args, N_CHUNKS)
+        err = 0
+        for n in range(self.n_b):
+            if self.mode == "select":
+                select_input(x, n, ram_arr, ram_src, *self.in_args)
+                self._matmul(self.cols, self.d)
+            else:
+                gemm_input(x, n, ram_arr, ram_src, *self.in_args)
+                self._gemm_d()
+            e = gemm_finish(self.d, self.sxc, self.axsx, n, *self.fin_args)
+            if e != 0:
+                err = e
+        return err
 
-def _execute_select(pr: _Prepared, x, ram_arr, ram_src, out, zp, ax, sx, aw, sw, aadd, pool_type, s, oh, ow):
-    """A layer whose select pool keeps one conv position in s×s (left_top / right_top): one GEMM
-    over those positions only, then batch norm and activation on them (see always_defined)."""
-    n_b, ic, ih, iw = x.shape
-    oc, taps = pr.wf.shape
-    pad = (pr.k - 1) // 2
-    xp = pr.buf("xp", (ic, ih + 2 * pad, iw + 2 * pad), np.float32)
-    cols = pr.buf("cols", (taps, oh * ow), np.float32)
-    sxc = pr.buf("sxc", (oh * ow,), np.int32)
-    axsx = pr.buf("axsx", (oh * ow if sx != 0 else 0,), np.int64)
-    d = pr.buf("d", (oc, oh * ow), np.int32 if taps > MAX_F32_TAPS else np.float32)
-    dx = 1 if pool_type == 6 else 0
-    err = 0
-    for n in range(n_b):
-        select_input(x, n, ram_arr, ram_src, pr.k, zp, ax, sx, s, dx, oh, ow, xp, cols, sxc, axsx)
-        _matmul_exact(pr, pr.wf, cols, d)
-        e = gemm_finish(d, sxc, axsx, n, ic, oh, ow, pr.k, ax, sx, aw, sw, aadd, pr.bnt, pr.seg,
-                        pr.sorted_starts, pr.min_start, 0, False, out)
-        if e != 0:
-            err = e
-    return err
+    def _gemm_d(self) -> None:
+        """D = W'·X of a GEMM layer from its padded planes; a 3×3 layer's im2col matrix a block of
+        output rows at a time."""
+        pr, xp, d = self.pr, self.xp, self.d
+        taps = pr.wf.shape[1]
+        if pr.k == 1:
+            self._matmul(xp.reshape(taps, -1), d)
+            return
+        ih, iw = xp.shape[1] - 2, xp.shape[2] - 2
+        for y0 in range(0, ih, self.rows):
+            y1 = min(ih, y0 + self.rows)
+            cols = self.cols[: taps * (y1 - y0) * iw].reshape(taps, (y1 - y0) * iw)
+            im2col_rows(xp, 3, y0, y1, cols)
+            self._matmul(cols, d if self.rows == ih else d[:, y0 * iw : y1 * iw])
+
+    def _matmul(self, x, d) -> None:
+        """d = W'·x, exact: one float32 BLAS product when the reduction has at most MAX_F32_TAPS
+        terms, else int32 sums of float32 products over chunks of that many (``d`` is int32)."""
+        w = self.pr.wf
+        taps = w.shape[1]
+        if taps <= MAX_F32_TAPS:
+            np.matmul(w, x, out=d)
+            return
+        part = self.part[:, : d.shape[1]]
+        d[...] = 0
+        for a in range(0, taps, MAX_F32_TAPS):
+            np.matmul(w[:, a : a + MAX_F32_TAPS], x[a : a + MAX_F32_TAPS], out=part)
+            np.add(d, part, out=d, casting="unsafe")
 
 
 def _run_prepared(x, pr: _Prepared, pool_type, pad_value, arg_x, shift_x, arg_w, shift_w, arg_add):
     n, ic, ih, iw = x.shape
     s = POOL_STRIDE[pool_type]
-    out = np.empty((n, pr.wf.shape[0], ih // s, iw // s), np.uint8)
-    err = _execute(pr, np.ascontiguousarray(x, dtype=np.uint8), None, 0, out, int(pad_value), int(arg_x),
-                   int(shift_x), int(arg_w), int(shift_w), int(arg_add), int(pool_type))
-    _check_err(err)
-    return out
+    plan = _Plan(pr, x.shape, (n, pr.wf.shape[0], ih // s, iw // s), int(pad_value), int(arg_x), int(shift_x),
+                 int(arg_w), int(shift_w), int(arg_add), int(pool_type))
+    _check_err(plan.execute(np.ascontiguousarray(x, dtype=np.uint8)))
+    return plan.out
 
 
 def _check_err(err) -> None:
@@ -250,7 +251,8 @@ class KPUConv2D(Op):
     file when writing them back needs them (non-zero bytes or not 256-aligned); ``None`` means
     "compute the gap so the block starts at a multiple of 256" when writing.
 
-    ``run`` caches decoded tables on the instance: call :meth:`invalidate` after mutating fields."""
+    ``run`` caches decoded tables and work arrays on the instance: call :meth:`invalidate` after
+    mutating fields."""
 
     opcode = 0x2002
     name = "KPUConv2D"
@@ -353,6 +355,7 @@ class KPUConv2D(Op):
     # ---------------------------------------------------------------- execution (C.5)
     def invalidate(self) -> None:
         self.__dict__.pop("_prep", None)
+        self.__dict__.pop("_plan", None)
 
     def _prepare(self) -> _Prepared:
         pr = self.__dict__.get("_prep")
@@ -379,23 +382,32 @@ class KPUConv2D(Op):
         self.__dict__["_prep"] = pr
         return pr
 
+    def _run_plan(self):
+        """(plan, src byte, dst byte, lowest byte, end byte in KPU RAM, main-memory copy range)."""
+        bound = self.__dict__.get("_plan")
+        if bound is None:
+            la = self.layer_argument
+            in4, out4 = self._in_shape4(), self._out_shape4()
+            plan = _Plan(self._prepare(), in4, out4, int(la.pad_value), int(la.arg_x), int(la.shr_x),
+                         int(la.arg_w), int(la.shr_w), int(la.arg_add), int(la.pool_type))
+            src, dst = la.image_src_addr * 64, la.image_dst_addr * 64
+            mmo = None
+            if self.main_mem_output.size != 0:
+                mmo = MemoryRange(MEM_MAIN, DT_UINT8, self.main_mem_output.start, plan.out.size)
+            bound = (plan, src, dst, min(src, dst), max(src + kpu_bytes(in4), dst + kpu_bytes(out4)), mmo)
+            self.__dict__["_plan"] = bound
+        return bound
+
     def run(self, mem) -> None:
-        pr = self._prepare()
-        la = self.layer_argument
-        in4, out4 = self._in_shape4(), self._out_shape4()
-        src, dst = la.image_src_addr * 64, la.image_dst_addr * 64
+        plan, src, dst, lo, end, mmo = self._run_plan()
         ram = mem.kpu
-        if min(src, dst) < 0 or src + kpu_bytes(in4) > len(ram) or dst + kpu_bytes(out4) > len(ram):
+        if lo < 0 or end > len(ram):
             try:  # the layout functions say which range is out of KPU RAM
-                kpu_download(ram, src, in4)
-                kpu_upload(ram, dst, np.zeros(out4, np.uint8))
+                kpu_download(ram, src, self._in_shape4())
+                kpu_upload(ram, dst, np.zeros(self._out_shape4(), np.uint8))
             except FormatError as e:
                 raise FormatError(f"{mem.file}: {mem.node}: {e}") from None
-        x, out = pr.buffers(in4, out4)
-        err = _execute(pr, x, ram, src, out, int(la.pad_value), int(la.arg_x), int(la.shr_x), int(la.arg_w),
-                       int(la.shr_w), int(la.arg_add), int(la.pool_type))
-        _check_err(err)
-        ram_upload(ram, dst, out)
-        if self.main_mem_output.size != 0:
-            dst = MemoryRange(MEM_MAIN, DT_UINT8, self.main_mem_output.start, out.size)
-            mem.span(dst)[:] = out.reshape(-1)
+        _check_err(plan.execute(None, ram, src))
+        ram_upload(ram, dst, plan.out)
+        if mmo is not None:
+            mem.span(mmo)[:] = plan.out.reshape(-1)

@@ -719,6 +719,48 @@ def _c_values32(acc, sxc, sx_mul, cv):
     return lo, hi
 
 
+@numba.njit(cache=True, inline="always")
+def _bv_span(c_lo, c_hi, mul, bsh, badd):
+    """(least, greatest) batch-norm value Bv for C in [c_lo, c_hi] (Bv is monotone in C)."""
+    b1 = ((c_lo * mul) >> bsh) + badd
+    b2 = ((c_hi * mul) >> bsh) + badd
+    return min(b1, b2), max(b1, b2)
+
+
+@numba.njit(cache=True)
+def _c_pool2(acc, sxc, sx_mul, ih, iw, use_min, pooled):
+    """:func:`_c_values32` and the max_2_s2 pool of :func:`pool_c` in one pass: pooled[y·ow + x]
+    = max (``use_min``: min) of cv = D + sx_mul·Σx' over the 2×2 window at (2y, 2x), without
+    storing cv; returns (min, max) of cv over every position (an odd last row or column too)."""
+    oh, ow = ih // 2, iw // 2
+    m = np.int32(sx_mul)
+    lo = np.int32(I32_MAX)
+    hi = np.int32(I32_MIN)
+    uiw, uow = U64(iw), U64(ow)
+    one, two = U64(1), U64(2)
+    for y in range(U64(oh)):
+        r0 = y * two * uiw
+        r1 = r0 + uiw
+        o = y * uow
+        for x in range(uow):
+            i = x * two
+            v0 = np.int32(np.int32(acc[r0 + i]) + m * sxc[r0 + i])
+            v1 = np.int32(np.int32(acc[r0 + i + one]) + m * sxc[r0 + i + one])
+            v2 = np.int32(np.int32(acc[r1 + i]) + m * sxc[r1 + i])
+            v3 = np.int32(np.int32(acc[r1 + i + one]) + m * sxc[r1 + i + one])
+            a = max(max(v0, v1), max(v2, v3))
+            b = min(min(v0, v1), min(v2, v3))
+            pooled[o + x] = b if use_min else a
+            lo = min(lo, b)
+            hi = max(hi, a)
+    for y in range(ih):  # positions no window covers: an odd last column, an odd last row
+        for x in range(2 * ow if y < 2 * oh else 0, iw):
+            v = np.int32(np.int32(acc[y * iw + x]) + m * sxc[y * iw + x])
+            lo = min(lo, v)
+            hi = max(hi, v)
+    return lo, hi
+
+
 @numba.njit(cache=True)
 def _c_values(acc, sxc, axsx, sx_mul, const, use_axsx, cv):
     """cv[p] = D + sx_mul·Σx' (+ asr(ax·Sx, sx)) + const, the i64 conv result C; returns (min, max)."""
@@ -760,36 +802,43 @@ def _channel_out(acc, sxc, axsx, o, n, ih, iw, taps, gic, ax, sx, aw, sw, aadd, 
     const = 128 * swo + 16384 * taps + ((aw * (swo + 128 * taps)) >> sw) + aadd * gic
     # D + (128 + ax)·Σx' fits i32 when T·128² + |128 + ax|·T·128 < 2^31 (|x'|, |w'| <= 128)
     if sx == 0 and taps * 16384 + abs(128 + ax) * taps * 128 < (1 << 31) - 1:
-        c_lo32, c_hi32 = _c_values32(acc, sxc, 128 + ax, cv32)
         coff = const + ax * 128 * taps  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
+        if pool_first and pool_type == 1:  # max_2_s2: C and its pool in one pass over the largest arrays
+            mul = bnt[BN_MUL, o]
+            c_lo32, c_hi32 = _c_pool2(acc, sxc, 128 + ax, ih, iw, mul < 0, pooled32)
+            c_lo, c_hi = np.int64(c_lo32) + coff, np.int64(c_hi32) + coff
+            if _bv_span(c_lo, c_hi, mul, bnt[BN_SHIFT, o], bnt[BN_ADD, o])[0] > min_start:
+                return _finish(cv32, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_start, pool_type,
+                               True, True, out, of, bvs, pooled32, u, tv)
+        c_lo32, c_hi32 = _c_values32(acc, sxc, 128 + ax, cv32)
         return _finish(cv32, coff, np.int64(c_lo32) + coff, np.int64(c_hi32) + coff, o, n, ih, iw, bnt, seg,
-                       sorted_starts, min_start, pool_type, pool_first, out, of, bvs, pooled32, u, tv)
+                       sorted_starts, min_start, pool_type, pool_first, False, out, of, bvs, pooled32, u, tv)
     if sx == 0:
         c_lo, c_hi = _c_values(acc, sxc, axsx, 128 + ax, const + ax * 128 * taps, False, cv)
     else:
         c_lo, c_hi = _c_values(acc, sxc, axsx, 128, const, True, cv)
     return _finish(cv, np.int64(0), c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_start, pool_type,
-                   pool_first, out, of, bvs, pooled, u, tv)
+                   pool_first, False, out, of, bvs, pooled, u, tv)
 
 
 @numba.njit(cache=True, inline="always")
-def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_start, pool_type, pool_first, out, of,
-            bvs, pooled, u, tv):
+def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_start, pool_type, pool_first,
+            prepooled, out, of, bvs, pooled, u, tv):
     """Batch norm, activation and pool of output channel ``o`` from C = cv[p] + coff (cv i64, or
     i32 with the channel's constant in ``coff``), C in [c_lo, c_hi], into out[n, o]; returns the
-    error. ``pooled`` has cv's dtype."""
+    error. ``pooled`` has cv's dtype; with ``prepooled`` it holds the pool of C already (the
+    caller made sure every value has a segment)."""
     opix = out.shape[2] * out.shape[3]
     err = ERR_NONE
     mul, bsh, badd = bnt[BN_MUL, o], bnt[BN_SHIFT, o], bnt[BN_ADD, o]
-    b1 = ((c_lo * mul) >> bsh) + badd
-    b2 = ((c_hi * mul) >> bsh) + badd
-    bv_lo, bv_hi = min(b1, b2), max(b1, b2)  # Bv is monotone in C
+    bv_lo, bv_hi = _bv_span(c_lo, c_hi, mul, bsh, badd)
     safe = bv_lo > min_start  # every value has a segment
     pooled_first = pool_first and safe
     start = (n * out.shape[1] + o) * opix
     flat_out = of[start : start + opix]
     if pooled_first:  # max/min/select of cv + coff = that of cv, + coff
-        pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
+        if not prepooled:
+            pool_c(cv, ih, iw, pool_type, mul < 0, pooled)
         src, dst = pooled, flat_out
     elif pool_type == 0:
         src, dst = cv, flat_out

@@ -131,7 +131,7 @@ def _reachable(seg, bv_lo, bv_hi):
     return i_lo, i_hi
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)
 def activate_sorted(cv, coff, mul, bsh, badd, seg, bv_lo, bv_hi, bvs, u):
     """Fast form of :func:`activate` (C = cv[p] + coff) for non-decreasing x_start when every Bv of the channel lies
     in [bv_lo, bv_hi] with bv_lo > x_start[0]: segments entirely below bv_lo always count, those at
@@ -807,7 +807,7 @@ def _scratch(nacc, npix, opix, nflat):
             np.empty(2 * nflat, np.float32), np.empty(16, np.int64))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _channel_out(acc, sxc, axsx, o, n, ih, iw, taps, gic, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts,
                  min_start, pool_type, pool_first, out, of, cv, cv32, bvs, pooled, pooled32, u, tv):
     """Output channel ``o`` of batch ``n`` from its D = Σx'·w' (``acc``, f32 or i32) and the Σx'

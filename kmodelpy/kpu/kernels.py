@@ -1075,9 +1075,9 @@ def _row_layout(w):
 
 
 @numba.njit(cache=True)
-def ram_download(ram, start, x):
-    """x[n, c, y, :] = the tensor's elements in KPU RAM at byte ``start`` (C.3; the same bytes as
-    kpu.layout.kpu_download, bounds checked by the caller)."""
+def _ram_copy(ram, start, x, to_ram):
+    """Copy between x u8 [N, C, H, W] and its tensor at byte ``start`` of KPU RAM, element
+    positions only (C.3; as kpu.layout, bounds checked by the caller): into RAM with ``to_ram``."""
     n_b, c_n, h, w = x.shape
     g, l, p = _row_layout(w)
     line = l * 64
@@ -1091,26 +1091,22 @@ def ram_download(ram, start, x):
             for y in range(U64(h)):
                 r = base + y * uline
                 o = d + y * uw
-                for i in range(uw):
-                    xf[o + i] = ram[r + i]
+                if to_ram:
+                    for i in range(uw):
+                        ram[r + i] = xf[o + i]
+                else:
+                    for i in range(uw):
+                        xf[o + i] = ram[r + i]
+
+
+@numba.njit(cache=True)
+def ram_download(ram, start, x):
+    """x[n, c, y, :] = the tensor's elements in KPU RAM at byte ``start`` (the same bytes as
+    kpu.layout.kpu_download)."""
+    _ram_copy(ram, start, x, False)
 
 
 @numba.njit(cache=True)
 def ram_upload(ram, start, x):
-    """Store x u8 [N, C, H, W] into KPU RAM at byte ``start``, element positions only (C.3; as
-    kpu.layout.kpu_upload, bounds checked by the caller)."""
-    n_b, c_n, h, w = x.shape
-    g, l, p = _row_layout(w)
-    line = l * 64
-    s = line * h * ((c_n + g - 1) // g)
-    xf = x.reshape(x.size)
-    uw, uline = U64(w), U64(line)
-    for n in range(n_b):
-        for c in range(c_n):
-            base = U64(start + n * s + (c // g) * (line * h) + (c % g) * p)
-            d = U64((n * c_n + c) * h) * uw
-            for y in range(U64(h)):
-                r = base + y * uline
-                o = d + y * uw
-                for i in range(uw):
-                    ram[r + i] = xf[o + i]
+    """Store x u8 [N, C, H, W] into KPU RAM at byte ``start`` (as kpu.layout.kpu_upload)."""
+    _ram_copy(ram, start, x, True)

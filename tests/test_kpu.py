@@ -575,15 +575,12 @@ def test_layer_past_kpu_ram_and_zero_batches_are_clear_errors():
 
 
 @pytest.mark.parametrize("batches", [1, 2])
-@pytest.mark.parametrize("chunks", [1, 3])
-def test_op_run_in_kpu_ram_matches_the_array_kernel(batches, chunks, monkeypatch):
-    """KPUConv2D.run reads and writes KPU RAM inside the compiled call (straight into the padded
-    plane for one batch), optionally over threads; it must equal download + kpu_conv2d + upload,
-    for every real model layer width class (line_follower: 160..5 wide)."""
-    import kmodelpy.ops.kpu_conv2d as kc
-
+def test_op_run_in_kpu_ram_matches_the_array_kernel(batches):
+    """KPUConv2D.run reads KPU RAM inside the compiled call (straight into the padded plane for
+    one batch); it must equal download + kpu_conv2d + upload, for every real model layer width
+    class (line_follower: 160..5 wide)."""
     km = KModel.parse((CASES / "line_follower_kpu" / "ncc.kmodel").read_bytes(), "lf")
-    rng = np.random.default_rng(batches * 10 + chunks)
+    rng = np.random.default_rng(batches * 10)
     for op in [e.op for e in km.nodes if isinstance(e.op, KPUConv2D)][::3]:
         op.batches = batches
         op.invalidate()
@@ -592,10 +589,8 @@ def test_op_run_in_kpu_ram_matches_the_array_kernel(batches, chunks, monkeypatch
         mem.node = "test"
         x = rng.integers(0, 256, op._in_shape4(), dtype=np.uint8)
         kpu_upload(mem.kpu, la.image_src_addr * 64, x)
-        monkeypatch.setattr(kc, "N_CHUNKS", 1)
         want = kpu_conv2d(x, op.weights, op.bn, op.activation, la.kernel_size, la.depth_wise_layer, la.pool_type,
                           la.pad_value, la.arg_x, la.shr_x, la.arg_w, la.shr_w, la.arg_add)
-        monkeypatch.setattr(kc, "N_CHUNKS", chunks)
         op.run(mem)
         assert np.array_equal(kpu_download(mem.kpu, la.image_dst_addr * 64, op._out_shape4()), want)
 

@@ -920,40 +920,16 @@ def _layer_scratch(dw, k, ih, iw, opix):
     return _scratch(npix, npix, opix, ih * (iw + k - 1) if dw and k == 3 and iw <= DW_FLAT_MAX_W else 0)
 
 
-@numba.njit(cache=True, parallel=True)
-def _channels_parallel(nth, xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
-                       pool_first, out, n, sxc, axsx, errs):
-    """:func:`_channels` over ``nth`` contiguous blocks of output channels, one per thread, each
-    with its own work arrays (a depthwise layer's Σx' is per channel, so per thread too). The
-    channels are independent, so the result does not depend on ``nth``."""
-    oc = wf.shape[0]
-    ih = xp.shape[1] - (k - 1)
-    iw = xp.shape[2] - (k - 1)
-    for t in numba.prange(nth):
-        o_a = (oc * t) // nth
-        o_b = (oc * (t + 1)) // nth
-        acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv = _layer_scratch(dw, k, ih, iw, out.shape[2] * out.shape[3])
-        if dw:
-            sxc_t = np.empty(sxc.shape[0], np.int32)
-            axsx_t = np.empty(axsx.shape[0], np.int64)
-        else:
-            sxc_t = sxc
-            axsx_t = axsx
-        errs[t] = _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
-                            pool_first, out, n, o_a, o_b, sxc_t, axsx_t, acc, cv, cv32, bvs, pooled, pooled32, u,
-                            fl, tv)
-
-
 @numba.njit(cache=True)
 def kpu_layer(x, ram, ram_src, wf, dw, k, zp, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
-              pool_first, out, n_chunks):
+              pool_first, out):
     """One direct KPU layer (depthwise, or 3×3 over few input channels) over all batches. ``x``
     u8 [N, IC, IH, IW]; ``wf`` centered f32 weights [OC, taps]; ``bnt``/``seg`` the layer's
     :func:`channel_table` and :func:`segment_table`; ``out`` u8 [N, OC, OH, OW].
     ``pool_first``: the pool may run on C before the activation (select pools, or max pools with
     a monotone activation). With ``ram_src >= 0`` (one batch only) the input is read from KPU
     RAM ``ram`` at byte ``ram_src`` instead, ``x`` giving only the shape. Returns ERR_NONE, or
-    ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined."""
+    ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined (the last channel's)."""
     n_b, ic, ih, iw = x.shape
     oc = wf.shape[0]
     pad = (k - 1) // 2
@@ -964,24 +940,15 @@ def kpu_layer(x, ram, ram_src, wf, dw, k, zp, ax, sx, aw, sw, aadd, bnt, seg, so
     axsx = np.empty(ih * iw if sx != 0 else 0, np.int64)  # asr(ax·Sx, sx), needed when sx != 0
     cs = np.empty(ph * pw, np.float32)
     err = ERR_NONE
-    nth = max(1, min(n_chunks, oc))
-    errs = np.zeros(nth, np.int64)
-    one = nth == 1  # else each thread has its own work arrays
-    acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv = _layer_scratch(dw, k, ih if one else 0, iw,
-                                                                     out.shape[2] * out.shape[3] if one else 0)
+    acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv = _layer_scratch(dw, k, ih, iw, out.shape[2] * out.shape[3])
     for n in range(n_b):
         _pad_center(x, n, ram, ram_src, zp, pad, xp)
         if not dw:
             _sum_x(xp, k, ax, sx, taps, cs, sxc, axsx)
-        if one:
-            errs[0] = _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
-                                pool_first, out, n, 0, oc, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv)
-        else:
-            _channels_parallel(nth, xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start,
-                               pool_type, pool_first, out, n, sxc, axsx, errs)
-        for t in range(nth):  # the last channel's error, as a channel-by-channel loop would keep
-            if errs[t] != ERR_NONE:
-                err = errs[t]
+        e = _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type, pool_first,
+                      out, n, 0, oc, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv)
+        if e != ERR_NONE:
+            err = e
     return err
 
 

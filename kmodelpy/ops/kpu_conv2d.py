@@ -3,7 +3,6 @@ pooling -- emulated bit for bit as ``ncc infer`` does (runtime spec §C.4 encodi
 §C.6 pools, §B.26 errors). The numba kernels are in :mod:`kmodelpy.kpu.kernels`."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -17,12 +16,6 @@ from ..kpu.kernels import (ERR_NO_SEGMENT, ERR_SHIFT, MAX_F32_TAPS, POOL_STRIDE,
                            select_input)
 from .base import Op, register
 
-# Threads for a layer's output channels (numba prange): off by default. Two threads made a layer
-# only ~1.5x faster on an idle 2-core machine and up to 10x slower when another process holds a
-# core (each parallel region waits for a descheduled thread); the results never depend on it.
-# KMODELPY_THREADS=2 (or more) turns it on for the direct (depthwise, narrow 3x3) layers; the GEMM
-# layers use whatever threads numpy's BLAS is given.
-N_CHUNKS = max(1, int(os.environ.get("KMODELPY_THREADS", "1") or 1))
 ALIGN = 256  # BN table, activation table and weights start at multiples of 256 (absolute file offset)
 FIXED_SIZE = 120  # main_mem_output, batches, reserved0, layer argument
 
@@ -162,7 +155,7 @@ class _Plan:
             else:
                 ram_arr, ram_src = ram, src
         if self.mode == "direct":
-            return kpu_layer(x, ram_arr, ram_src, *self.direct_args, N_CHUNKS)
+            return kpu_layer(x, ram_arr, ram_src, *self.direct_args)
         err = 0
         for n in range(self.n_b):
             if self.mode == "select":

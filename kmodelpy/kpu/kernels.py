@@ -181,17 +181,11 @@ def activate_sorted(cv, coff, mul, bsh, badd, seg, bv_lo, bv_hi, bvs, u):
         for p in range(n):
             bvs[p] = (((cv[p] + coff) * mul) >> bsh) + badd
         for j in range(j0, i_hi):
-            xs, ym, sh, add = seg[SEG_START, j], seg[SEG_MUL, j], seg[SEG_SHIFT, j], seg[SEG_ADD, j]
-            hm1 = ((np.int64(1) << sh) >> 1) - 1 if sh > 0 else np.int64(0)
-            nz = np.int64(-1) if sh > 0 else np.int64(0)
+            xs, ym, sh, add, h1, z = _seg_consts(seg, j)
             first = j == j0
             for p in range(n):
                 bv = bvs[p]
-                t = (bv - xs) * ym
-                q = t >> sh
-                up = (((t + hm1 + (q & 1)) >> sh) - q) & nz
-                m = t >> 63
-                r = min(max(q + ((up ^ m) - m) + add, 0), 255)
+                r = min(max(_seg_value(bv, xs, ym, sh, add, h1, z), 0), 255)
                 if first or bv > xs:
                     u[p] = r
         return True
@@ -200,13 +194,8 @@ def activate_sorted(cv, coff, mul, bsh, badd, seg, bv_lo, bv_hi, bvs, u):
         j = j0
         for i in range(i_lo, i_hi):
             j += bv > seg[SEG_START, i]
-        sh = seg[SEG_SHIFT, j]
-        t = (bv - seg[SEG_START, j]) * seg[SEG_MUL, j]
-        q = t >> sh
-        up = (((t + ((np.int64(1) << sh) >> 1) - 1 + (q & 1)) >> sh) - q) if sh > 0 else np.int64(0)
-        m = t >> 63
-        r = q + ((up ^ m) - m) + seg[SEG_ADD, j]
-        u[p] = min(max(r, 0), 255)
+        xs, ym, sh, add, h1, z = _seg_consts(seg, j)
+        u[p] = min(max(_seg_value(bv, xs, ym, sh, add, h1, z), 0), 255)
     return True
 
 I32 = np.int32
@@ -369,17 +358,24 @@ def _i32_pieces(seg, bv_lo, bv_hi, j0, i_hi, tv):
     return True, ja, jb, jc, nlin, nst
 
 
+@numba.njit(cache=True, inline="always")
+def _sloped3(bv, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab, hc, xc, yc, sc, h1c, zc, ac):
+    """The value of ``bv`` by the last of three formulas (a, then b from xb, then c from xc) whose
+    start it lies above, before the clamp (:func:`_seg32` each)."""
+    r = _seg32(bv, ha, xa, ya, sa, h1a, za, aa)
+    rb = _seg32(bv, hb, xb, yb, sb, h1b, zb, ab)
+    rc = _seg32(bv, hc, xc, yc, sc, h1c, zc, ac)
+    r = rb if bv > xb else r
+    return rc if bv > xc else r
+
+
 @numba.njit(cache=True)
 def _act32_steps_loop(cv, c0, mh, ml, s, s16, bd, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab,
                       hc, xc, yc, sc, h1c, zc, ac, t0, t1, t2, t3, t4, t5, t6, t7, v0, v1, v2, v3, v4, v5, v6, v7, u):
     """Pixel loop of :func:`activate_i32` with steps (three sloped candidates, eight steps)."""
     for p in range(u.shape[0]):
         bv = I32(_bv32(cv[p], c0, mh, ml, s, s16) + bd)
-        r = _seg32(bv, ha, xa, ya, sa, h1a, za, aa)
-        rb = _seg32(bv, hb, xb, yb, sb, h1b, zb, ab)
-        rc = _seg32(bv, hc, xc, yc, sc, h1c, zc, ac)
-        r = rb if bv > xb else r
-        r = rc if bv > xc else r
+        r = _sloped3(bv, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab, hc, xc, yc, sc, h1c, zc, ac)
         r = v0 if bv > t0 else r
         r = v1 if bv > t1 else r
         r = v2 if bv > t2 else r
@@ -411,11 +407,7 @@ def _act32_loop(cv, c0, mh, ml, s, s16, bd, nseg, ha, xa, ya, sa, h1a, za, aa, h
     else:
         for p in range(n):
             bv = I32(_bv32(cv[p], c0, mh, ml, s, s16) + bd)
-            r = _seg32(bv, ha, xa, ya, sa, h1a, za, aa)
-            rb = _seg32(bv, hb, xb, yb, sb, h1b, zb, ab)
-            rc = _seg32(bv, hc, xc, yc, sc, h1c, zc, ac)
-            r = rb if bv > xb else r
-            r = rc if bv > xc else r
+            r = _sloped3(bv, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab, hc, xc, yc, sc, h1c, zc, ac)
             u[p] = min(max(r, 0), 255)
 
 # ============================================================== pooling (C.6)
@@ -493,15 +485,6 @@ def pool_c(cv, ih, iw, pool_type, use_min, dst):
         for y in range(oh):
             for x in range(ow):
                 dst[y * ow + x] = cv[(y * s) * iw + x * s + dx]
-        return
-    if pool_type == 1 and not use_min:  # max_2_s2, the common case, unrolled
-        for y in range(oh):
-            r0 = (2 * y) * iw
-            r1 = r0 + iw
-            for x in range(ow):
-                a = max(cv[r0 + 2 * x], cv[r0 + 2 * x + 1])
-                b = max(cv[r1 + 2 * x], cv[r1 + 2 * x + 1])
-                dst[y * ow + x] = max(a, b)
         return
     win = 2 if pool_type == 9 else s
     for y in range(oh):
@@ -879,8 +862,8 @@ def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_sta
 
 @numba.njit(cache=True)
 def _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type, pool_first,
-              out, n, o_a, o_b, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv):
-    """Output channels ``o_a <= o < o_b`` of batch ``n`` of a direct (non-GEMM) layer: the
+              out, n, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv):
+    """Every output channel of batch ``n`` of a direct (non-GEMM) layer: the
     convolution from the padded planes ``xp`` (depthwise, or 3×3 over few input channels), then
     :func:`_channel_out`. ``sxc``/``axsx`` hold Σx' already unless depthwise (then per channel).
     Returns the last error (ERR_NONE if none)."""
@@ -892,7 +875,7 @@ def _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_
     taps = np.int64(gic * k * k)
     xf = xp.reshape(xp.size)
     of = out.reshape(out.size)
-    for o in range(o_a, o_b):
+    for o in range(wf.shape[0]):
         if dw:
             if k == 3 and iw <= DW_FLAT_MAX_W:
                 _dw3_flat(xf, ph, pw, o, wf, ih, iw, fl, acc, sxc)
@@ -913,13 +896,6 @@ def _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_
     return err
 
 
-@numba.njit(cache=True, inline="always")
-def _layer_scratch(dw, k, ih, iw, opix):
-    """:func:`_scratch` of a direct layer (the flat depthwise work only where it is used)."""
-    npix = ih * iw
-    return _scratch(npix, npix, opix, ih * (iw + k - 1) if dw and k == 3 and iw <= DW_FLAT_MAX_W else 0)
-
-
 @numba.njit(cache=True)
 def kpu_layer(x, ram, ram_src, wf, dw, k, zp, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
               pool_first, out):
@@ -931,7 +907,6 @@ def kpu_layer(x, ram, ram_src, wf, dw, k, zp, ax, sx, aw, sw, aadd, bnt, seg, so
     RAM ``ram`` at byte ``ram_src`` instead, ``x`` giving only the shape. Returns ERR_NONE, or
     ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined (the last channel's)."""
     n_b, ic, ih, iw = x.shape
-    oc = wf.shape[0]
     pad = (k - 1) // 2
     ph, pw = ih + 2 * pad, iw + 2 * pad
     taps = np.int64((1 if dw else ic) * k * k)
@@ -940,13 +915,14 @@ def kpu_layer(x, ram, ram_src, wf, dw, k, zp, ax, sx, aw, sw, aadd, bnt, seg, so
     axsx = np.empty(ih * iw if sx != 0 else 0, np.int64)  # asr(ax·Sx, sx), needed when sx != 0
     cs = np.empty(ph * pw, np.float32)
     err = ERR_NONE
-    acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv = _layer_scratch(dw, k, ih, iw, out.shape[2] * out.shape[3])
+    nflat = ih * pw if dw and k == 3 and iw <= DW_FLAT_MAX_W else 0  # the flat depthwise form's work
+    acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv = _scratch(ih * iw, ih * iw, out.shape[2] * out.shape[3], nflat)
     for n in range(n_b):
         _pad_center(x, n, ram, ram_src, zp, pad, xp)
         if not dw:
             _sum_x(xp, k, ax, sx, taps, cs, sxc, axsx)
         e = _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type, pool_first,
-                      out, n, 0, oc, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv)
+                      out, n, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv)
         if e != ERR_NONE:
             err = e
     return err

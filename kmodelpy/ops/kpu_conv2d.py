@@ -38,8 +38,7 @@ class _Prepared:
     """Per-layer tables decoded once: centered float32 weights, and the per-channel table (batch
     norm, weight sums) and segment table of the kernels."""
 
-    __slots__ = ("wf", "gemm", "bnt", "seg", "sorted_starts", "min_start", "k", "dw", "monotone", "shifts_ok",
-                 "safe")
+    __slots__ = ("wf", "gemm", "bnt", "seg", "sorted_starts", "min_start", "k", "dw", "monotone", "shifts_ok")
 
     def __init__(self, weights, k, dw, ic, oc, bn: BatchNorm, act: ActivationTable):
         taps = k * k * (1 if dw else ic)
@@ -59,33 +58,30 @@ class _Prepared:
         self.min_start = int(starts.min())
         self.monotone = act.is_monotone()
         self.shifts_ok = bool((act.shift_number < 32).all())
-        self.safe: dict[tuple, bool] = {}
 
     def always_defined(self, ax, sx, aw, sw, aadd) -> bool:
         """True when no input whatever can reach ncc's undefined activation cases: every segment
         shift < 32, and in every channel Bv stays above the lowest x_start for C over all input
         bytes (Sxw in [0, 255·Sw], Sx in [0, 255·T]; exact integers). A select pool may then
         skip the positions it drops without hiding an error."""
-        key = (ax, sx, aw, sw, aadd)
-        if key not in self.safe:
-            oc, taps = self.wf.shape
-            gic = taps // (self.k * self.k)
-            f_hi = (ax * 255 * taps) >> sx
-            ok = self.shifts_ok
-            for o in range(oc if ok else 0):
-                mul, bsh, badd, swc = (int(v) for v in self.bnt[:, o])
-                s_w = swc + 128 * taps
-                const = ((aw * s_w) >> sw) + aadd * gic
-                ends = (min(0, f_hi) + const, 255 * s_w + max(0, f_hi) + const)
-                if min(((c * mul) >> bsh) + badd for c in ends) <= self.min_start:
-                    ok = False
-            self.safe[key] = ok
-        return self.safe[key]
+        if not self.shifts_ok:
+            return False
+        oc, taps = self.wf.shape
+        gic = taps // (self.k * self.k)
+        f_hi = (ax * 255 * taps) >> sx
+        for o in range(oc):
+            mul, bsh, badd, swc = (int(v) for v in self.bnt[:, o])
+            s_w = swc + 128 * taps
+            const = ((aw * s_w) >> sw) + aadd * gic
+            ends = (min(0, f_hi) + const, 255 * s_w + max(0, f_hi) + const)
+            if min(((c * mul) >> bsh) + badd for c in ends) <= self.min_start:
+                return False
+        return True
 
     def pool_first(self, pool_type) -> bool:
         """Pooling C before the activation is exact for select pools and, with a monotone
         activation, for max pools; it saves activating the dropped values."""
-        return (pool_type in (5, 6, 7) and self.shifts_ok) or (pool_type in (1, 3, 9) and self.monotone)
+        return (pool_type in SELECT_POOLS and self.shifts_ok) or (pool_type in (1, 3, 9) and self.monotone)
 
 
 IM2COL_BYTES = 16 << 20

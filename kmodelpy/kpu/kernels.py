@@ -959,18 +959,19 @@ def im2col_rows(xp, k, y0, y1, cols):
 
 
 @numba.njit(cache=True)
-def select_input(x, n, ram, ram_src, k, zp, ax, sx, s, dx, oh, ow, xp, cols, sxc, axsx):
+def select_input(x, n, ram, ram_src, k, zp, ax, sx, s, dx, oh, ow, xp, cols, acc, sxc, axsx):
     """Input of a GEMM over only the conv positions a select pool keeps (left_top / right_top:
     position (y·s, x·s + dx) for output (y, x)): the padded plane ``xp`` of batch ``n`` (as
     :func:`gemm_input`), then ``cols`` [IC·K², OH·OW] its im2col columns at those positions, their
-    Σx' (``sxc``) and asr(ax·Sx, sx) when sx != 0."""
+    Σx' (``sxc``, summed in the f32 work array ``acc``) and asr(ax·Sx, sx) when sx != 0."""
     ic, ph, pw = xp.shape
     _pad_center(x, n, ram, ram_src, zp, (k - 1) // 2, xp)
     xf = xp.reshape(xp.size)
     cf = cols.reshape(cols.size)
     npos = U64(oh * ow)
     uow, us = U64(ow), U64(s)
-    acc = np.zeros(oh * ow, np.float32)
+    for i in range(npos):
+        acc[i] = 0
     for c in range(ic):
         for ky in range(k):
             for kx in range(k):

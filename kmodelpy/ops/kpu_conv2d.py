@@ -130,7 +130,8 @@ class _Plan:
         self.part = np.empty((oc, gh * gw), np.float32) if chunked else None
         if self.mode == "select":
             self.cols = np.empty((taps, gh * gw), np.float32)
-            self.in_args = (k, zp, ax, sx, s, 1 if pool_type == 6 else 0, gh, gw, xp, self.cols, self.sxc, self.axsx)
+            self.in_args = (k, zp, ax, sx, s, 1 if pool_type == 6 else 0, gh, gw, xp, self.cols,
+                            np.empty(gh * gw, np.float32), self.sxc, self.axsx)
         else:
             self.in_args = (k, zp, ax, sx, xp, np.empty(xp.shape[1] * xp.shape[2], np.float32), self.sxc, self.axsx)
             self.rows = max(1, min(ih, IM2COL_BYTES // (4 * taps * iw))) if k == 3 else ih

@@ -60,8 +60,8 @@ def _fold_range_int(v, mn, mx):
     """``_fold_range`` on a contiguous 1-D float32 array in one vectorisable pass: the float bits are
     mapped to order-preserving int32 keys (integer min/max reductions vectorise, float ones cannot
     without fast-math), NaN/±inf are only counted. With any of them present it falls back to the
-    element-by-element fold; a zero minimum is the first zero of ``v`` (the fold keeps the first of
-    equal values, hence its sign)."""
+    element-by-element fold; a zero minimum or maximum is the first zero of ``v`` (the fold keeps the
+    first of equal values, hence its sign)."""
     if v.size == 0:
         return mn, mx
     bits = v.view(np.int32)
@@ -80,10 +80,13 @@ def _fold_range_int(v, mn, mx):
         return _fold_range(v, mn, mx)
     lo = _f32_of_key(kmin)
     hi = _f32_of_key(kmax)
-    if lo == 0:
+    if lo == 0 or hi == 0:  # an extreme zero is the first zero of v (the fold keeps the first of equals)
         for i in range(bits.size):
             if (bits[i] & 0x7FFFFFFF) == 0:
-                lo = v[i]
+                if lo == 0:
+                    lo = v[i]
+                if hi == 0:
+                    hi = v[i]
                 break
     if lo < mn:
         mn = lo

@@ -231,6 +231,33 @@ def test_depthwise_stride2_keeps_cpu_slice(tmp_path):
     assert conv["is_depthwise"] and conv["pool_type"] == build.POOL_BYPASS
 
 
+def test_stacked_stride2_1x1_convs_keep_both_subsamplings(tmp_path):
+    """D10: strided_slice_motion moves the first conv's stride-2 slice behind the second 1x1 conv, which
+    then has two slices; the select-pool fusion takes the first and leaves the second a CPU slice (ncc
+    fuses it again into the conv that has its pool already, losing one subsampling)."""
+    b = TFLiteBuilder()
+    rng = np.random.default_rng(0)
+    x = b.tensor("x", [1, 13, 13, 1])
+    shapes = [(1, 7, 7, 1), (1, 4, 4, 2)]
+    cur, ic = x, 1
+    for i, shp in enumerate(shapes):
+        oc = shp[3]
+        wt = b.const(f"w{i}", rng.uniform(-1, 1, (oc, 1, 1, ic)).astype(F32))
+        bias = b.const(f"b{i}", rng.uniform(-0.1, 0.1, oc).astype(F32))
+        y = b.tensor(f"y{i}", list(shp))
+        b.op("CONV_2D", [cur, wt, bias], [y], "Conv2DOptions", padding="SAME", stride_h=2, stride_w=2,
+             fused_activation="NONE")
+        cur, ic = y, oc
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b.build(inputs=[x], outputs=[cur]))
+    g = _optimized(path)
+    convs = [n for n in g.dfs() if n.op == "fake_kpu_conv2d"]
+    assert [c["pool_type"] for c in convs] == [build.POOL_BYPASS, build.POOL_LEFT_TOP_2_S2]
+    assert convs[1].input.shape == (1, 1, 14, 14) and convs[1].output.shape == (1, 2, 7, 7)
+    (s,) = [n for n in g.nodes if n.op == "strided_slice"]
+    assert list(s["strides"]) == [1, 1, 2, 2] and s.output.shape == (1, 2, 4, 4)
+
+
 def test_5x5_conv_stays_float_conv2d(tmp_path):
     g = _optimized(_conv_model(tmp_path, 8, 8, 5, 1, "SAME"))
     assert "conv2d" in kinds(g) and "fake_kpu_conv2d" not in kinds(g)

@@ -196,6 +196,13 @@ def test_random_op_chain_float_kmodel_equals_tflite(tmp_path_factory, h, w, c, o
      "weights": "nonpos"},
     {"k": 3, "stride": 1, "padding": "SAME", "oc": 4, "act": "NONE", "depthwise": False, "pool": None,
      "weights": "mixed"}])
+# D10: two stacked stride-2 1x1 convs; ncc fuses the second subsampling into the conv that already has
+# the first one's select pool, so one subsampling is lost (outputs taken from the wrong positions)
+@example(h=13, w=13, c=1, seed=0, layers=[
+    {"k": 1, "stride": 2, "padding": "SAME", "oc": 1, "act": "NONE", "depthwise": False, "pool": None,
+     "weights": "mixed"},
+    {"k": 1, "stride": 2, "padding": "SAME", "oc": 2, "act": "NONE", "depthwise": False, "pool": None,
+     "weights": "mixed"}])
 def test_random_conv_stack_tracks_float(tmp_path_factory, h, w, c, layers, seed):
     import kmodelpy
     import kmodelpy.compiler as C

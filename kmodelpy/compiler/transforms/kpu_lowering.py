@@ -187,13 +187,15 @@ def _select_pool_pads(conv, s):
 
 
 class FuseFakeKpuConv2dStridedSlice(Transform):
-    """A [1,1,2,2] slice after a non-depthwise fake conv → left/right-top 2×2 select pool (+ pad/crop)."""
+    """A [1,1,2,2] slice after a non-depthwise fake conv → left/right-top 2×2 select pool (+ pad/crop).
+    Deviation D10: only a conv without a pool yet (ncc also fuses into a conv that already has a
+    select pool, overwriting it, so one of two stacked stride-2 subsamplings is lost)."""
 
     name = "fuse_fake_kpu_conv2d_strided_slice"
     ops = frozenset({"fake_kpu_conv2d"})
 
     def match(self, conv, ctx):
-        if conv["is_depthwise"]:
+        if conv["is_depthwise"] or conv["pool_type"] != POOL_BYPASS:
             return None
         s = first_child(conv, "strided_slice")
         if s is None or list(s["strides"]) != [1, 1, 2, 2] or not supported_in_shape(s.output.shape):

@@ -695,3 +695,51 @@ def test_i32_activation_merges_only_segments_that_add_nothing(seed, sh, ymul, ns
     activate(cv.astype(np.int64), np.int64(0), np.int64(1 << 15), np.int64(15), np.int64(0), seg, True, u64)
     if ok:
         assert np.array_equal(u32, u64)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10**6), st.booleans(), st.booleans(), st.sampled_from([0, 1, 5, 8]), st.booleans(),
+       st.booleans())
+def test_layer_programs_and_folded_sums_equal_the_transcription(seed, dw, k3, pool, big_ax, neg_mul):
+    """ncc-like layers (a ReLU table; batch norm centering each channel's Bv on the ramp): every
+    channel's activation program is written once from its exact C bounds over all inputs, Σx' is
+    folded into the weights when the sums stay exact in float32 (not with a large ax), and the run
+    equals both the transcription and the run that classifies every channel afresh (programs
+    cleared)."""
+    import kmodelpy.ops.kpu_conv2d as kc
+    from kmodelpy.kpu.kernels import PR_OK
+
+    rng = np.random.default_rng(seed)
+    k = 3 if k3 else 1
+    ic = int(rng.integers(1, 12))
+    oc = ic if dw else int(rng.integers(1, 12))
+    n, h, w = int(rng.integers(1, 3)), int(rng.integers(4, 14)), int(rng.integers(4, 14))
+    x = rng.integers(0, 256, (n, ic, h, w), dtype=np.uint8)
+    wts = rng.integers(0, 256, oc * k * k * (1 if dw else ic), dtype=np.uint8)
+    ax = int(rng.integers(30000, 40000)) if big_ax else int(rng.integers(-200, 0))
+    args = (int(rng.integers(0, 256)), ax, 0, int(rng.integers(-200, 0)), 0, int(rng.integers(-5000, 5000)))
+    c = np.stack([_conv_c(x[b], wts, k, dw, *args, oc) for b in range(n)], axis=1).reshape(oc, -1)
+    top = min((1 << 31) // max(1, int(np.abs(c).max())), 1 << 22)  # |C·mul| <= 2^31: Bv spans up to 2^16
+    mul = rng.integers(max(1, top // 4), top + 1, oc) * (-1 if neg_mul else 1)
+    bv = (c * mul[:, None]) >> 15
+    add = -np.median(bv, axis=1).astype(np.int64)  # each channel's Bv around 0, where the ramp starts
+    spread = max(1, int(np.abs(bv + add[:, None]).max()))
+    sh = int(rng.integers(8, 16))
+    starts = np.full(16, (1 << 35) - 2, np.int64)
+    starts[0], starts[1] = -(1 << 35), 0
+    ymul = np.zeros(16, np.int64)
+    ymul[1] = min(max((128 << sh) // spread, 1), 4095)  # the ramp's values up to about 128
+    bn = BatchNorm(mul, add, np.full(oc, 15))
+    act = ActivationTable(np.full(16, sh), ymul, starts, np.zeros(16, np.int64))
+    pr = kc._Prepared(wts, k, dw, ic, oc, bn, act)
+    s = POOL_STRIDE[pool]
+    plan = kc._Plan(pr, x.shape, (n, oc, h // s, w // s), *args, pool)
+    assert plan.prog[:, PR_OK].all()
+    taps = k * k * (1 if dw else ic)  # |w' + 128 + ax| is 30000..40255 with the large ax: 2^24 at 4..5 taps
+    assert plan.folded if not big_ax or taps <= 3 else (taps == 4 or not plan.folded)
+    want = reference_kpu(x, wts, bn, act, k, dw, pool, *args)
+    assert len(np.unique(want)) > 2 or want.size <= 16 or np.ptp(c) == 0  # values along the ramp, not its ends
+    assert plan.execute(x) == 0 and np.array_equal(plan.out, want)
+    plan.prog[:] = 0
+    plan.out[:] = 0
+    assert plan.execute(x) == 0 and np.array_equal(plan.out, want)

@@ -21,6 +21,22 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _borrow(typingctx, arr):
+    """A view of ``arr`` without a reference count (meminfo NULL), so that the views and calls
+    made from it in per-channel loops skip numba's atomic incref/decref pairs (a few per call,
+    per view). Only for arrays the Python caller owns for the whole call: the kernels' arguments."""
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, value=args[0])
+        dst = context.make_array(sig.return_type)(context, builder)
+        cgutils.copy_struct(dst, src, {"meminfo": cgutils.get_null_value(src.meminfo.type)})
+        return dst._getvalue()
+
+    return arr(arr), codegen
 
 # ============================================================== activation (C.5 b, c)
 ERR_NONE, ERR_NO_SEGMENT, ERR_SHIFT = 0, 1, 2
@@ -200,11 +216,25 @@ def activate_sorted(cv, coff, mul, bsh, badd, seg, bv_lo, bv_hi, bvs, u):
 
 I32 = np.int32
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+# A channel's 32-bit activation *program*: one row of an i64 table [OC, PROG_ROWS] holding all
+# that :func:`run_program` needs (C offset, batch norm split for i32, up to three formulas of seven
+# values each, eight steps). :func:`i32_program` writes it; a layer's programs are written once
+# from every channel's exact C bounds (:func:`layer_programs`) or, failing that, per run.
+PR_OK, PR_COFF, PR_MH, PR_ML, PR_BSH, PR_BADD, PR_NLIN, PR_NST = range(8)
+PR_FORMULA = 8  # formulas a, b, c: rows PR_FORMULA + 7·i .. + 7·i + 6 = (hi, xs, ym, sh, h1, z, add)
+PR_STEP = PR_FORMULA + 21  # 8 step starts, then their 8 values
+PROG_ROWS = PR_STEP + 16
+
+
+@numba.njit(cache=True)
+def program_table(oc):
+    """An empty (nothing ok) program table for ``oc`` channels."""
+    return np.zeros((oc, PROG_ROWS), np.int64)
 
 
 @numba.njit(cache=True, inline="always")
 def _seg32_params(seg, j):
-    """Segment j for :func:`activate_i32`: (ok, hi, xs, ym, sh, h1, z, add). Only values with
+    """Segment j for the 32-bit activation: (ok, hi, xs, ym, sh, h1, z, add). Only values with
     Bv > x_start[j] use segment j, so d = Bv − x_start >= 1; it is clamped at ``hi − xs``, the
     d from which the result saturates (|t| >= 2^sh·(256 + |add|) gives 0 or 255), so t = d·ym
     and the rounding carry stay inside i32. ok is False when x_start or the bound leave i32 or
@@ -224,9 +254,11 @@ def _seg32_params(seg, j):
 
 
 @numba.njit(cache=True, inline="always")
-def _seg32(bv, hi, xs, ym, sh, h1, z, add):
-    """KROUND((Bv − xs)·ym, sh) + add in i32 (the branch-free carry of :func:`_seg_value`; the
-    shift counts are masked so LLVM keeps them 32-bit)."""
+def _seg32(bv, f):
+    """KROUND((Bv − xs)·ym, sh) + add in i32 for a formula f = (hi, xs, ym, sh, h1, z, add) of
+    :func:`_seg32_params` (the branch-free carry of :func:`_seg_value`; the shift counts are
+    masked so LLVM keeps them 32-bit)."""
+    hi, xs, ym, sh, h1, z, add = f
     d = I32(min(max(bv, xs), hi) - xs)
     t = I32(d * ym)
     q = I32(t >> (sh & 31))
@@ -236,22 +268,25 @@ def _seg32(bv, hi, xs, ym, sh, h1, z, add):
 
 
 @numba.njit(cache=True, inline="always")
-def _bv32(cv, coff, mh, ml, s, s16):
-    """floor((cv + coff)·mul / 2^s) in i32 with mul = mh·2^s + ml (0 <= ml < 2^s, s <= 15): with
-    C = Ch·2^16 + Cl it is C·mh + Ch·ml·2^(16−s) + (Cl·ml >> s), Cl·ml < 2^31 exact and the rest
-    exact modulo 2^32, so the value is right whenever it fits i32."""
+def _bv32(cv, bn):
+    """Bv = floor((cv + coff)·mul / 2^s) + badd in i32 for bn = (coff, mh, ml, s, 16 − s, badd),
+    mul = mh·2^s + ml (0 <= ml < 2^s, s <= 15): with C = Ch·2^16 + Cl the product is C·mh +
+    Ch·ml·2^(16−s) + (Cl·ml >> s), Cl·ml < 2^31 exact and the rest exact modulo 2^32, so the value
+    is right whenever it fits i32."""
+    coff, mh, ml, s, s16, badd = bn
     c = I32(cv + coff)
-    return I32(I32(c * mh) + I32(I32(I32(c >> 16) * ml) << (s16 & 31)) + I32(I32(I32(c & 0xFFFF) * ml) >> (s & 31)))
+    return I32(I32(c * mh) + I32(I32(I32(c >> 16) * ml) << (s16 & 31)) + I32(I32(I32(c & 0xFFFF) * ml) >> (s & 31))
+               + badd)
 
 
 @numba.njit(cache=True)
-def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, u):
-    """:func:`activate_sorted` for i32 ``cv`` entirely in 32-bit lanes (eight values per AVX2
-    instruction instead of emulated 64-bit multiplies and shifts), when every intermediate
-    provably fits: C in [c_lo, c_hi] and Bv in [bv_lo, bv_hi] inside i32, BN shift <= 15, and the
-    reachable segments: the pieces :func:`_i32_pieces` makes of them (or at most three, all
-    taken as sloped), each formula used passing :func:`_seg32_params`. Returns False (nothing
-    written) otherwise; the caller then takes the 64-bit path."""
+def i32_program(coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, prog, o):
+    """Write channel ``o``'s program into ``prog`` for C = cv + ``coff`` in [c_lo, c_hi] (Bv in
+    [bv_lo, bv_hi], above x_start[0], x_start non-decreasing) when every intermediate provably
+    fits 32 bits: C and Bv inside i32, BN shift <= 15, and the reachable segments the pieces
+    :func:`_i32_pieces` makes of them (or at most three, all taken as sloped), each formula used
+    passing :func:`_seg32_params`. Returns whether it did (PR_OK); ``tv`` a 16-entry work array."""
+    prog[o, PR_OK] = 0
     if not (I32_MIN <= c_lo and c_hi <= I32_MAX and I32_MIN < bv_lo and bv_hi < I32_MAX and 0 <= bsh <= 15
             and abs(mul) < (1 << 30) and I32_MIN <= coff <= I32_MAX and abs(badd) < (1 << 30)):
         return False
@@ -262,31 +297,125 @@ def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, u)
         if i_hi - j0 > 3:
             return False
         ja, jb, jc, nlin, nst = j0, min(j0 + 1, 15), min(j0 + 2, 15), i_hi - j0 - 1, 0
-    oka, ha, xa, ya, sa, h1a, za, aa = _seg32_params(seg, ja)
-    okb, hb, xb, yb, sb, h1b, zb, ab = _seg32_params(seg, jb)
-    okc, hc, xc, yc, sc, h1c, zc, ac = _seg32_params(seg, jc)
-    if not (oka and (nlin < 1 or okb) and (nlin < 2 or okc)):
-        return False
+    for i in range(3):
+        ok, hi, xs, ym, sh, h1, z, add = _seg32_params(seg, ja if i == 0 else (jb if i == 1 else jc))
+        if i <= nlin and not ok:
+            return False
+        b = PR_FORMULA + 7 * i
+        prog[o, b], prog[o, b + 1], prog[o, b + 2], prog[o, b + 3] = hi, xs, ym, sh
+        prog[o, b + 4], prog[o, b + 5], prog[o, b + 6] = h1, z, add
+        if i > nlin:  # an unused sloped slot: Bv > 2^31 − 1 never selects it
+            prog[o, b + 1] = I32_MAX
     mh = mul >> bsh
-    ml = mul - (mh << bsh)
-    if nst == 0:
-        _act32_loop(cv, I32(coff), I32(mh), I32(ml), I32(bsh), I32(16 - bsh), I32(badd), nlin + 1,
-                    I32(ha), I32(xa), I32(ya), I32(sa), I32(h1a), I32(za), I32(aa),
-                    I32(hb), I32(xb), I32(yb), I32(sb), I32(h1b), I32(zb), I32(ab),
-                    I32(hc), I32(xc), I32(yc), I32(sc), I32(h1c), I32(zc), I32(ac), u)
-        return True
-    if nlin < 2:  # an unused sloped slot: Bv > 2^31 − 1 never selects it
-        xc = I32_MAX
-    if nlin < 1:
-        xb = I32_MAX
-    _act32_steps_loop(cv, I32(coff), I32(mh), I32(ml), I32(bsh), I32(16 - bsh), I32(badd),
-                      I32(ha), I32(xa), I32(ya), I32(sa), I32(h1a), I32(za), I32(aa),
-                      I32(hb), I32(xb), I32(yb), I32(sb), I32(h1b), I32(zb), I32(ab),
-                      I32(hc), I32(xc), I32(yc), I32(sc), I32(h1c), I32(zc), I32(ac),
-                      I32(tv[0]), I32(tv[1]), I32(tv[2]), I32(tv[3]), I32(tv[4]), I32(tv[5]), I32(tv[6]), I32(tv[7]),
-                      I32(tv[8]), I32(tv[9]), I32(tv[10]), I32(tv[11]), I32(tv[12]), I32(tv[13]), I32(tv[14]),
-                      I32(tv[15]), u)
+    prog[o, PR_COFF], prog[o, PR_MH], prog[o, PR_ML], prog[o, PR_BSH] = coff, mh, mul - (mh << bsh), bsh
+    prog[o, PR_BADD], prog[o, PR_NLIN], prog[o, PR_NST] = badd, nlin, nst
+    for i in range(16):
+        prog[o, PR_STEP + i] = tv[i]
+    prog[o, PR_OK] = 1
     return True
+
+
+@numba.njit(cache=True)
+def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, u):
+    """:func:`activate_sorted` for i32 ``cv`` entirely in 32-bit lanes (eight values per AVX2
+    instruction instead of emulated 64-bit multiplies and shifts), when :func:`i32_program` can
+    write a program for it. Returns False (nothing written) otherwise; the caller then takes the
+    64-bit path."""
+    prog = np.empty((1, PROG_ROWS), np.int64)
+    if not i32_program(coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, prog, 0):
+        return False
+    run_program(cv, prog, 0, bv_hi, u)
+    return True
+
+
+@numba.njit(cache=True, inline="always")
+def _formula(prog, o, i):
+    b = PR_FORMULA + 7 * i
+    return (I32(prog[o, b]), I32(prog[o, b + 1]), I32(prog[o, b + 2]), I32(prog[o, b + 3]), I32(prog[o, b + 4]),
+            I32(prog[o, b + 5]), I32(prog[o, b + 6]))
+
+
+@numba.njit(cache=True, inline="always")
+def _row8(prog, r, o):
+    return (I32(prog[o, r]), I32(prog[o, r + 1]), I32(prog[o, r + 2]), I32(prog[o, r + 3]), I32(prog[o, r + 4]),
+            I32(prog[o, r + 5]), I32(prog[o, r + 6]), I32(prog[o, r + 7]))
+
+
+@numba.njit(cache=True, inline="always")
+def run_program(cv, prog, o, bv_hi, u):
+    """u[p] = the activation of C = cv[p] + coff by channel ``o``'s program (which must be ok),
+    every Bv at most ``bv_hi``: the formulas and steps that start at or above it are left out."""
+    s = prog[o, PR_BSH]
+    bn = (I32(prog[o, PR_COFF]), I32(prog[o, PR_MH]), I32(prog[o, PR_ML]), I32(s), I32(16 - s), I32(prog[o, PR_BADD]))
+    fa, fb, fc = _formula(prog, o, 0), _formula(prog, o, 1), _formula(prog, o, 2)
+    nlin, nst = prog[o, PR_NLIN], prog[o, PR_NST]
+    while nst > 0 and prog[o, PR_STEP + nst - 1] >= bv_hi:
+        nst -= 1
+    if nst == 0:
+        while nlin > 0 and prog[o, PR_FORMULA + 7 * nlin + 1] >= bv_hi:
+            nlin -= 1
+    if nst == 0:
+        _act32_loop(cv, bn, nlin, fa, fb, fc, u)
+    else:
+        _act32_steps_loop(cv, bn, nlin, nst, fa, fb, fc, _row8(prog, PR_STEP, o), _row8(prog, PR_STEP + 8, o), u)
+
+
+@numba.njit(cache=True, inline="always")
+def _sloped3(bv, fa, fb, fc):
+    """The value of ``bv`` by the last of three formulas (a, then b from its xs, then c from its
+    xs) whose start it lies above, before the clamp (:func:`_seg32` each)."""
+    r = _seg32(bv, fa)
+    rb = _seg32(bv, fb)
+    rc = _seg32(bv, fc)
+    r = rb if bv > fb[1] else r
+    return rc if bv > fc[1] else r
+
+
+@numba.njit(cache=True, inline="always")
+def _steps4(bv, r, t, v):
+    r = v[0] if bv > t[0] else r
+    r = v[1] if bv > t[1] else r
+    r = v[2] if bv > t[2] else r
+    return v[3] if bv > t[3] else r
+
+
+@numba.njit(cache=True)
+def _act32_steps_loop(cv, bn, nlin, nst, fa, fb, fc, t, v, u):
+    """Pixel loops of :func:`run_program` with steps (one, or three sloped formulas; four or
+    eight steps; unused steps start at 2^31 − 1)."""
+    n = u.shape[0]
+    t2, v2 = (t[4], t[5], t[6], t[7]), (v[4], v[5], v[6], v[7])
+    if nlin == 0 and nst <= 4:
+        for p in range(n):
+            bv = _bv32(cv[p], bn)
+            u[p] = min(max(_steps4(bv, _seg32(bv, fa), t, v), 0), 255)
+    elif nlin == 0:
+        for p in range(n):
+            bv = _bv32(cv[p], bn)
+            u[p] = min(max(_steps4(bv, _steps4(bv, _seg32(bv, fa), t, v), t2, v2), 0), 255)
+    else:
+        for p in range(n):
+            bv = _bv32(cv[p], bn)
+            u[p] = min(max(_steps4(bv, _steps4(bv, _sloped3(bv, fa, fb, fc), t, v), t2, v2), 0), 255)
+
+
+@numba.njit(cache=True)
+def _act32_loop(cv, bn, nlin, fa, fb, fc, u):
+    """Pixel loops of :func:`run_program` without steps (one, two or three formulas)."""
+    n = u.shape[0]
+    if nlin == 0:
+        for p in range(n):
+            u[p] = min(max(_seg32(_bv32(cv[p], bn), fa), 0), 255)
+    elif nlin == 1:
+        for p in range(n):
+            bv = _bv32(cv[p], bn)
+            r = _seg32(bv, fa)
+            rb = _seg32(bv, fb)
+            u[p] = min(max(rb if bv > fb[1] else r, 0), 255)
+    else:
+        for p in range(n):
+            bv = _bv32(cv[p], bn)
+            u[p] = min(max(_sloped3(bv, fa, fb, fc), 0), 255)
 
 
 @numba.njit(cache=True)
@@ -358,57 +487,6 @@ def _i32_pieces(seg, bv_lo, bv_hi, j0, i_hi, tv):
     return True, ja, jb, jc, nlin, nst
 
 
-@numba.njit(cache=True, inline="always")
-def _sloped3(bv, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab, hc, xc, yc, sc, h1c, zc, ac):
-    """The value of ``bv`` by the last of three formulas (a, then b from xb, then c from xc) whose
-    start it lies above, before the clamp (:func:`_seg32` each)."""
-    r = _seg32(bv, ha, xa, ya, sa, h1a, za, aa)
-    rb = _seg32(bv, hb, xb, yb, sb, h1b, zb, ab)
-    rc = _seg32(bv, hc, xc, yc, sc, h1c, zc, ac)
-    r = rb if bv > xb else r
-    return rc if bv > xc else r
-
-
-@numba.njit(cache=True)
-def _act32_steps_loop(cv, c0, mh, ml, s, s16, bd, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab,
-                      hc, xc, yc, sc, h1c, zc, ac, t0, t1, t2, t3, t4, t5, t6, t7, v0, v1, v2, v3, v4, v5, v6, v7, u):
-    """Pixel loop of :func:`activate_i32` with steps (three sloped candidates, eight steps)."""
-    for p in range(u.shape[0]):
-        bv = I32(_bv32(cv[p], c0, mh, ml, s, s16) + bd)
-        r = _sloped3(bv, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab, hc, xc, yc, sc, h1c, zc, ac)
-        r = v0 if bv > t0 else r
-        r = v1 if bv > t1 else r
-        r = v2 if bv > t2 else r
-        r = v3 if bv > t3 else r
-        r = v4 if bv > t4 else r
-        r = v5 if bv > t5 else r
-        r = v6 if bv > t6 else r
-        r = v7 if bv > t7 else r
-        u[p] = min(max(r, 0), 255)
-
-
-@numba.njit(cache=True)
-def _act32_loop(cv, c0, mh, ml, s, s16, bd, nseg, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab,
-                hc, xc, yc, sc, h1c, zc, ac, u):
-    """The pixel loops of :func:`activate_i32` (a function of its own so every parameter is typed
-    i32: rebinding a name to a narrower type would widen it back to i64)."""
-    n = u.shape[0]
-    if nseg == 1:
-        for p in range(n):
-            bv = I32(_bv32(cv[p], c0, mh, ml, s, s16) + bd)
-            u[p] = min(max(_seg32(bv, ha, xa, ya, sa, h1a, za, aa), 0), 255)
-    elif nseg == 2:
-        for p in range(n):
-            bv = I32(_bv32(cv[p], c0, mh, ml, s, s16) + bd)
-            r = _seg32(bv, ha, xa, ya, sa, h1a, za, aa)
-            rb = _seg32(bv, hb, xb, yb, sb, h1b, zb, ab)
-            r = rb if bv > xb else r
-            u[p] = min(max(r, 0), 255)
-    else:
-        for p in range(n):
-            bv = I32(_bv32(cv[p], c0, mh, ml, s, s16) + bd)
-            r = _sloped3(bv, ha, xa, ya, sa, h1a, za, aa, hb, xb, yb, sb, h1b, zb, ab, hc, xc, yc, sc, h1c, zc, ac)
-            u[p] = min(max(r, 0), 255)
 
 # ============================================================== pooling (C.6)
 # pool_type -> stride (C.6)
@@ -657,9 +735,9 @@ def _conv3_rows(xf, ph, pw, c0, c1, wf, o, ih, iw, acc):
 
 
 @numba.njit(cache=True)
-def _dw3_rows(xf, ph, pw, o, wf, ih, iw, acc, sxc):
-    """Depthwise 3×3 channel ``o``, row by row: D (``acc``) and Σx' (``sxc``) of every output
-    pixel in one pass over its nine taps (the wide-image form of :func:`_dw3_flat`)."""
+def _dw3_rows(xf, ph, pw, o, wf, ih, iw, with_sum, acc, sxc):
+    """Depthwise 3×3 channel ``o``, row by row: D (``acc``) and, ``with_sum``, Σx' (``sxc``) of
+    every output pixel in one pass over its nine taps (the wide-image form of :func:`_dw3_flat`)."""
     w0, w1, w2, w3, w4 = wf[o, 0], wf[o, 1], wf[o, 2], wf[o, 3], wf[o, 4]
     w5, w6, w7, w8 = wf[o, 5], wf[o, 6], wf[o, 7], wf[o, 8]
     upw, uiw = U64(pw), U64(iw)
@@ -669,6 +747,12 @@ def _dw3_rows(xf, ph, pw, o, wf, ih, iw, acc, sxc):
         a = (U64(o * ph) + y) * upw
         b = a + upw
         d = b + upw
+        if not with_sum:
+            for x in range(uiw):
+                acc[ob + x] = (w0 * xf[a + x] + w1 * xf[a + x + one] + w2 * xf[a + x + two] + w3 * xf[b + x]
+                               + w4 * xf[b + x + one] + w5 * xf[b + x + two] + w6 * xf[d + x] + w7 * xf[d + x + one]
+                               + w8 * xf[d + x + two])
+            continue
         for x in range(uiw):
             p0, p1, p2 = xf[a + x], xf[a + x + one], xf[a + x + two]
             p3, p4, p5 = xf[b + x], xf[b + x + one], xf[b + x + two]
@@ -681,8 +765,8 @@ DW_FLAT_MAX_W = 24  # measured: depthwise 3×3 layers up to this width are faste
 
 
 @numba.njit(cache=True, inline="always")
-def _dw3_flat(xf, ph, pw, o, wf, ih, iw, fl, acc, sxc):
-    """Depthwise 3×3 channel ``o``: D (``acc``) and Σx' (``sxc``) of every output pixel, computed
+def _dw3_flat(xf, ph, pw, o, wf, ih, iw, with_sum, fl, acc, sxc):
+    """Depthwise 3×3 channel ``o``: D (``acc``) and, ``with_sum``, Σx' (``sxc``) of every output pixel, computed
     on its padded plane read as one flat row of pitch pw (position y·pw + x; the two x >= iw
     columns are junk, dropped when copying to ``acc``/``sxc``), so the loop is long and
     vectorises even for narrow images where a row of 5..20 pixels does not. ``fl``: 2·ih·pw f32."""
@@ -698,6 +782,12 @@ def _dw3_flat(xf, ph, pw, o, wf, ih, iw, fl, acc, sxc):
     for p in range(n):
         fl[p] = (w0 * xf[a + p] + w1 * xf[a + p + one] + w2 * xf[a + p + two] + w3 * xf[b + p] + w4 * xf[b + p + one]
                  + w5 * xf[b + p + two] + w6 * xf[d + p] + w7 * xf[d + p + one] + w8 * xf[d + p + two])
+    if not with_sum:
+        for y in range(U64(ih)):
+            for x in range(uiw):
+                acc[y * uiw + x] = fl[y * upw + x]
+        return
+    for p in range(n):
         fl[m + p] = (xf[a + p] + xf[a + p + one] + xf[a + p + two] + xf[b + p] + xf[b + p + one] + xf[b + p + two]
                      + xf[d + p] + xf[d + p + one] + xf[d + p + two])
     for y in range(U64(ih)):
@@ -708,13 +798,20 @@ def _dw3_flat(xf, ph, pw, o, wf, ih, iw, fl, acc, sxc):
 
 @numba.njit(cache=True, inline="always")
 def _c_values32(acc, sxc, sx_mul, cv):
-    """cv[p] = D + sx_mul·Σx' in i32 (D = acc[p], an exact integer in f32 or i32), the caller
-    having checked it cannot overflow; returns (min, max). C is cv[p] + a per-channel constant,
-    added at the activation: i32 halves the memory traffic and doubles the vector width of this
-    pass and of the pool before activation."""
+    """cv[p] = D + sx_mul·Σx' in i32 (D = acc[p], an exact integer in f32 or i32; ``sxc`` not read
+    when sx_mul = 0), the caller having checked it cannot overflow; returns (min, max). C is cv[p]
+    + a per-channel constant, added at the activation: i32 halves the memory traffic and doubles
+    the vector width of this pass and of the pool before activation."""
     lo = np.int32(np.iinfo(np.int32).max)
     hi = np.int32(np.iinfo(np.int32).min)
     m = np.int32(sx_mul)
+    if m == 0:  # Σx' folded into the weights: D is C already
+        for p in range(cv.shape[0]):
+            v = np.int32(acc[p])
+            cv[p] = v
+            lo = min(lo, v)
+            hi = max(hi, v)
+        return lo, hi
     for p in range(cv.shape[0]):
         v = np.int32(np.int32(acc[p]) + m * sxc[p])
         cv[p] = v
@@ -729,6 +826,12 @@ def _bv_span(c_lo, c_hi, mul, bsh, badd):
     b1 = ((c_lo * mul) >> bsh) + badd
     b2 = ((c_hi * mul) >> bsh) + badd
     return min(b1, b2), max(b1, b2)
+
+
+@numba.njit(cache=True, inline="always")
+def _cv32(acc, sxc, m, i):
+    """D + m·Σx' at position i in i32 (``sxc`` not read when m = 0)."""
+    return np.int32(acc[i]) if m == 0 else np.int32(np.int32(acc[i]) + m * sxc[i])
 
 
 @numba.njit(cache=True)
@@ -748,10 +851,10 @@ def _c_pool2(acc, sxc, sx_mul, ih, iw, use_min, pooled):
         o = y * uow
         for x in range(uow):
             i = x * two
-            v0 = np.int32(np.int32(acc[r0 + i]) + m * sxc[r0 + i])
-            v1 = np.int32(np.int32(acc[r0 + i + one]) + m * sxc[r0 + i + one])
-            v2 = np.int32(np.int32(acc[r1 + i]) + m * sxc[r1 + i])
-            v3 = np.int32(np.int32(acc[r1 + i + one]) + m * sxc[r1 + i + one])
+            v0 = _cv32(acc, sxc, m, r0 + i)
+            v1 = _cv32(acc, sxc, m, r0 + i + one)
+            v2 = _cv32(acc, sxc, m, r1 + i)
+            v3 = _cv32(acc, sxc, m, r1 + i + one)
             a = max(max(v0, v1), max(v2, v3))
             b = min(min(v0, v1), min(v2, v3))
             pooled[o + x] = b if use_min else a
@@ -759,7 +862,7 @@ def _c_pool2(acc, sxc, sx_mul, ih, iw, use_min, pooled):
             hi = max(hi, a)
     for y in range(ih):  # positions no window covers: an odd last column, an odd last row
         for x in range(2 * ow if y < 2 * oh else 0, iw):
-            v = np.int32(np.int32(acc[y * iw + x]) + m * sxc[y * iw + x])
+            v = _cv32(acc, sxc, m, y * iw + x)
             lo = min(lo, v)
             hi = max(hi, v)
     return lo, hi
@@ -780,49 +883,123 @@ def _c_values(acc, sxc, axsx, sx_mul, const, use_axsx, cv):
     return lo, hi
 
 
-@numba.njit(cache=True)
-def _scratch(nacc, npix, opix, nflat):
-    """Per-channel work arrays: acc (f32 D, ``nacc``), cv (i64 C), cv32 (i32 C less its channel
-    constant), bvs (i64 Bv), pooled (i64), pooled32 (i32), u (u8 U), fl (f32, 2·nflat: D and Σx'
-    of a depthwise 3×3 channel over padded-width rows), tv (i64, the activation's steps)."""
+def work_arrays(nacc, npix, opix, nflat):
+    """A layer's per-channel work arrays, allocated once by its plan and passed to
+    :func:`kpu_layer` / :func:`gemm_finish`: acc (f32 D, ``nacc``), cv (i64 C), cv32 (i32 C less its
+    channel constant), bvs (i64 Bv), pooled (i64), pooled32 (i32), u (u8 U), fl (f32, 2·nflat: D
+    and Σx' of a depthwise 3×3 channel over padded-width rows), tv (i64, the activation's steps)."""
     return (np.empty(nacc, np.float32), np.empty(npix, np.int64), np.empty(npix, np.int32),
             np.empty(npix, np.int64), np.empty(opix, np.int64), np.empty(opix, np.int32), np.empty(npix, np.uint8),
             np.empty(2 * nflat, np.float32), np.empty(16, np.int64))
 
 
 @numba.njit(cache=True, inline="always")
-def _channel_out(acc, sxc, axsx, o, n, ih, iw, taps, gic, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts,
-                 min_start, pool_type, pool_first, out, of, cv, cv32, bvs, pooled, pooled32, u, tv):
+def _channel_out(acc, sxc, axsx, o, n, ih, iw, regs, bnt, seg, prog, sorted_starts, min_start, pool_type, pool_first,
+                 out, of, cv, cv32, bvs, pooled, pooled32, u, tv):
     """Output channel ``o`` of batch ``n`` from its D = Σx'·w' (``acc``, f32 or i32) and the Σx'
-    of its positions: C (C.5 a), batch norm, activation and pool into out[n, o] (``of``: ``out``
-    flat). ``bnt`` the :func:`channel_table`, ``seg`` the :func:`segment_table`
-    (``sorted_starts``: x_start non-decreasing; ``min_start`` its least entry). Returns the
-    error (ERR_NONE if none)."""
+    of its positions (``sxc``; unused with xm = 0, Σx' folded into the weights): C (C.5 a), batch
+    norm, activation and pool into out[n, o] (``of``: ``out`` flat). ``regs`` = (T, g_ic, ax, xm,
+    sx, aw, sw, aadd) with xm the multiplier of Σx' in C (128 + ax, or 0 when folded); ``bnt``
+    the :func:`channel_table`, ``seg`` the :func:`segment_table` (``sorted_starts``: x_start
+    non-decreasing; ``min_start`` its least entry), ``prog`` the :func:`layer_programs`.
+    Returns the error (ERR_NONE if none)."""
+    taps, gic, ax, xm, sx, aw, sw, aadd = regs
     npix = ih * iw
     if npix == 0:
         return ERR_NONE
-    swo = bnt[BN_SW, o]
-    # C = Sxw + asr(ax·Sx, sx) + asr(aw·Sw, sw) + aadd·g_ic, with Sxw = D + 128·Σx' + 128·Σw' + 16384·T
-    const = 128 * swo + 16384 * taps + ((aw * (swo + 128 * taps)) >> sw) + aadd * gic
-    # D + (128 + ax)·Σx' fits i32 when T·128² + |128 + ax|·T·128 < 2^31 (|x'|, |w'| <= 128)
-    if sx == 0 and taps * 16384 + abs(128 + ax) * taps * 128 < (1 << 31) - 1:
+    if prog[o, PR_OK]:
+        return _finish_program(acc, sxc, xm, o, n, ih, iw, bnt[BN_MUL, o] < 0, prog, pool_type, pool_first,
+                               out, of, cv32, pooled32, u)
+    const = _c_const(taps, gic, aw, sw, aadd, bnt[BN_SW, o])
+    if _cv_fits_i32(sx, ax, taps):
         coff = const + ax * 128 * taps  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
         if pool_first and pool_type == 1:  # max_2_s2: C and its pool in one pass over the largest arrays
             mul = bnt[BN_MUL, o]
-            c_lo32, c_hi32 = _c_pool2(acc, sxc, 128 + ax, ih, iw, mul < 0, pooled32)
+            c_lo32, c_hi32 = _c_pool2(acc, sxc, xm, ih, iw, mul < 0, pooled32)
             c_lo, c_hi = np.int64(c_lo32) + coff, np.int64(c_hi32) + coff
             if _bv_span(c_lo, c_hi, mul, bnt[BN_SHIFT, o], bnt[BN_ADD, o])[0] > min_start:
                 return _finish(cv32, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_start, pool_type,
                                True, True, out, of, bvs, pooled32, u, tv)
-        c_lo32, c_hi32 = _c_values32(acc, sxc, 128 + ax, cv32)
+        c_lo32, c_hi32 = _c_values32(acc, sxc, xm, cv32)
         return _finish(cv32, coff, np.int64(c_lo32) + coff, np.int64(c_hi32) + coff, o, n, ih, iw, bnt, seg,
                        sorted_starts, min_start, pool_type, pool_first, False, out, of, bvs, pooled32, u, tv)
     if sx == 0:
-        c_lo, c_hi = _c_values(acc, sxc, axsx, 128 + ax, const + ax * 128 * taps, False, cv)
+        c_lo, c_hi = _c_values(acc, sxc, axsx, xm, const + ax * 128 * taps, False, cv)
     else:
         c_lo, c_hi = _c_values(acc, sxc, axsx, 128, const, True, cv)
     return _finish(cv, np.int64(0), c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_start, pool_type,
                    pool_first, False, out, of, bvs, pooled, u, tv)
+
+
+@numba.njit(cache=True, inline="always")
+def _c_const(taps, gic, aw, sw, aadd, swo):
+    """The part of C that does not depend on the input: with Sxw = D + 128·Σx' + 128·Σw' + 16384·T,
+    C = D + 128·Σx' + asr(ax·Sx, sx) + this (Σw' = ``swo``)."""
+    return 128 * swo + 16384 * taps + ((aw * (swo + 128 * taps)) >> sw) + aadd * gic
+
+
+@numba.njit(cache=True, inline="always")
+def _cv_fits_i32(sx, ax, taps):
+    """Whether C less its per-channel constant, D + (128 + ax)·Σx', fits i32 for every input:
+    sx = 0 and T·128² + |128 + ax|·T·128 < 2^31 (|x'|, |w'| <= 128)."""
+    return sx == 0 and taps * 16384 + abs(128 + ax) * taps * 128 < (1 << 31) - 1
+
+
+@numba.njit(cache=True)
+def layer_programs(wf, gic, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start):
+    """The program table of a layer, written once: channel o gets an ok program when
+    :func:`i32_program` accepts it over the exact bounds of C for *every* input, C = Σ x·(w + ax)
+    + asr(aw·Sw, sw) + aadd·g_ic (sx = 0; each x in 0..255, padding Zp included), and every Bv
+    there has a segment; a run then needs no per-channel classification."""
+    oc, taps = wf.shape
+    prog = program_table(oc)
+    if not sorted_starts or not _cv_fits_i32(sx, ax, np.int64(taps)):
+        return prog
+    tv = np.empty(16, np.int64)
+    for o in range(oc):
+        neg = np.int64(0)
+        pos = np.int64(0)
+        for t in range(taps):
+            v = np.int64(wf[o, t]) + 128 + ax
+            if v < 0:
+                neg += v
+            else:
+                pos += v
+        const = _c_const(np.int64(taps), np.int64(gic), aw, sw, aadd, bnt[BN_SW, o])
+        base = const - 128 * bnt[BN_SW, o] - 16384 * taps  # asr(aw·Sw, sw) + aadd·g_ic
+        c_lo, c_hi = base + 255 * neg, base + 255 * pos
+        mul, bsh, badd = bnt[BN_MUL, o], bnt[BN_SHIFT, o], bnt[BN_ADD, o]
+        bv_lo, bv_hi = _bv_span(c_lo, c_hi, mul, bsh, badd)
+        if bv_lo > min_start:
+            i32_program(const + ax * 128 * taps, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, prog, o)
+    return prog
+
+
+@numba.njit(cache=True, inline="always")
+def _finish_program(acc, sxc, sx_mul, o, n, ih, iw, use_min, prog, pool_type, pool_first, out, of, cv32,
+                    pooled32, u):
+    """Output channel ``o`` by its layer program (C = D + sx_mul·Σx' + coff, every value with a
+    segment): C, its pool when ``pool_first``, the activation and the pool into out[n, o]."""
+    opix = out.shape[2] * out.shape[3]
+    start = (n * out.shape[1] + o) * opix
+    flat_out = of[start : start + opix]
+    if pool_first and pool_type == 1:
+        lo, hi = _c_pool2(acc, sxc, sx_mul, ih, iw, use_min, pooled32)
+        src, dst = pooled32, flat_out
+    else:
+        lo, hi = _c_values32(acc, sxc, sx_mul, cv32)
+        if pool_first:
+            pool_c(cv32, ih, iw, pool_type, use_min, pooled32)
+            src, dst = pooled32, flat_out
+        else:
+            src, dst = cv32, (flat_out if pool_type == 0 else u)
+    c0 = prog[o, PR_COFF]
+    mul = prog[o, PR_MH] * (np.int64(1) << prog[o, PR_BSH]) + prog[o, PR_ML]
+    bv_hi = _bv_span(np.int64(lo) + c0, np.int64(hi) + c0, mul, prog[o, PR_BSH], prog[o, PR_BADD])[1]
+    run_program(src, prog, o, bv_hi, dst)
+    if not pool_first and pool_type != 0:
+        pool_plane(u, ih, iw, pool_type, out[n, o])
+    return ERR_NONE
 
 
 @numba.njit(cache=True, inline="always")
@@ -861,7 +1038,7 @@ def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_sta
 
 
 @numba.njit(cache=True)
-def _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type, pool_first,
+def _channels(xp, wf, dw, k, ax, xm, sx, aw, sw, aadd, bnt, seg, prog, sorted_starts, min_start, pool_type, pool_first,
               out, n, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv):
     """Every output channel of batch ``n`` of a direct (non-GEMM) layer: the
     convolution from the padded planes ``xp`` (depthwise, or 3×3 over few input channels), then
@@ -875,68 +1052,73 @@ def _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_
     taps = np.int64(gic * k * k)
     xf = xp.reshape(xp.size)
     of = out.reshape(out.size)
+    with_sum = xm != 0 or sx != 0  # else Σx' is folded into the weights (xm = 0)
+    regs = (taps, np.int64(gic), np.int64(ax), np.int64(xm), np.int64(sx), np.int64(aw), np.int64(sw), np.int64(aadd))
     for o in range(wf.shape[0]):
         if dw:
             if k == 3 and iw <= DW_FLAT_MAX_W:
-                _dw3_flat(xf, ph, pw, o, wf, ih, iw, fl, acc, sxc)
+                _dw3_flat(xf, ph, pw, o, wf, ih, iw, with_sum, fl, acc, sxc)
             elif k == 3:
-                _dw3_rows(xf, ph, pw, o, wf, ih, iw, acc, sxc)
+                _dw3_rows(xf, ph, pw, o, wf, ih, iw, with_sum, acc, sxc)
             else:
                 _conv_rows(xf, ph, pw, o, o + 1, wf, o, k, ih, iw, acc)
-                _box_sum(xf, o * ph * pw, pw, k, ih, iw, sxc)
+                if with_sum:
+                    _box_sum(xf, o * ph * pw, pw, k, ih, iw, sxc)
             _ax_sx(sxc, ax, sx, taps, axsx)
         elif k == 3:
             _conv3_rows(xf, ph, pw, 0, ic, wf, o, ih, iw, acc)
         else:
             _conv_rows(xf, ph, pw, 0, ic, wf, o, k, ih, iw, acc)
-        e = _channel_out(acc, sxc, axsx, o, n, ih, iw, taps, gic, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts,
-                         min_start, pool_type, pool_first, out, of, cv, cv32, bvs, pooled, pooled32, u, tv)
+        e = _channel_out(acc, sxc, axsx, o, n, ih, iw, regs, bnt, seg, prog, sorted_starts, min_start, pool_type,
+                         pool_first, out, of, cv, cv32, bvs, pooled, pooled32, u, tv)
         if e != ERR_NONE:
             err = e
     return err
 
 
 @numba.njit(cache=True)
-def kpu_layer(x, ram, ram_src, wf, dw, k, zp, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
-              pool_first, out):
+def kpu_layer(x, ram, ram_src, wf, dw, k, zp, ax, xm, sx, aw, sw, aadd, bnt, seg, prog, sorted_starts, min_start,
+              pool_type, pool_first, out, xp, sxc, axsx, cs, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv):
     """One direct KPU layer (depthwise, or 3×3 over few input channels) over all batches. ``x``
     u8 [N, IC, IH, IW]; ``wf`` centered f32 weights [OC, taps]; ``bnt``/``seg`` the layer's
     :func:`channel_table` and :func:`segment_table`; ``out`` u8 [N, OC, OH, OW].
     ``pool_first``: the pool may run on C before the activation (select pools, or max pools with
     a monotone activation). With ``ram_src >= 0`` (one batch only) the input is read from KPU
     RAM ``ram`` at byte ``ram_src`` instead, ``x`` giving only the shape. Returns ERR_NONE, or
-    ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined (the last channel's)."""
+    ERR_NO_SEGMENT / ERR_SHIFT where ncc's behaviour is undefined (the last channel's). The work
+    arrays: ``xp`` f32 [IC, IH + 2·pad, IW + 2·pad], ``sxc`` i32 and ``axsx`` i64 (when sx != 0)
+    of IH·IW, ``cs`` f32 of the padded plane's size, then :func:`work_arrays`."""
     n_b, ic, ih, iw = x.shape
     pad = (k - 1) // 2
-    ph, pw = ih + 2 * pad, iw + 2 * pad
     taps = np.int64((1 if dw else ic) * k * k)
-    xp = np.empty((ic, ph, pw), np.float32)
-    sxc = np.empty(ih * iw, np.int32)  # Σx' over the taps of each position
-    axsx = np.empty(ih * iw if sx != 0 else 0, np.int64)  # asr(ax·Sx, sx), needed when sx != 0
-    cs = np.empty(ph * pw, np.float32)
+    x, ram, wf, bnt, seg, prog, out = _borrow(x), _borrow(ram), _borrow(wf), _borrow(bnt), _borrow(seg), \
+        _borrow(prog), _borrow(out)
+    xp, sxc, axsx, cs, acc, cv, cv32 = _borrow(xp), _borrow(sxc), _borrow(axsx), _borrow(cs), _borrow(acc), \
+        _borrow(cv), _borrow(cv32)
+    bvs, pooled, pooled32, u, fl, tv = _borrow(bvs), _borrow(pooled), _borrow(pooled32), _borrow(u), _borrow(fl), \
+        _borrow(tv)
     err = ERR_NONE
-    nflat = ih * pw if dw and k == 3 and iw <= DW_FLAT_MAX_W else 0  # the flat depthwise form's work
-    acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv = _scratch(ih * iw, ih * iw, out.shape[2] * out.shape[3], nflat)
     for n in range(n_b):
         _pad_center(x, n, ram, ram_src, zp, pad, xp)
-        if not dw:
+        if not dw and (xm != 0 or sx != 0):
             _sum_x(xp, k, ax, sx, taps, cs, sxc, axsx)
-        e = _channels(xp, wf, dw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type, pool_first,
-                      out, n, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv)
+        e = _channels(xp, wf, dw, k, ax, xm, sx, aw, sw, aadd, bnt, seg, prog, sorted_starts, min_start, pool_type,
+                      pool_first, out, n, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv)
         if e != ERR_NONE:
             err = e
     return err
 
 
 @numba.njit(cache=True)
-def gemm_input(x, n, ram, ram_src, k, zp, ax, sx, xp, cs, sxc, axsx):
+def gemm_input(x, n, ram, ram_src, k, zp, ax, xm, sx, xp, cs, sxc, axsx):
     """First half of a GEMM layer (non-depthwise): the centered, padded input plane ``xp`` of
     batch ``n`` (from x, or KPU RAM as in :func:`kpu_layer`) and its Σx' per output position.
     D = W'·X (X = ``xp`` as [IC, IH·IW] for k = 1, else the im2col rows of :func:`im2col_rows`)
     is then computed by BLAS in float32, exact as said above."""
     ic = xp.shape[0]
     _pad_center(x, n, ram, ram_src, zp, (k - 1) // 2, xp)
-    _sum_x(xp, k, ax, sx, np.int64(ic * k * k), cs, sxc, axsx)
+    if xm != 0 or sx != 0:  # else Σx' is folded into the weights
+        _sum_x(xp, k, ax, sx, np.int64(ic * k * k), cs, sxc, axsx)
 
 
 @numba.njit(cache=True)
@@ -959,7 +1141,7 @@ def im2col_rows(xp, k, y0, y1, cols):
 
 
 @numba.njit(cache=True)
-def select_input(x, n, ram, ram_src, k, zp, ax, sx, s, dx, oh, ow, xp, cols, acc, sxc, axsx):
+def select_input(x, n, ram, ram_src, k, zp, ax, xm, sx, s, dx, oh, ow, xp, cols, acc, sxc, axsx):
     """Input of a GEMM over only the conv positions a select pool keeps (left_top / right_top:
     position (y·s, x·s + dx) for output (y, x)): the padded plane ``xp`` of batch ``n`` (as
     :func:`gemm_input`), then ``cols`` [IC·K², OH·OW] its im2col columns at those positions, their
@@ -970,6 +1152,7 @@ def select_input(x, n, ram, ram_src, k, zp, ax, sx, s, dx, oh, ow, xp, cols, acc
     cf = cols.reshape(cols.size)
     npos = U64(oh * ow)
     uow, us = U64(ow), U64(s)
+    with_sum = xm != 0 or sx != 0  # else Σx' is folded into the weights
     for i in range(npos):
         acc[i] = 0
     for c in range(ic):
@@ -981,26 +1164,32 @@ def select_input(x, n, ram, ram_src, k, zp, ax, sx, s, dx, oh, ow, xp, cols, acc
                     b = U64((c * ph + ky) * pw + dx + kx) + y * us * U64(pw)
                     for i in range(uow):
                         cf[d + i] = xf[b + i * us]
-                for i in range(npos):
-                    acc[i] += cf[r + i]
-    for i in range(npos):
-        sxc[i] = np.int32(acc[i])
-    _ax_sx(sxc, ax, sx, np.int64(ic * k * k), axsx)
+                if with_sum:
+                    for i in range(npos):
+                        acc[i] += cf[r + i]
+    if with_sum:
+        for i in range(npos):
+            sxc[i] = np.int32(acc[i])
+        _ax_sx(sxc, ax, sx, np.int64(ic * k * k), axsx)
 
 
 @numba.njit(cache=True)
-def gemm_finish(d, sxc, axsx, n, ic, ih, iw, k, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start, pool_type,
-                pool_first, out):
+def gemm_finish(d, sxc, axsx, n, ic, ih, iw, k, ax, xm, sx, aw, sw, aadd, bnt, seg, prog, sorted_starts, min_start,
+                pool_type, pool_first, out, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv):
     """Second half of a GEMM layer: every output channel of batch ``n`` from D = ``d`` [OC, IH·IW]
-    (f32, or i32 when summed in chunks), see :func:`_channel_out`; returns the last error."""
-    acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv = _scratch(0, ih * iw, out.shape[2] * out.shape[3], 0)
-    taps = np.int64(ic * k * k)
+    (f32, or i32 when summed in chunks), see :func:`_channel_out`; returns the last error. The
+    work arrays are :func:`work_arrays`'."""
+    d, sxc, axsx, bnt, seg, prog, out = _borrow(d), _borrow(sxc), _borrow(axsx), _borrow(bnt), _borrow(seg), \
+        _borrow(prog), _borrow(out)
+    cv, cv32, bvs, pooled, pooled32, u, tv = _borrow(cv), _borrow(cv32), _borrow(bvs), _borrow(pooled), \
+        _borrow(pooled32), _borrow(u), _borrow(tv)
+    regs = (np.int64(ic * k * k), np.int64(ic), np.int64(ax), np.int64(xm), np.int64(sx), np.int64(aw), np.int64(sw),
+            np.int64(aadd))
     of = out.reshape(out.size)
     err = ERR_NONE
     for o in range(d.shape[0]):
-        e = _channel_out(d[o], sxc, axsx, o, n, ih, iw, taps, np.int64(ic), ax, sx, aw, sw, aadd, bnt, seg,
-                         sorted_starts, min_start, pool_type, pool_first, out, of, cv, cv32, bvs, pooled, pooled32,
-                         u, tv)
+        e = _channel_out(d[o], sxc, axsx, o, n, ih, iw, regs, bnt, seg, prog, sorted_starts, min_start, pool_type,
+                         pool_first, out, of, cv, cv32, bvs, pooled, pooled32, u, tv)
         if e != ERR_NONE:
             err = e
     return err

@@ -11,9 +11,9 @@ from ..errors import FormatError, KernelError
 from ..format.binio import DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
 from ..kpu.layer_args import ACT_TABLE_SIZE, ActivationTable, BatchNorm, LayerArgs
 from ..kpu.layout import kpu_bytes, kpu_download, kpu_upload
-from ..kpu.kernels import (ERR_NO_SEGMENT, ERR_SHIFT, MAX_F32_TAPS, POOL_STRIDE, SEG_START, channel_table,
-                           gemm_finish, gemm_input, im2col_rows, kpu_layer, ram_download, ram_upload, segment_table,
-                           select_input)
+from ..kpu.kernels import (DW_FLAT_MAX_W, ERR_NO_SEGMENT, ERR_SHIFT, MAX_F32_TAPS, POOL_STRIDE, SEG_START,
+                           channel_table, gemm_finish, gemm_input, im2col_rows, kpu_layer, layer_programs,
+                           ram_download, ram_upload, segment_table, select_input, work_arrays)
 from .base import Op, register
 
 ALIGN = 256  # BN table, activation table and weights start at multiples of 256 (absolute file offset)
@@ -117,11 +117,27 @@ class _Plan:
         else:
             self.mode = "gemm" if pr.gemm else "direct"
             gh, gw, fin_pool, fin_pf = ih, iw, pool_type, pf
-        if self.mode == "direct":
-            self.direct_args = (pr.wf, pr.dw, k, zp, ax, sx, aw, sw, aadd, pr.bnt, pr.seg, pr.sorted_starts,
-                                pr.min_start, pool_type, pf, self.out)
-            return
+        # Σx' folded into the weights where exact: D + (128 + ax)·Σx' = Σ x'·(w' + 128 + ax), every
+        # partial sum an integer below 128·Σ|w' + 128 + ax| <= 2^24 (then xm = 0 tells the kernels)
+        wk = pr.wf + np.float32(128 + ax)
+        fold = sx == 0 and 128 * float(np.abs(wk).sum(axis=1, dtype=np.float64).max(initial=0)) < (1 << 24)
+        self.wk = wk if fold else pr.wf
+        self.folded = fold
+        xm = 0 if fold else 128 + ax
+        # every channel's activation program, from its exact C bounds over all inputs (rows not ok
+        # are classified per run)
+        self.prog = prog = layer_programs(pr.wf, 1 if pr.dw else ic, ax, sx, aw, sw, aadd, pr.bnt, pr.seg,
+                                          pr.sorted_starts, pr.min_start)
+        opix = int(out4[2]) * int(out4[3])
         xp = np.empty((ic, ih + 2 * pad, iw + 2 * pad), np.float32)
+        if self.mode == "direct":
+            nflat = ih * xp.shape[2] if pr.dw and k == 3 and iw <= DW_FLAT_MAX_W else 0  # flat depthwise form
+            self.direct_args = (self.wk, pr.dw, k, zp, ax, xm, sx, aw, sw, aadd, pr.bnt, pr.seg, prog, pr.sorted_starts,
+                                pr.min_start, pool_type, pf, self.out, xp, np.empty(ih * iw, np.int32),
+                                np.empty(ih * iw if sx != 0 else 0, np.int64),
+                                np.empty(xp.shape[1] * xp.shape[2], np.float32),
+                                *work_arrays(ih * iw, ih * iw, opix, nflat))
+            return
         self.xp = xp
         self.sxc = np.empty(gh * gw, np.int32)
         self.axsx = np.empty(gh * gw if sx != 0 else 0, np.int64)
@@ -130,14 +146,14 @@ class _Plan:
         self.part = np.empty((oc, gh * gw), np.float32) if chunked else None
         if self.mode == "select":
             self.cols = np.empty((taps, gh * gw), np.float32)
-            self.in_args = (k, zp, ax, sx, s, 1 if pool_type == 6 else 0, gh, gw, xp, self.cols,
+            self.in_args = (k, zp, ax, xm, sx, s, 1 if pool_type == 6 else 0, gh, gw, xp, self.cols,
                             np.empty(gh * gw, np.float32), self.sxc, self.axsx)
         else:
-            self.in_args = (k, zp, ax, sx, xp, np.empty(xp.shape[1] * xp.shape[2], np.float32), self.sxc, self.axsx)
+            self.in_args = (k, zp, ax, xm, sx, xp, np.empty(xp.shape[1] * xp.shape[2], np.float32), self.sxc, self.axsx)
             self.rows = max(1, min(ih, IM2COL_BYTES // (4 * taps * iw))) if k == 3 else ih
             self.cols = np.empty(taps * self.rows * iw, np.float32) if k == 3 else None  # a block, flat
-        self.fin_args = (ic, gh, gw, k, ax, sx, aw, sw, aadd, pr.bnt, pr.seg, pr.sorted_starts, pr.min_start,
-                         fin_pool, fin_pf, self.out)
+        self.fin_args = (ic, gh, gw, k, ax, xm, sx, aw, sw, aadd, pr.bnt, pr.seg, prog, pr.sorted_starts, pr.min_start,
+                         fin_pool, fin_pf, self.out, *work_arrays(0, gh * gw, opix, 0))
 
     def execute(self, x, ram=None, src=0) -> int:
         """Run into ``self.out`` u8 [N, OC, OH, OW]; returns the kernels' error code. The input is
@@ -184,7 +200,7 @@ class _Plan:
     def _matmul(self, x, d) -> None:
         """d = W'·x, exact: one float32 BLAS product when the reduction has at most MAX_F32_TAPS
         terms, else int32 sums of float32 products over chunks of that many (``d`` is int32)."""
-        w = self.pr.wf
+        w = self.wk
         taps = w.shape[1]
         if taps <= MAX_F32_TAPS:
             np.matmul(w, x, out=d)

@@ -172,11 +172,7 @@ class Model:
     # ---------------------------------------------------------------- running
     def set_input(self, x) -> None:
         """Place input 0 the way ``ncc infer`` does (raw copy to main memory, or kpu_upload)."""
-        from .kpu.layout import kpu_upload
-
-        mr = self.kmodel.inputs[0]
-        shape = self.input_shape
-        want = np.dtype(np.float32) if mr.datatype == DT_FLOAT32 else np.dtype(np.uint8)
+        mr, shape, want, n_el = self._input_place()
         x = np.asarray(x)
         if x.dtype != want:
             if want == np.uint8 and x.dtype.kind in "iu" and x.size and (x.min() < 0 or x.max() > 255):
@@ -187,7 +183,6 @@ class Model:
                     "codes 0..255 as uint8"
                 )
             x = x.astype(want)
-        n_el = int(np.prod(shape))
         if x.size != n_el or (x.ndim not in (1, len(shape) - 1, len(shape))):
             raise InputError(
                 f"{self.path}: input has shape {list(x.shape)} but the model wants "
@@ -195,12 +190,29 @@ class Model:
             )
         x = np.ascontiguousarray(x).reshape(shape)
         if mr.memory_type == MEM_KPU:
-            if mr.datatype != DT_UINT8:
-                raise FormatError(f"{self.path}: a float input in KPU memory cannot be fed")
-            kpu_upload(self.mem.kpu, mr.start, x)
+            from .kpu.kernels import ram_upload  # (the layout was checked to fit by _input_place)
+
+            ram_upload(self.mem.kpu, mr.start, x if x.flags.writeable else x.copy())  # (one kernel type)
         else:
             # ncc copies the whole tensor to input.start (the load-time check keeps it in memory)
-            self.mem.span(mr, x.nbytes)[:] = np.frombuffer(x.tobytes(), dtype=np.uint8)
+            self.mem.span(mr, x.nbytes)[:] = x.reshape(-1).view(np.uint8)
+
+    def _input_place(self):
+        """(input range, NCHW shape, dtype, element count) of input 0, checked once."""
+        place = self.__dict__.get("_place")
+        if place is None:
+            from .kpu.layout import kpu_bytes, kpu_upload
+
+            mr = self.kmodel.inputs[0]
+            shape = tuple(self.input_shape)
+            want = np.dtype(np.float32) if mr.datatype == DT_FLOAT32 else np.dtype(np.uint8)
+            if mr.memory_type == MEM_KPU:
+                if mr.datatype != DT_UINT8:
+                    raise FormatError(f"{self.path}: a float input in KPU memory cannot be fed")
+                if mr.start < 0 or mr.start + kpu_bytes(shape) > len(self.mem.kpu):
+                    kpu_upload(self.mem.kpu, mr.start, np.zeros(shape, np.uint8))  # says which range
+            place = self.__dict__["_place"] = (mr, shape, want, int(np.prod(shape)))
+        return place
 
     def run(self, x) -> list[np.ndarray]:
         """Run one input (CHW or NCHW; uint8 or float32 as the model wants). Returns the outputs as

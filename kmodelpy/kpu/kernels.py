@@ -1153,8 +1153,9 @@ def select_input(x, n, ram, ram_src, k, zp, ax, xm, sx, s, dx, oh, ow, xp, cols,
     npos = U64(oh * ow)
     uow, us = U64(ow), U64(s)
     with_sum = xm != 0 or sx != 0  # else Σx' is folded into the weights
-    for i in range(npos):
-        acc[i] = 0
+    if with_sum:
+        for i in range(npos):
+            acc[i] = 0
     for c in range(ic):
         for ky in range(k):
             for kx in range(k):

@@ -7,20 +7,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from .base import register
 from .quantize import QuantParamBody
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _dequantize(q, zero_point, scale, out):
+    """out[i] = f32(i32(q[i] − zero_point)) · (1 / scale), the reciprocal in f32 (±inf for a zero
+    scale); element by element in order, as ncc's loop (ranges may overlap in a damaged file)."""
+    inv = np.float32(1.0) / scale
+    zp = np.int32(zero_point)
+    for i in range(out.shape[0]):
+        out[i] = np.float32(np.int32(np.int32(q[i]) - zp)) * inv
+
+
 def dequantize(q, zero_point: int, scale: float) -> np.ndarray:
     """Array-level dequantize (any shape): uint8 in, float32 out, exactly as ``ncc infer``."""
-    q = np.asarray(q)
-    with np.errstate(divide="ignore", over="ignore"):
-        inv = np.float32(1.0) / np.float32(scale)
-    d = (q.astype(np.int64) - int(zero_point)).astype(np.int32)  # i32 arithmetic, wraps like C
-    with np.errstate(over="ignore", invalid="ignore"):
-        return d.astype(np.float32) * inv
+    q = np.ascontiguousarray(q, dtype=np.uint8)
+    out = np.empty(q.shape, np.float32)
+    _dequantize(q.reshape(-1), np.int32(zero_point), np.float32(scale), out.reshape(-1))
+    return out
 
 
 @register
@@ -33,4 +42,4 @@ class Dequantize(QuantParamBody):
 
     def run(self, mem) -> None:
         n = self.input.size
-        mem.f32(self.output, n)[:] = dequantize(mem.u8(self.input, n), self.zero_point, self.scale)
+        _dequantize(mem.u8(self.input, n), np.int32(self.zero_point), np.float32(self.scale), mem.f32(self.output, n))

@@ -148,8 +148,13 @@ class ReduceWindow2D(_WindowBody):
         if not 0 <= self.reduce_op <= 3:
             raise KernelFailure(f"error occurs in running kernel: {self.name}")
         self._check_geometry(mem)
-        x = mem.f32(self.input, int(np.prod(self.in_shape))).reshape(self.in_shape)
-        y = reduce_window2d(x, self.reduce_op, self.filter_h, self.filter_w, self.stride_h, self.stride_w,
-                            self.dilation_h, self.dilation_w, self.padding_h, self.padding_w, self.init_value,
-                            self.act.lo, self.act.hi)
-        mem.f32(self.output, y.size)[:] = y.reshape(-1)
+        n, c, h, w = (int(d) for d in self.in_shape)
+        oh, ow = out_hw(h, w, self.filter_h, self.filter_w, self.stride_h, self.stride_w, self.dilation_h,
+                        self.dilation_w, self.padding_h, self.padding_w, nonneg=True)
+        x = mem.f32(self.input, n * c * h * w)
+        out = mem.f32(self.output, n * c * oh * ow)  # written in order, as ncc's loop
+        if out.size:
+            _reduce_window2d_nchw(x, n, c, h, w, oh, ow, self.filter_h, self.filter_w, self.stride_h, self.stride_w,
+                                  self.dilation_h, self.dilation_w, int(self.padding_h[0]), int(self.padding_w[0]),
+                                  int(self.reduce_op), np.float32(self.init_value), np.float32(self.act.lo),
+                                  np.float32(self.act.hi), out)

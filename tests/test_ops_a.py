@@ -235,6 +235,16 @@ def test_registered(cls):
     assert op_class(OPCODES[cls]) is cls and cls.opcode == OPCODES[cls]
 
 
+def test_opcode_module_table_matches_the_registry():
+    """op_class imports only the module OP_MODULES names for an opcode; with every op module imported,
+    the registry holds exactly those opcodes, each defined in its named module."""
+    from kmodelpy.ops.base import OP_MODULES, OPS, _load_all
+
+    _load_all()
+    assert {k: v.__module__.rsplit(".", 1)[1] for k, v in OPS.items()} == OP_MODULES
+    assert op_class(0x15) is None and op_class(0x2003) is None
+
+
 @pytest.mark.parametrize("cls", list(OP_STRATEGIES), ids=lambda c: c.__name__)
 def test_body_round_trip(cls):
     @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -58,9 +58,31 @@ class Op:
         return bytes(w.buf)
 
 
+# opcode -> the module that defines its op (imported on first use, so a start-up imports only the
+# modules of the ops a kmodel has; tests/test_ops_a.py checks this table against the registry)
+OP_MODULES = {
+    0x00: "binary", 0x01: "concat", 0x02: "conv2d", 0x03: "dequantize", 0x04: "matmul", 0x05: "pad",
+    0x06: "quantize", 0x07: "reduce", 0x08: "reduce_window2d", 0x09: "memory_copy", 0x0A: "resize_image",
+    0x0B: "softmax", 0x0C: "transpose", 0x0D: "strided_slice", 0x0E: "unary", 0x0F: "quantized_conv2d",
+    0x10: "quantized_matmul", 0x11: "quantized_binary", 0x12: "table_lookup1d", 0x13: "conv2d_transpose",
+    0x14: "nnil_unary_method", 0x1001: "cpu_conv2d", 0x1002: "cpu_depthwise_conv2d",
+    0x1003: "cpu_reduce_window2d", 0x1004: "cpu_quantized_conv2d", 0x1005: "cpu_quantized_depthwise_conv2d",
+    0x2001: "kpu_upload", 0x2002: "kpu_conv2d",
+}
+
+
 def op_class(opcode: int) -> type[Op] | None:
-    _load_all()
-    return OPS.get(opcode)
+    """The op class of ``opcode`` (None if kmodel v4 has no such opcode), importing its module."""
+    cls = OPS.get(opcode)
+    if cls is None and opcode in OP_MODULES:
+        import importlib
+
+        from .._numba_start import skip_scipy_on_first_dispatch
+
+        skip_scipy_on_first_dispatch()
+        importlib.import_module(f"{__package__}.{OP_MODULES[opcode]}")
+        cls = OPS.get(opcode)
+    return cls
 
 
 _loaded = False

@@ -320,7 +320,7 @@ def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, u)
     """:func:`activate_sorted` for i32 ``cv`` entirely in 32-bit lanes (eight values per AVX2
     instruction instead of emulated 64-bit multiplies and shifts), when :func:`i32_program` can
     write a program for it. Returns False (nothing written) otherwise; the caller then takes the
-    64-bit path."""
+    64-bit path. The one-channel form (the layer kernels write into their layer's table)."""
     prog = np.empty((1, PROG_ROWS), np.int64)
     if not i32_program(coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, prog, 0):
         return False
@@ -797,6 +797,12 @@ def _dw3_flat(xf, ph, pw, o, wf, ih, iw, with_sum, fl, acc, sxc):
 
 
 @numba.njit(cache=True, inline="always")
+def _cv32(acc, sxc, m, i):
+    """D + m·Σx' at position i in i32 (``sxc`` not read when m = 0)."""
+    return np.int32(acc[i]) if m == 0 else np.int32(np.int32(acc[i]) + m * sxc[i])
+
+
+@numba.njit(cache=True, inline="always")
 def _c_values32(acc, sxc, sx_mul, cv):
     """cv[p] = D + sx_mul·Σx' in i32 (D = acc[p], an exact integer in f32 or i32; ``sxc`` not read
     when sx_mul = 0), the caller having checked it cannot overflow; returns (min, max). C is cv[p]
@@ -805,15 +811,8 @@ def _c_values32(acc, sxc, sx_mul, cv):
     lo = np.int32(np.iinfo(np.int32).max)
     hi = np.int32(np.iinfo(np.int32).min)
     m = np.int32(sx_mul)
-    if m == 0:  # Σx' folded into the weights: D is C already
-        for p in range(cv.shape[0]):
-            v = np.int32(acc[p])
-            cv[p] = v
-            lo = min(lo, v)
-            hi = max(hi, v)
-        return lo, hi
     for p in range(cv.shape[0]):
-        v = np.int32(np.int32(acc[p]) + m * sxc[p])
+        v = _cv32(acc, sxc, m, p)
         cv[p] = v
         lo = min(lo, v)
         hi = max(hi, v)
@@ -826,12 +825,6 @@ def _bv_span(c_lo, c_hi, mul, bsh, badd):
     b1 = ((c_lo * mul) >> bsh) + badd
     b2 = ((c_hi * mul) >> bsh) + badd
     return min(b1, b2), max(b1, b2)
-
-
-@numba.njit(cache=True, inline="always")
-def _cv32(acc, sxc, m, i):
-    """D + m·Σx' at position i in i32 (``sxc`` not read when m = 0)."""
-    return np.int32(acc[i]) if m == 0 else np.int32(np.int32(acc[i]) + m * sxc[i])
 
 
 @numba.njit(cache=True)
@@ -908,8 +901,8 @@ def _channel_out(acc, sxc, axsx, o, n, ih, iw, regs, bnt, seg, prog, sorted_star
     if npix == 0:
         return ERR_NONE
     if prog[o, PR_OK]:
-        return _finish_program(acc, sxc, xm, o, n, ih, iw, bnt[BN_MUL, o] < 0, prog, pool_type, pool_first,
-                               out, of, cv32, pooled32, u)
+        return _finish_program(acc, sxc, xm, o, n, ih, iw, bnt, prog, pool_type, pool_first, out, of, cv32,
+                               pooled32, u)
     const = _c_const(taps, gic, aw, sw, aadd, bnt[BN_SW, o])
     if _cv_fits_i32(sx, ax, taps):
         coff = const + ax * 128 * taps  # asr(ax·Sx, 0) = ax·Σx' + ax·128·T
@@ -918,16 +911,16 @@ def _channel_out(acc, sxc, axsx, o, n, ih, iw, regs, bnt, seg, prog, sorted_star
             c_lo32, c_hi32 = _c_pool2(acc, sxc, xm, ih, iw, mul < 0, pooled32)
             c_lo, c_hi = np.int64(c_lo32) + coff, np.int64(c_hi32) + coff
             if _bv_span(c_lo, c_hi, mul, bnt[BN_SHIFT, o], bnt[BN_ADD, o])[0] > min_start:
-                return _finish(cv32, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_start, pool_type,
-                               True, True, out, of, bvs, pooled32, u, tv)
+                return _finish(cv32, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, prog, sorted_starts, min_start,
+                               pool_type, True, True, out, of, bvs, pooled32, u, tv)
         c_lo32, c_hi32 = _c_values32(acc, sxc, xm, cv32)
         return _finish(cv32, coff, np.int64(c_lo32) + coff, np.int64(c_hi32) + coff, o, n, ih, iw, bnt, seg,
-                       sorted_starts, min_start, pool_type, pool_first, False, out, of, bvs, pooled32, u, tv)
+                       prog, sorted_starts, min_start, pool_type, pool_first, False, out, of, bvs, pooled32, u, tv)
     if sx == 0:
         c_lo, c_hi = _c_values(acc, sxc, axsx, xm, const + ax * 128 * taps, False, cv)
     else:
         c_lo, c_hi = _c_values(acc, sxc, axsx, 128, const, True, cv)
-    return _finish(cv, np.int64(0), c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_start, pool_type,
+    return _finish(cv, np.int64(0), c_lo, c_hi, o, n, ih, iw, bnt, seg, prog, sorted_starts, min_start, pool_type,
                    pool_first, False, out, of, bvs, pooled, u, tv)
 
 
@@ -976,10 +969,11 @@ def layer_programs(wf, gic, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_s
 
 
 @numba.njit(cache=True, inline="always")
-def _finish_program(acc, sxc, sx_mul, o, n, ih, iw, use_min, prog, pool_type, pool_first, out, of, cv32,
-                    pooled32, u):
+def _finish_program(acc, sxc, sx_mul, o, n, ih, iw, bnt, prog, pool_type, pool_first, out, of, cv32, pooled32, u):
     """Output channel ``o`` by its layer program (C = D + sx_mul·Σx' + coff, every value with a
     segment): C, its pool when ``pool_first``, the activation and the pool into out[n, o]."""
+    mul = bnt[BN_MUL, o]
+    use_min = mul < 0
     opix = out.shape[2] * out.shape[3]
     start = (n * out.shape[1] + o) * opix
     flat_out = of[start : start + opix]
@@ -994,8 +988,7 @@ def _finish_program(acc, sxc, sx_mul, o, n, ih, iw, use_min, prog, pool_type, po
         else:
             src, dst = cv32, (flat_out if pool_type == 0 else u)
     c0 = prog[o, PR_COFF]
-    mul = prog[o, PR_MH] * (np.int64(1) << prog[o, PR_BSH]) + prog[o, PR_ML]
-    bv_hi = _bv_span(np.int64(lo) + c0, np.int64(hi) + c0, mul, prog[o, PR_BSH], prog[o, PR_BADD])[1]
+    bv_hi = _bv_span(np.int64(lo) + c0, np.int64(hi) + c0, mul, bnt[BN_SHIFT, o], bnt[BN_ADD, o])[1]
     run_program(src, prog, o, bv_hi, dst)
     if not pool_first and pool_type != 0:
         pool_plane(u, ih, iw, pool_type, out[n, o])
@@ -1003,12 +996,14 @@ def _finish_program(acc, sxc, sx_mul, o, n, ih, iw, use_min, prog, pool_type, po
 
 
 @numba.njit(cache=True, inline="always")
-def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_start, pool_type, pool_first,
+def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, prog, sorted_starts, min_start, pool_type, pool_first,
             prepooled, out, of, bvs, pooled, u, tv):
     """Batch norm, activation and pool of output channel ``o`` from C = cv[p] + coff (cv i64, or
     i32 with the channel's constant in ``coff``), C in [c_lo, c_hi], into out[n, o]; returns the
     error. ``pooled`` has cv's dtype; with ``prepooled`` it holds the pool of C already (the
-    caller made sure every value has a segment)."""
+    caller made sure every value has a segment). The 32-bit program for this run's C range is
+    written into channel o's row of the layer's ``prog`` (not ok: no program for every input)
+    and marked not ok again after the run."""
     opix = out.shape[2] * out.shape[3]
     err = ERR_NONE
     mul, bsh, badd = bnt[BN_MUL, o], bnt[BN_SHIFT, o], bnt[BN_ADD, o]
@@ -1026,8 +1021,10 @@ def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, sorted_starts, min_sta
     else:
         src, dst = cv, u
     done = False
-    if sorted_starts and safe:
-        done = activate_i32(src, coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, dst)
+    if sorted_starts and safe and i32_program(coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, prog, o):
+        run_program(src, prog, o, bv_hi, dst)
+        prog[o, PR_OK] = 0
+        done = True
     if sorted_starts and safe and not done:
         done = activate_sorted(src, coff, mul, bsh, badd, seg, bv_lo, bv_hi, bvs, dst)
     if not done:

@@ -66,7 +66,8 @@ def _input(model, path) -> np.ndarray:
 def test_reference_set_is_complete():
     assert len([c for c in REF_CASES if c.startswith("synth__")]) == 301
     assert len([c for c in REF_CASES if c.startswith("kmodel__")]) == 5
-    assert len(REF_CASES) == 349
+    assert len([c for c in REF_CASES if c.startswith("onnx__")]) == 45
+    assert len(REF_CASES) == 349 + 45
 
 
 @pytest.mark.parametrize("case", REF_CASES)

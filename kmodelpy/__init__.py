@@ -11,21 +11,19 @@ from .errors import KmodelpyError  # noqa: F401
 __version__ = "0.1.0"
 
 
-def is_tflite_path(path) -> bool:
-    """True for a .tflite and for what people pass instead of one (a Keras .h5, a SavedModel folder or
-    .pb): the TFLite reader handles those and says how to convert them."""
-    from pathlib import Path
+def is_source_path(path) -> bool:
+    """True for a source model (a .tflite, or what people pass instead of one) rather than a kmodel."""
+    from .frontends import source_format
 
-    p = Path(path)
-    return p.suffix.lower() in (".tflite", ".h5", ".hdf5", ".keras", ".pb") or p.is_dir()
+    return source_format(path) is not None
 
 
 def load(path):
-    """Load a ``.kmodel`` (bit-exact emulator) or a ``.tflite`` (float evaluator)."""
-    if is_tflite_path(path):
-        from .tflite_model import load_tflite
+    """Load a ``.kmodel`` (bit-exact emulator) or a source model such as a ``.tflite`` (float evaluator)."""
+    if is_source_path(path):
+        from .frontends import load_float
 
-        return load_tflite(path)
+        return load_float(path)
     from .runtime import load_kmodel
 
     return load_kmodel(path)

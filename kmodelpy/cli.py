@@ -175,10 +175,10 @@ def cmd_run(args) -> int:
 
 # ---------------------------------------------------------------------------- inspect
 def cmd_inspect(args) -> int:
-    from . import is_tflite_path
+    from . import is_source_path
 
     p = Path(args.model)
-    if is_tflite_path(p):
+    if is_source_path(p):
         if not p.exists():
             raise InputError(f"{p}: no such file")
         from .fit_report import report

@@ -3,7 +3,7 @@
 
 The structural part of ``ncc compile`` does not depend on calibration data, so the verdicts come from
 the compiler itself rather than from a second copy of its rules: the model is imported
-(:mod:`kmodelpy.ir.importer`), passes P1 and P2 run (the K210 lowering: ``fake_kpu_conv2d``, select
+(:mod:`kmodelpy.frontends.tflite.importer`), passes P1 and P2 run (the K210 lowering: ``fake_kpu_conv2d``, select
 pools, strided-slice motion, pad/crop folding) and the quantization checkpoints C1-C3 are placed.  On
 that graph the quantize-stage decisions that are pure structure are applied as rules: Q1 (a
 ``fused_unary`` right after a KPU conv is absorbed into its activation table), Q2 (a max/mean pool
@@ -87,7 +87,7 @@ def _compile_structure(tfl, wqt: float, oqt: int):
     from .compiler.k210_ops import register_all
     from .compiler.pipeline import Options, make_context
     from .compiler.rewrite import run_pass
-    from .ir.importer import import_tflite
+    from .frontends.tflite.importer import import_tflite
 
     register_all()
     g = import_tflite(tfl)
@@ -671,7 +671,7 @@ class _Analysis:
 
 def analyse(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024) -> list[LayerVerdict]:
     """Verdicts for every operator of a float TFLite model (a path or a parsed ``TFLiteFile``), in file order."""
-    from .format.tflite_reader import TFLiteFile, read_tflite
+    from .frontends.tflite.reader import TFLiteFile, read_tflite
 
     tfl = path if isinstance(path, TFLiteFile) else read_tflite(path)
     return _Analysis(tfl, weights_quantize_threshold, output_quantize_threshold).run()

@@ -49,7 +49,7 @@ UINT8_CASES = _uint8_cases()
 
 @lru_cache(maxsize=None)
 def _tfl(case):
-    from kmodelpy.format.tflite_reader import read_tflite
+    from kmodelpy.frontends.tflite.reader import read_tflite
 
     return read_tflite(CASES / case / "model.tflite")
 
@@ -387,7 +387,7 @@ def _synth(name, tmp):
     from pathlib import Path
 
     from kmodelpy.compiler.pipeline import Options, run_pipeline
-    from kmodelpy.format.tflite_reader import read_tflite
+    from kmodelpy.frontends.tflite.reader import read_tflite
     from refcases import DATASETS
 
     b = _b()
@@ -553,7 +553,7 @@ def test_random_conv_layers_match_compile(p, synth_dir):
 
     from kmodelpy.compiler.pipeline import Options, run_pipeline
     from kmodelpy.errors import CompileError
-    from kmodelpy.format.tflite_reader import read_tflite
+    from kmodelpy.frontends.tflite.reader import read_tflite
 
     b = _b()
     ins, outs = _random_model(b, p)

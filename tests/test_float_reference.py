@@ -34,7 +34,7 @@ def model_input(case: str, path, shape) -> np.ndarray:
 def _compare(case: str, hybrid=None):
     """Largest error of each output over the case's pictures, and the output's range (over all
     pictures: a scalar output's range is its spread over the test set)."""
-    from kmodelpy.tflite_model import load_tflite
+    from kmodelpy.frontends.tflite.model import load_tflite
 
     model = load_tflite(CASES / case / "model.tflite", hybrid=hybrid)
     files = inputs(case)
@@ -56,7 +56,7 @@ def _compare(case: str, hybrid=None):
 
 
 # A dynamic-range model (line_follower_kpu_dynrange) is evaluated like TFLite runs it: hybrid kernels
-# that quantize the activations at run time (kmodelpy.ir.hybrid), so it matches to 1e-5 as well.
+# that quantize the activations at run time (kmodelpy.frontends.tflite.hybrid), so it matches to 1e-5 as well.
 @pytest.mark.parametrize("case", FLOAT_CASES)
 def test_matches_tflite_float(case):
     for k, (err, span) in enumerate(_compare(case)):
@@ -73,7 +73,7 @@ def test_dynrange_plain_float_mode():
 def test_dynrange_is_dequantized_per_channel():
     """line_follower_kpu_dynrange: int8 per-channel weights must match TFLite (ncc uses scale[0])."""
     assert "line_follower_kpu_dynrange" in FLOAT_CASES
-    from kmodelpy.format.tflite_reader import read_tflite
+    from kmodelpy.frontends.tflite.reader import read_tflite
 
     tfl = read_tflite(CASES / "line_follower_kpu_dynrange" / "model.tflite")
     per_channel = [t for t in tfl.tensors if t.dtype == "INT8" and t.quantization is not None

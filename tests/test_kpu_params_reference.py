@@ -20,7 +20,7 @@ from kmodelpy.compiler.kpu_params import kpu_conv_params
 from kmodelpy.compiler.l2_calibration import Histogram, print_line
 from kmodelpy.compiler.quant import FLT_MAX, Range, fixup_range, get_quant_param, get_range
 from kmodelpy.format.kmodel import KModel
-from kmodelpy.format.tflite_reader import read_tflite
+from kmodelpy.frontends.tflite.reader import read_tflite
 from kmodelpy.ops.binary import binary
 from kmodelpy.ops.conv2d import conv2d
 from kmodelpy.ops.matmul import matmul

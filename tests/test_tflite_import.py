@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 import kmodelpy
 from kmodelpy.errors import FormatError, KmodelpyError, UnsupportedError
-from kmodelpy.format.tflite_reader import read_tflite
-from kmodelpy.ir.importer import import_tflite, supported_operators
+from kmodelpy.frontends.tflite.reader import read_tflite
+from kmodelpy.frontends.tflite.importer import import_tflite, supported_operators
 from refcases import CASES
 from tflite_builder import TFLiteBuilder
 
@@ -233,7 +233,7 @@ def test_int8_per_channel_weights(tmp_path, through_dequantize):
     y = _conv1x1_model(b, x, w, b.const("bias", bias), 4)
     xv = _x((1, 4, 4, 3))
     path = b.save(tmp_path / "m.tflite", [x], [y])
-    from kmodelpy.tflite_model import load_tflite
+    from kmodelpy.frontends.tflite.model import load_tflite
 
     model = load_tflite(path, hybrid=False)  # dynamic-range: plain float on request (default: hybrid)
     assert model.hybrid is False and kmodelpy.load(path).hybrid is not through_dequantize
@@ -259,7 +259,7 @@ def _tflite_input_quant(v):
 
 
 def test_asymmetric_input_quantization():
-    from kmodelpy.ir.hybrid import asymmetric_quantize
+    from kmodelpy.frontends.tflite.hybrid import asymmetric_quantize
 
     q, sf, zp = asymmetric_quantize(np.float32([[0.0, 1.0, 2.55, 1.275]]))
     assert zp[0] == -128 and sf[0] == np.float32(0.01)
@@ -278,7 +278,7 @@ def test_asymmetric_input_quantization():
 def test_dynamic_range_conv_runs_tflite_hybrid_kernel(tmp_path, depthwise):
     """int8 per-channel weights + float input: TFLite's hybrid kernel (run-time asymmetric int8 input,
     int32 sums, f32 rescale), checked against a scalar loop; hybrid=False is the float conv."""
-    from kmodelpy.tflite_model import load_tflite
+    from kmodelpy.frontends.tflite.model import load_tflite
 
     rng = np.random.default_rng(7)
     c, oc, k = 3, (3 if depthwise else 4), 3
@@ -416,7 +416,7 @@ def test_truncated(tmp_path):
                                                   min_size=1, max_size=4))
 def test_damaged_files_give_kmodelpy_errors(cut, flips):
     """Any truncation or byte damage: either a model comes out or a KmodelpyError, nothing else."""
-    from kmodelpy.format.tflite_reader import parse_tflite
+    from kmodelpy.frontends.tflite.reader import parse_tflite
 
     data = bytearray((CASES / "softmax_head" / "model.tflite").read_bytes())
     for pos, val in flips:
@@ -613,7 +613,7 @@ def test_registry_accepts_new_ops():
 def test_dynamic_range_float_conv_is_xnnpack_fma(kind):
     """Float convolutions of a dynamic-range model: XNNPACK's bias + one FMA per tap, ky→kx→ic for
     convolutions, kx→ky for depthwise (scalar loop; the FMA is exact product + one f32 rounding)."""
-    from kmodelpy.ir.hybrid import conv2d_xnnpack
+    from kmodelpy.frontends.tflite.hybrid import conv2d_xnnpack
 
     rng = np.random.default_rng(3)
     c, k = 3, 3

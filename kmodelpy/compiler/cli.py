@@ -61,7 +61,7 @@ def main(args) -> int:
     src = Path(args.input)
     if not src.exists():
         raise InputError(f"{src}: no such model file")
-    from ..format.tflite_reader import check_not_other_format
+    from ..frontends.tflite.reader import check_not_other_format
 
     check_not_other_format(src)  # a SavedModel folder or .pb: say how to convert it
     out = Path(args.output) if args.output else src.with_suffix(".kmodel")

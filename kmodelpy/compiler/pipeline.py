@@ -101,12 +101,12 @@ def dump_graph(g: Graph, prefix: str, opts: Options, llir: bool = False) -> None
 
 
 def import_graph(path, out) -> Graph:
-    from ..ir.importer import import_tflite
+    from ..frontends import import_graph as import_source
     from .k210_ops import register_all
 
     register_all()
     out.write("1. Import graph...\n")
-    g = import_tflite(path)
+    g = import_source(path)
     g.assign_names()
     return g
 

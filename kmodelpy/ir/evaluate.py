@@ -10,7 +10,7 @@ Hooks:
   connector of every evaluated node, in evaluation order (calibration collects ranges with it);
 * :func:`kmodelpy.ir.ops.register_evaluator` adds evaluators for other ops (``fn(node, args)``);
 * ``evaluate(graph, inputs, conv_origins=graph.conv_origins)`` evaluates the convolutions of a
-  dynamic-range TFLite model the way TFLite does (:mod:`kmodelpy.ir.hybrid`); without it every
+  dynamic-range TFLite model the way TFLite does (:mod:`kmodelpy.frontends.tflite.hybrid`); without it every
   node keeps the float arithmetic (the compiler's view of dequantized weights).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ def evaluate(graph: Graph, inputs, on_output: Callable | None = None, keep: bool
     name. Returns the list of output values (``graph.outputs`` order), or with ``keep=True``
     ``(outputs, values)`` where ``values`` maps every OutputConnector to its value.
     ``conv_origins`` (the importer's ``graph.conv_origins``): conv2d nodes listed there run
-    :func:`kmodelpy.ir.hybrid.evaluate_conv2d` (TFLite's arithmetic for dynamic-range models)."""
+    :func:`kmodelpy.frontends.tflite.hybrid.evaluate_conv2d` (TFLite's arithmetic for dynamic-range models)."""
     if isinstance(inputs, dict):
         feed = {n: inputs[n.name] for n in graph.inputs}
     else:
@@ -64,7 +64,7 @@ def evaluate(graph: Graph, inputs, on_output: Callable | None = None, keep: bool
             elif n.op == "ignore":
                 outs = []
             elif conv_origins and n.op == "conv2d" and n in conv_origins:
-                from .hybrid import evaluate_conv2d
+                from ..frontends.tflite.hybrid import evaluate_conv2d
 
                 outs = [evaluate_conv2d(n, args, conv_origins[n])]
             else:

@@ -13,9 +13,9 @@ their tensor names. ``graph.source`` maps a node to ``(op index, builtin, output
 Beyond ncc:
 * int8 weights (dynamic-range models) are dequantized **per channel** (ncc uses scale[0] only),
   for CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED; ``graph.conv_origins`` maps
-  each CONV_2D/DEPTHWISE_CONV_2D node to a :class:`~kmodelpy.ir.hybrid.ConvOrigin` (its kind, and
+  each CONV_2D/DEPTHWISE_CONV_2D node to a :class:`~kmodelpy.frontends.tflite.hybrid.ConvOrigin` (its kind, and
   for per-channel int8 weights the raw weights and scales), which the float reference uses to
-  evaluate dynamic-range models like TFLite does (:mod:`kmodelpy.ir.hybrid`);
+  evaluate dynamic-range models like TFLite does (:mod:`kmodelpy.frontends.tflite.hybrid`);
 * DEQUANTIZE (fp16 / int8 constants), CAST, SHAPE and the constant sub-graphs TF2 converters emit
   (SHAPE → STRIDED_SLICE → PACK → RESHAPE ...) are folded at import;
 * PRELU = max(x,0) + α·min(x,0); TANH = (1−t)/(1+t) with t = exp(−2·max(x,−10)) (also as a fused
@@ -28,19 +28,19 @@ Beyond ncc:
   integer upscaling (identical result), refused otherwise.
 * Refused with one line: fully int8/uint8-quantized models (export a float model:
   ``converter.optimizations = []`` and no representative dataset), unsupported operators (listing
-  the supported ones), dynamic input shapes (see :mod:`kmodelpy.format.tflite_reader`).
+  the supported ones), dynamic input shapes (see :mod:`kmodelpy.frontends.tflite.reader`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import FormatError, KmodelpyError, UnsupportedError
-from ..format.tflite_reader import Operator, TFLiteFile, read_tflite
-from .graph import Graph, InputConnector, OutputConnector
+from ...errors import FormatError, KmodelpyError, UnsupportedError
+from .reader import Operator, TFLiteFile, read_tflite
+from ...ir.graph import Graph, InputConnector, OutputConnector
 from .hybrid import ConvOrigin
-from .ops import (FLT_MAX, FULL_RANGE, infer_shapes, normalize_reshape, normalize_strided_slice, opdef,
+from ...ir.ops import (FLT_MAX, FULL_RANGE, infer_shapes, normalize_reshape, normalize_strided_slice, opdef,
                   windowed_padding)
-from . import tflite_fold as fold
+from . import fold
 
 ACTIVATIONS = {"NONE": FULL_RANGE, "RELU": (0.0, FLT_MAX), "RELU_N1_TO_1": (-1.0, 1.0), "RELU6": (0.0, 6.0)}
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError
+from ...errors import FormatError
 
 _CONVERT_HINT = (
     "convert it with tf.lite.TFLiteConverter.from_keras_model(model).convert() "

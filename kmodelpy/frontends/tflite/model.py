@@ -2,7 +2,7 @@
 loaded kmodel (:class:`kmodelpy.runtime.Model`): NCHW 4-D input and outputs, float32, outputs in
 ncc's kmodel output order (the subgraph's declared outputs).
 
-The model is imported to HLIR exactly as ncc does (:mod:`kmodelpy.ir.importer`) and evaluated by
+The model is imported to HLIR exactly as ncc does (:mod:`kmodelpy.frontends.tflite.importer`) and evaluated by
 the float evaluator (:mod:`kmodelpy.ir.evaluate`, ncc's f32 arithmetic). A dynamic-range model (int8
 conv/depthwise weights, float activations) is evaluated by default the way TFLite's interpreter
 runs it (hybrid kernels that quantize activations at run time, :mod:`kmodelpy.ir.hybrid`);
@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ...errors import InputError
 
 
 class TFLiteModel:
     """A TFLite model evaluated in float32 (see module doc)."""
 
     def __init__(self, path, hybrid: bool | None = None):
-        from .format.tflite_reader import read_tflite
-        from .ir.hybrid import is_dynamic_range
-        from .ir.importer import import_tflite
+        from .reader import read_tflite
+        from .hybrid import is_dynamic_range
+        from .importer import import_tflite
 
         self.path = str(path)
         self.tflite = read_tflite(path)
@@ -56,7 +56,7 @@ class TFLiteModel:
     def run(self, x, *more) -> list[np.ndarray]:
         """Evaluate one input (CHW or NCHW for a 4-D input; float32). Extra inputs of a multi-input
         model follow in order. Returns float32 outputs (4-D as NCHW)."""
-        from .ir.evaluate import evaluate
+        from ...ir.evaluate import evaluate
 
         feeds = []
         for node, v in zip(self.graph.inputs, (x,) + more):

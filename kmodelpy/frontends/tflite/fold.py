@@ -2,7 +2,7 @@
 
 TF2 converters emit small integer sub-graphs (SHAPE → STRIDED_SLICE → PACK → RESHAPE's shape),
 float16 / int8 weights behind DEQUANTIZE, and CASTs of constants. ncc refuses these operators; the
-importer (:mod:`kmodelpy.ir.importer`) evaluates them here instead:
+importer (:mod:`kmodelpy.frontends.tflite.importer`) evaluates them here instead:
 
 * :func:`can_fold` — SHAPE always folds (shapes are static); an operator of :data:`FOLD_ONLY` folds
   when all its inputs are constant; any other operator folds when all its inputs are constant
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UnsupportedError
-from ..format.tflite_reader import _NP_DTYPES, Operator, TFLiteFile
+from ...errors import UnsupportedError
+from .reader import _NP_DTYPES, Operator, TFLiteFile
 
 FOLD_ONLY = ("SHAPE", "CAST", "DEQUANTIZE", "QUANTIZE", "GATHER", "FILL", "RANGE", "REDUCE_PROD", "FLOOR_DIV", "PACK",
              "UNPACK", "SQUEEZE", "EXPAND_DIMS", "ZEROS_LIKE", "ONES_LIKE")

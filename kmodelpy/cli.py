@@ -1,4 +1,4 @@
-"""The ``kmodelpy`` command: ``infer``, ``run``, ``inspect``, ``demo`` and ``compile``.
+"""The ``kmodelpy`` command: ``infer``, ``run``, ``inspect``, ``demo``, ``compile`` and ``compare``.
 
 ``infer`` writes the same files as ``ncc infer`` (runtime spec §E). Every user error (a
 :class:`~kmodelpy.errors.KmodelpyError`) is printed as one ``error: ...`` line on stderr with exit
@@ -242,28 +242,32 @@ def _add_norm(p) -> None:
     p.add_argument("--input-std", type=float, default=1.0, metavar="S", help="see --input-mean (default 1)")
 
 
-def _add_compile(sub, load: bool) -> None:
-    """Register `compile`. kmodelpy.compiler.cli (written separately) is imported only when the
-    command is `compile` (keeps `kmodelpy run` start-up fast)."""
+def _add_lazy(sub, name: str, help_text: str, module: str, load: bool) -> None:
+    """Register a command whose implementation (``kmodelpy.<module>``, with ``configure_parser`` and
+    ``main``) is imported only when the command is the one being run (keeps `kmodelpy run` start-up fast)."""
     if not load:
-        p = sub.add_parser("compile", help="compile a float .tflite to kmodel v4 (like ncc compile)",
-                           add_help=False)
+        p = sub.add_parser(name, help=help_text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         return
+    import importlib
+
     try:
-        from .compiler import cli as ccli
+        mod = importlib.import_module(f".{module}", __package__)
     except ModuleNotFoundError as e:
         if not (e.name or "").startswith("kmodelpy"):
             raise
         missing = e.name
-        p = sub.add_parser("compile", help="compile a float .tflite to kmodel v4 (not available)",
-                           add_help=False)
+        p = sub.add_parser(name, help=f"{help_text} (not available)", add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=lambda a: _unavailable(f"compile: the compiler is not available in this kmodelpy ({missing})"))
+        p.set_defaults(func=lambda a: _unavailable(f"{name}: not available in this kmodelpy ({missing})"))
         return
-    p = sub.add_parser("compile", help="compile a float .tflite to kmodel v4 (like ncc compile)")
-    ccli.configure_parser(p)
-    p.set_defaults(func=ccli.main)
+    p = sub.add_parser(name, help=help_text)
+    mod.configure_parser(p)
+    p.set_defaults(func=mod.main)
+
+
+def _add_compile(sub, load: bool) -> None:
+    _add_lazy(sub, "compile", "compile a float .tflite to kmodel v4 (like ncc compile)", "compiler.cli", load)
 
 
 def _unavailable(msg: str) -> int:
@@ -305,6 +309,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     _add_compile(sub, load=bool(argv) and argv[0] == "compile")
+    _add_lazy(sub, "compare", "where a kmodel loses accuracy against its float model, layer by layer",
+              "accuracy.cli", load=bool(argv) and argv[0] == "compare")
     return ap
 
 

@@ -248,6 +248,24 @@ def l2_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: f
     return result
 
 
+def searched_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: float, method: str,
+                    percentile: float, out=None) -> dict:
+    """Calibration run #2 for kmodelpy's own methods (percentile, mse: :mod:`kmodelpy.compiler.range_search`).
+    Graph inputs keep their no_clip range: a uint8 input's codes are the pixels, a clipped range would
+    misread them."""
+    from .range_search import histogram_ranges
+
+    out = out if out is not None else sys.stdout
+    searched = {oc: r for oc, r in ranges.items() if oc.node.op != "input"}
+    out.write("  4.3. Get activation distributions...\n")
+    result = dict(ranges)
+    result.update(histogram_ranges(searched, lambda record: _run(graph, dataset, fmt, mean, std, record, out),
+                                   method, percentile))
+    detail = f" (both tails at {percentile:g} %)" if method == "percentile" else ""
+    out.write(f"  4.4. Find {method} ranges{detail}...\n")
+    return result
+
+
 def _run(graph, dataset, fmt, mean, std, record, out) -> None:
     out = out if out is not None else sys.stdout
     out.write("  Run calibration...\n")

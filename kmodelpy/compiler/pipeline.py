@@ -15,6 +15,9 @@ from . import transforms as T
 from .rewrite import Context, run_pass
 
 
+CALIBRATE_METHODS = ("no_clip", "l2", "percentile", "mse")  # ncc's two, then kmodelpy's (range_search)
+
+
 @dataclass
 class Options:
     """``ncc compile`` options (§1) with ncc's defaults."""
@@ -26,6 +29,11 @@ class Options:
     input_mean: float | None = None
     input_std: float | None = None
     calibrate_method: str = "no_clip"
+    calibrate_percentile: float = 99.99  # kmodelpy's --calibrate-method percentile
+    bias_correction: bool = False  # kmodelpy: fold each channel's mean error into its add (bias_correction.py)
+    float_layers: tuple | str | None = None  # kmodelpy: source layers kept in float (float_layers.py)
+    optimize_accuracy: bool = False  # kmodelpy: the best combination of docs/accuracy.md (see resolve())
+    source: str | None = None  # the model file (set by run_pipeline, for messages)
     weights_quantize_threshold: float = 64.0
     output_quantize_threshold: int = 1024
     quantize_binary: bool = True
@@ -50,15 +58,26 @@ class Options:
     def effective_input_type(self) -> str:
         return self.inference_type if self.input_type == "default" else self.input_type
 
+    def resolve(self) -> None:
+        """``optimize_accuracy``: what docs/accuracy.md measured best — the percentile calibration (unless
+        another method than the default was asked for) and bias correction."""
+        if self.optimize_accuracy:
+            if self.calibrate_method == "no_clip":
+                self.calibrate_method = "percentile"
+            self.bias_correction = True
+
     def validate(self) -> None:
         checks = (("-t/--target", self.target, ("k210", "cpu")),
                   ("--dataset-format", self.dataset_format, ("image", "raw")),
                   ("--inference-type", self.inference_type, ("uint8", "float")),
                   ("--input-type", self.input_type, ("default", "uint8", "float")),
-                  ("--calibrate-method", self.calibrate_method, ("no_clip", "l2")))
+                  ("--calibrate-method", self.calibrate_method, CALIBRATE_METHODS))
         for flag, v, allowed in checks:
             if v not in allowed:
                 raise InputError(f"{flag} {v!r} is not supported; use one of: {', '.join(allowed)}")
+        if not 50.0 < float(self.calibrate_percentile) <= 100.0:
+            raise InputError(f"--calibrate-percentile {self.calibrate_percentile}: give a percentage above 50 and "
+                             "at most 100 (e.g. 99.99)")
         if self.input_std is not None and float(self.input_std) == 0.0:
             raise InputError("--input-std 0 would divide by zero; pass the standard deviation used in training")
         if self.inference_type == "uint8" and not self.dataset:
@@ -117,6 +136,10 @@ def optimize(g: Graph, ctx: Context, out, opts: Options | None = None) -> None:
     out.write("2. Optimize Pass 1...\n")
     run_pass(g, T.pass_p1(ctx), ctx)
     dump_graph(g, "optimize_1", opts)
+    if opts.float_layers:
+        from .float_layers import mark_float_layers
+
+        mark_float_layers(g, opts.float_layers, str(opts.source or "the model"))
     if opts.dump_weights_range:  # compile.cpp:252-264: plain get_range, C++ float formatting
         from .quant import get_range
 
@@ -155,6 +178,9 @@ def calibrate(g: Graph, ctx: Context, opts: Options, out) -> None:
     if opts.calibrate_method == "l2":
         ranges = C.l2_ranges(g, ranges, opts.dataset, opts.dataset_format, opts.mean, opts.std,
                              opts.use_dataset_as_input_stat, out)
+    elif opts.calibrate_method != "no_clip":
+        ranges = C.searched_ranges(g, ranges, opts.dataset, opts.dataset_format, opts.mean, opts.std,
+                                   opts.calibrate_method, float(opts.calibrate_percentile), out)
     if not opts.use_dataset_as_input_stat:
         oc = g.inputs[0].output
         r = C.fixed_input_range(opts.mean, opts.std)
@@ -175,8 +201,9 @@ def quantize_graph(g: Graph, ctx: Context, out, opts: Options | None = None) -> 
             out.write(line + "\n")
 
 
-def generate(g: Graph, out, opts: Options | None = None):
-    """Lower, schedule and emit (the back end); returns (kmodel bytes, llir, schedule)."""
+def generate(g: Graph, out, opts: Options | None = None, tune=None):
+    """Lower, schedule and emit (the back end); returns (kmodel bytes, llir, schedule). ``tune(kmodel, llir,
+    schedule)`` may adjust the emitted kmodel's parameters before it is written (--bias-correction)."""
     from .emit import emit
     from .lower import lower
     from .report import summary_lines, working_memory_line
@@ -191,7 +218,10 @@ def generate(g: Graph, out, opts: Options | None = None):
     out.write("  Plan buffers...\n")
     sched = schedule(llir)
     out.write("  Emit code...\n")
-    data = emit(llir, sched).to_bytes()
+    km = emit(llir, sched)
+    if tune is not None:
+        tune(km, llir, sched)
+    data = km.to_bytes()
     out.write(working_memory_line(sched) + "\n")
     for line in summary_lines(llir):
         out.write(line + "\n")
@@ -211,7 +241,9 @@ def run_pipeline(path, opts: Options | None = None, out=None) -> Result:
     """Compile a float TFLite model to kmodel v4 bytes (the whole §2 pipeline)."""
     opts = opts or Options()
     out = out if out is not None else sys.stdout
+    opts.resolve()
     opts.validate()
+    opts.source = str(path)
     ctx = make_context(opts)
     g = import_graph(path, out)
     optimize(g, ctx, out, opts)
@@ -219,5 +251,11 @@ def run_pipeline(path, opts: Options | None = None, out=None) -> Result:
         add_checkpoints(g, ctx, opts, out)
         calibrate(g, ctx, opts, out)
         quantize_graph(g, ctx, out, opts)
-    data, llir, sched = generate(g, out, opts)
+    tune = None
+    if opts.bias_correction and opts.inference_type == "uint8":
+        from .bias_correction import correct_biases
+
+        def tune(km, llir, sched):
+            correct_biases(km, llir, sched, path, opts, out)
+    data, llir, sched = generate(g, out, opts, tune)
     return Result(data, g, llir, sched, ctx.warnings)

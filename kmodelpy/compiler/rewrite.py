@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import CompileError
 from ..ir.graph import Graph, InputConnector, Node, OutputConnector
+from ..ir.origins import carry, note_merged
 
 
 @dataclass
@@ -115,6 +116,8 @@ def run_pass(graph: Graph, transforms: list[Transform], ctx: Context, limit: int
             for n in order:
                 m = t.try_match(n, ctx)
                 if m is not None:
+                    if m.outputs:
+                        note_merged(m.nodes, m.outputs[0])  # layers fused into the result (ir.origins)
                     try:
                         t.rewrite(graph, m, ctx)
                     except (ValueError, KeyError) as e:  # ncc: "Shapes must be same", map::at, ...
@@ -133,9 +136,11 @@ def run_pass(graph: Graph, transforms: list[Transform], ctx: Context, limit: int
 
 
 def reroute(old: OutputConnector, new: OutputConnector) -> None:
-    """Move every current consumer of ``old`` to ``new`` (ncc: ``for in in dup(conns): in->connect``)."""
+    """Move every current consumer of ``old`` to ``new`` (ncc: ``for in in dup(conns): in->connect``).
+    ``new`` holds the same value: the source tensors tagged on ``old`` move to it (kmodelpy.ir.origins)."""
     for c in list(old.consumers):
         c.connect(new)
+    carry(old, new)
 
 
 def link(old: OutputConnector, new: OutputConnector, ctx: Context) -> None:

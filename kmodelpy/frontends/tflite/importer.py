@@ -36,6 +36,7 @@ import numpy as np
 
 from ...errors import FormatError, KmodelpyError, UnsupportedError
 from .reader import Operator, TFLiteFile, read_tflite
+from ...ir import origins
 from ...ir.graph import Graph, InputConnector, OutputConnector
 from .hybrid import ConvOrigin
 from ...ir.ops import (FLT_MAX, FULL_RANGE, infer_shapes, normalize_reshape, normalize_strided_slice, opdef,
@@ -218,7 +219,37 @@ class _Importer:
         except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:
             raise FormatError(f"{self.tfl.path}: inconsistent graph inputs/outputs ({type(e).__name__}: "
                               f"{_first_line(e)})") from None
+        self.tag_sources()
         return self.g
+
+    def tag_sources(self) -> None:
+        """Tag the connector of every input and operator output tensor with its name, and list them in
+        ``graph.source_layers`` in file order (what ``kmodelpy compare`` matches, :mod:`kmodelpy.ir.origins`)."""
+        tfl = self.tfl
+        layers = []
+        for v in tfl.inputs:
+            name = tfl.tensors[v].name
+            origins.tag(self.inputs_nhwc[v], name)
+            layers.append(origins.SourceLayer(name, "INPUT", computes=False))
+        for op in tfl.operators:
+            reads = tuple(tfl.tensors[v].name for v in op.inputs if v >= 0 and (v in self.produced or v in tfl.inputs))
+            for v in op.outputs:
+                if v in self.produced:
+                    origins.tag(self.produced[v], tfl.tensors[v].name)
+                    layers.append(origins.SourceLayer(tfl.tensors[v].name, op.builtin, reads,
+                                                      self.computes(self.produced[v], op.index)))
+        self.g.source_layers = layers
+
+    def computes(self, oc: OutputConnector, op_index: int) -> bool:
+        """Does operator ``op_index`` compute ``oc`` (rather than only move data it read)?"""
+        n = oc.node
+        while self.g.source.get(n, (None,))[0] == op_index:
+            if n.op not in origins.VIEWS:
+                return n.op not in ("input", "constant")
+            if not n.inputs or n.inputs[0].producer is None:
+                return False
+            n = n.inputs[0].producer.node
+        return False
 
     def check_float(self, op: Operator) -> None:
         for idx in list(op.inputs) + list(op.outputs):
@@ -232,6 +263,7 @@ class _Importer:
     def make_io(self) -> None:
         tfl, g = self.tfl, self.g
         created_inputs: dict[int, OutputConnector] = {}
+        self.inputs_nhwc = created_inputs
         for v in tfl.inputs:
             t = tfl.tensors[v]
             shape = _shape(t)

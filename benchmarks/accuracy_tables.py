@@ -54,12 +54,13 @@ MODELS = {
     "pose_landmark_full": (MP / "pose_landmark/pose_landmark_full.tflite", PICTURES, PICTURES, P01, False),
 }
 
-# the layers --float-layers keeps in float in the "best" row (chosen from kmodelpy compare's per-layer table:
-# the layers that lose the most; see docs/accuracy.md)
-BEST_FLOAT = {
-    "line_follower_stock": 6,  # an int: the first N computing layers
-    "line_follower_kpu": 4,
-    "face_detection_short_range": "depthwise_conv2d_15,conv2d_16",
+# the "best" row: the accuracy options plus the layers --float-layers keeps in float, chosen from kmodelpy
+# compare's per-layer table (the layers that lose the most; see docs/accuracy.md). An int N: the first N
+# layers that compute something.
+BEST = {
+    "line_follower_stock": {"calibrate_method": "percentile", "float_layers": 6},
+    "line_follower_kpu": {"calibrate_method": "percentile", "float_layers": 4},
+    "face_detection_short_range": {"optimize_accuracy": True, "float_layers": "depthwise_conv2d_15,conv2d_16"},
 }
 
 CONFIGS = {
@@ -69,14 +70,11 @@ CONFIGS = {
     "mse": {"calibrate_method": "mse"},
     "bias_correction": {"bias_correction": True},
     "optimize_accuracy": {"optimize_accuracy": True},
-    "best": {"optimize_accuracy": True, "float_layers": "BEST"},
+    "best": None,  # BEST[model]
 }
 
 
-def float_layers_for(name: str, path: Path):
-    spec = BEST_FLOAT.get(name)
-    if spec is None:
-        return None
+def float_layers_for(path: Path, spec):
     if isinstance(spec, int):
         import kmodelpy
 
@@ -91,18 +89,18 @@ def measure(name: str, config: str) -> dict:
     path, pictures, calib, norm, faces = MODELS[name]
     if not path.exists():
         return {"error": f"{path} is not on this machine"}
-    opts = dict(CONFIGS[config])
-    if opts.get("float_layers") == "BEST":
-        fl = float_layers_for(name, path)
-        if fl is None:
-            return {"error": "no float layers chosen for this model (same as optimize_accuracy)"}
-        opts["float_layers"] = fl
+    opts = dict(CONFIGS[config] if CONFIGS[config] is not None else BEST.get(name, {}))
+    if config == "best" and name not in BEST:
+        return {"error": "no layers chosen to keep in float: the same as optimize_accuracy"}
+    if "float_layers" in opts:
+        opts["float_layers"] = float_layers_for(path, opts["float_layers"])
+    res_opts = {k: (v if not isinstance(v, list) else f"{len(v)} layers") for k, v in opts.items()}
     t = time.perf_counter()
     try:
         r = kmodelpy.compare(path, pictures, calibration_dataset=calib, **norm, **opts)
     except kmodelpy.KmodelpyError as e:
         return {"error": " ".join(str(e).split())}
-    res = {"seconds": round(time.perf_counter() - t, 1), "pictures": r.pictures,
+    res = {"seconds": round(time.perf_counter() - t, 1), "pictures": r.pictures, "options": res_opts,
            "outputs": [{"name": o.name, "cosine": o.cosine, "mae": o.mae, "max_abs": o.max_abs_err, "top1": o.top1}
                        for o in r.outputs]}
     if faces:

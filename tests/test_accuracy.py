@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ from kmodelpy.compiler.quant import Range
 from kmodelpy.compiler.range_search import Histogram, mse_range, optimal_range, percentile_range
 from kmodelpy.runtime import Model
 from refcases import CASES, ROOT, case_json
+from test_compile_properties import OPS, build_chain
 from tflite_builder import TFLiteBuilder
 
 NORM = {"input_mean": 0.0, "input_std": 1.0}
@@ -280,19 +280,10 @@ D3_CASES = {"conv3x3_s2_same", "conv3x3_s2_valid", "pad_explicit"}  # kmodel byt
 
 
 def _case_args(case):
-    """compare's arguments for a compile reference case: its ncc_args' options, the raw inputs."""
-    from kmodelpy.compiler.cli import configure_parser, options_from
+    """compare's arguments for a compile reference case: its ncc_args' options."""
+    from kmodelpy.compiler.cli import ncc_args_options
 
-    import argparse
-
-    args = case_json(case)["ncc_args"][2:]
-    ap = argparse.ArgumentParser()
-    configure_parser(ap)
-    a = ap.parse_args(args)
-    opts = options_from(a)
-    fmt = opts.pop("dataset_format")
-    calib = (CASES / case / a.dataset).resolve() if a.dataset else None
-    return CASES / case / "model.tflite", calib, fmt, opts
+    return (CASES / case / "model.tflite", *ncc_args_options(case_json(case)["ncc_args"][2:], CASES / case))
 
 
 @pytest.mark.parametrize("case", REF_SUBSET)
@@ -308,3 +299,27 @@ def test_compare_on_reference_cases(case):
         assert any(x.where == "KPU" for x in r.layers) and all(x.cosine > 0.99 for x in r.layers if x.mapped)
     for o in r.outputs:
         assert o.cosine > 0.99
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(4, 10), st.integers(4, 10), st.sampled_from([1, 3]),
+       st.lists(st.sampled_from(OPS), min_size=1, max_size=4), st.integers(0, 2**31 - 1))
+def test_every_layer_matched_by_construction(tmp_path_factory, h, w, c, ops, seed):
+    """A float kmodel (--inference-type float) of a random op chain computes every source tensor exactly as
+    the float model: every layer compare matches is exact up to float32 summation order (a wrong match
+    would show a large error), and every layer that computes something is matched or merged."""
+    tmp = tmp_path_factory.mktemp("orig")
+    model = tmp / "m.tflite"
+    model.write_bytes(build_chain(h, w, c, ops, seed))
+    ds = tmp / "x"
+    ds.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(2):
+        rng.uniform(0, 1, (c, h, w)).astype(np.float32).tofile(ds / f"{i}.bin")
+    r = kmodelpy.compare(model, ds, dataset_format="raw", inference_type="float")
+    layers = {layer.key: layer for layer in kmodelpy.load(model).graph.source_layers}
+    for row in r.layers:
+        if row.mapped:
+            assert row.snr_db > 80 or row.max_abs_err < 1e-5, (ops, row)
+        else:
+            assert row.merged_into or not layers[row.key].computes, (ops, row)

@@ -15,6 +15,7 @@ A kmodel that kmodelpy did not write from this model (ncc's, other options) is c
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
@@ -27,8 +28,9 @@ def compare(model, dataset, kmodel=None, calibration_dataset=None, dataset_forma
     (a folder or a file, read like ``ncc infer`` does, in ``dataset_format``; the calibration set is read in
     ``calibration_format``, by default the same). Returns a :class:`~kmodelpy.accuracy.report.Report`."""
     from .. import images
-    from ..compiler import OPTION_NAMES
+    from ..compiler.pipeline import Options
     from ..frontends import load_float, source_format
+    from .measure import PictureStats, Session
 
     model = Path(model)
     if source_format(model) is None:
@@ -36,14 +38,8 @@ def compare(model, dataset, kmodel=None, calibration_dataset=None, dataset_forma
                          "with --kmodel")
     if not model.exists():
         raise InputError(f"{model}: no such model file")
-    unknown = sorted(set(options) - set(OPTION_NAMES) - {"no_quantized_binary"})
-    if unknown:
-        raise InputError(f"unknown compile option(s): {', '.join(unknown)}; known: {', '.join(OPTION_NAMES)}")
-    if options.pop("no_quantized_binary", False):
-        options["quantize_binary"] = False
-    pictures = images.list_dataset(dataset, dataset_format)
-    if limit is not None:
-        pictures = pictures[: max(0, int(limit))]
+    options = _compile_options(options)
+    pictures = images.list_dataset(dataset, dataset_format)[: None if limit is None else max(0, int(limit))]
     if not pictures:
         raise InputError(f"{dataset}: no pictures to compare on")
     float_model = load_float(model)
@@ -52,30 +48,47 @@ def compare(model, dataset, kmodel=None, calibration_dataset=None, dataset_forma
     given = _given_kmodel(kmodel)
     if given is not None:
         _check_input(model, float_model, given[1], kmodel)
-    kmodel_obj, taps, kmodel_name, reason = _kmodel_and_taps(model, given, kmodel, calibration_dataset or dataset,
-                                                            calibration_format or dataset_format, options)
-    from ..compiler.pipeline import Options
-    from .measure import PictureStats, Session
-
-    session = Session(float_model, kmodel_obj, taps, dataset_format, options.get("input_mean") or 0.0,
-                      1.0 if options.get("input_std") is None else options["input_std"])
+    opts = Options(dataset=str(calibration_dataset or dataset), dataset_format=calibration_format or dataset_format,
+                   **options)
+    m = _match(model, opts, given, kmodel)
+    _check_input(model, float_model, m.kmodel, m.name)
+    session = Session(float_model, m.kmodel, m.taps, dataset_format, opts.mean, opts.std)
     total = PictureStats()
     for path in pictures:  # one picture at a time: measure() results merge in any order
         total.merge(session.measure(path))
     graph = float_model.graph
-    outs = output_rows([n.name for n in graph.outputs], [n.inputs[0].shape for n in graph.outputs], total)
     defaults = Options()
     shown = {k: _shown(v) for k, v in options.items() if v != getattr(defaults, k, None)}
-    report = Report(str(model), kmodel_name, shown, total.pictures, str(dataset), "layers" if taps else "outputs",
-                    reason)
-    if taps:
-        report.layers = layer_rows(getattr(graph, "source_layers", []), taps, total)
+    report = Report(str(model), m.name, shown, total.pictures, str(dataset), "layers" if m.taps else "outputs",
+                    m.reason, picture_names=[str(p) for p in pictures])
+    if m.taps:
+        report.layers = layer_rows(getattr(graph, "source_layers", []), m.taps, m.merged, total)
         by_key = {r.key: r for r in report.layers}
         out_snrs = [by_key[n.name].snr_db for n in graph.outputs if n.name in by_key and by_key[n.name].mapped]
         report.jump = find_jump(report.layers, min(out_snrs) if out_snrs else None)
-    report.outputs = outs
-    report.picture_names = [str(p) for p in pictures]
+    report.outputs = output_rows([n.name for n in graph.outputs], [n.inputs[0].shape for n in graph.outputs], total)
     return report
+
+
+@dataclass
+class _Matched:
+    kmodel: object  # the emulated kmodel (kmodelpy.runtime.Model)
+    taps: dict  # source key -> Tap (empty: outputs only)
+    merged: dict  # source key -> the key whose buffer computes it too
+    name: str | None  # the kmodel file, None when compiled here
+    reason: str  # why outputs only
+
+
+def _compile_options(options: dict) -> dict:
+    from ..compiler import OPTION_NAMES
+
+    unknown = sorted(set(options) - set(OPTION_NAMES) - {"no_quantized_binary"})
+    if unknown:
+        raise InputError(f"unknown compile option(s): {', '.join(unknown)}; known: {', '.join(OPTION_NAMES)}")
+    options = dict(options)
+    if options.pop("no_quantized_binary", False):
+        options["quantize_binary"] = False
+    return options
 
 
 def _given_kmodel(kmodel):
@@ -89,25 +102,23 @@ def _given_kmodel(kmodel):
     return data, Model.from_bytes(data, str(kmodel))
 
 
-def _kmodel_and_taps(model: Path, given, kmodel, calibration, fmt: str, options: dict):
-    """(emulated kmodel, taps, its name for the report, why outputs only)."""
-    from ..compiler.pipeline import Options, run_pipeline
-    from ..compiler.tensor_map import tensor_map
+def _match(model: Path, opts, given, kmodel) -> _Matched:
+    """Compile ``model``; its tensor map is valid for the given kmodel only if the bytes are the same."""
+    from ..compiler.pipeline import run_pipeline
+    from ..compiler.tensor_map import merged_layers, tensor_map
     from ..runtime import Model
 
-    opts = Options(dataset=str(calibration), dataset_format=fmt, **options)
     result = run_pipeline(model, opts, io.StringIO())
-    if not getattr(result.graph, "source_layers", None):
-        taps, reason = {}, f"the {model.suffix} front end does not tag its tensors"
-    else:
-        taps, reason = tensor_map(result.llir, result.schedule), ""
+    taps, merged, reason = {}, {}, f"the {model.suffix} front end does not tag its tensors"
+    if getattr(result.graph, "source_layers", None):
+        taps, merged, reason = tensor_map(result.llir, result.schedule), merged_layers(result.llir), ""
     if given is None:
-        return Model.from_bytes(result.kmodel, "kmodel"), taps, None, reason
+        return _Matched(Model.from_bytes(result.kmodel, "kmodel"), taps, merged, None, reason)
     if given[0] != result.kmodel:
         reason = (f"{kmodel} is not what kmodelpy compiles from {model.name} with these options (ncc's kmodel, "
                   "other options or another calibration set): its buffers cannot be matched to the model's tensors")
-        return given[1], {}, str(kmodel), reason
-    return given[1], taps, str(kmodel), reason
+        return _Matched(given[1], {}, {}, str(kmodel), reason)
+    return _Matched(given[1], taps, merged, str(kmodel), reason)
 
 
 def _check_input(model, float_model, kmodel, name) -> None:

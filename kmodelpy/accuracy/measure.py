@@ -9,11 +9,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from ..errors import InputError
 
 CODES = 256
+
+
+@numba.njit(cache=True, nogil=True)
+def _sums(f, k, zp, scale, counts):
+    """One pass over float values ``f`` and kmodel values ``k``: (Σf², Σk², Σf·k, Σ(k−f)², Σ(grid(f)−f)², max|k−f|)
+    in float64, and (when ``scale`` > 0) the codes of ``f`` on the uint8 grid (0..255; 256 below, 257 above);
+    grid(f) rounds to the grid without clamping."""
+    ff = kk = fk = ee = rr = 0.0
+    mx = 0.0
+    for i in range(f.size):
+        a = np.float64(f[i])
+        b = np.float64(k[i])
+        e = b - a
+        ff += a * a
+        kk += b * b
+        fk += a * b
+        ee += e * e
+        if abs(e) > mx:
+            mx = abs(e)
+        if scale > 0:
+            q = np.floor(a * scale + zp + 0.5)
+            r = (q - zp) / scale - a
+            rr += r * r
+            counts[256 if q < 0 else (257 if q > 255 else np.int64(q))] += 1
+    return ff, kk, fk, ee, rr, mx
 
 
 @dataclass
@@ -31,23 +57,19 @@ class LayerSums:
     codes: np.ndarray | None = None
 
     def add(self, f: np.ndarray, k: np.ndarray, qp) -> None:
-        f = np.asarray(f, np.float64).ravel()
-        k = np.asarray(k, np.float64).ravel()
-        e = k - f
+        f = np.ascontiguousarray(f, np.float32).ravel()
+        k = np.ascontiguousarray(k, np.float32).ravel()
+        zp, scale = qp if qp is not None else (0, 0.0)
+        counts = np.zeros(CODES + 2, np.int64)
+        sums = _sums(f, k, float(zp), float(scale), counts)
         self.n += f.size
-        self.ff += float(f @ f)
-        self.kk += float(k @ k)
-        self.fk += float(f @ k)
-        self.ee += float(e @ e)
-        if e.size:
-            self.max_abs = max(self.max_abs, float(np.abs(e).max()))
+        self.ff += sums[0]
+        self.kk += sums[1]
+        self.fk += sums[2]
+        self.ee += sums[3]
+        self.rr += sums[4]
+        self.max_abs = max(self.max_abs, sums[5])
         if qp is not None:
-            zp, scale = qp
-            q = np.floor(f * scale + zp + 0.5)
-            r = (q - zp) / scale - f
-            self.rr += float(r @ r)
-            idx = np.where(q < 0, CODES, np.where(q > CODES - 1, CODES + 1, q)).astype(np.int64)
-            counts = np.bincount(idx, minlength=CODES + 2)
             self.codes = counts if self.codes is None else self.codes + counts
 
     def merge(self, o: "LayerSums") -> None:

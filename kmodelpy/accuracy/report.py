@@ -30,6 +30,7 @@ class LayerRow:
     key: str
     op: str
     where: str  # KPU | CPU uint8 | CPU float | input | constant | "" (not in the kmodel)
+    kernel: str = ""  # the kmodel op that computes it (LLIR kind: kpu_conv2d, quantized_conv2d, ...)
     cosine: float | None = None
     snr_db: float | None = None
     max_err_steps: float | None = None  # uint8 tensors only
@@ -39,6 +40,7 @@ class LayerRow:
     range: tuple | None = None  # the uint8 grid's real range (lo, hi)
     grid_snr_db: float | None = None  # what rounding the float values to the tensor's uint8 grid alone gives
     drop_db: float | None = None  # SNR lost in this layer (from the worst of its inputs and its grid)
+    merged_into: str | None = None  # not in the kmodel: its computation is part of this layer's
 
     @property
     def mapped(self) -> bool:
@@ -107,8 +109,9 @@ class Report:
         out = [head, f"  {'':>3}  {'':<{w}}  {'':<18} {'':<10} {'':>8} {'':>7} {'(steps)':>8} {'':>8}"]
         for r in self.layers:
             if not r.mapped:
+                into = f"'{short_name(r.merged_into)}'" if r.merged_into else "another layer"
                 out.append(f"  {r.index:>3}  {r.name:<{w}}  {r.op:<18} {'-':<10} (not in the kmodel: merged into "
-                           "another layer)")
+                           f"{into})")
                 continue
             cos = f"{r.cosine:.5f}" if r.cosine is not None else "-"
             snr = "exact" if r.snr_db is not None and math.isinf(r.snr_db) else (
@@ -192,12 +195,15 @@ def _finite(v):
 
 
 # ---------------------------------------------------------------------------------------- building
-def layer_rows(source_layers, taps: dict, stats: PictureStats) -> list[LayerRow]:
+def layer_rows(source_layers, taps: dict, merged: dict, stats: PictureStats) -> list[LayerRow]:
     rows = []
     for i, layer in enumerate(source_layers):
         t = taps.get(layer.key)
         s = stats.layers.get(layer.key)
-        row = LayerRow(i, short_name(layer.key), layer.key, layer.op, t.where if (t and s) else "")
+        row = LayerRow(i, short_name(layer.key), layer.key, layer.op, t.where if (t and s) else "",
+                       t.compute_op if t else "")
+        if not row.mapped and layer.key in merged:
+            row.merged_into = merged[layer.key]
         if t is not None and s is not None:
             _fill(row, s, t.quant_param)
         rows.append(row)
@@ -279,6 +285,10 @@ def diagnose(r: LayerRow) -> tuple[str, str]:
     if r.codes_used is not None and r.codes_used <= 64:
         return (f"an outlier-dominated range: {BULK:.2%} of the values use only {r.codes_used} of the 256 codes",
                 "another calibration method: --calibrate-method percentile (or mse)")
+    if r.kernel in ("quantized_conv2d", "quantized_matmul"):
+        return ("a uint8 convolution on the CPU: its weights share one uint8 scale (the KPU equalises them per "
+                "output channel), often because the kernel is not 1x1/3x3",
+                f"--float-layers '{r.name}', or a 1x1/3x3 kernel so it runs on the KPU")
     if r.where == "CPU uint8":
         return ("a CPU uint8 operator (an activation table, an element-wise op) requantizes its inputs and output",
                 f"--float-layers '{r.name}', or --bias-correction on the layers before it")

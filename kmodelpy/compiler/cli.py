@@ -68,6 +68,19 @@ def add_options(p: argparse.ArgumentParser) -> None:
 REPORT_HEADER = "kmodelpy layer report (not part of ncc's output):"
 
 
+def ncc_args_options(argv, cwd) -> tuple:
+    """(calibration set, its format, the other compile options) of an ``ncc compile`` argument list (without
+    ``ncc compile``), paths relative to ``cwd`` — to redo a reference case's compile."""
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser()
+    configure_parser(ap)
+    a = ap.parse_args(list(argv))
+    opts = options_from(a)
+    fmt = opts.pop("dataset_format")
+    return ((Path(cwd) / a.dataset).resolve() if a.dataset else None), fmt, opts
+
+
 def options_from(args) -> dict:
     """The compile options (keyword arguments of :class:`~kmodelpy.compiler.pipeline.Options`) in ``args``."""
     from . import OPTION_NAMES

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..format.binio import MemoryRange
 from ..ir.graph import MEM_KPU, Graph, OutputConnector
-from ..ir.origins import VALUE, VIEWS, Step, apply_steps
+from ..ir.origins import MERGED, VALUE, VIEWS, Step, apply_steps
 from .emit import memory_range
 from .schedule import Schedule
 
@@ -41,10 +41,9 @@ class Tap:
 
     @property
     def quant_param(self) -> tuple[int, float] | None:
-        """(zero_point, scale) of the uint8 codes (q = x·scale + zp), None for float buffers."""
-        if self.dtype != "uint8":
-            return None
-        for s in self.steps:
+        """(zero_point, scale) of the uint8 grid the values were computed on (q = x·scale + zp): the
+        last dequantize between the computing node and the source tensor; None for float computations."""
+        for s in reversed(self.chain):
             if s.op == "dequantize":
                 return s.quant_param
         return None
@@ -83,6 +82,35 @@ def tensor_map(llir: Graph, sched: Schedule) -> dict[str, Tap]:
                                                                                             len(taps[o.key].steps))):
                     taps[o.key] = tap
     return taps
+
+
+def merged_layers(llir: Graph) -> dict[str, str]:
+    """key → the source tensor whose kmodel buffer now also computes layer ``key`` (its own tensor was fused
+    away, e.g. a conv's output before the activation merged into it): the value tag on the connector that
+    carries the mark, or on the nearest one after it."""
+    merged: dict[str, str] = {}
+    for n in llir.nodes:
+        for oc in n.outputs:
+            keys = [o.key for o in oc.origins if o.kind == MERGED]
+            if not keys:
+                continue
+            host = _value_downstream(oc)
+            for key in keys:
+                if host is not None:
+                    merged.setdefault(key, host)
+    return merged
+
+
+def _value_downstream(oc: OutputConnector, depth: int = 6) -> str | None:
+    hosts = [o.key for o in oc.origins if o.kind == VALUE]
+    if hosts or depth == 0:
+        return hosts[0] if hosts else None
+    for ic in oc.consumers:
+        if ic.node.outputs:
+            found = _value_downstream(ic.node.outputs[0], depth - 1)
+            if found is not None:
+                return found
+    return None
 
 
 def _tap(o, oc: OutputConnector, index: dict, sched: Schedule) -> Tap | None:

@@ -58,9 +58,10 @@ MODELS = {
 # compare's per-layer table (the layers that lose the most; see docs/accuracy.md). An int N: the first N
 # layers that compute something.
 BEST = {
-    "line_follower_stock": {"calibrate_method": "percentile", "float_layers": 6},
-    "line_follower_kpu": {"calibrate_method": "percentile", "float_layers": 4},
-    "face_detection_short_range": {"optimize_accuracy": True, "float_layers": "depthwise_conv2d_15,conv2d_16"},
+    "line_follower_stock": {"float_layers": 6},  # conv1, dw_1, pw_1, dw_2, pw_2, dw_3
+    "line_follower_kpu": {"float_layers": 4},  # conv1, dw_1, pw_1, dw_2
+    "face_detection_short_range": {"optimize_accuracy": True, "float_layers": "conv2d,depthwise_conv2d_15,conv2d_16"},
+    "hand_landmark_full": {"optimize_accuracy": True, "float_layers": "model_1/model/re_lu/Relu6"},
 }
 
 CONFIGS = {

@@ -121,7 +121,6 @@ class Session:
             self.by_node.setdefault(t.node, []).append(t)
         self.fmt, self.mean, self.std = fmt, float(mean), float(std)
         self.chw = model_chw(kmodel.input_shape)
-        self.conv_origins = self.graph.conv_origins if getattr(float_model, "hybrid", False) else None
 
     # ---------------------------------------------------------------- inputs
     def inputs(self, path) -> tuple[np.ndarray, np.ndarray]:
@@ -132,21 +131,10 @@ class Session:
 
     # ---------------------------------------------------------------- one picture
     def measure(self, path) -> PictureStats:
-        from ..ir.evaluate import evaluate
-        from ..ir.origins import apply_steps
+        from ..ir.origins import evaluate_sources
 
         xf, xk = self.inputs(path)
-        want = set(self.taps)
-        fvals: dict = {}
-
-        def capture(oc, v):
-            for o in oc.origins:
-                if o.key in want:
-                    fvals[o.key] = np.asarray(apply_steps(o.steps, v), np.float32)
-
-        shape = self.graph.inputs[0].output.shape
-        fouts = evaluate(self.graph, [np.asarray(xf, np.float32).reshape(shape)],
-                         on_output=capture if want else None, conv_origins=self.conv_origins)
+        fouts, fvals = evaluate_sources(self.float_model, xf, self.taps)
         stats = PictureStats(pictures=1)
         model = self.kmodel
         model.set_input(np.asarray(xk).reshape(model.input_shape))

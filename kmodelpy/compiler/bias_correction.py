@@ -2,16 +2,17 @@
 term (the KPU batch-norm add, the CPU quantized conv/matmul bias), layer by layer in run order, each
 correction measured with the corrections of the layers before it in place (Nagel et al., "Data-Free
 Quantization Through Weight Equalization and Bias Correction", ICCV 2019, §4.2 — here the expectation is
-empirical, over calibration pictures, as in its "empirical bias correction").
+empirical, over calibration pictures).
 
 The quantized side is the kmodel itself, emulated bit for bit node by node on every picture (one memory
 per picture); the float side is the source model. Every corrected layer's output tensor is found by
-construction (:mod:`kmodelpy.compiler.tensor_map`). The mean error of channel c is taken over the elements
-whose float value lies inside the layer's linear range (its clamp and its uint8 grid, :data:`MARGIN`
-steps inside), where a change of the add moves the output one for one: elements clipped by a ReLU or by
-the grid would only dilute it. KPU layers whose activation is a fitted function (an absorbed sigmoid...)
-are left alone. The change is ``round(mean error · units per real)``: ``s_act_in`` batch-norm units on
-the KPU (the add is ``round(bias · s_act_in)``), ``iq.scale · wq.scale`` for CPU bias words.
+construction (:mod:`kmodelpy.compiler.tensor_map`). The target is a zero mean error per output channel
+over every element of the layer's output; a change of the add moves that mean only through the elements
+its activation and uint8 grid do not clip, so each step divides the error by that share (Newton's method,
+up to :data:`ITERATIONS` steps, re-running the layer between them). KPU layers whose activation is a
+fitted function (an absorbed sigmoid...) are left alone. The change is ``round(error · units per real)``:
+``s_act_in`` batch-norm units on the KPU (the add is ``round(bias · s_act_in)``), ``iq.scale · wq.scale``
+for CPU bias words.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import sys
 import numpy as np
 
 from ..errors import InputError
-from .tensor_map import CORRECTABLE, channel_index, tensor_map
+from .tensor_map import CORRECTABLE, channel_index, emitted_nodes, tensor_map
 
 MAX_PICTURES = 100  # calibration pictures used (evenly spaced over the sorted set)
 ITERATIONS = 3  # Newton steps per layer
@@ -38,12 +39,10 @@ class _Target:
         self.channels = channels
         self.lo, self.hi = _linear_range(tap, llir_node)
         self.count = np.bincount(self.chan[self.valid], minlength=channels).astype(np.float64)
-        self.pictures = 0
         self.float_sum = np.zeros(channels)
 
     def add_float(self, f: np.ndarray) -> None:
         f = np.asarray(f, np.float64).ravel()
-        self.pictures += 1
         self.float_sum += np.bincount(self.chan[self.valid], weights=f[self.valid], minlength=self.channels)
 
     def mean_error(self, kvals: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +85,7 @@ def _units_per_real(node) -> float | None:
 
 
 def _targets(km, llir, sched) -> list[_Target]:
-    emitted = [n for n in sched.sequence if n.op not in ("input", "output", "ignore", "constant")]
+    emitted = emitted_nodes(sched)
     best: dict[int, object] = {}
     for tap in tensor_map(llir, sched).values():
         if tap.compute is None or tap.compute_op not in CORRECTABLE:
@@ -130,7 +129,7 @@ def correct_biases(km, llir, sched, source, opts, out=None) -> int:
     place. Returns the number of layers corrected."""
     from ..frontends import load_float
     from ..images import load_pair, model_chw
-    from ..ir.evaluate import evaluate
+    from ..ir.origins import evaluate_sources
     from ..runtime import Memory, Model
 
     out = out if out is not None else sys.stdout
@@ -141,25 +140,14 @@ def correct_biases(km, llir, sched, source, opts, out=None) -> int:
     files = pictures(opts.dataset, opts.dataset_format)
     model = Model(km, "kmodel")
     float_model = load_float(source)
-    graph = float_model.graph
-    conv_origins = graph.conv_origins if getattr(float_model, "hybrid", False) else None
     chw = model_chw(model.input_shape)
-    by_key = {t.tap.key: t for t in targets}
     mems = []
     out.write(f"  Bias correction: {len(targets)} layers, {len(files)} pictures...\n")
     for path in files:
         xf, xk = load_pair(path, opts.dataset_format, model.input_dtype, chw, opts.mean, opts.std)
-
-        def capture(oc, v):
-            for o in oc.origins:
-                t = by_key.get(o.key)
-                if t is not None:
-                    from ..ir.origins import apply_steps
-
-                    t.add_float(apply_steps(o.steps, v))
-
-        evaluate(graph, [np.asarray(xf, np.float32).reshape(graph.inputs[0].output.shape)], on_output=capture,
-                 conv_origins=conv_origins)
+        _, values = evaluate_sources(float_model, xf, [t.tap.key for t in targets])
+        for t in targets:
+            t.add_float(values[t.tap.key])
         model.mem = Memory(km, "kmodel")
         model.set_input(np.asarray(xk).reshape(model.input_shape))
         mems.append(model.mem)

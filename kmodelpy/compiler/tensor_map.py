@@ -16,10 +16,9 @@ import numpy as np
 from ..format.binio import MemoryRange
 from ..ir.graph import MEM_KPU, Graph, OutputConnector
 from ..ir.origins import MERGED, VALUE, VIEWS, Step, apply_steps
-from .emit import memory_range
+from .emit import NOT_EMITTED, memory_range
 from .schedule import Schedule
 
-NOT_EMITTED = ("input", "output", "ignore", "constant")
 CORRECTABLE = ("kpu_conv2d", "quantized_conv2d", "quantized_matmul")
 
 
@@ -61,14 +60,14 @@ class Tap:
         return np.asarray(apply_steps(self.steps, raw), np.float32)
 
 
+def emitted_nodes(sched: Schedule) -> list:
+    """The LLIR nodes of the kmodel's nodes, in order (``kmodel.nodes[i]`` was emitted from the i-th)."""
+    return [n for n in sched.sequence if n.op not in NOT_EMITTED]
+
+
 def tensor_map(llir: Graph, sched: Schedule) -> dict[str, Tap]:
     """key → the first buffer (in run order) that holds the source tensor ``key`` in a readable form."""
-    index: dict[int, int] = {}
-    k = 0
-    for n in sched.sequence:
-        if n.op not in NOT_EMITTED:
-            index[id(n)] = k
-            k += 1
+    index = {id(n): k for k, n in enumerate(emitted_nodes(sched))}
     taps: dict[str, Tap] = {}
     for n in sched.sequence:
         for oc in n.outputs:

@@ -11,12 +11,16 @@ plain Python / numpy objects so callers never touch the flatbuffer API:
   (tensor indices, -1 when absent) and ``options``: a plain dict with snake_case keys
   (``padding`` "SAME"/"VALID", ``stride_h``, ``dilation_w``, ``fused_activation`` "NONE"/"RELU"/...,
   ``filter_h``/``filter_w`` for pools, ``alpha``, ``beta``, ``axis``, ``keep_dims``, ``begin_mask``,
-  ``num_splits``, ``new_shape`` (list), ``in_data_type``/``out_data_type`` (type names) ...).
+  ``num_splits``, ``new_shape`` (list), ``in_data_type``/``out_data_type`` (type names) ...); a custom
+  operator's raw ``custom_options`` bytes.
 * :class:`TFLiteFile`: tensors, operators (file order), inputs, outputs (tensor indices), path.
 
 Dynamic shapes: a graph input whose ``shape_signature`` is -1 on the batch dimension (the usual
 Keras export) is read with batch 1 (the ``shape`` field already says 1); -1 on any other dimension
 raises :class:`FormatError` (re-export with a fixed input size).
+
+Sparse constants (``Tensor.sparsity``: TFLite's pruned-weight format) are densified here, exactly as TFLite's
+format converter does (:mod:`kmodelpy.frontends.tflite.sparsity`): ``data`` is always the dense array.
 
 Errors are :class:`kmodelpy.errors.FormatError` with a single line naming the file.
 """
@@ -29,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import FormatError
+from .sparsity import densify, read_sparsity
 
 _CONVERT_HINT = (
     "convert it with tf.lite.TFLiteConverter.from_keras_model(model).convert() "
@@ -231,7 +236,10 @@ def _parse(tflite, buf: bytes, name: str) -> TFLiteFile:
                 if off + size > len(buf):
                     raise FormatError(f"{name}: truncated TFLite file (buffer of tensor '{tname}')")
                 raw = buf[off:off + size]
-            if raw is not None:
+            sparsity = read_sparsity(tflite, t)
+            if raw is not None and sparsity is not None:
+                data = densify(_sparse_values(raw, dtype, tname, name), sparsity, shape, tname, name)
+            elif raw is not None:
                 data = _decode(raw, dtype, shape, tname, name)
         q = t.Quantization()
         quant = None
@@ -254,7 +262,10 @@ def _parse(tflite, buf: bytes, name: str) -> TFLiteFile:
         for v in ins + outs:
             if v >= len(tensors):
                 raise FormatError(f"{name}: corrupt TFLite file (operator {i} refers to tensor {v})")
-        operators.append(Operator(i, builtin, ins, outs, _options(tflite, op)))
+        options = _options(tflite, op)
+        if builtin.startswith("CUSTOM:") and not op.CustomOptionsIsNone():
+            options["custom_options"] = op.CustomOptionsAsNumpy().tobytes()
+        operators.append(Operator(i, builtin, ins, outs, options))
 
     inputs = [int(v) for v in sg.InputsAsNumpy()] if not sg.InputsIsNone() else []
     outputs = [int(v) for v in sg.OutputsAsNumpy()] if not sg.OutputsIsNone() else []
@@ -272,6 +283,15 @@ def _check_static(t: Tensor, name: str) -> None:
     if bad:
         raise FormatError(f"{name}: input tensor '{t.name}' has a dynamic shape {list(dims)}; re-export the "
                           "model with a fixed input size (e.g. keras.Input(shape=(H, W, C)))")
+
+
+def _sparse_values(raw: bytes, dtype: str, tname: str, name: str) -> np.ndarray:
+    """The stored values of a sparse constant (1-D, little-endian ``dtype``)."""
+    npt = _NP_DTYPES.get(dtype)
+    if npt is None or len(raw) % np.dtype(npt).itemsize:
+        raise FormatError(f"{name}: sparse tensor '{tname}' ({dtype}) holds {len(raw)} bytes, not a whole number "
+                          "of values; re-export or re-download the model")
+    return _decode(raw, dtype, (len(raw) // np.dtype(npt).itemsize,), tname, name)
 
 
 def _decode(raw: bytes, dtype: str, shape: tuple, tname: str, name: str) -> np.ndarray:

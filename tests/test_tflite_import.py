@@ -449,8 +449,14 @@ def test_unsupported_operator(tmp_path):
     y = b.tensor("the_output", [1, 4])
     b.op("CUSTOM:MyOp", [x], [y])
     msg = _one_line_error(UnsupportedError, kmodelpy.load, b.save(tmp_path / "m.tflite", [x], [y]))
-    assert "CUSTOM:MyOp" in msg and "#0" in msg and "the_output" in msg and "CONV_2D" in msg
+    assert "custom operator 'MyOp'" in msg and "#0" in msg and "the_output" in msg
     assert "PRELU" in supported_operators() and "RESIZE_BILINEAR" in supported_operators()
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4])
+    y = b.tensor("the_output", [1, 4])
+    b.op("BATCH_MATMUL", [x, x], [y])
+    msg = _one_line_error(UnsupportedError, kmodelpy.load, b.save(tmp_path / "m2.tflite", [x], [y]))
+    assert "BATCH_MATMUL is not supported" in msg and "CONV_2D" in msg
 
 
 def test_dynamic_shape(tmp_path):
@@ -610,10 +616,10 @@ def test_registry_accepts_new_ops():
 
 
 @pytest.mark.parametrize("kind", ["conv", "depthwise"])
-def test_dynamic_range_float_conv_is_xnnpack_fma(kind):
-    """Float convolutions of a dynamic-range model: XNNPACK's bias + one FMA per tap, ky→kx→ic for
+def test_float_conv_is_xnnpack_fma(kind):
+    """Float convolutions of the TFLite float reference: XNNPACK's bias + one FMA per tap, ky→kx→ic for
     convolutions, kx→ky for depthwise (scalar loop; the FMA is exact product + one f32 rounding)."""
-    from kmodelpy.frontends.tflite.hybrid import conv2d_xnnpack
+    from kmodelpy.frontends.tflite.xnnpack import conv2d_xnnpack
 
     rng = np.random.default_rng(3)
     c, k = 3, 3

@@ -23,9 +23,12 @@ Beyond ncc:
   SQUEEZE/EXPAND_DIMS = reshape; PACK = reshapes + concat; SQUARE = unary square;
   SQUARED_DIFFERENCE = (a−b)·(a−b); ADD_N = chained adds; PADV2 (pad value); RELU_0_TO_1 = clamp;
   DEPTHWISE_CONV_2D with depth_multiplier > 1 (groups = C); RESHAPE without a shape tensor;
-  declared outputs that are also consumed inside the graph.
-* RESIZE_* with ``half_pixel_centers`` (ncc silently ignores it): accepted for nearest-neighbour
-  integer upscaling (identical result), refused otherwise.
+  declared outputs that are also consumed inside the graph; DEPTH_TO_SPACE (reshape + transpose + reshape);
+  MediaPipe's custom ``Convolution2DTransposeBias`` (a TRANSPOSE_CONV with its bias).
+* RESIZE_* with ``half_pixel_centers`` or a nearest-neighbour ``align_corners`` (ncc silently ignores both):
+  where TFLite's sampling equals ncc's (e.g. a half-pixel nearest upscale by an integer factor) the node is
+  ncc's plain ``resize_image``; elsewhere it carries ``half_pixel_centers`` and is evaluated with TFLite's
+  sampling (:mod:`kmodelpy.ir.resample`), and the compiler lowers it onto kmodel v4 ops.
 * Refused with one line: fully int8/uint8-quantized models (export a float model:
   ``converter.optimizations = []`` and no representative dataset), unsupported operators (listing
   the supported ones), dynamic input shapes (see :mod:`kmodelpy.frontends.tflite.reader`).
@@ -40,6 +43,7 @@ from ...ir.graph import Graph, InputConnector, OutputConnector
 from .hybrid import ConvOrigin
 from ...ir.ops import (FLT_MAX, FULL_RANGE, infer_shapes, normalize_reshape, normalize_strided_slice, opdef,
                   windowed_padding)
+from ...ir import resample
 from . import fold
 
 ACTIVATIONS = {"NONE": FULL_RANGE, "RELU": (0.0, FLT_MAX), "RELU_N1_TO_1": (-1.0, 1.0), "RELU6": (0.0, 6.0)}
@@ -75,6 +79,7 @@ class _Importer:
         self.g = Graph()
         self.g.source = {}
         self.g.conv_origins = {}  # conv2d node -> hybrid.ConvOrigin (TFLite's arithmetic, float reference only)
+        self.g.composites = []  # (TFLite op, [(node, chain input), ...]): ops built of several nodes (float reference)
         self.pending: list[tuple[InputConnector, int]] = []
         self.produced: dict[int, OutputConnector] = {}
         self.static: dict[int, np.ndarray] = {}
@@ -198,7 +203,12 @@ class _Importer:
                     self.static[t] = v
                 continue
             self.check_float(op)
-            handler = getattr(self, "op_" + op.builtin, None) if ":" not in op.builtin else None
+            custom = op.builtin[len("CUSTOM:"):] if op.builtin.startswith("CUSTOM:") else None
+            handler = getattr(self, "op_" + op.builtin if custom is None else "custom_" + custom, None)
+            if handler is None and custom is not None:
+                raise UnsupportedError(f"{self.where()}: custom operator '{custom}' is not supported (it is not a "
+                                       f"TFLite builtin; kmodelpy knows only the custom {', '.join(custom_operators())}): "
+                                       "export the model without it, or cut the graph before it")
             if handler is None:
                 raise UnsupportedError(f"{self.where()}: operator {op.builtin} is not supported; supported: "
                                        f"{', '.join(graph_operators())} (and on constants only: "
@@ -350,20 +360,46 @@ class _Importer:
         o = op.options
         same = o.get("padding", "SAME") == "SAME"
         sh, sw = int(o["stride_h"]), int(o["stride_w"])
-        act, post = self.activation(o.get("fused_activation", "NONE"))
-        bias = self._bias(3, out_shape[1])
-        pre = self.to_nchw(op.inputs[2])
+        self._transpose_conv(op.inputs[2], w, out_shape, windowed_padding(out_shape[2], w.shape[2], sh, 1, same),
+                             windowed_padding(out_shape[3], w.shape[3], sw, 1, same), sh, sw, self._bias(3, out_shape[1]),
+                             o.get("fused_activation", "NONE"))
+
+    def _transpose_conv(self, src, w, out_shape, padding_h, padding_w, sh, sw, bias, act_name):
+        act, post = self.activation(act_name)
+        pre = self.to_nchw(src)
         conv = self.node("conv2d_transpose", [pre.output], output_shape=out_shape,
                          weights=np.ascontiguousarray(w, np.float32), bias=np.zeros(out_shape[1], np.float32), groups=1,
-                         padding_h=windowed_padding(out_shape[2], w.shape[2], sh, 1, same),
-                         padding_w=windowed_padding(out_shape[3], w.shape[3], sw, 1, same),
-                         stride_h=sh, stride_w=sw, dilation_h=1, dilation_w=1, fused_activation=FULL_RANGE)
+                         padding_h=padding_h, padding_w=padding_w, stride_h=sh, stride_w=sw, dilation_h=1,
+                         dilation_w=1, fused_activation=FULL_RANGE)
         res = self.to_nhwc(conv.output).output
         if not self.ncc_exact and np.any(bias != 0):
             res = self.node("binary", [res, self.const(bias)], binary_op="add", fused_activation=act).output
         elif act != FULL_RANGE:
             res = self._clamp(res, act[0], act[1]).output
         self.out(0, self.finish(res, post))
+
+    def custom_Convolution2DTransposeBias(self, op):
+        """MediaPipe's transpose conv with bias (mediapipe/util/tflite/operations/transpose_conv_bias.cc): inputs
+        x, OHWI weights, bias; custom options = TfLiteTransposeConvParams {padding (1 SAME, 2 VALID),
+        stride_w, stride_h} as int32; output size ``s·(in−1) + k − p`` with ``p = max(0, k − (in−1) % s − 1)``
+        for SAME (0 for VALID), ``p // 2`` of it before."""
+        raw = op.options.get("custom_options", b"")
+        if len(raw) < 12:
+            raise UnsupportedError(f"{self.where()}: its custom options hold {len(raw)} bytes, the transpose conv "
+                                   "parameters need 12 (padding, stride_w, stride_h); check the model")
+        padding, sw, sh = (int(v) for v in np.frombuffer(raw[:12], "<i4"))
+        if padding not in (1, 2) or sw < 1 or sh < 1:
+            raise UnsupportedError(f"{self.where()}: padding {padding} / strides {sw}x{sh} in its custom options "
+                                   "are not valid (padding 1 SAME or 2 VALID, strides >= 1)")
+        n, h, wd, _ = _shape(self.tensor(0))
+        w = self._weights(1).transpose(0, 3, 1, 2)
+        oc, _, kh, kw = w.shape
+        pads = []
+        for size, k, s in ((h, kh, sh), (wd, kw, sw)):
+            total = max(0, k - (size - 1) % s - 1) if padding == 1 else 0
+            pads.append((s * (size - 1) + k - total, (total // 2, total - total // 2)))
+        out_shape = (n, oc, pads[0][0], pads[1][0])
+        self._transpose_conv(op.inputs[0], w, out_shape, pads[0][1], pads[1][1], sh, sw, self._bias(2, oc), "NONE")
 
     def op_FULLY_CONNECTED(self, op):
         wt = self.tensor(1)
@@ -405,16 +441,18 @@ class _Importer:
 
     def _resize(self, op, mode):
         size = [int(v) for v in self.value(1, "the new size")]
-        if op.options.get("half_pixel_centers"):
-            h, w = _shape(self.tensor(0))[1:3]
-            integer_up = size[0] % h == 0 and size[1] % w == 0
-            if mode == "bilinear" or not integer_up:  # ncc ignores the flag and computes something else
-                raise UnsupportedError(f"{self.where()}: half_pixel_centers=True is not supported by the K210 "
-                                       "resize kernel; re-export with half_pixel_centers=False (e.g. "
-                                       "UpSampling2D(interpolation='nearest'))")
+        hp, ac = bool(op.options.get("half_pixel_centers")), bool(op.options.get("align_corners"))
+        if hp and ac:  # TFLite refuses this combination too
+            raise UnsupportedError(f"{self.where()}: half_pixel_centers and align_corners are both set; TFLite "
+                                   "accepts only one of them: re-export the model")
+        if len(size) != 2 or min(size) < 1:
+            raise UnsupportedError(f"{self.where()}: the new size {size} must be two positive numbers")
+        h, w = _shape(self.tensor(0))[1:3]
         pre = self.to_nchw(op.inputs[0])
-        node = self.node("resize_image", [pre.output], mode=mode, new_size=(size[0], size[1]),
-                         align_corners=bool(op.options.get("align_corners", False)))
+        attrs = dict(mode=mode, new_size=(size[0], size[1]), align_corners=ac)
+        if not resample.same_as_ncc(mode, (h, w), size, ac, hp):  # TFLite's own sampling (lowered when compiling)
+            attrs["half_pixel_centers"] = hp
+        node = self.node("resize_image", [pre.output], **attrs)
         self.out(0, self.to_nhwc(node.output).output)
 
     def op_RESIZE_BILINEAR(self, op):
@@ -487,6 +525,7 @@ class _Importer:
         one = self.const(1.0)
         plus = self.node("binary", [one, exp.output], binary_op="add", fused_activation=FULL_RANGE)
         div = self.node("binary", [one, plus.output], binary_op="div", fused_activation=FULL_RANGE)
+        self.g.composites.append(("LOGISTIC", [(neg, 0), (exp, 0), (plus, 1), (div, 1)]))
         self.out(0, div.output)
 
     def op_TANH(self, op):
@@ -509,6 +548,7 @@ class _Importer:
         r6 = self._clamp(p3.output, 0.0, 6.0)
         m = self.node("binary", [op.inputs[0], r6.output], binary_op="mul", fused_activation=FULL_RANGE)
         d = self.node("binary", [m.output, self.const(6.0)], binary_op="div", fused_activation=FULL_RANGE)
+        self.g.composites.append(("HARD_SWISH", [(p3, 0), (r6, 0), (m, 1), (d, 0)]))
         self.out(0, d.output)
 
     def _unary(self, op, unary_op):
@@ -689,6 +729,18 @@ class _Importer:
             parts.append(self._reshape(idx, s).output)
         self.out(0, self.node("concat", parts, axis=axis).output)
 
+    def op_DEPTH_TO_SPACE(self, op):
+        """TFLite's DCR order: out[n, h·b + i, w·b + j, c] = in[n, h, w, (i·b + j)·C' + c], as 4-D moves on NHWC:
+        reshape [N·H, W, b, b·C'], swap the middle axes, reshape [N, H·b, W·b, C']."""
+        n, h, w, c = _shape(self.tensor(0))
+        b = int(op.options.get("block_size", 0))
+        if b < 1 or c % (b * b):
+            raise UnsupportedError(f"{self.where()}: block_size {b} does not divide the {c} channels into b·b "
+                                   "groups; check the model")
+        rs = self._reshape(op.inputs[0], (n * h, w, b, c // b))
+        tp = self.node("transpose", [rs.output], perm=(0, 2, 1, 3))
+        self.out(0, self._reshape(tp.output, (n, h * b, w * b, c // (b * b))).output)
+
     def op_SPACE_TO_BATCH_ND(self, op):
         shape = _shape(self.tensor(0))
         block = [int(v) for v in np.asarray(self.value(1, "the block shape")).reshape(-1)]
@@ -712,6 +764,11 @@ class _Importer:
 def graph_operators() -> list[str]:
     """Builtin operators imported as graph nodes (ncc's 40 plus the extras)."""
     return sorted(name[3:] for name in dir(_Importer) if name.startswith("op_"))
+
+
+def custom_operators() -> list[str]:
+    """Custom (non-builtin) operators the importer knows, by their custom code."""
+    return sorted(name[7:] for name in dir(_Importer) if name.startswith("custom_"))
 
 
 def supported_operators() -> list[str]:

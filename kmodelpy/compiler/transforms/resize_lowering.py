@@ -32,13 +32,11 @@ from . import build
 _TRIANGLE = {1: np.array([0.0, 1.0, 0.0], np.float32), 2: np.array([0.25, 0.5, 0.25], np.float32)}
 
 
-def axis_factors(node) -> tuple[int, int] | None:
+def axis_factors(mode: str, in_hw, out_hw, half_pixel: bool) -> tuple[int, int] | None:
     """(s_h, s_w) of a half-pixel bilinear resize by 1x or 2x per axis (the KPU form), else None."""
-    if node["mode"] != "bilinear" or not node["half_pixel_centers"]:
+    if mode != "bilinear" or not half_pixel:
         return None
-    _, _, h, w = node.input.shape
-    oh, ow = node["new_size"]
-    factors = tuple(o // i if o % i == 0 else 0 for i, o in ((h, oh), (w, ow)))
+    factors = tuple(o // i if o % i == 0 else 0 for i, o in zip(in_hw, out_hw))
     return factors if all(f in (1, 2) for f in factors) else None
 
 
@@ -67,16 +65,20 @@ def interpolation_matrix(node, axis: int) -> np.ndarray:
     return a
 
 
-def lowering(node) -> str:
-    """Which form :class:`LowerTfliteResize` gives ``node``: "bilinear2x", "slice" or "separable"."""
-    if axis_factors(node) is not None:
+def lowering(mode: str, in_hw, out_hw, align_corners: bool, half_pixel: bool) -> str:
+    """Which form :class:`LowerTfliteResize` gives a resize with TFLite's sampling: "bilinear2x", "slice" or
+    "separable" (the fit report asks the same question)."""
+    if axis_factors(mode, in_hw, out_hw, half_pixel) is not None:
         return "bilinear2x"
-    if node["mode"] == "nearest_neighbor":
-        _, _, h, w = node.input.shape
-        ac, hp = bool(node["align_corners"]), bool(node["half_pixel_centers"])
-        if all(progression(nearest_index(n, o, ac, hp)) is not None for n, o in zip((h, w), node["new_size"])):
-            return "slice"
+    if mode == "nearest_neighbor" and all(progression(nearest_index(n, o, align_corners, half_pixel)) is not None
+                                          for n, o in zip(in_hw, out_hw)):
+        return "slice"
     return "separable"
+
+
+def _lowering_of(node) -> str:
+    return lowering(node["mode"], node.input.shape[2:], node["new_size"], bool(node["align_corners"]),
+                    bool(node["half_pixel_centers"]))
 
 
 def _replicate_border(g, src, axis: int, name: str):
@@ -93,7 +95,7 @@ def _replicate_border(g, src, axis: int, name: str):
 
 def _bilinear2x(g, r, src):
     n, c, h, w = src.shape
-    sh, sw = axis_factors(r)
+    sh, sw = axis_factors(r["mode"], r.input.shape[2:], r["new_size"], r["half_pixel_centers"])
     x = src
     for axis, s in ((2, sh), (3, sw)):
         if s == 2:
@@ -158,4 +160,4 @@ class LowerTfliteResize(Transform):
 
     def rewrite(self, g, m, ctx):
         r = m.nodes[0]
-        reroute(m.outputs[0], BUILDERS[lowering(r)](g, r, m.inputs[0].producer))
+        reroute(m.outputs[0], BUILDERS[_lowering_of(r)](g, r, m.inputs[0].producer))

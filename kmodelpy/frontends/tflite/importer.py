@@ -19,7 +19,7 @@ Beyond ncc:
 * DEQUANTIZE (fp16 / int8 constants), CAST, SHAPE and the constant sub-graphs TF2 converters emit
   (SHAPE → STRIDED_SLICE → PACK → RESHAPE ...) are folded at import;
 * PRELU = max(x,0) + α·min(x,0); TANH = (1−t)/(1+t) with t = exp(−2·max(x,−10)) (also as a fused
-  activation); HARD_SWISH = x·clamp(x+3, 0, 6)/6; SPLIT/SPLIT_V/UNPACK = strided slices (+ reshape);
+  activation); HARD_SWISH = x·min(max(x+3, 0), 6)/6; SPLIT/SPLIT_V/UNPACK = strided slices (+ reshape);
   SQUEEZE/EXPAND_DIMS = reshape; PACK = reshapes + concat; SQUARE = unary square;
   SQUARED_DIFFERENCE = (a−b)·(a−b); ADD_N = chained adds; PADV2 (pad value); RELU_0_TO_1 = clamp;
   DEPTHWISE_CONV_2D with depth_multiplier > 1 (groups = C); RESHAPE without a shape tensor;
@@ -252,7 +252,7 @@ class _Importer:
             else:
                 n = g.add("input", [], [shape], name=t.name)
                 created_inputs[v] = n.output
-        created_outputs: dict[int, InputConnector] = {}
+        created_outputs: list[tuple[int, InputConnector]] = []  # a tensor may be declared as output twice
         for v in tfl.outputs:
             t = tfl.tensors[v]
             shape = _shape(t)
@@ -261,12 +261,12 @@ class _Importer:
                 ic = InputConnector(pre, 0, shape, "float32")
                 pre.inputs.append(ic)
                 n = g.add("output", [pre.output], [], name=t.name)
-                created_outputs[v] = ic
+                created_outputs.append((v, ic))
             else:
                 n = g.add("output", [], [], name=t.name)
                 ic = InputConnector(n, 0, shape, "float32")
                 n.inputs.append(ic)
-                created_outputs[v] = ic
+                created_outputs.append((v, ic))
         # constants, then graph inputs (ncc's two loops over the pending connections)
         consts: dict[int, OutputConnector] = {}
         for ic, v in self.pending:
@@ -285,7 +285,7 @@ class _Importer:
                     raise FormatError(f"{tfl.path}: tensor '{t.name}' is read by an operator but is neither produced, "
                                       "constant nor a graph input")
                 self.connect(ic, created_inputs[v])
-        for v, ic in created_outputs.items():
+        for v, ic in created_outputs:
             src = self.produced.get(v) or created_inputs.get(v)
             if src is None and v in self.static:
                 src = self.const(fold.to_float(tfl.tensors[v], self.static[v]))
@@ -544,11 +544,14 @@ class _Importer:
         self.out(0, res.output)
 
     def op_HARD_SWISH(self, op):
+        """x·min(max(x+3, 0), 6)/6; the clamp as binary max/min: a ``clamp`` would merge into the add's fused
+        activation, which ncc's fuse_one_binary then drops (quirk §13.4)."""
         p3 = self.node("binary", [op.inputs[0], self.const(3.0)], binary_op="add", fused_activation=FULL_RANGE)
-        r6 = self._clamp(p3.output, 0.0, 6.0)
+        lo = self.node("binary", [p3.output, self.const(0.0)], binary_op="max", fused_activation=FULL_RANGE)
+        r6 = self.node("binary", [lo.output, self.const(6.0)], binary_op="min", fused_activation=FULL_RANGE)
         m = self.node("binary", [op.inputs[0], r6.output], binary_op="mul", fused_activation=FULL_RANGE)
         d = self.node("binary", [m.output, self.const(6.0)], binary_op="div", fused_activation=FULL_RANGE)
-        self.g.composites.append(("HARD_SWISH", [(p3, 0), (r6, 0), (m, 1), (d, 0)]))
+        self.g.composites.append(("HARD_SWISH", [(p3, 0), (lo, 0), (r6, 0), (m, 1), (d, 0)]))
         self.out(0, d.output)
 
     def _unary(self, op, unary_op):

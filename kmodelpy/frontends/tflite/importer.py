@@ -46,6 +46,8 @@ from ...ir.ops import (FLT_MAX, FULL_RANGE, infer_shapes, normalize_reshape, nor
 from ...ir import resample
 from . import fold
 
+MAX_WINDOW = 4096  # largest kernel extent, stride or dilation accepted (beyond any real model)
+
 ACTIVATIONS = {"NONE": FULL_RANGE, "RELU": (0.0, FLT_MAX), "RELU_N1_TO_1": (-1.0, 1.0), "RELU6": (0.0, 6.0)}
 
 EXPORT_FLOAT_HINT = ("export a float32 model instead (converter.optimizations = [], no representative_dataset, "
@@ -181,6 +183,8 @@ class _Importer:
     # ------------------------------------------------------------ driver
     def run(self) -> Graph:
         tfl = self.tfl
+        if not tfl.inputs:
+            raise FormatError(f"{tfl.path}: the model declares no input tensor; re-export or re-download it")
         for v in tfl.inputs:
             t = tfl.tensors[v]
             if t.dtype in ("INT8", "UINT8", "INT16"):
@@ -215,6 +219,7 @@ class _Importer:
                                        f"{', '.join(sorted(set(fold.FOLD_ONLY) - set(graph_operators())))})")
             try:
                 handler(op)
+                self.check_outputs(op)
             except KmodelpyError:
                 raise
             except (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError, OverflowError) as e:
@@ -229,6 +234,31 @@ class _Importer:
             raise FormatError(f"{self.tfl.path}: inconsistent graph inputs/outputs ({type(e).__name__}: "
                               f"{_first_line(e)})") from None
         return self.g
+
+    def check_window(self, fh, fw, sh, sw, dh, dw) -> None:
+        """Kernel sizes, strides and dilations between 1 and MAX_WINDOW (a corrupted option would otherwise ask for
+        gigabytes of padding)."""
+        for what, v in (("filter height", fh), ("filter width", fw), ("stride_h", sh), ("stride_w", sw),
+                        ("dilation_h", dh), ("dilation_w", dw)):
+            if not 1 <= v <= MAX_WINDOW:
+                raise FormatError(f"{self.where()}: {what} {v} is outside 1..{MAX_WINDOW} (a corrupted file?); "
+                                  "re-export or re-download the model")
+        if max((fh - 1) * dh, (fw - 1) * dw) >= MAX_WINDOW:
+            raise FormatError(f"{self.where()}: the dilated {fh}x{fw} filter spans more than {MAX_WINDOW} pixels "
+                              f"(dilation {dh}x{dw}; a corrupted file?); re-export or re-download the model")
+
+    def check_outputs(self, op: Operator) -> None:
+        """Each output the operator produced has the shape the file declares for its tensor: a corrupted file
+        whose shapes contradict each other stops here, in one line, rather than in a kernel."""
+        for k, idx in enumerate(op.outputs):
+            t = self.tfl.tensors[idx] if idx >= 0 else None
+            oc = self.produced.get(idx)
+            if t is None or oc is None or not t.shape or min(t.shape) < 1:
+                continue
+            if tuple(oc.shape) != _shape(t):
+                raise FormatError(f"{self.where()}: the inputs make a {list(oc.shape)} output but the file declares "
+                                  f"tensor '{t.name}' as {list(t.shape)}: the tensor shapes contradict each other "
+                                  "(a corrupted file?); re-export or re-download the model")
 
     def check_float(self, op: Operator) -> None:
         for idx in list(op.inputs) + list(op.outputs):
@@ -321,11 +351,20 @@ class _Importer:
 
     def _conv(self, op, weights, groups, o, origin: ConvOrigin | None = None):
         x = self.tensor(0)
+        if len(_shape(x)) != 4 or weights.ndim != 4:
+            raise FormatError(f"{self.where()}: input '{x.name}' {list(_shape(x))} and weights {list(weights.shape)} "
+                              "must both be 4-D (NHWC / OHWI); re-export or re-download the model")
         n, h, w, c = _shape(x)
+        if weights.shape[1] * groups != c or weights.shape[0] % groups:
+            raise FormatError(f"{self.where()}: input '{x.name}' has {c} channels but the filter "
+                              f"{list(weights.shape)} (OIHW) expects {weights.shape[1] * groups}: the tensor shapes "
+                              "contradict each other (a corrupted file, or a grouped convolution, which kmodelpy "
+                              "does not support); re-export or re-download the model")
         fh, fw = weights.shape[2], weights.shape[3]
         same = o.get("padding", "SAME") == "SAME"
         dh, dw = int(o.get("dilation_h", 1)), int(o.get("dilation_w", 1))
         sh, sw = int(o["stride_h"]), int(o["stride_w"])
+        self.check_window(fh, fw, sh, sw, dh, dw)
         act, post = self.activation(o.get("fused_activation", "NONE"))
         bias = self._bias(2, weights.shape[0])
         pre = self.to_nchw(op.inputs[0])
@@ -360,6 +399,7 @@ class _Importer:
         o = op.options
         same = o.get("padding", "SAME") == "SAME"
         sh, sw = int(o["stride_h"]), int(o["stride_w"])
+        self.check_window(w.shape[2], w.shape[3], sh, sw, 1, 1)
         self._transpose_conv(op.inputs[2], w, out_shape, windowed_padding(out_shape[2], w.shape[2], sh, 1, same),
                              windowed_padding(out_shape[3], w.shape[3], sw, 1, same), sh, sw, self._bias(3, out_shape[1]),
                              o.get("fused_activation", "NONE"))
@@ -394,6 +434,7 @@ class _Importer:
         n, h, wd, _ = _shape(self.tensor(0))
         w = self._weights(1).transpose(0, 3, 1, 2)
         oc, _, kh, kw = w.shape
+        self.check_window(kh, kw, sh, sw, 1, 1)
         pads = []
         for size, k, s in ((h, kh, sh), (wd, kw, sw)):
             total = max(0, k - (size - 1) % s - 1) if padding == 1 else 0
@@ -424,6 +465,7 @@ class _Importer:
         n, h, w, c = _shape(self.tensor(0))
         same = o.get("padding", "SAME") == "SAME"
         fh, fw, sh, sw = int(o["filter_h"]), int(o["filter_w"]), int(o["stride_h"]), int(o["stride_w"])
+        self.check_window(fh, fw, sh, sw, 1, 1)
         act, post = self.activation(o.get("fused_activation", "NONE"))
         pre = self.to_nchw(op.inputs[0])
         pool = self.node("reduce_window2d", [pre.output], reduce_op=reduce_op, init_value=init, filter_h=fh,

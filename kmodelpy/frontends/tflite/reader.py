@@ -46,6 +46,8 @@ _NP_DTYPES = {
     "UINT32": np.uint32, "UINT64": np.uint64, "UINT16": np.uint16,
 }
 
+MAX_ELEMENTS = 1 << 28  # a feature map of 1 GiB in float32: far beyond any model a K210 (or this emulator) runs
+
 # option method name -> dict key (everything else: CamelCase -> snake_case)
 _KEY_RENAMES = {
     "FusedActivationFunction": "fused_activation",
@@ -227,7 +229,8 @@ def _parse(tflite, buf: bytes, name: str) -> TFLiteFile:
         if 0 < bidx < model.BuffersLength():
             b = model.Buffers(bidx)
             raw = None
-            if not b.DataIsNone() and b.DataLength() > 0:
+            sparsity = read_sparsity(tflite, t)
+            if not b.DataIsNone() and (b.DataLength() > 0 or sparsity is not None):  # a sparse zero tensor stores none
                 raw = b.DataAsNumpy().tobytes()
                 if len(raw) != b.DataLength():
                     raise FormatError(f"{name}: truncated TFLite file (buffer of tensor '{tname}')")
@@ -236,7 +239,6 @@ def _parse(tflite, buf: bytes, name: str) -> TFLiteFile:
                 if off + size > len(buf):
                     raise FormatError(f"{name}: truncated TFLite file (buffer of tensor '{tname}')")
                 raw = buf[off:off + size]
-            sparsity = read_sparsity(tflite, t)
             if raw is not None and sparsity is not None:
                 data = densify(_sparse_values(raw, dtype, tname, name), sparsity, shape, tname, name)
             elif raw is not None:
@@ -249,6 +251,10 @@ def _parse(tflite, buf: bytes, name: str) -> TFLiteFile:
                                  np.asarray(zps, np.int64).copy(), int(q.QuantizedDimension()))
         tensors.append(Tensor(i, tname, shape, sig, dtype, data, quant))
 
+    for t in tensors:
+        if t.data is None and t.shape and int(np.prod([max(d, 1) for d in t.shape], dtype=np.int64)) > MAX_ELEMENTS:
+            raise FormatError(f"{name}: tensor '{t.name}' is declared as {list(t.shape)}, more than {MAX_ELEMENTS} "
+                              "elements (a corrupted file?); re-export or re-download the model")
     operators: list[Operator] = []
     for i in range(sg.OperatorsLength()):
         op = sg.Operators(i)

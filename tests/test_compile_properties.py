@@ -254,6 +254,9 @@ def test_random_conv_stack_tracks_float(tmp_path_factory, h, w, c, layers, seed)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(4, 12), st.integers(4, 12), st.sampled_from([1, 3, 4]),
        st.lists(st.sampled_from(OPS), min_size=1, max_size=4), st.integers(0, 2**31 - 1))
+# D12: MUL by a scalar, then RELU6: fuse_clamp_binary moves the clamp into the MUL, and ncc's fuse_one_binary
+# then drops it (negative outputs after a RELU6)
+@example(h=4, w=4, c=1, ops=["conv1", "mul_scalar", "relu6"], seed=0)
 def test_random_op_chain_uint8_tracks_float(tmp_path_factory, h, w, c, ops, seed):
     """The same chains compiled for uint8 (calibrated on raw samples) stay close to the float model."""
     import kmodelpy

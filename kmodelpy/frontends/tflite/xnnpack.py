@@ -61,24 +61,6 @@ def _fma_conv_kernel(xp, w, bias, taps, groups, sh, sw, dh, dw, lo, hi, out):
 
 
 def conv2d_xnnpack(x, weights, bias, kind: str, groups, pad_h, pad_w, sh, sw, dh, dw, lo, hi) -> np.ndarray:
-    """XNNPACK's f32 convolution (module doc): bias, then one FMA per tap, NCHW. Padding taps add
-    x = 0 like XNNPACK's zero buffer."""
-    x = np.asarray(x, F32)
-    w = np.ascontiguousarray(weights, F32)
-    n_oc, g_ic, fh, fw = w.shape
-    xp = np.ascontiguousarray(_padded(x, pad_h, pad_w))
-    oh, ow = _out_hw(x.shape, fh, fw, pad_h, pad_w, sh, sw, dh, dw)
-    if kind == "depthwise":
-        taps = [(ky, kx, c) for kx in range(fw) for ky in range(fh) for c in range(g_ic)]
-    else:
-        taps = [(ky, kx, c) for ky in range(fh) for kx in range(fw) for c in range(g_ic)]
-    out = np.empty((x.shape[0], n_oc, oh, ow), F32)
-    _fma_conv_kernel(xp, w, np.ascontiguousarray(bias, F32), np.array(taps, np.int64).reshape(-1, 3), int(groups),
-                     int(sh), int(sw), int(dh), int(dw), F32(lo), F32(hi), out)
-    return out
-
-
-def conv2d_xnnpack(x, weights, bias, kind: str, groups, pad_h, pad_w, sh, sw, dh, dw, lo, hi) -> np.ndarray:
     """XNNPACK's f32 convolution (module doc), NCHW. Padding taps add x = 0 like XNNPACK's zero buffer."""
     x = np.asarray(x, F32)
     w = np.ascontiguousarray(weights, F32)

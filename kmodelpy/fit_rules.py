@@ -13,6 +13,11 @@ came from (``graph.source`` + node names, which the transforms keep).
 
 Explanations ("why not KPU") re-check the §6.2 conditions with the compiler's own predicates
 (:mod:`kmodelpy.compiler.transforms.kpu_lowering`).
+
+KPU RAM: :func:`kmodelpy.compiler.kpu_ram.preview.preview_kpu_ram` runs the rest of the pipeline up to
+``fit_kpu_ram`` (with the ranges of one random input instead of a calibration set), so the report
+gives the KPU RAM the compiled model needs and what ``--kpu-ram-overflow fit`` changes (row bands,
+tensors kept in main memory, another placement, layers moved to the CPU) exactly as the compile will.
 """
 from __future__ import annotations
 
@@ -43,6 +48,8 @@ DATA_MOVEMENT = {"RESHAPE", "TRANSPOSE", "STRIDED_SLICE", "SLICE", "PAD", "SQUEE
                  "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SPLIT", "SPLIT_V", "UNPACK"}
 BINARY_OPS = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM"}
 RESHAPES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
+MOVED_TO_CPU = ("its feature maps do not fit the 2 MiB KPU RAM even as row bands of one output row: kmodelpy "
+                "runs it on the CPU (ncc fails with 'KPU allocator cannot allocate more memory')")
 FIX_STRIDE2 = ("ZeroPadding2D(((1,1),(1,1))) + padding='valid' on an even-sized input makes this stride-2 "
                "conv fully KPU")
 
@@ -70,6 +77,7 @@ class LayerVerdict:
     kpu_bytes: int | None = None
     fused_into: int | None = None  # index of the KPU layer this op is fused into
     params: int = 0  # weights of a conv / dense / transpose conv layer
+    kpu_ram: list[str] = field(default_factory=list)  # what --kpu-ram-overflow fit does to this layer
 
     @property
     def fits_kpu_ram(self) -> bool:
@@ -81,8 +89,9 @@ class LayerVerdict:
 
 
 # ------------------------------------------------------------------------------------------ graph
-def _compile_structure(tfl, wqt: float, oqt: int):
-    """Import + P1 + P2 + checkpoints C1-C3 (no calibration); returns (graph, name -> op index)."""
+def _compile_structure(tfl, wqt: float, oqt: int, on_cpu=frozenset()):
+    """Import + P1 + P2 + checkpoints C1-C3 (no calibration; the convs in ``on_cpu`` kept off the KPU, as
+    the compiler's KPU RAM fit does); returns (graph, name -> op index)."""
     from .compiler import transforms as T
     from .compiler.k210_ops import register_all
     from .compiler.pipeline import Options, make_context
@@ -93,7 +102,7 @@ def _compile_structure(tfl, wqt: float, oqt: int):
     g = import_tflite(tfl)
     g.assign_names()
     owner = {n.name: src[0] for n, src in g.source.items()}
-    ctx = make_context(Options(weights_quantize_threshold=wqt, output_quantize_threshold=oqt))
+    ctx = make_context(Options(weights_quantize_threshold=wqt, output_quantize_threshold=oqt), on_cpu)
     for p in (T.pass_p1, T.pass_p2, T.pass_c1, T.pass_c2, T.pass_c3):
         run_pass(g, p(ctx), ctx)
     for n in g.inputs:  # the input range comes from the calibration set (ncc's default)
@@ -303,9 +312,12 @@ def _fmt_pads(p) -> str:
 
 
 class _Analysis:
-    def __init__(self, tfl, wqt, oqt):
+    def __init__(self, tfl, wqt, oqt, kpu_fit=None):
         self.tfl, self.wqt, self.oqt = tfl, float(wqt), int(oqt)
-        self.g, owner = _compile_structure(tfl, self.wqt, self.oqt)
+        self.kpu_fit = kpu_fit
+        self.on_cpu = {r.layer for r in kpu_fit.remedies if r.kind == "cpu"} if kpu_fit is not None else set()
+        self.g, owner = _compile_structure(tfl, self.wqt, self.oqt, frozenset(self.on_cpu))
+        self.owner = owner
         self.nodes: dict[int, list] = {}
         for n in self.g.nodes:
             if n.name in owner:
@@ -348,6 +360,10 @@ class _Analysis:
             v = self.out[op.index]
             if v.fused_into is not None and op.builtin == "PAD":
                 v.verdict = self.out[v.fused_into].verdict
+        for r in self.kpu_fit.remedies if self.kpu_fit is not None else ():
+            i = self.owner.get(r.layer, self.owner.get(r.layer.split("/")[0]))
+            if i is not None:
+                self.out[i].kpu_ram.append(r.text.removeprefix("KPU RAM: "))
         return [self.out[op.index] for op in self.tfl.operators]
 
     # ------------------------------------------------------------------ convolutions / dense
@@ -361,6 +377,9 @@ class _Analysis:
             v.reasons.append("computed at compile time (constant input)")
             return
         v.verdict, v.precision = CPU, _precision(c)
+        if c.name in self.on_cpu:
+            v.reasons.append(MOVED_TO_CPU)
+            return
         if (op.options.get("dilation_h", 1), op.options.get("dilation_w", 1)) != (1, 1) and \
                 (op.options.get("stride_h", 1), op.options.get("stride_w", 1)) == (1, 1) and \
                 c.input.producer.node.op == "reshape":
@@ -405,6 +424,9 @@ class _Analysis:
             v.verdict = FOLDED
             return
         v.verdict, v.precision = CPU, _precision(m)
+        if m.name in self.on_cpu:
+            v.reasons.append(MOVED_TO_CPU)
+            return
         r, fx = _why_not_kpu_matmul(self.tfl, op, m, self.wqt, self.oqt)
         v.reasons += r
         v.fixes += fx
@@ -671,7 +693,18 @@ class _Analysis:
 
 def analyse(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024) -> list[LayerVerdict]:
     """Verdicts for every operator of a float TFLite model (a path or a parsed ``TFLiteFile``), in file order."""
+    return analyse_with_kpu_ram(path, weights_quantize_threshold, output_quantize_threshold)[0]
+
+
+def analyse_with_kpu_ram(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024):
+    """(verdicts, the compile's :class:`kmodelpy.compiler.kpu_ram.KpuFit` or None when the preview fails)."""
+    from .compiler.kpu_ram.preview import preview_kpu_ram
+    from .errors import KmodelpyError
     from .frontends.tflite.reader import TFLiteFile, read_tflite
 
     tfl = path if isinstance(path, TFLiteFile) else read_tflite(path)
-    return _Analysis(tfl, weights_quantize_threshold, output_quantize_threshold).run()
+    try:
+        fit = preview_kpu_ram(tfl, weights_quantize_threshold, output_quantize_threshold)
+    except KmodelpyError:  # e.g. an op the compiler refuses: the verdicts still say why
+        fit = None
+    return _Analysis(tfl, weights_quantize_threshold, output_quantize_threshold, fit).run(), fit

@@ -1,0 +1,326 @@
+"""Fitting KPU RAM (``--kpu-ram-overflow fit``, kmodelpy/compiler/kpu_ram): placement, idle tensors kept in
+main memory, row bands, the CPU as the last resort.
+
+The remedies other than the CPU must not change a single output byte: a model that fits is compiled once
+normally and once with a forced small KPU RAM budget (or with one KPU layer split at random rows), and the
+emulated outputs are compared bit for bit.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kmodelpy.compiler import pipeline as P
+from kmodelpy.compiler.allocator import MemoryAllocator
+from kmodelpy.compiler.kpu_ram import bands as B
+from kmodelpy.compiler.transforms.build import POOL_STRIDE
+from tflite_builder import TFLiteBuilder
+
+F32 = np.float32
+POOLS = {  # TFLite pool after a non-depthwise stride-1 conv -> the KPU pool ncc fuses it into
+    "max2": ("MAX_POOL_2D", 2, 2, "VALID"), "avg2": ("AVERAGE_POOL_2D", 2, 2, "VALID"),
+    "max4": ("MAX_POOL_2D", 4, 4, "VALID"), "avg2s1": ("AVERAGE_POOL_2D", 2, 1, "SAME"),
+    "max2s1": ("MAX_POOL_2D", 2, 1, "SAME"),
+}
+
+
+# ----------------------------------------------------------------------------------------- band geometry
+def _layer(x, kernel, pool_type):
+    """A KPU layer's row geometry in float: "same" conv (zero padding), then the KPU pool (the calibration's
+    float KPU layer, tests/test_compile_passes.py checks it against a naive conv + pool)."""
+    from kmodelpy.compiler.kpu_float import kpu_conv_f32
+
+    w = np.arange(1, kernel * kernel + 1, dtype=F32).reshape(1, 1, kernel, kernel) / 7
+    return np.ascontiguousarray(kpu_conv_f32(x, w, np.zeros(1, F32), False, (-1e30, 1e30), pool_type))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(4, 40), st.integers(4, 9), st.sampled_from([1, 3]), st.integers(0, 9), st.data())
+def test_bands_give_the_whole_layer(h, w, kernel, pool_type, data):
+    """Every band's kept rows are the whole layer's rows, for every kernel, pool and cut."""
+    rows = B.output_rows(h, pool_type)
+    cuts = sorted(data.draw(st.sets(st.integers(1, rows - 1), max_size=6)) if rows > 1 else set())
+    bands = B.plan_bands([0] + cuts + [rows], h, kernel, pool_type)
+    x = np.random.default_rng(h * 100 + w).uniform(-1, 1, (1, 1, h, w)).astype(F32)
+    whole = _layer(x, kernel, pool_type)
+    parts = []
+    for b in bands:
+        assert b.in_rows >= B.MIN_ROWS and b.in_begin % POOL_STRIDE[pool_type] == 0
+        out = _layer(x[:, :, b.in_begin:b.in_end], kernel, pool_type)
+        assert out.shape[2] == b.band_rows
+        parts.append(out[:, :, b.keep_begin:b.keep_end])
+    assert np.concatenate(parts, axis=2).tobytes() == whole.tobytes()
+
+
+def test_band_halo_and_pool_alignment():
+    # 3x3 + 2x2 stride-2 pool: output rows 5.. start at conv row 10, need input row 9: the band starts at 8
+    b = B.band(5, 10, 40, 3, 1)
+    assert (b.in_begin, b.in_end, b.keep_begin, b.band_rows) == (8, 21, 1, 6)
+    assert B.band(0, 3, 40, 1, 0) == B.Band(0, 4, 0, 3, 0, 4)  # 1x1: no halo, but the KPU reads >= 4 rows
+    with pytest.raises(ValueError):
+        B.plan_bands([0, 3, 3, 20], 20, 3, 0)
+
+
+def test_smallest_split_fits_the_budget():
+    shape = (1, 16, 240, 320)
+    bands = B.smallest_split(shape, shape, 3, 0, 2 * 1024 * 1024)
+    assert len(bands) == 2 and [(b.in_begin, b.in_end) for b in bands] == [(0, 121), (119, 240)]
+    assert all(B.band_bytes(b, shape, shape) <= 2 * 1024 * 1024 for b in bands)
+    assert B.smallest_split(shape, shape, 3, 0, 3 * 320 * 16 * 2) is None  # not even one row per band
+
+
+# ----------------------------------------------------------------------------------------- placement
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(1, 6), st.integers(1, 40)), min_size=1, max_size=25))
+def test_largest_first_placement_never_overlaps(bufs):
+    al = MemoryAllocator("kpu", 64)
+    for birth, age, lines in bufs:
+        b = al.allocate(lines * 64)
+        b.birth, b.age = birth, age
+    top = al.place_by_size()
+    for i, a in enumerate(al.buffers):
+        for b in al.buffers[i + 1:]:
+            if a.birth < b.birth + b.age and b.birth < a.birth + a.age:
+                assert a.end <= b.start or b.end <= a.start
+    assert top >= al.peak_live()[1]
+
+
+def test_largest_first_closes_first_fit_holes():
+    """first fit leaves the short-lived 2-line buffer's hole under the long one; largest first does not"""
+    al = MemoryAllocator("kpu", 64)
+    for birth, age, lines in ((0, 2, 2), (1, 4, 3), (2, 2, 4), (4, 2, 5)):
+        b = al.allocate(lines * 64)
+        b.birth, b.age = birth, age
+    assert al.finish() > al.peak_live()[1]
+    assert al.place_by_size() == al.peak_live()[1]
+
+
+# ----------------------------------------------------------------------------------------- whole models
+def _kpu_model(h, w, c, layers, seed, residual=False):
+    """A stack of KPU-eligible layers; ``layers``: dicts k (1/3), stride (1/2), dw, oc, pool (POOLS key or
+    None). ``residual``: the last layer's input also feeds a 1x1 conv whose output is added to it."""
+    rng = np.random.default_rng(seed)
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, h, w, c])
+    cur, shape = x, [1, h, w, c]
+    branch = None
+    for i, L in enumerate(layers):
+        k, s, ic = L["k"], L["stride"], shape[3]
+        dw = L["dw"] and ic > 1
+        oc = ic if dw else L["oc"]
+        oh, ow = -(-shape[1] // s), -(-shape[2] // s)
+        if oh < 4 or ow < 4:
+            break
+        if residual and i == len(layers) - 1:
+            branch = cur, list(shape)
+        wv = (rng.uniform(-1, 1, (1, k, k, ic) if dw else (oc, k, k, ic)) / np.sqrt(k * k * (1 if dw else ic)))
+        wt, bias = b.const(f"w{i}", wv.astype(F32)), b.const(f"b{i}", rng.uniform(-0.2, 0.2, oc).astype(F32))
+        y = b.tensor(f"y{i}", [1, oh, ow, oc])
+        if dw:
+            b.op("DEPTHWISE_CONV_2D", [cur, wt, bias], [y], "DepthwiseConv2DOptions", padding="SAME", stride_h=s,
+                 stride_w=s, depth_multiplier=1, fused_activation="RELU")
+        else:
+            b.op("CONV_2D", [cur, wt, bias], [y], "Conv2DOptions", padding="SAME", stride_h=s, stride_w=s,
+                 fused_activation="RELU")
+        cur, shape = y, [1, oh, ow, oc]
+        pool = POOLS.get(L["pool"]) if not dw and s == 1 else None
+        if pool is not None and oh >= 8 and ow >= 8:
+            op, f, ps, pad = pool
+            ph, pw = (oh, ow) if ps == 1 else (oh // f, ow // f)
+            p = b.tensor(f"p{i}", [1, ph, pw, oc])
+            b.op(op, [cur], [p], "Pool2DOptions", padding=pad, stride_h=ps, stride_w=ps, filter_h=f, filter_w=f,
+                 fused_activation="NONE")
+            cur, shape = p, [1, ph, pw, oc]
+    if branch is not None and branch[0] != cur and branch[1][1:3] == shape[1:3]:
+        src, bshape = branch
+        wt = b.const("wr", (rng.uniform(-1, 1, (shape[3], 1, 1, bshape[3])) / np.sqrt(bshape[3])).astype(F32))
+        r = b.tensor("r", shape)
+        b.op("CONV_2D", [src, wt, b.const("br", np.zeros(shape[3], F32))], [r], "Conv2DOptions", padding="SAME",
+             stride_h=1, stride_w=1, fused_activation="NONE")
+        y = b.tensor("sum", shape)
+        b.op("ADD", [cur, r], [y], "AddOptions", fused_activation="NONE")
+        cur = y
+    return b.build(inputs=[x], outputs=[cur]) if cur != x else None
+
+
+def _dataset(tmp, c, h, w, seed, count=4):
+    ds = tmp / "calib"
+    ds.mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):  # raw calibration samples are float32 (the float model's input)
+        rng.uniform(0, 1, (c, h, w)).astype(F32).tofile(ds / f"{i}.bin")
+    return ds
+
+
+def _outputs(kmodel: bytes, tmp, xs):
+    import kmodelpy
+
+    path = tmp / "m.kmodel"
+    path.write_bytes(kmodel)
+    m = kmodelpy.load(path)
+    return [[np.asarray(v).tobytes() for v in m.run(x)] for x in xs]
+
+
+def _options(ds, **kw):
+    return P.Options(dataset=str(ds), dataset_format="raw", **kw)
+
+
+layer = st.fixed_dictionaries({"k": st.sampled_from([1, 3]), "stride": st.sampled_from([1, 1, 2]),
+                               "dw": st.booleans(), "oc": st.integers(1, 12),
+                               "pool": st.sampled_from([None, None, *POOLS])})
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.integers(8, 40), st.integers(8, 40), st.sampled_from([1, 3, 4]), st.lists(layer, min_size=1, max_size=3),
+       st.integers(0, 2**31 - 1), st.data())
+def test_split_layer_is_bit_identical(tmp_path, h, w, c, layers, seed, data):
+    """One KPU layer (drawn) split at drawn rows gives the kmodel's outputs bit for bit."""
+    from kmodelpy.compiler.kpu_ram.rewrite import split_conv
+
+    model = _kpu_model(h, w, c, layers, seed)
+    if model is None:
+        return
+    (tmp_path / "m.tflite").write_bytes(model)
+    ds = _dataset(tmp_path, c, h, w, seed)
+    g, llir, fit, ctx = P.lower_and_fit(tmp_path / "m.tflite", _options(ds), io.StringIO())
+    convs = [n for n in llir.dfs() if n.op == "kpu_conv2d"]
+    if not convs:
+        return
+    xs = [np.random.default_rng(seed + k).integers(0, 256, (1, c, h, w), dtype=np.uint8) for k in range(2)]
+    want = _outputs(P.generate(llir, io.StringIO(), fit.placement)[0], tmp_path, xs)
+    conv = data.draw(st.sampled_from(convs))
+    height, pool = conv.inputs[0].shape[2], int(conv.attrs["pool_type"])
+    rows = B.output_rows(height, pool)
+    if rows < 2:
+        return
+    cuts = sorted(data.draw(st.sets(st.integers(1, rows - 1), min_size=1, max_size=4)))
+    split_conv(llir, conv, B.plan_bands([0] + cuts + [rows], height, 3 if conv.attrs["filter_type"] else 1, pool))
+    assert sum(n.op == "kpu_conv2d" for n in llir.nodes) == len(convs) + len(cuts)
+    assert _outputs(P.generate(llir, io.StringIO(), fit.placement)[0], tmp_path, xs) == want
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.integers(8, 36), st.integers(8, 36), st.sampled_from([1, 3]), st.lists(layer, min_size=1, max_size=3),
+       st.booleans(), st.integers(0, 2**31 - 1), st.floats(0.15, 0.95))
+def test_small_budget_compiles_bit_identical(tmp_path, h, w, c, layers, residual, seed, share):
+    """With a KPU RAM budget below what the model needs, the compile still fits it, without changing an
+    output byte, unless a layer had to move to the CPU."""
+    model = _kpu_model(h, w, c, layers, seed, residual)
+    if model is None:
+        return
+    (tmp_path / "m.tflite").write_bytes(model)
+    ds = _dataset(tmp_path, c, h, w, seed)
+    whole = P.run_pipeline(tmp_path / "m.tflite", _options(ds), io.StringIO())
+    need = whole.schedule.kpu_usage
+    if need == 0:
+        return
+    budget = max(64, int(need * share) // 64 * 64)
+    log = io.StringIO()
+    small = P.run_pipeline(tmp_path / "m.tflite", _options(ds, kpu_ram_budget=budget), log)
+    assert small.schedule.kpu_usage == small.kpu_fit.kpu_bytes <= budget
+    if not small.kpu_fit.changed:
+        assert need <= budget
+    for r in small.kpu_fit.remedies:
+        assert r.text in log.getvalue()
+    if any(r.kind == "cpu" for r in small.kpu_fit.remedies):
+        return
+    xs = [np.random.default_rng(seed + k).integers(0, 256, (1, c, h, w), dtype=np.uint8) for k in range(2)]
+    assert _outputs(small.kmodel, tmp_path, xs) == _outputs(whole.kmodel, tmp_path, xs)
+
+
+def _residual_model(h, w, c=3, chs=(8, 8, 8), seed=0):
+    """x -> A (3x3) -> B (3x3) -> C (3x3); A -> D (1x1); C + D: A's KPU output waits for D while B and C run.
+    ``chs``: output channels of A, B and C (= D). The compiler names the convs Conv2D_0 (A) to Conv2D_3 (D)."""
+    rng = np.random.default_rng(seed)
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, h, w, c])
+
+    def conv(name, src, ic, oc, k):
+        wt = b.const(name + "/w", (rng.uniform(-1, 1, (oc, k, k, ic)) / np.sqrt(k * k * ic)).astype(F32))
+        y = b.tensor(name, [1, h, w, oc])
+        b.op("CONV_2D", [src, wt, b.const(name + "/b", rng.uniform(-0.1, 0.1, oc).astype(F32))], [y],
+             "Conv2DOptions", padding="SAME", stride_h=1, stride_w=1, fused_activation="RELU")
+        return y
+
+    ca, cb, ch = chs
+    a = conv("A", x, c, ca, 3)
+    cc = conv("C", conv("B", a, ca, cb, 3), cb, ch, 3)
+    d = conv("D", a, ca, ch, 1)
+    y = b.tensor("y", [1, h, w, ch])
+    b.op("ADD", [cc, d], [y], "AddOptions", fused_activation="NONE")
+    return b.build(inputs=[x], outputs=[y])
+
+
+def test_idle_tensor_waits_in_main_memory(tmp_path):
+    """A's KPU output is idle while B and C run: with one tensor's worth of KPU RAM less, it is re-uploaded
+    for D instead (no layer split), and the outputs do not change."""
+    from kmodelpy.compiler.kpu_ram.preview import preview_kpu_ram
+    from kmodelpy.kpu.layout import kpu_bytes
+
+    h, w = 24, 40
+    (tmp_path / "m.tflite").write_bytes(_residual_model(h, w))
+    ds = _dataset(tmp_path, 3, h, w, 1)
+    whole = P.run_pipeline(tmp_path / "m.tflite", _options(ds), io.StringIO())
+    one = kpu_bytes((1, 8, h, w))
+    assert whole.schedule.allocators["kpu"].peak_live()[1] == 3 * one  # A, B and C's outputs while C runs
+    small = P.run_pipeline(tmp_path / "m.tflite", _options(ds, kpu_ram_budget=2 * one), io.StringIO())
+    assert [r.kind for r in small.kpu_fit.remedies] == ["evict"] and small.kpu_fit.remedies[0].layer == "Conv2D_0"
+    assert small.schedule.kpu_usage == 2 * one
+    assert small.kpu_fit.remedies[0].copied_bytes == 2 * h * w * 8  # A's main-memory output + D's upload
+    xs = [np.random.default_rng(k).integers(0, 256, (1, 3, h, w), dtype=np.uint8) for k in range(2)]
+    assert _outputs(small.kmodel, tmp_path, xs) == _outputs(whole.kmodel, tmp_path, xs)
+    # the fit report's preview (no calibration set) says the same
+    preview = preview_kpu_ram(tmp_path / "m.tflite", kpu_ram_budget=2 * one)
+    assert preview.lines() == small.kpu_fit.lines()
+
+
+def test_layer_that_cannot_be_split_moves_to_the_cpu(tmp_path):
+    """Below one 4-row band of A (input + output), A runs on the CPU (ncc's quantized CPU conv): the compile
+    runs once more, says so, and still tracks the float model."""
+    import kmodelpy
+    from kmodelpy.compiler.report import cpu_fallbacks
+    from kmodelpy.kpu.layout import kpu_bytes
+
+    h, w = 24, 40
+    (tmp_path / "m.tflite").write_bytes(_residual_model(h, w, chs=(16, 1, 1)))
+    ds = _dataset(tmp_path, 3, h, w, 1)
+    # 4-row bands need 768 + 4096 B for A (3 -> 16 channels), 4096 + 256 B for B and D (16 -> 1), 512 B for C
+    budget = 4608
+    log = io.StringIO()
+    res = P.run_pipeline(tmp_path / "m.tflite", _options(ds, kpu_ram_budget=budget), log)
+    assert [r.kind for r in res.kpu_fit.remedies if r.kind == "cpu"] == ["cpu"]
+    assert res.kpu_fit.remedies[0].layer == "Conv2D_0" and res.kpu_fit.remedies[0].cpu_macs == 16 * 3 * 9 * h * w
+    assert "compiling again with Conv2D_0 on the CPU" in log.getvalue()
+    assert {r.kind for r in res.kpu_fit.remedies[1:]} == {"split"}
+    assert res.schedule.kpu_usage <= budget
+    fb = dict(cpu_fallbacks(res.llir, kpu_fit=res.kpu_fit))
+    assert "even as row bands" in fb["QuantizedConv2D 'Conv2D_0' (1x16x24x40)"]
+    whole = P.run_pipeline(tmp_path / "m.tflite", _options(ds), io.StringIO())  # all on the KPU
+    x = np.random.default_rng(3).integers(0, 256, (1, 3, h, w), dtype=np.uint8)
+    want = np.asarray(kmodelpy.load(tmp_path / "m.tflite").run(x.astype(F32) / 255)[0], F32)
+    err = []
+    for data in (res.kmodel, whole.kmodel):
+        path = tmp_path / "m.kmodel"
+        path.write_bytes(data)
+        err.append(float(np.abs(np.asarray(kmodelpy.load(path).run(x)[0], F32) - want).mean()))
+    assert err[0] <= 1.5 * err[1] + 1e-4, err  # as close to float as the all-KPU kmodel
+
+
+def test_error_policy_keeps_nccs_failure(tmp_path):
+    import kmodelpy
+    from kmodelpy.errors import CompileError, InputError
+
+    h, w = 24, 40
+    (tmp_path / "m.tflite").write_bytes(_residual_model(h, w))
+    ds = _dataset(tmp_path, 3, h, w, 1)
+    with pytest.raises(CompileError, match="KPU memory overflow at layer .*the 30720 B of KPU RAM allowed.* "
+                                           "reduce the input.*--kpu-ram-overflow error"):
+        P.run_pipeline(tmp_path / "m.tflite", _options(ds, kpu_ram_budget=30720, kpu_ram_overflow="error"),
+                       io.StringIO())
+    kmodelpy.compile(tmp_path / "m.tflite", dataset=ds, dataset_format="raw", kpu_ram_overflow="error")
+    with pytest.raises(InputError, match="--kpu-ram-overflow 'split'"):
+        kmodelpy.compile(tmp_path / "m.tflite", dataset=ds, dataset_format="raw", kpu_ram_overflow="split")

@@ -102,7 +102,8 @@ def test_largest_first_closes_first_fit_holes():
 # ----------------------------------------------------------------------------------------- whole models
 def _kpu_model(h, w, c, layers, seed, residual=False):
     """A stack of KPU-eligible layers; ``layers``: dicts k (1/3), stride (1/2), dw, oc, pool (POOLS key or
-    None). ``residual``: the last layer's input also feeds a 1x1 conv whose output is added to it."""
+    None), dil (dilation of a stride-1 3x3 conv: ncc runs it as a KPU conv of a batch of 4 sub-images).
+    ``residual``: the last layer's input also feeds a 1x1 conv whose output is added to it."""
     rng = np.random.default_rng(seed)
     b = TFLiteBuilder()
     x = b.tensor("x", [1, h, w, c])
@@ -124,8 +125,9 @@ def _kpu_model(h, w, c, layers, seed, residual=False):
             b.op("DEPTHWISE_CONV_2D", [cur, wt, bias], [y], "DepthwiseConv2DOptions", padding="SAME", stride_h=s,
                  stride_w=s, depth_multiplier=1, fused_activation="RELU")
         else:
+            d = L.get("dil", 1) if s == 1 and k == 3 else 1
             b.op("CONV_2D", [cur, wt, bias], [y], "Conv2DOptions", padding="SAME", stride_h=s, stride_w=s,
-                 fused_activation="RELU")
+                 fused_activation="RELU", dilation_h=d, dilation_w=d)
         cur, shape = y, [1, oh, ow, oc]
         pool = POOLS.get(L["pool"]) if not dw and s == 1 else None
         if pool is not None and oh >= 8 and ow >= 8:
@@ -171,7 +173,7 @@ def _options(ds, **kw):
 
 layer = st.fixed_dictionaries({"k": st.sampled_from([1, 3]), "stride": st.sampled_from([1, 1, 2]),
                                "dw": st.booleans(), "oc": st.integers(1, 12),
-                               "pool": st.sampled_from([None, None, *POOLS])})
+                               "pool": st.sampled_from([None, None, *POOLS]), "dil": st.sampled_from([1, 1, 2])})
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

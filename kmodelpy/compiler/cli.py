@@ -38,7 +38,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="CPU conv/matmul/binary with fewer output elements stay float (default 1024)")
     p.add_argument("--no-quantized-binary", action="store_true", help="keep binary ops in float")
     p.add_argument("--max-allocator-solve-secs", type=int, default=60, metavar="N",
-                   help="accepted for ncc compatibility; kmodelpy always places buffers first-fit")
+                   help="accepted for ncc compatibility; kmodelpy places buffers first-fit (KPU RAM largest first "
+                        "where first fit overflows it)")
     p.add_argument("--kpu-ram-overflow", default="fit", choices=("fit", "error"),
                    help="fit (default): a model whose KPU feature maps overflow the 2 MB KPU RAM still compiles "
                         "(other buffer placement, idle tensors kept in main memory, layers run as row bands, "

@@ -361,9 +361,10 @@ class _Analysis:
             if v.fused_into is not None and op.builtin == "PAD":
                 v.verdict = self.out[v.fused_into].verdict
         for r in self.kpu_fit.remedies if self.kpu_fit is not None else ():
-            i = self.owner.get(r.layer, self.owner.get(r.layer.split("/")[0]))
-            if i is not None:
-                self.out[i].kpu_ram.append(r.text.removeprefix("KPU RAM: "))
+            for name in r.layers or (r.layer,):
+                i = self.owner.get(name, self.owner.get(name.split("/")[0]))
+                if i is not None:
+                    self.out[i].kpu_ram.append(r.text.removeprefix("KPU RAM: "))
         return [self.out[op.index] for op in self.tfl.operators]
 
     # ------------------------------------------------------------------ convolutions / dense

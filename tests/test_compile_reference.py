@@ -163,8 +163,9 @@ def test_too_large_input_fails_with_one_clear_line_like_ncc(monkeypatch, tmp_pat
 
 
 def test_too_large_input_compiles_as_row_bands_and_tracks_float(monkeypatch, tmp_path):
-    """By default the layer whose input + output need 2.4 MB runs as two row bands; the emulated output
-    follows the float model (kmodelpy's float evaluation, itself checked against LiteRT's outputs)."""
+    """By default the layer whose input + output need 2.4 MB runs as two row bands, together with the KPU
+    layer it feeds; the emulated output follows the float model (kmodelpy's float evaluation, itself
+    checked against LiteRT's outputs)."""
     import kmodelpy
     from kmodelpy.images import load_image_u8
     from refcases import DATASETS
@@ -172,7 +173,8 @@ def test_too_large_input_compiles_as_row_bands_and_tracks_float(monkeypatch, tmp
     case = "too_large_input_640x480"
     console: list = []
     model = _load(_compile(case, monkeypatch, console), tmp_path)
-    assert "KPUConv2D 'Conv2D_1' (1x16x240x320 -> 1x16x240x320) runs as 2 row bands" in console[0]
+    assert ("KPUConv2D 'Conv2D_1' (1x16x240x320 -> 1x16x240x320) + KPUConv2D 'Conv2D_2' (1x16x240x320 -> "
+            "1x8x240x320) run as 2 row bands") in console[0]
     ref = np.load(Path(__file__).parent / "data" / case / "float_ref.npz")
     tf = kmodelpy.load(CASES / case / "model.tflite")
     cos, err = [], []
@@ -184,7 +186,7 @@ def test_too_large_input_compiles_as_row_bands_and_tracks_float(monkeypatch, tmp
         got = np.asarray(model.run(x)[0], np.float32)
         cos.append(float(got.ravel() @ want.ravel() / np.linalg.norm(got) / np.linalg.norm(want)))
         err.append(float(np.abs(got - want).mean()))
-    RESULTS[case] = ("compiles (ncc refuses)", f"Conv2D_1 as 2 row bands; cosine vs float {min(cos):.4f}, "
+    RESULTS[case] = ("compiles (ncc refuses)", f"Conv2D_1-2 as 2 row bands; cosine vs float {min(cos):.4f}, "
                                                f"mean |y - float| {max(err):.4f} (range ~7)")
     assert min(cos) > 0.999 and max(err) < 0.05
 

@@ -39,18 +39,32 @@ def _layer(x, kernel, pool_type):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(4, 40), st.integers(4, 9), st.sampled_from([1, 3]), st.integers(0, 9), st.data())
-def test_bands_give_the_whole_layer(h, w, kernel, pool_type, data):
-    """Every band's kept rows are the whole layer's rows, for every kernel, pool and cut."""
-    rows = B.output_rows(h, pool_type)
+@given(st.integers(4, 40), st.integers(4, 9), st.lists(st.tuples(st.sampled_from([1, 3]), st.integers(0, 9)),
+                                                      min_size=1, max_size=3), st.data())
+def test_bands_give_the_whole_layers(h, w, chain, data):
+    """Every band's kept rows are the rows of the whole layer — or chain of layers, each band running each
+    layer on the previous one's whole band output — for every kernel, pool and cut."""
+    layers, rows = [], h
+    for kernel, pool_type in chain:
+        if rows < B.MIN_ROWS:
+            break
+        layers.append(B.LayerRows(rows, kernel, pool_type))
+        rows = layers[-1].out_rows(rows)
+    if rows < 1:
+        layers.pop()
+    rows = B.output_rows(layers)
     cuts = sorted(data.draw(st.sets(st.integers(1, rows - 1), max_size=6)) if rows > 1 else set())
-    bands = B.plan_bands([0] + cuts + [rows], h, kernel, pool_type)
+    bands = B.plan_bands([0] + cuts + [rows], layers)
     x = np.random.default_rng(h * 100 + w).uniform(-1, 1, (1, 1, h, w)).astype(F32)
-    whole = _layer(x, kernel, pool_type)
+    whole = x
+    for layer in layers:
+        whole = _layer(whole, layer.kernel, layer.pool_type)
     parts = []
     for b in bands:
-        assert b.in_rows >= B.MIN_ROWS and b.in_begin % POOL_STRIDE[pool_type] == 0
-        out = _layer(x[:, :, b.in_begin:b.in_end], kernel, pool_type)
+        out = x[:, :, b.in_begin:b.in_end]
+        for (a, e), layer in zip(b.spans, layers):
+            assert e - a >= B.MIN_ROWS and a % layer.stride == 0 and out.shape[2] == e - a
+            out = _layer(out, layer.kernel, layer.pool_type)
         assert out.shape[2] == b.band_rows
         parts.append(out[:, :, b.keep_begin:b.keep_end])
     assert np.concatenate(parts, axis=2).tobytes() == whole.tobytes()
@@ -58,19 +72,22 @@ def test_bands_give_the_whole_layer(h, w, kernel, pool_type, data):
 
 def test_band_halo_and_pool_alignment():
     # 3x3 + 2x2 stride-2 pool: output rows 5.. start at conv row 10, need input row 9: the band starts at 8
-    b = B.band(5, 10, 40, 3, 1)
+    b = B.band(5, 10, B.LayerRows(40, 3, 1))
     assert (b.in_begin, b.in_end, b.keep_begin, b.band_rows) == (8, 21, 1, 6)
-    assert B.band(0, 3, 40, 1, 0) == B.Band(0, 4, 0, 3, 0, 4)  # 1x1: no halo, but the KPU reads >= 4 rows
+    assert B.band(0, 3, B.LayerRows(40, 1, 0)) == B.Band(((0, 4),), 0, 3, 0, 4)  # 1x1: the KPU reads >= 4 rows
+    # two 3x3 layers: two halo rows, the first layer's output is read whole by the second
+    assert B.band(10, 20, [B.LayerRows(40, 3, 0)] * 2).spans == ((8, 22), (8, 22))
     with pytest.raises(ValueError):
-        B.plan_bands([0, 3, 3, 20], 20, 3, 0)
+        B.plan_bands([0, 3, 3, 20], B.LayerRows(20, 3, 0))
 
 
 def test_smallest_split_fits_the_budget():
     shape = (1, 16, 240, 320)
-    bands = B.smallest_split(shape, shape, 3, 0, 2 * 1024 * 1024)
+    layer = B.LayerRows(240, 3, 0)
+    bands = B.smallest_split([(shape, shape)], layer, 2 * 1024 * 1024)
     assert len(bands) == 2 and [(b.in_begin, b.in_end) for b in bands] == [(0, 121), (119, 240)]
-    assert all(B.band_bytes(b, shape, shape) <= 2 * 1024 * 1024 for b in bands)
-    assert B.smallest_split(shape, shape, 3, 0, 3 * 320 * 16 * 2) is None  # not even one row per band
+    assert all(B.band_bytes(b, [(shape, shape)]) <= 2 * 1024 * 1024 for b in bands)
+    assert B.smallest_split([(shape, shape)], layer, 3 * 320 * 16 * 2) is None  # not even one row per band
 
 
 # ----------------------------------------------------------------------------------------- placement
@@ -164,7 +181,7 @@ def _outputs(kmodel: bytes, tmp, xs):
     path = tmp / "m.kmodel"
     path.write_bytes(kmodel)
     m = kmodelpy.load(path)
-    return [[np.asarray(v).tobytes() for v in m.run(x)] for x in xs]
+    return [[(np.asarray(v).shape, np.asarray(v).tobytes()) for v in m.run(x)] for x in xs]
 
 
 def _options(ds, **kw):
@@ -179,9 +196,11 @@ layer = st.fixed_dictionaries({"k": st.sampled_from([1, 3]), "stride": st.sample
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.integers(8, 40), st.integers(8, 40), st.sampled_from([1, 3, 4]), st.lists(layer, min_size=1, max_size=3),
        st.integers(0, 2**31 - 1), st.data())
-def test_split_layer_is_bit_identical(tmp_path, h, w, c, layers, seed, data):
-    """One KPU layer (drawn) split at drawn rows gives the kmodel's outputs bit for bit."""
-    from kmodelpy.compiler.kpu_ram.rewrite import split_conv
+def test_split_layers_are_bit_identical(tmp_path, h, w, c, layers, seed, data):
+    """A run of linked KPU layers (drawn) split at drawn rows gives the kmodel's outputs bit for bit, and
+    adds the copies and KPU work split_cost predicts."""
+    from kmodelpy.compiler.kpu_ram import fit as F
+    from kmodelpy.compiler.kpu_ram.rewrite import split_chain
 
     model = _kpu_model(h, w, c, layers, seed)
     if model is None:
@@ -194,14 +213,17 @@ def test_split_layer_is_bit_identical(tmp_path, h, w, c, layers, seed, data):
         return
     xs = [np.random.default_rng(seed + k).integers(0, 256, (1, c, h, w), dtype=np.uint8) for k in range(2)]
     want = _outputs(P.generate(llir, io.StringIO(), fit.placement)[0], tmp_path, xs)
-    conv = data.draw(st.sampled_from(convs))
-    height, pool = conv.inputs[0].shape[2], int(conv.attrs["pool_type"])
-    rows = B.output_rows(height, pool)
+    chain = data.draw(st.sampled_from(F._runs(data.draw(st.sampled_from(convs)))))
+    rows = B.output_rows([F.layer_rows(n) for n in chain])
     if rows < 2:
         return
     cuts = sorted(data.draw(st.sets(st.integers(1, rows - 1), min_size=1, max_size=4)))
-    split_conv(llir, conv, B.plan_bands([0] + cuts + [rows], height, 3 if conv.attrs["filter_type"] else 1, pool))
-    assert sum(n.op == "kpu_conv2d" for n in llir.nodes) == len(convs) + len(cuts)
+    bands = B.plan_bands([0] + cuts + [rows], [F.layer_rows(n) for n in chain])
+    copies, macs = F.copied_bytes(llir), F.kpu_macs(llir)
+    predicted = F.split_cost(chain, bands)
+    split_chain(llir, chain, bands)
+    assert sum(n.op == "kpu_conv2d" for n in llir.nodes) == len(convs) + len(cuts) * len(chain)
+    assert (F.copied_bytes(llir) - copies, F.kpu_macs(llir) - macs) == predicted
     assert _outputs(P.generate(llir, io.StringIO(), fit.placement)[0], tmp_path, xs) == want
 
 
@@ -326,3 +348,15 @@ def test_error_policy_keeps_nccs_failure(tmp_path):
     kmodelpy.compile(tmp_path / "m.tflite", dataset=ds, dataset_format="raw", kpu_ram_overflow="error")
     with pytest.raises(InputError, match="--kpu-ram-overflow 'split'"):
         kmodelpy.compile(tmp_path / "m.tflite", dataset=ds, dataset_format="raw", kpu_ram_overflow="split")
+
+
+def test_joined_bands_keep_their_shape():
+    """A Concat body stores no shape: the runtime joins its inputs' shapes along the axis the sizes give."""
+    from kmodelpy.format.binio import MemoryRange
+    from kmodelpy.ops.concat import Concat
+
+    cat = Concat(output=MemoryRange(1, 1, 0, 64), inner_size=8, outer_size=1, input_ranges=[], dims=[1, 3, 4])
+    assert cat.joined_shape([(1, 1, 1, 8), None, (1, 1, 4, 8)]) == [1, 1, 8, 8]  # ambiguous: the last axis
+    cat = Concat(output=MemoryRange(1, 0, 0, 4 * 40), inner_size=4 * 5, outer_size=1, input_ranges=[], dims=[3, 5])
+    assert cat.joined_shape([(1, 3, 1, 5), (1, 5, 1, 5)]) == [1, 8, 1, 5]
+    assert cat.joined_shape([None, None]) is None and cat.joined_shape([(2, 3, 1, 5), None]) is None

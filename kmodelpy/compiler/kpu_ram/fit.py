@@ -10,8 +10,13 @@ fits (every model ncc compiles keeps ncc's kmodel). Otherwise it repeats, cheape
    the running node neither reads nor writes is only waiting for a later consumer (a residual
    branch, a tensor two consumers share): the largest one is re-uploaded from main memory right
    before each later consumer instead (:func:`.rewrite.evict`).
-3. **Split a layer into row bands.** Otherwise the KPU layer at that age runs as the fewest row
-   bands that fit (:mod:`.bands`, :func:`.rewrite.split_conv`), bit-identical to the whole layer.
+3. **Split into row bands.** Otherwise the KPU layer at that age runs as the fewest row bands that
+   fit (:mod:`.bands`, :func:`.rewrite.split_chain`), bit-identical to the whole layer — together
+   with the KPU layers before and after it that it is linked to KPU→KPU (nothing else reading the
+   link), when that copies fewer bytes: a band then keeps the intermediate tensors in KPU RAM instead
+   of joining and re-uploading them. Among the runs of up to ``MAX_CHAIN`` linked layers that contain
+   the layer and fit, the cheapest is taken (bytes copied, plus halo rows recomputed by the KPU at
+   ``MACS_PER_BYTE`` multiply-accumulates per byte).
 4. **Move it to the CPU.** A layer whose one-output-row bands still do not fit cannot stay on the
    KPU: the result names it in ``to_cpu`` and the pipeline compiles again with that conv on the CPU
    (ncc's quantized CPU conv), which is the only remedy that changes numbers.
@@ -26,10 +31,14 @@ from dataclasses import dataclass, field
 from ...ir.graph import MEM_KPU, Graph, Node, OutputConnector
 from ..allocator import KPU_RAM_BYTES
 from ..schedule import BY_SIZE, FIRST_FIT, DTYPE_BYTES, plan_lifetimes
-from .bands import smallest_split
-from .rewrite import evict, split_conv
+from .bands import Band, LayerRows, smallest_split
+from .rewrite import evict, split_chain
 
 COPY_OPS = frozenset({"strided_slice", "concat", "kpu_upload", "pad", "transpose", "memory_copy"})
+MAX_CHAIN = 6  # longest run of linked KPU layers split together
+# the K210's CPU copies some 10^8 bytes a second, its KPU does some 10^11 multiply-accumulates: a band's
+# recomputed halo rows cost as much as copying one byte per thousand of their multiply-accumulates
+MACS_PER_BYTE = 1000
 
 
 @dataclass
@@ -40,6 +49,7 @@ class Remedy:
     kind: str
     layer: str
     text: str
+    layers: tuple = ()  # every layer a "split" runs as bands (``layer`` is the one that did not fit)
     bands: int = 0
     extra_kpu_macs: int = 0
     copied_bytes: int = 0
@@ -174,23 +184,97 @@ def _evict(llir: Graph, sched, out: OutputConnector, t: int, at: dict) -> Remedy
 
 
 def _split(llir: Graph, conv: Node, budget: int) -> Remedy:
-    kernel = 3 if int(conv.attrs["filter_type"]) == 1 else 1
-    bands = smallest_split(conv.inputs[0].shape, conv.outputs[0].shape, kernel, int(conv.attrs["pool_type"]), budget)
+    """Split the cheapest fitting run of linked KPU layers around ``conv``; a "cpu" remedy when none fits."""
     source = conv.attrs.get("band_of", conv.name)
-    label = describe(conv)
-    if bands is None:
+    best = None
+    for chain in _runs(conv):
+        bands = smallest_split([(c.inputs[0].shape, c.outputs[0].shape) for c in chain],
+                               [layer_rows(c) for c in chain], budget)
+        if bands is not None:
+            copies, extra = split_cost(chain, bands)
+            if best is None or copies + extra / MACS_PER_BYTE < best[0]:
+                best = copies + extra / MACS_PER_BYTE, chain, bands
+    if best is None:
         macs = layer_macs(conv)
-        return Remedy("cpu", source, f"KPU RAM: {label} does not fit even as bands of one output row: it runs "
-                      f"on the CPU ({macs} multiply-accumulates per run)", cpu_macs=macs)
+        return Remedy("cpu", source, f"KPU RAM: {describe(conv)} does not fit even as bands of one output row: it "
+                      f"runs on the CPU ({macs} multiply-accumulates per run)", cpu_macs=macs)
+    _, chain, bands = best
     macs, copies = kpu_macs(llir), copied_bytes(llir)
-    conv.attrs["band_of"] = source
-    split_conv(llir, conv, bands)
+    labels = " + ".join(describe(c) for c in chain)
+    for c in chain:
+        c.attrs["band_of"] = c.attrs.get("band_of", c.name)
+    split_chain(llir, chain, bands)
     extra, cost = kpu_macs(llir) - macs, copied_bytes(llir) - copies
     rows = ", ".join(f"{b.in_begin}-{b.in_end}" for b in bands)
     return Remedy("split", source,
-                  f"KPU RAM: {label} runs as {len(bands)} row bands (input rows {rows}): KPU work "
-                  f"+{100 * extra / max(macs, 1):.1f}% (halo rows), +{cost} B copied per run",
-                  bands=len(bands), extra_kpu_macs=extra, copied_bytes=cost)
+                  f"KPU RAM: {labels} run{'s' if len(chain) == 1 else ''} as {len(bands)} row bands (input rows "
+                  f"{rows}): KPU work +{100 * extra / max(macs, 1):.1f}% (halo rows), +{cost} B copied per run",
+                  layers=tuple(c.attrs["band_of"] for c in chain), bands=len(bands), extra_kpu_macs=extra,
+                  copied_bytes=cost)
+
+
+def layer_rows(conv: Node) -> LayerRows:
+    return LayerRows(int(conv.inputs[0].shape[2]), 3 if int(conv.attrs["filter_type"]) == 1 else 1,
+                     int(conv.attrs["pool_type"]))
+
+
+def _linked(a: Node, b: Node | None) -> bool:
+    """``b`` is a KPU layer reading ``a``'s KPU output, which nothing else reads (``a`` has no
+    main-memory readers either): a band can run both and keep the tensor between them in KPU RAM."""
+    if b is None or b.op != "kpu_conv2d" or "band_of" in b.attrs or "band_of" in a.attrs:
+        return False
+    readers = [ic.node for ic in a.outputs[0].consumers if ic.node.op != "ignore"]
+    return readers == [b] and not (len(a.outputs) > 1 and a.outputs[1].consumers)
+
+
+def _runs(conv: Node) -> list[list[Node]]:
+    """Runs of up to MAX_CHAIN linked KPU layers that contain ``conv``, the longest first."""
+    before, after = [], []
+    p = conv.inputs[0].producer.node
+    while len(before) < MAX_CHAIN - 1 and p.op == "kpu_conv2d" and _linked(p, before[0] if before else conv):
+        before.insert(0, p)
+        p = p.inputs[0].producer.node
+    last = conv
+    while len(after) < MAX_CHAIN - 1:
+        readers = [ic.node for ic in last.outputs[0].consumers if ic.node.op != "ignore"]
+        nxt = readers[0] if len(readers) == 1 else None
+        if not _linked(last, nxt):
+            break
+        after.append(nxt)
+        last = nxt
+    line = before + [conv] + after
+    k = len(before)
+    runs = [line[i:j] for i in range(k + 1) for j in range(k + 1, len(line) + 1) if j - i <= MAX_CHAIN]
+    return sorted(runs, key=len, reverse=True)
+
+
+def _u8_bytes(shape, rows=None) -> int:
+    n, c, h, w = shape
+    return n * c * (h if rows is None else rows) * w
+
+
+def split_cost(chain: list[Node], bands: list[Band]) -> tuple[int, int]:
+    """(bytes the CPU copies per run, KPU multiply-accumulates) that splitting ``chain`` into ``bands``
+    adds — what :func:`copied_bytes` and :func:`kpu_macs` measure after :func:`split_chain`."""
+    first, last = chain[0], chain[-1]
+    x, y = first.inputs[0], last.outputs[0]
+    copies = sum(2 * _u8_bytes(x.shape, b.in_rows) + _u8_bytes(y.shape, b.band_rows) for b in bands)
+    copies += sum(_u8_bytes(y.shape, b.out_end - b.out_begin) for b in bands if (b.keep_begin, b.keep_end)
+                  != (0, b.band_rows))
+    copies += _u8_bytes(y.shape) * (1 + any(ic.node.op != "ignore" for ic in y.consumers))  # join, re-upload
+    src, others = x.producer.node, len(x.producer.consumers) > 1
+    if src.op == "kpu_conv2d" and len(src.outputs) == 1:
+        copies += _u8_bytes(x.shape)  # the KPU layer before gets a main-memory output
+    elif src.op == "kpu_upload" and not others:
+        copies -= _u8_bytes(x.shape)  # its upload goes
+    elif src.op == "input" and others:
+        copies += _u8_bytes(x.shape)  # the input moves to main memory: its other readers need an upload
+    if len(last.outputs) > 1:
+        copies -= _u8_bytes(y.shape)  # replaced by the join
+    whole = sum(layer_macs(c) for c in chain)
+    per_row = [layer_macs(c) // c.inputs[0].shape[2] for c in chain]
+    extra = sum(r * (e - a) for b in bands for (a, e), r in zip(b.spans, per_row)) - whole
+    return copies, extra
 
 
 def _layer_at(node: Node) -> Node | None:

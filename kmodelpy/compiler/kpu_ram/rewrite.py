@@ -1,10 +1,10 @@
 """The two LLIR rewrites that make KPU tensors fit KPU RAM, both exact (the kmodel computes the same bytes).
 
-* :func:`split_conv` runs one ``kpu_conv2d`` as row bands (:mod:`.bands`): per band a uint8
-  ``strided_slice`` of the input rows (with the halo rows) from main memory, a ``kpu_upload``, the same
-  KPU layer on those rows (with a main-memory output), a ``strided_slice`` keeping the band's exact
-  rows; a ``concat`` along H joins them in main memory. KPU consumers of the layer's output get a
-  ``kpu_upload`` of the joined tensor.
+* :func:`split_chain` runs a ``kpu_conv2d`` — or a chain of them, each reading the previous one's KPU
+  output — as row bands (:mod:`.bands`): per band a uint8 ``strided_slice`` of the input rows (with the
+  halo rows) from main memory, a ``kpu_upload``, the same KPU layers on those rows (the last one with a
+  main-memory output), a ``strided_slice`` keeping the band's exact rows; a ``concat`` along H joins
+  them in main memory. KPU consumers of the last layer's output get a ``kpu_upload`` of the joined tensor.
 * :func:`evict` keeps a KPU tensor out of KPU RAM between its producer and a later consumer: that
   consumer gets its own ``kpu_upload`` of the tensor's main-memory copy, right before it runs.
 
@@ -84,41 +84,47 @@ def _slice_rows(llir: Graph, src: OutputConnector, shape, begin: int, end: int, 
     return sl
 
 
-def split_conv(llir: Graph, conv: Node, bands: list[Band]) -> None:
-    """Replace ``conv`` by the row bands ``bands`` (which must partition its output rows)."""
-    x = conv.inputs[0]
+def split_chain(llir: Graph, chain: list[Node], bands: list[Band]) -> None:
+    """Replace the KPU layers ``chain`` (each reading the previous one's KPU output, which nothing else
+    reads) by the row bands ``bands``, which must partition the last layer's output rows."""
+    first, last = chain[0], chain[-1]
+    x = first.inputs[0]
     kpu_in = x.producer
     src = main_copy(llir, kpu_in)
-    if x.producer is not kpu_in:  # a KPU input moved to main memory: ``conv`` now reads its upload
+    if x.producer is not kpu_in:  # a KPU input moved to main memory: ``first`` now reads its upload
         kpu_in = x.producer
-    kout = conv.outputs[0]
+    kout = last.outputs[0]
     n, oc, _, ow = kout.shape
     pieces = []
     for k, b in enumerate(bands):
-        base = f"{conv.name}/band{k}"
+        base = f"{last.name}/band{k}" if len(chain) == 1 else f"{first.name}..{last.name}/band{k}"
         rows = _slice_rows(llir, src, x.shape, b.in_begin, b.in_end, base + "/rows")
-        up = upload(llir, rows.outputs[0], rows.outputs[0].shape, base + "/kpu_upload")
-        shape = (n, oc, b.band_rows, ow)
-        attrs = dict(conv.attrs, has_main_mem_output=True)
-        part = new_node(llir, "kpu_conv2d", base, [up.outputs[0].shape], [U8],
-                        [(shape, U8, MEM_KPU), (shape, U8, MEM_MAIN)], attrs)
-        connect(part.inputs[0], up.outputs[0])
-        attach_ignore(llir, part.outputs[0])
+        cur = upload(llir, rows.outputs[0], rows.outputs[0].shape, base + "/kpu_upload").outputs[0]
+        for j, conv in enumerate(chain):
+            is_last = j == len(chain) - 1
+            rows_out = b.band_rows if is_last else b.spans[j + 1][1] - b.spans[j + 1][0]
+            shape = (n, conv.outputs[0].shape[1], rows_out, conv.outputs[0].shape[3])
+            outs = [(shape, U8, MEM_KPU)] + ([(shape, U8, MEM_MAIN)] if is_last else [])
+            part = new_node(llir, "kpu_conv2d", f"{conv.name}/band{k}", [cur.shape], [U8], outs,
+                            dict(conv.attrs, has_main_mem_output=is_last))
+            connect(part.inputs[0], cur)
+            cur = part.outputs[0]
+        attach_ignore(llir, cur)
         piece = part.outputs[1]
         if (b.keep_begin, b.keep_end) != (0, b.band_rows):
-            piece = _slice_rows(llir, piece, shape, b.keep_begin, b.keep_end, base + "/keep").outputs[0]
+            piece = _slice_rows(llir, piece, piece.shape, b.keep_begin, b.keep_end, base + "/keep").outputs[0]
         pieces.append(piece)
-    joined = new_node(llir, "concat", conv.name + "/bands", [p.shape for p in pieces], [U8] * len(pieces),
+    joined = new_node(llir, "concat", last.name + "/bands", [p.shape for p in pieces], [U8] * len(pieces),
                       [(kout.shape, U8, MEM_MAIN)], {"axis": 2})
     for ic, p in zip(joined.inputs, pieces):
         connect(ic, p)
     out = joined.outputs[0]
-    if len(conv.outputs) > 1:
-        for ic in list(conv.outputs[1].consumers):
+    if len(last.outputs) > 1:
+        for ic in list(last.outputs[1].consumers):
             connect(ic, out)
     kpu_readers = [ic for ic in kout.consumers if ic.node.op != "ignore"]
     if kpu_readers:
-        up = upload(llir, out, kout.shape, conv.name + "/bands/kpu_upload")
+        up = upload(llir, out, kout.shape, last.name + "/bands/kpu_upload")
         for ic in kpu_readers:
             connect(ic, up.outputs[0])
     x.producer.consumers.remove(x)

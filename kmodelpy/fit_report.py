@@ -54,7 +54,7 @@ def _layer_lines(v: LayerVerdict) -> list[str]:
     return lines
 
 
-def _kpu_ram_lines(vs: list[LayerVerdict], fit) -> list[str]:
+def _kpu_ram_lines(vs: list[LayerVerdict], fit, bound: int) -> list[str]:
     """The KPU RAM line(s) of the summary: what the compiled model needs, and what kmodelpy changes."""
     kpu = [v for v in vs if v.kpu_bytes is not None]
     over = [v for v in kpu if v.kpu_bytes > KPU_RAM]
@@ -63,6 +63,10 @@ def _kpu_ram_lines(vs: list[LayerVerdict], fit) -> list[str]:
         lines.append(f"  KPU RAM: {len(over)} layer(s) need more than 2 MiB for their own input + output "
                      f"(#{', #'.join(str(v.index) for v in over)}): ncc fails with 'KPU allocator cannot "
                      "allocate more memory'. Use a smaller input (320x240 or less) or fewer channels.")
+    if fit is None and bound <= KPU_RAM:
+        lines.append(f"  KPU RAM: at most {bound} bytes ({100 * bound / KPU_RAM:.0f}% of 2 MiB: every KPU feature "
+                     "map at once), so ncc's placement fits")
+        return lines
     if fit is None:
         if not over:
             lines.append("  KPU RAM: every KPU layer fits alone (ncc also keeps other live KPU tensors there: "
@@ -78,7 +82,7 @@ def _kpu_ram_lines(vs: list[LayerVerdict], fit) -> list[str]:
     return lines
 
 
-def _summary(vs: list[LayerVerdict], wqt, oqt, fit=None) -> list[str]:
+def _summary(vs: list[LayerVerdict], wqt, oqt, fit=None, bound: int = 0) -> list[str]:
     count = {k: sum(v.verdict == k for v in vs) for k in (KPU, PARTIAL, CPU, FOLDED)}
     cpu_float = [v for v in vs if v.verdict == CPU and v.precision == "float"]
     kpu = [v for v in vs if v.kpu_bytes is not None]
@@ -91,7 +95,7 @@ def _summary(vs: list[LayerVerdict], wqt, oqt, fit=None) -> list[str]:
         lines.append(f"  largest KPU layer: #{big.index} {big.op} {_shape(big.kpu_in_shape)} -> "
                      f"{_shape(big.kpu_out_shape)} (NCHW), {big.kpu_bytes} bytes = "
                      f"{100 * big.kpu_bytes / KPU_RAM:.0f}% of the 2 MiB KPU RAM")
-        lines += _kpu_ram_lines(vs, fit)
+        lines += _kpu_ram_lines(vs, fit, bound)
         wide = [v for v in kpu if v.kpu_in_shape[2] > 240 or v.kpu_in_shape[3] > 320]
         if wide:
             lines.append("  KPU input above 320x240 (the K210 docs' limit; ncc allows 512x256 per layer) in "
@@ -118,7 +122,7 @@ def _summary(vs: list[LayerVerdict], wqt, oqt, fit=None) -> list[str]:
 
 def report(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024) -> str:
     """The text of ``kmodelpy inspect model.tflite``."""
-    vs, fit = analyse_with_kpu_ram(path, weights_quantize_threshold, output_quantize_threshold)
+    vs, fit, bound = analyse_with_kpu_ram(path, weights_quantize_threshold, output_quantize_threshold)
     head = [f"{path}: K210 KPU fit (ncc v0.2 rules, uint8, before compiling)",
             "  verdicts: KPU = on the KPU (or fused into a KPU layer); partial = KPU conv with CPU "
             "pad/crop/slice around it; CPU (uint8|float); folded = no work left",
@@ -129,4 +133,4 @@ def report(path, weights_quantize_threshold: float = 64, output_quantize_thresho
     body = []
     for v in vs:
         body += _layer_lines(v)
-    return "\n".join(head + body + _summary(vs, weights_quantize_threshold, output_quantize_threshold, fit))
+    return "\n".join(head + body + _summary(vs, weights_quantize_threshold, output_quantize_threshold, fit, bound))

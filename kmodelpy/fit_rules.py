@@ -312,11 +312,11 @@ def _fmt_pads(p) -> str:
 
 
 class _Analysis:
-    def __init__(self, tfl, wqt, oqt, kpu_fit=None):
+    def __init__(self, tfl, wqt, oqt, structure, kpu_fit=None):
         self.tfl, self.wqt, self.oqt = tfl, float(wqt), int(oqt)
         self.kpu_fit = kpu_fit
-        self.on_cpu = {r.layer for r in kpu_fit.remedies if r.kind == "cpu"} if kpu_fit is not None else set()
-        self.g, owner = _compile_structure(tfl, self.wqt, self.oqt, frozenset(self.on_cpu))
+        self.on_cpu = _moved(kpu_fit)
+        self.g, owner = structure
         self.owner = owner
         self.nodes: dict[int, list] = {}
         for n in self.g.nodes:
@@ -698,14 +698,27 @@ def analyse(path, weights_quantize_threshold: float = 64, output_quantize_thresh
 
 
 def analyse_with_kpu_ram(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024):
-    """(verdicts, the compile's :class:`kmodelpy.compiler.kpu_ram.KpuFit` or None when the preview fails)."""
-    from .compiler.kpu_ram.preview import preview_kpu_ram
+    """(verdicts, the compile's :class:`kmodelpy.compiler.kpu_ram.KpuFit` or None, upper bound of the KPU
+    RAM). The fit is previewed only when the bound passes 2 MiB (None also when the preview fails)."""
+    from .compiler.kpu_ram.preview import preview_kpu_ram, upper_bound
     from .errors import KmodelpyError
     from .frontends.tflite.reader import TFLiteFile, read_tflite
 
     tfl = path if isinstance(path, TFLiteFile) else read_tflite(path)
-    try:
-        fit = preview_kpu_ram(tfl, weights_quantize_threshold, output_quantize_threshold)
-    except KmodelpyError:  # e.g. an op the compiler refuses: the verdicts still say why
-        fit = None
-    return _Analysis(tfl, weights_quantize_threshold, output_quantize_threshold, fit).run(), fit
+    wqt, oqt = float(weights_quantize_threshold), int(output_quantize_threshold)
+    structure = _compile_structure(tfl, wqt, oqt)
+    bound = upper_bound(structure[0])
+    fit = None
+    if bound > KPU_RAM:
+        try:
+            fit = preview_kpu_ram(tfl, wqt, oqt, checkpointed=structure[0].copy())
+        except KmodelpyError:  # e.g. an op the compiler refuses: the verdicts still say why
+            fit = None
+        if _moved(fit):
+            structure = _compile_structure(tfl, wqt, oqt, frozenset(_moved(fit)))
+    return _Analysis(tfl, wqt, oqt, structure, fit).run(), fit, bound
+
+
+def _moved(kpu_fit) -> set:
+    """Names of the convs the KPU RAM fit moves to the CPU."""
+    return {r.layer for r in kpu_fit.remedies if r.kind == "cpu"} if kpu_fit is not None else set()

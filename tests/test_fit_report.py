@@ -572,9 +572,10 @@ def test_random_conv_layers_match_compile(p, synth_dir):
     if not ds.exists():
         ds.mkdir()
         (ds / "x.bin").write_bytes(np.random.default_rng(0).random(h * w * cin, dtype=np.float32).tobytes())
-    vs, fit = analyse_with_kpu_ram(path)
+    vs, fit, bound = analyse_with_kpu_ram(path)
     res = run_pipeline(str(path), Options(dataset=str(ds), dataset_format="raw"), out=io.StringIO())
-    assert fit.lines() == res.kpu_fit.lines(), "the report must predict the compile's KPU RAM changes"
+    assert res.schedule.kpu_usage <= bound
+    assert (fit.lines() if fit else []) == res.kpu_fit.lines(), "the report must predict the compile's changes"
     if res.kpu_fit.changed:  # ncc's first fit overflows the KPU RAM: ncc fails, kmodelpy changed the kmodel
         with pytest.raises(CompileError, match="KPU memory"):
             run_pipeline(str(path), Options(dataset=str(ds), dataset_format="raw", kpu_ram_overflow="error"),

@@ -360,3 +360,23 @@ def test_joined_bands_keep_their_shape():
     cat = Concat(output=MemoryRange(1, 0, 0, 4 * 40), inner_size=4 * 5, outer_size=1, input_ranges=[], dims=[3, 5])
     assert cat.joined_shape([(1, 3, 1, 5), (1, 5, 1, 5)]) == [1, 8, 1, 5]
     assert cat.joined_shape([None, None]) is None and cat.joined_shape([(2, 3, 1, 5), None]) is None
+
+
+@pytest.mark.parametrize("case", ["line_follower_kpu", "line_follower_stock", "add_residual", "conv_maxpool2x2",
+                                  "dense", "large_input_320x240"])
+def test_preview_needs_what_ncc_placed(case):
+    """The fit report's preview (no calibration set) places the KPU tensors exactly where ncc did: its KPU
+    RAM is the KPU high-water of ncc's kmodel, and the upper bound that lets the report skip it holds."""
+    from kmodelpy.compiler.kpu_ram.preview import preview_kpu_ram, upper_bound
+    from kmodelpy.fit_rules import _compile_structure
+    from kmodelpy.format.kmodel import KModel
+    from kmodelpy.frontends.tflite.reader import read_tflite
+    from kmodelpy.inspect_kmodel import summarize
+    from refcases import CASES
+
+    tfl = read_tflite(CASES / case / "model.tflite")
+    g, _ = _compile_structure(tfl, 64.0, 1024)
+    fit = preview_kpu_ram(tfl, checkpointed=g.copy())
+    assert not fit.changed
+    assert fit.kpu_bytes == summarize(KModel.parse((CASES / case / "ncc.kmodel").read_bytes()))["kpu_high_water"]
+    assert upper_bound(g) >= fit.kpu_bytes

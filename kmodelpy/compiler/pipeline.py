@@ -231,17 +231,22 @@ class Result:
     kpu_fit: object = None  # kmodelpy.compiler.kpu_ram.KpuFit
 
 
-def lower_and_fit(path, opts: Options, out, calibrate_stage=calibrate):
+def lower_and_fit(path, opts: Options, out, calibrate_stage=calibrate, checkpointed=None):
     """Stages 1-6; when ``fit_kpu_ram`` finds KPU layers that cannot stay on the KPU, all of them once
-    more with those layers on the CPU. Returns (HLIR graph, LLIR graph, KpuFit, Context)."""
+    more with those layers on the CPU. Returns (HLIR graph, LLIR graph, KpuFit, Context).
+    ``checkpointed``: the graph after stage 4.1 when the caller has it already (the fit report)."""
     on_cpu: frozenset[str] = frozenset()
     moved = []  # the "cpu" remedies of the earlier runs
     while True:
         ctx = make_context(opts, on_cpu)
-        g = import_graph(path, out)
-        optimize(g, ctx, out, opts)
+        if checkpointed is not None and not on_cpu:
+            g = checkpointed
+        else:
+            g = import_graph(path, out)
+            optimize(g, ctx, out, opts)
+            if opts.inference_type == "uint8":
+                add_checkpoints(g, ctx, opts, out)
         if opts.inference_type == "uint8":
-            add_checkpoints(g, ctx, opts, out)
             calibrate_stage(g, ctx, opts, out)
             quantize_graph(g, ctx, out, opts)
         llir = lower_graph(g, out, opts)

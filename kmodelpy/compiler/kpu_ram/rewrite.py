@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from ...ir.graph import MEM_KPU, MEM_MAIN, Graph, InputConnector, Node, OutputConnector
 from ..lower import connect, new_node
+from ..transforms.build import U8
 from .bands import Band
-
-U8 = "uint8"
 
 
 def attach_ignore(llir: Graph, out: OutputConnector) -> None:

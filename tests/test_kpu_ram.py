@@ -297,7 +297,12 @@ def test_idle_tensor_waits_in_main_memory(tmp_path):
     assert small.kpu_fit.remedies[0].copied_bytes == 2 * h * w * 8  # A's main-memory output + D's upload
     xs = [np.random.default_rng(k).integers(0, 256, (1, 3, h, w), dtype=np.uint8) for k in range(2)]
     assert _outputs(small.kmodel, tmp_path, xs) == _outputs(whole.kmodel, tmp_path, xs)
-    # the fit report's preview (no calibration set) says the same
+    # the compile's layer report ends with the same lines, and the fit report's preview (no calibration set)
+    # says the same
+    from kmodelpy.compiler.report import full_report
+
+    report = full_report(small.llir, small.schedule, kpu_fit=small.kpu_fit).splitlines()
+    assert report[-len(small.kpu_fit.lines()):] == small.kpu_fit.lines() and len(small.kpu_fit.lines()) == 3
     preview = preview_kpu_ram(tmp_path / "m.tflite", kpu_ram_budget=2 * one)
     assert preview.lines() == small.kpu_fit.lines()
 
@@ -334,8 +339,9 @@ def test_layer_that_cannot_be_split_moves_to_the_cpu(tmp_path):
     assert err[0] <= 1.5 * err[1] + 1e-4, err  # as close to float as the all-KPU kmodel
 
 
-def test_error_policy_keeps_nccs_failure(tmp_path):
+def test_error_policy_keeps_nccs_failure(tmp_path, capsys):
     import kmodelpy
+    from kmodelpy.cli import main
     from kmodelpy.errors import CompileError, InputError
 
     h, w = 24, 40
@@ -348,6 +354,12 @@ def test_error_policy_keeps_nccs_failure(tmp_path):
     kmodelpy.compile(tmp_path / "m.tflite", dataset=ds, dataset_format="raw", kpu_ram_overflow="error")
     with pytest.raises(InputError, match="--kpu-ram-overflow 'split'"):
         kmodelpy.compile(tmp_path / "m.tflite", dataset=ds, dataset_format="raw", kpu_ram_overflow="split")
+    out = tmp_path / "o.kmodel"
+    args = ["compile", str(tmp_path / "m.tflite"), str(out), "--dataset", str(ds), "--dataset-format", "raw"]
+    capsys.readouterr()
+    assert main(args + ["--kpu-ram-overflow", "split"]) == 2 and not out.exists()
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    assert main(args + ["--kpu-ram-overflow", "error"]) == 0 and out.exists()
 
 
 def test_joined_bands_keep_their_shape():

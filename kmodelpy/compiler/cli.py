@@ -40,7 +40,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-allocator-solve-secs", type=int, default=60, metavar="N",
                    help="accepted for ncc compatibility; kmodelpy places buffers first-fit (KPU RAM largest first "
                         "where first fit overflows it)")
-    p.add_argument("--kpu-ram-overflow", default="fit", choices=("fit", "error"),
+    p.add_argument("--kpu-ram-overflow", default="fit", metavar="fit|error",
                    help="fit (default): a model whose KPU feature maps overflow the 2 MB KPU RAM still compiles "
                         "(other buffer placement, idle tensors kept in main memory, layers run as row bands, "
                         "the CPU as the last resort; the compile output names each change and its cost); "

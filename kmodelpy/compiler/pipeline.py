@@ -65,6 +65,8 @@ class Options:
         for flag, v, allowed in checks:
             if v not in allowed:
                 raise InputError(f"{flag} {v!r} is not supported; use one of: {', '.join(allowed)}")
+        if not 64 <= int(self.kpu_ram_budget) <= KPU_RAM_BYTES:
+            raise InputError(f"kpu_ram_budget {self.kpu_ram_budget} is not between 64 and {KPU_RAM_BYTES} bytes")
         if self.input_std is not None and float(self.input_std) == 0.0:
             raise InputError("--input-std 0 would divide by zero; pass the standard deviation used in training")
         if self.inference_type == "uint8" and not self.dataset:

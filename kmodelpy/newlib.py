@@ -3,9 +3,10 @@
 The K210 toolchain (kendryte-gnu-toolchain v8.2.0-20190409) links kendryte/kendryte-newlib @ 01de41f5:
 
 * ``expf``: RISC-V sets no ``__OBSOLETE_MATH_DEFAULT`` (``libc/include/machine/ieeefp.h``), so the old
-  fdlibm code is used: ``libm/math/wf_exp.c`` wraps ``__ieee754_expf`` of ``libm/math/ef_exp.c``. newlib is
-  built for RISC-V without ``-D_POSIX_MODE`` (``configure.host``), so ``_LIB_VERSION == _IEEE_``
-  (``libm/common/s_lib_ver.c``) and the wrapper returns ``__ieee754_expf(x)`` untouched.
+  fdlibm code is used: ``libm/math/wf_exp.c`` wraps ``__ieee754_expf`` of ``libm/math/ef_exp.c``.
+  ``libm/common/fdlibm.h`` defines ``_XOPEN_MODE`` ("REDHAT LOCAL"), so ``_LIB_VERSION`` is ``_XOPEN_``
+  (``s_lib_ver.c``) and the wrapper's checks apply: a finite ``x > 88.7216796875`` gives +inf (HUGE_VAL)
+  and ``x < -103.972084`` gives 0, before the fdlibm code's own limits.
   :func:`expf_plain` is that function in plain IEEE float32 (every operation rounded on its own, no fused
   multiply-add): what the reference build of MaixPy's region layer computes.
 * ``qsort``: ``libc/search/qsort.c``, Bentley & McIlroy's quicksort (median of three, ninther above 40
@@ -34,10 +35,12 @@ _P4 = _F(-1.6533901999e-06)  # 0xb5ddea0e
 _P5 = _F(4.1381369442e-08)  # 0x3331bb4c
 _LOG_MAX = 0x42B17217  # FLT_UWORD_LOG_MAX (fdlibm.h, IEEE exponents)
 _LOG_MIN = 0x42CFF1B5  # FLT_UWORD_LOG_MIN (denormals supported)
+_O_THRESHOLD = _F(8.8721679688e01)  # wf_exp.c, 0x42b17180
+_U_THRESHOLD = _F(-1.0397208405e02)  # wf_exp.c, 0xc2cff1b5
 
 
 def expf_plain(x):
-    """newlib's ``expf`` (fdlibm ``__ieee754_expf``) in plain float32, element-wise.
+    """newlib's ``expf`` (wf_exp.c around fdlibm's ``__ieee754_expf``) in plain float32, element-wise.
 
     ``x``: a float32 scalar or array (other floats are rounded to float32 first). Returns float32 of the
     same shape (a numpy float32 scalar for a scalar)."""
@@ -46,6 +49,9 @@ def expf_plain(x):
     v = np.array(a, dtype=np.float32, ndmin=1, copy=True)
     with np.errstate(all="ignore"):
         out = _expf_array(v)
+        finite = np.isfinite(v)
+        out[finite & (v > _O_THRESHOLD)] = np.inf  # the wrapper (_XOPEN_): overflow -> HUGE_VAL
+        out[finite & (v < _U_THRESHOLD)] = _F(0.0)  # underflow -> 0
     return out[0] if scalar else out.reshape(a.shape)
 
 

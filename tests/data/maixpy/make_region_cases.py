@@ -1,7 +1,8 @@
-"""Rebuild region_cases.npz: outputs of MaixPy v1's own region-layer C code for feature maps chosen to hit
-the rules the reference cases in reference/ncc_outputs/maixpy/ cover thinly (exact probability ties that
-newlib's unstable qsort orders, more than 10 objects, 256 and 300 objects, anchor counts other than 5
-through the unmodified firmware path and with an explicit class count, huge and infinite logits).
+"""Rebuild region_cases.npz: newlib's expf on 7500 floats, and outputs of MaixPy v1's own region-layer C code
+for feature maps chosen to hit the rules the reference cases in reference/ncc_outputs/maixpy/ cover thinly
+(exact probability ties that newlib's unstable qsort orders, more than 10 objects, 256 and 300 objects,
+anchor counts other than 5 through the unmodified firmware path and with an explicit class count, huge and
+infinite logits).
 
 Run once, on a machine with gcc, from git mirrors of sipeed/MaixPy-v1 and kendryte/kendryte-newlib:
 
@@ -9,8 +10,8 @@ Run once, on a machine with gcc, from git mirrors of sipeed/MaixPy-v1 and kendry
 
 It compiles, like the reference build (README of reference/ncc_outputs/maixpy: x86-64 gcc -O2
 -ffp-contract=off, newlib expf + qsort, plus MaixPy's -fsingle-precision-constant), the unmodified
-``components/kendryte_sdk/src/sipeed_yolo2.c`` (MaixPy-v1 d8901fd) with newlib's ``libm/math/ef_exp.c``
-and ``libc/search/qsort.c`` (kendryte-newlib 01de41f5), changing only what an x86 build must: the
+``components/kendryte_sdk/src/sipeed_yolo2.c`` (MaixPy-v1 d8901fd) with newlib's ``libm/math/wf_exp.c``,
+``ef_exp.c`` and ``libc/search/qsort.c`` (kendryte-newlib 01de41f5), changing only what an x86 build must: the
 float -> uint32 stores of the corners emulate RISC-V ``fcvt.wu.s`` (negative -> 0, NaN/overflow ->
 0xFFFFFFFF) and obj_info_t gets room for every object (the device writes past its 10 entries). Nothing
 fetched is kept: the sources are read into a temporary folder and deleted.
@@ -37,6 +38,17 @@ typedef union { float value; __uint32_t word; } ieee_float_shape_type;
 #define FLT_UWORD_LOG_MAX 0x42b17217
 #define FLT_UWORD_LOG_MIN 0x42cff1b5
 #define __OBSOLETE_MATH 1
+#include <math.h>
+#undef HUGE
+#define HUGE ((float)3.40282346638528860e+38)
+/* libm/common/fdlibm.h defines _XOPEN_MODE, so s_lib_ver.c sets _LIB_VERSION = _XOPEN_ */
+enum __fdlibm_version { _IEEE_ = -1, _SVID_, _XOPEN_, _POSIX_, _ISOC_ };
+static const enum __fdlibm_version _LIB_VERSION = _XOPEN_;
+struct exception { int type; char *name; double arg1; double arg2; double retval; int err; };
+#define OVERFLOW 3
+#define UNDERFLOW 4
+static int matherr(struct exception *e) { (void)e; return 0; }
+float __ieee754_expf(float);
 """
 
 _SIPEED_KPU_SHIM = """#include <stdint.h>
@@ -92,8 +104,7 @@ def build(maixpy: Path, newlib: Path, tmp: Path) -> Path:
         old = f"obj_info->obj[obj_number].{c} = b->{axis} * image_{size} + (b->{'w' if axis == 'x' else 'h'} * image_{size} / 2);"
         assert old in src, old
         src = src.replace(old, old.replace(" = b->", " = fcvt_wu(b->").replace(";", ");"))
-    src = src.replace("expf(", "__ieee754_expf(")
-    src = ("#include <stdint.h>\n#include <stddef.h>\nfloat __ieee754_expf(float);\n"
+    src = ("#include <stdint.h>\n#include <stddef.h>\n"
            "static uint32_t fcvt_wu(float v) { if (v != v || v >= 4294967296.0f) return 0xffffffffu; "
            "if (v <= 0) return 0; return (uint32_t)v; }\n" + src)
     (tmp / "sipeed_yolo2.c").write_text(src)
@@ -104,15 +115,34 @@ def build(maixpy: Path, newlib: Path, tmp: Path) -> Path:
     (tmp / "printf.h").write_text("#include <stdio.h>\n")
     (tmp / "fdlibm.h").write_text(_FDLIBM_SHIM)
     (tmp / "ef_exp.c").write_text(_show(newlib, NEWLIB_COMMIT, "newlib/libm/math/ef_exp.c"))
+    (tmp / "wf_exp.c").write_text(_show(newlib, NEWLIB_COMMIT, "newlib/libm/math/wf_exp.c"))
     q = _show(newlib, NEWLIB_COMMIT, "newlib/libc/search/qsort.c")
     q = q.replace("#include <_ansi.h>", "").replace("#include <sys/cdefs.h>", "#define __unused")
     (tmp / "qsort.c").write_text(q)
     (tmp / "main.c").write_text(_MAIN)
     exe = tmp / "region"
-    subprocess.run(["gcc", "-O2", "-ffp-contract=off", "-fsingle-precision-constant", "-Dqsort=nl_qsort", "-I", str(tmp), "-o", str(exe),
-                    str(tmp / "main.c"), str(tmp / "sipeed_yolo2.c"), str(tmp / "ef_exp.c"), str(tmp / "qsort.c")],
+    subprocess.run(["gcc", "-O2", "-ffp-contract=off", "-fsingle-precision-constant", "-fno-builtin", "-Dqsort=nl_qsort",
+                    "-I", str(tmp), "-o", str(exe), str(tmp / "main.c"), str(tmp / "sipeed_yolo2.c"), str(tmp / "ef_exp.c"),
+                    str(tmp / "wf_exp.c"), str(tmp / "qsort.c")],
                    check=True)
+    exp_main = tmp / "expf_main.c"
+    exp_main.write_text("#include <stdio.h>\nfloat expf(float);\nint main(void) { float x, y; "
+                        "while (fread(&x, 4, 1, stdin) == 1) { y = expf(x); fwrite(&y, 4, 1, stdout); } return 0; }\n")
+    subprocess.run(["gcc", "-O2", "-ffp-contract=off", "-fno-builtin", "-I", str(tmp), "-o", str(tmp / "expf"),
+                    str(exp_main), str(tmp / "ef_exp.c"), str(tmp / "wf_exp.c")], check=True)
     return exe
+
+
+def expf_vectors(tmp: Path, rng) -> tuple[np.ndarray, np.ndarray]:
+    """newlib's expf on edge values and on float32 spread over every reduction branch."""
+    edges = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 88.7216796875, 88.72168, 88.7217, 88.7228, 88.72283935546875,
+                      88.723, 89.0, -87.3, -87.4, -100.0, -103.972084045410, -103.9721, -104.0, 1e-30, -1e-30, 3.7e-9,
+                      0.34657359, 0.3465736, 1.0397208, -1.0397208, 1.0397207, 0.5, -0.5, 1.0, -1.0], np.float32)
+    bits = rng.integers(0, 2 ** 32, 1500, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x = np.concatenate([edges, rng.uniform(-110, 95, 4000).astype(np.float32),
+                        rng.standard_normal(2000).astype(np.float32), bits])
+    out = subprocess.run([str(tmp / "expf")], input=x.tobytes(), capture_output=True, check=True).stdout
+    return x, np.frombuffer(out, np.float32).copy()
 
 
 def run(exe, feat, w, h, ch, anchors, thr, nms, net_w, net_h, classes):
@@ -160,7 +190,7 @@ def cases(rng):
     w, h, A, C = 7, 5, 5, 3  # huge and infinite logits: expf overflow, int16 wrap, inf/NaN boxes
     feat = rng.normal(0, 2, w * h * A * (5 + C))
     idx = rng.permutation(feat.size)[:40]
-    feat[idx] = rng.choice([88.7, 88.73, 95.0, -104.0, 60.0, np.inf, -np.inf, 40.0], idx.size)
+    feat[idx] = rng.choice([88.7, 88.7216796875, 88.722, 88.7228, 95.0, -104.0, 60.0, np.inf, -np.inf, 40.0], idx.size)
     out.append(("huge_logits", feat, w, h, A * (5 + C), demo, 0.1, 0.3, 224, 160, None))
     return out
 
@@ -170,6 +200,7 @@ def main(maixpy: Path, newlib: Path) -> None:
     store, index = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         exe = build(maixpy, newlib, Path(tmp))
+        store["expf/x"], store["expf/y"] = expf_vectors(Path(tmp), rng)
         for name, feat, w, h, ch, anchors, thr, nms, net_w, net_h, classes in cases(rng):
             feat = np.asarray(feat, np.float32)
             n, raw = run(exe, feat, w, h, ch, anchors, thr, nms, net_w, net_h, classes)

@@ -62,12 +62,14 @@ def _labels(path) -> list[str]:
 
 
 def grid_of(model, path) -> tuple[int, int, int]:
-    """(w, h, ch) of output 0: the shape MaixPy gets from set_outputs (v4) or the last KPU conv (v3)."""
-    from .kpu import _v3_last_conv_shape
+    """(w, h, ch) of output 0: what MaixPy's region layer uses: kmodel v3: the last KPU conv's output
+    (lib_sipeed_kpu.a); v4: set_outputs' slot 0, i.e. the output's shape, read from the model."""
+    from .kpu import _v3_info
 
-    data = Path(path).read_bytes()[:1 << 20] if str(path).endswith(".kmodel") else b""
+    with open(path, "rb") as f:
+        data = f.read()
     if data[:4] == b"\x03\x00\x00\x00":
-        shape = _v3_last_conv_shape(Path(path).read_bytes())
+        shape = _v3_info(data)[2]
         if shape is not None:
             return shape
     shape = list(model.output_shapes()[0])
@@ -152,8 +154,8 @@ def main(args) -> int:
 
 def _first_output_size(model, total: int) -> int:
     outs = getattr(getattr(model, "kmodel", None), "outputs", None)
-    if outs:
-        return int(outs[0].size)
+    if outs:  # v4: MemoryRange; v3: (address, size)
+        return int(outs[0].size) if hasattr(outs[0], "size") else int(outs[0][1])
     shape = model.output_shapes()[0]
     return min(total, int(np.prod(shape)) * 4)
 

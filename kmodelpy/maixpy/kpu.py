@@ -54,10 +54,11 @@ class KpuNet:
         self._yolo = None
         self._alive = True
         self._outs: list[np.ndarray] | None = None
-        self._v3_out_shape = _v3_last_conv_shape(data) if self._version == 3 else None
-        kmodel = getattr(model, "kmodel", None)
-        ops = getattr(kmodel, "ops", None) or getattr(model, "layers", None) or []
-        self._layers = len(ops)
+        if self._version == 3:
+            self._layers, self._v3_last_type, self._v3_out_shape = _v3_info(data)
+        else:
+            self._layers = len(getattr(getattr(model, "kmodel", None), "ops", None) or [])
+            self._v3_last_type, self._v3_out_shape = None, None
 
     # MaixPy's kpu_net methods
     def model_addr(self):
@@ -92,8 +93,8 @@ class KpuNet:
     def _output_sizes(self) -> list[int]:
         kmodel = getattr(self._model, "kmodel", None)
         outs = getattr(kmodel, "outputs", None)
-        if outs is not None:
-            return [int(mr.size) for mr in outs]
+        if outs is not None:  # v4: MemoryRange objects; v3: (address, size) pairs
+            return [int(mr.size) if hasattr(mr, "size") else int(mr[1]) for mr in outs]
         return [int(np.prod(s, dtype=np.int64)) * 4 for s in self._model.output_shapes()]
 
     def _check_outputs_set(self):
@@ -190,6 +191,8 @@ class Fmap:
     def _items(self) -> np.ndarray:
         if self._typecode == "B":
             return self._buf
+        if self._typecode != "f":
+            raise OSError("typecode don't support read!")
         return self._buf[: self._buf.size // 4 * 4].view("<f4")
 
     def buffer_f32(self) -> np.ndarray:
@@ -311,9 +314,16 @@ def _read(file) -> bytes:
         raise _load_error(2005, f"{file}: {e.strerror or e}") from None
 
 
-def _v3_last_conv_shape(data: bytes):
-    """sipeed_kpu_model_get_output_shape for kmodel v3 (lib_sipeed_kpu.a): o_row_wid+1, o_col_high+1,
-    o_ch_num+1 of the LAST K210_CONV layer's kpu_layer_argument_t (kmodel v3 spec 1.1, 1.5)."""
+# lib_sipeed_kpu.a layer_type_dtype0/1 (sipeed_kpu_model_getdtype_from_type): the fmap typecode of a v3
+# model's last layer, by layer type (0 = none: "typecode don't support read!")
+_V3_TYPECODE = dict(enumerate("\0fB\0\0f\0\0BfBBfBffffBfBfBfBff"))
+_V3_TYPECODE.update({10240: "B", 10241: "B", 10242: "B", 10243: "B"})
+
+
+def _v3_info(data: bytes):
+    """What lib_sipeed_kpu.a reads from a kmodel v3 header (kmodel v3 spec 1.1, 1.5): the layer count,
+    the last layer's type, and sipeed_kpu_model_get_output_shape = o_row_wid+1, o_col_high+1, o_ch_num+1
+    of the LAST K210_CONV layer's kpu_layer_argument_t (None without one)."""
     try:
         hdr = np.frombuffer(data, dtype="<u4", count=7)
         n_layers, n_outputs = int(hdr[3]), int(hdr[6])
@@ -328,9 +338,10 @@ def _v3_last_conv_shape(data: bytes):
                 ch_word, size_word = int(words[2]), int(words[3])
                 shape = (((size_word >> 32) & 0x3FF) + 1, ((size_word >> 42) & 0x1FF) + 1, ((ch_word >> 32) & 0x3FF) + 1)
             body += int(size)
-        return shape
+        last = int(heads[-1][0]) if n_layers else 0
+        return n_layers, last, shape
     except (ValueError, IndexError):
-        return None
+        return 0, 0, None
 
 
 # ----------------------------------------------------------------------------------------- outputs
@@ -355,10 +366,18 @@ def set_outputs(task, idx, w, h, ch):
 
 
 def _fmap(task: KpuNet, out_index: int) -> Fmap:
+    """py_kpu_forward's fmap (1390-1446): v4: typecode 'f', w/h/ch of set_outputs' slot; v3: the last
+    layer's typecode, the conv's w/h/ch for a K210_CONV, else w = the byte count (get_typecode_size
+    lacks its breaks: every typecode counts 1 byte), h = ch = 1."""
     if task._outs is None or not 0 <= out_index < len(task._outs):
         raise OSError("sipeed_kpu_get_output err")
-    whc = task._slots[out_index] if task._version == 4 and out_index < _SLOTS else (task._outs[out_index].size, 1, 1)
-    return Fmap(task._outs[out_index], max(task._layers - 1, 0), whc, "f")
+    buf = task._outs[out_index]
+    index = max(task._layers - 1, 0)
+    if task._version == 4:
+        return Fmap(buf, index, task._slots[out_index] if out_index < _SLOTS else (0, 0, 0), "f")
+    if task._v3_last_type == _K210_CONV and task._v3_out_shape is not None:
+        return Fmap(buf, index, task._v3_out_shape, "B")
+    return Fmap(buf, index, (buf.size & 0xFFFF, 1, 1), _V3_TYPECODE.get(task._v3_last_type, "\0"))
 
 
 def forward(kpu_net_obj, img, out_index=0, dma=-1):

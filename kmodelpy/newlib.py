@@ -17,26 +17,25 @@ Both take numpy arrays; nothing here is compiled, so importing it is cheap.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
-_F = np.float32
-_ONE = _F(1.0)
-_TWO = _F(2.0)
-_HUGE = _F(1.0e30)
-_TWOM100 = _F(7.8886090522e-31)  # 2**-100, 0x0d800000
-_LN2HI = (_F(6.9313812256e-01), _F(-6.9313812256e-01))  # 0x3f317180, 0xbf317180
-_LN2LO = (_F(9.0580006145e-06), _F(-9.0580006145e-06))  # 0x3717f7d1, 0xb717f7d1
-_HALF = (_F(0.5), _F(-0.5))
-_INVLN2 = _F(1.4426950216e+00)  # 0x3fb8aa3b
-_P1 = _F(1.6666667163e-01)  # 0x3e2aaaab
-_P2 = _F(-2.7777778450e-03)  # 0xbb360b61
-_P3 = _F(6.6137559770e-05)  # 0x388ab355
-_P4 = _F(-1.6533901999e-06)  # 0xb5ddea0e
-_P5 = _F(4.1381369442e-08)  # 0x3331bb4c
-_LOG_MAX = 0x42B17217  # FLT_UWORD_LOG_MAX (fdlibm.h, IEEE exponents)
-_LOG_MIN = 0x42CFF1B5  # FLT_UWORD_LOG_MIN (denormals supported)
-_O_THRESHOLD = _F(8.8721679688e01)  # wf_exp.c, 0x42b17180
-_U_THRESHOLD = _F(-1.0397208405e02)  # wf_exp.c, 0xc2cff1b5
+_F = np.float32  # fdlibm's constants of ef_exp.c / wf_exp.c (named apart: the module is shared)
+_FD = SimpleNamespace(
+    one=_F(1.0), two=_F(2.0), huge=_F(1.0e30),
+    twom100=_F(7.8886090522e-31),  # 2**-100, 0x0d800000
+    ln2hi=(_F(6.9313812256e-01), _F(-6.9313812256e-01)),  # 0x3f317180, 0xbf317180
+    ln2lo=(_F(9.0580006145e-06), _F(-9.0580006145e-06)),  # 0x3717f7d1, 0xb717f7d1
+    half=(_F(0.5), _F(-0.5)),
+    invln2=_F(1.4426950216e+00),  # 0x3fb8aa3b
+    p1=_F(1.6666667163e-01), p2=_F(-2.7777778450e-03), p3=_F(6.6137559770e-05),  # 0x3e2aaaab 0xbb360b61 0x388ab355
+    p4=_F(-1.6533901999e-06), p5=_F(4.1381369442e-08),  # 0xb5ddea0e 0x3331bb4c
+    log_max=0x42B17217,  # FLT_UWORD_LOG_MAX (fdlibm.h, IEEE exponents)
+    log_min=0x42CFF1B5,  # FLT_UWORD_LOG_MIN (denormals supported)
+    o_threshold=_F(8.8721679688e01),  # wf_exp.c, 0x42b17180
+    u_threshold=_F(-1.0397208405e02),  # wf_exp.c, 0xc2cff1b5
+)
 
 
 def expf_plain(x):
@@ -50,8 +49,8 @@ def expf_plain(x):
     with np.errstate(all="ignore"):
         out = _expf_array(v)
         finite = np.isfinite(v)
-        out[finite & (v > _O_THRESHOLD)] = np.inf  # the wrapper (_XOPEN_): overflow -> HUGE_VAL
-        out[finite & (v < _U_THRESHOLD)] = _F(0.0)  # underflow -> 0
+        out[finite & (v > _FD.o_threshold)] = np.inf  # the wrapper (_XOPEN_): overflow -> HUGE_VAL
+        out[finite & (v < _FD.u_threshold)] = _F(0.0)  # underflow -> 0
     return out[0] if scalar else out.reshape(a.shape)
 
 
@@ -69,13 +68,13 @@ def _expf_array(x: np.ndarray) -> np.ndarray:
     out[inf & ~neg] = x[inf & ~neg]
     out[inf & neg] = _F(0.0)
     done |= nan | inf
-    over = ~done & (sx > _LOG_MAX)
-    out[over] = _HUGE * _HUGE
-    under = ~done & neg & (hx > _LOG_MIN)
-    out[under] = _TWOM100 * _TWOM100
+    over = ~done & (sx > _FD.log_max)
+    out[over] = _FD.huge * _FD.huge
+    under = ~done & neg & (hx > _FD.log_min)
+    out[under] = _FD.twom100 * _FD.twom100
     done |= over | under
     tiny = ~done & (hx < 0x31800000)  # |x| < 2**-28: huge + x > one, so one + x
-    out[tiny] = _ONE + x[tiny]
+    out[tiny] = _FD.one + x[tiny]
     done |= tiny
 
     # argument reduction (only where |x| > 0.5 ln2): x = hi - lo, exp(x) = 2**k exp(hi - lo)
@@ -83,19 +82,19 @@ def _expf_array(x: np.ndarray) -> np.ndarray:
     lo = np.zeros_like(x)
     k = np.zeros(x.shape, dtype=np.int64)
     mid = ~done & (hx > 0x3EB17218) & (hx < 0x3F851592)  # 0.5 ln2 < |x| < 1.5 ln2
-    ln2hi = np.where(neg, _LN2HI[1], _LN2HI[0]).astype(np.float32)
-    ln2lo = np.where(neg, _LN2LO[1], _LN2LO[0]).astype(np.float32)
+    ln2hi = np.where(neg, _FD.ln2hi[1], _FD.ln2hi[0]).astype(np.float32)
+    ln2lo = np.where(neg, _FD.ln2lo[1], _FD.ln2lo[0]).astype(np.float32)
     hi[mid] = x[mid] - ln2hi[mid]
     lo[mid] = ln2lo[mid]
     k[mid] = 1 - 2 * xsb[mid]
     far = ~done & (hx >= 0x3F851592)
     if far.any():
-        half = np.where(neg, _HALF[1], _HALF[0]).astype(np.float32)
-        kf = _INVLN2 * x[far] + half[far]  # float, then converted to int32 (truncation)
+        half = np.where(neg, _FD.half[1], _FD.half[0]).astype(np.float32)
+        kf = _FD.invln2 * x[far] + half[far]  # float, then converted to int32 (truncation)
         kk = np.trunc(kf).astype(np.int64)
         t = kk.astype(np.float32)
-        hi[far] = x[far] - t * _LN2HI[0]
-        lo[far] = t * _LN2LO[0]
+        hi[far] = x[far] - t * _FD.ln2hi[0]
+        lo[far] = t * _FD.ln2lo[0]
         k[far] = kk
     red = mid | far
     xr = x.copy()
@@ -105,20 +104,20 @@ def _expf_array(x: np.ndarray) -> np.ndarray:
     todo = ~done
     xv = xr[todo]
     t = xv * xv
-    c = xv - t * (_P1 + t * (_P2 + t * (_P3 + t * (_P4 + t * _P5))))
+    c = xv - t * (_FD.p1 + t * (_FD.p2 + t * (_FD.p3 + t * (_FD.p4 + t * _FD.p5))))
     kv = k[todo]
     plain = kv == 0
     y = np.empty_like(xv)
     xc = xv * c
-    y[plain] = _ONE - ((xc[plain] / (c[plain] - _TWO)) - xv[plain])
+    y[plain] = _FD.one - ((xc[plain] / (c[plain] - _FD.two)) - xv[plain])
     sc = ~plain
-    y[sc] = _ONE - ((lo[todo][sc] - (xc[sc] / (_TWO - c[sc]))) - hi[todo][sc])
+    y[sc] = _FD.one - ((lo[todo][sc] - (xc[sc] / (_FD.two - c[sc]))) - hi[todo][sc])
     # add k to the exponent of y (k >= -125), or k + 100 and multiply by 2**-100
     low = sc & (kv < -125)
     shift = np.where(low, kv + 100, kv) * (1 << 23)
     hy = (y.view(np.uint32).astype(np.int64) + np.where(sc, shift, 0)) & 0xFFFFFFFF
     y = hy.astype(np.uint32).view(np.float32)
-    y[low] = y[low] * _TWOM100
+    y[low] = y[low] * _FD.twom100
     out[todo] = y
     return out
 

@@ -185,6 +185,9 @@ def configure_parser(p) -> None:
                    help="a kmodel at a flash address for kpu.load(ADDR) (repeatable), or a .kfpkg package")
     p.add_argument("--sd", metavar="DIR", help="the SD card: /sd/... paths (and relative paths) are in DIR")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N camera frames")
+    p.add_argument("--sensor-flips", action="store_true",
+                   help="apply set_hmirror/set_vflip to the pictures (default: the pictures are the scene as "
+                        "the script means to see it, whatever way the board's sensor is mounted)")
 
 
 def main(args) -> int:
@@ -205,7 +208,8 @@ def main(args) -> int:
             raise InputError(f"--lcd {lcd_dir}: exists and is not a folder")
     with tempfile.TemporaryDirectory(prefix="kmodelpy-flash-") as tmp:
         flash = session.parse_flash(args.flash, Path(tmp))
-        s = session.Session(sd=args.sd, flash_dir=script.parent, flash=flash, camera=camera, lcd_dir=lcd_dir)
+        s = session.Session(sd=args.sd, flash_dir=script.parent, flash=flash, camera=camera, lcd_dir=lcd_dir,
+                            sensor_flips=args.sensor_flips)
         s.hard_stop = _hard_stop_factory()
         frames = run_script(script, s)
     sys.stdout.flush()

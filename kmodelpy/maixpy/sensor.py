@@ -2,9 +2,11 @@
 
 ``snapshot()`` returns the next picture as the camera would deliver it (omv/sensor.c sensor_snapshot,
 py_sensor.c): scaled to the frame size (OpenCV INTER_LINEAR, as ``ncc infer`` and ``kmodelpy run`` read
-pictures, so a model sees the same pixels either way), mirrored / flipped as ``set_hmirror`` /
-``set_vflip`` ask, cut to the window of ``set_windowing`` (a ``(w, h)`` window is centred), as an RGB565
-(or grayscale) image whose ``pix_ai`` holds the frame's 8-bit planes, as the K210's DVP writes them.
+pictures, so a model sees the same pixels either way), cut to the window of ``set_windowing`` (a
+``(w, h)`` window is centred), as an RGB565 (or grayscale) image whose ``pix_ai`` holds the frame's 8-bit
+planes, as the K210's DVP writes them. ``set_hmirror`` / ``set_vflip`` set how a sensor is mounted on
+a board; the pictures are taken to be the scene as the script wants to see it, so the flips are not
+applied unless the session says so (``kmodelpy maixpy --sensor-flips``).
 When the pictures run out, the script ends (:class:`CameraFinished`, not an ``Exception``: a script's
 ``except Exception`` does not swallow it, its ``finally`` blocks run).
 """
@@ -193,10 +195,11 @@ def _make_frame(rgb: np.ndarray) -> Image:
     fw, fh = _frame_size()
     if rgb.shape[0] != fh or rgb.shape[1] != fw:
         rgb = cv2.resize(rgb, (fw, fh), interpolation=cv2.INTER_LINEAR)
-    if _state.hmirror:
-        rgb = rgb[:, ::-1]
-    if _state.vflip:
-        rgb = rgb[::-1]
+    if session.current().sensor_flips:
+        if _state.hmirror:
+            rgb = rgb[:, ::-1]
+        if _state.vflip:
+            rgb = rgb[::-1]
     if _state.window is not None:
         x, y, w, h = _state.window
         rgb = rgb[y:y + h, x:x + w]

@@ -16,13 +16,14 @@ from ..errors import InputError
 
 class Session:
     def __init__(self, sd: str | Path | None = None, flash_dir: str | Path | None = None,
-                 flash: dict[int, Path] | None = None, camera=None, lcd_dir: str | Path | None = None):
+                 flash: dict[int, Path] | None = None, camera=None, lcd_dir: str | Path | None = None,
+                 sensor_flips: bool = False):
         self.sd = Path(sd) if sd is not None else None
         self.flash_dir = Path(flash_dir) if flash_dir is not None else None
         self.flash = dict(flash or {})  # address -> file holding the bytes flashed there
         self.camera = camera  # a sensor.FrameSource, or None
         self.lcd_dir = Path(lcd_dir) if lcd_dir is not None else None
-        self.lcd_frames = 0
+        self.sensor_flips = sensor_flips  # apply set_hmirror / set_vflip to the camera pictures
         self.hard_stop = None  # called when a script keeps asking for frames after the camera ended
 
     def resolve(self, path: str) -> Path:

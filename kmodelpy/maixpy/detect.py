@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from . import session
 from .region import RegionLayerError, check_yolo2_args, run_region_layer
 
 RAW_SUFFIXES = (".bin", ".raw")
@@ -119,32 +120,31 @@ def main(args) -> int:
     except ValueError as e:
         raise InputError(f"{e} (--threshold/--nms)") from None
     labels = _labels(args.labels)
-    model = load(model_path)
-    w, h, ch = grid_of(model, model_path)
-    net_h, net_w = int(model.input_shape[2]), int(model.input_shape[3])
     outdir = Path(args.draw) if args.draw else None
-    if outdir is not None:
-        if outdir.exists() and not outdir.is_dir():
-            raise InputError(f"--draw {outdir}: exists and is not a folder")
+    if outdir is not None and outdir.exists() and not outdir.is_dir():
+        raise InputError(f"--draw {outdir}: exists and is not a folder")
     pictures = [Path(p) for p in args.pictures]
     for p in pictures:
         if not p.is_file():
             raise InputError(f"{p}: no such file")
+    model = load(model_path)
+    w, h, ch = grid_of(model, model_path)
+    net_w, net_h = int(model.input_shape[3]), int(model.input_shape[2])
     report = []
-    for p in pictures:
-        x, rgb = _picture(p, model)
-        model.run(x)
-        raw = model.output_bytes()
-        out0 = _first_output_size(model, len(raw))
-        buf = np.frombuffer(raw[:out0 // 4 * 4], dtype="<f4").copy()
-        try:
-            objs = run_region_layer(buf, w, h, ch, anc, thr, nms, net_w, net_h, args.classes)
-        except RegionLayerError as e:
-            raise InputError(f"{model_path}: {e}") from None
-        _print(p, objs, labels)
-        report.append({"picture": str(p), "objects": [_as_dict(o, labels) for o in objs or []]})
-        if outdir is not None:
-            _draw(rgb, objs, labels, outdir / f"{p.stem}.png")
+    with session.warning_lines():
+        for p in pictures:
+            x, rgb = _picture(p, model)
+            model.run(x)
+            raw = model.output_bytes()
+            buf = np.frombuffer(raw[: _first_output_size(model, len(raw)) // 4 * 4], dtype="<f4").copy()
+            try:
+                objs = run_region_layer(buf, w, h, ch, anc, thr, nms, net_w, net_h, args.classes)
+            except RegionLayerError as e:
+                raise InputError(f"{model_path}: {e}") from None
+            _print(p, objs, labels)
+            if outdir is not None:
+                _draw(rgb, objs, labels, outdir / f"{p.stem}.png")
+            report.append({"picture": str(p), "objects": [_as_dict(o, labels) for o in objs or []]})
     if args.json:
         from ..cli import _atomic_write
 

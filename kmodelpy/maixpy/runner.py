@@ -15,7 +15,6 @@ import importlib.util
 import os
 import sys
 import traceback
-import warnings
 from pathlib import Path
 
 from ..errors import InputError, KmodelpyError
@@ -116,9 +115,7 @@ def run_script(script, s: session.Session) -> int:
     own_modules = set(sys.modules)
     g = {"__name__": "__main__", "__file__": str(script), "__builtins__": env.builtins}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = _show_warning
+        with session.warning_lines():
             exec(code, g)
     except sensor.CameraFinished:
         pass
@@ -139,10 +136,6 @@ def run_script(script, s: session.Session) -> int:
         session.activate(prev)
     cam = s.camera
     return cam.count if cam is not None else 0
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"warning: {message}", file=sys.stderr)
 
 
 _MAIXPY_ERRORS = (ValueError, TypeError, OSError, RuntimeError, AttributeError, ImportError, IndexError, KeyError)

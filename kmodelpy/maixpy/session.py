@@ -7,7 +7,10 @@ relative to the working folder MaixPy boots in (``/sd`` when a card is present, 
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -56,6 +59,18 @@ def activate(session: Session) -> Session:
     global _current
     prev, _current = _current, session
     return prev
+
+
+@contextlib.contextmanager
+def warning_lines():
+    """Warnings as one ``warning: ...`` line on stderr each (the CLI commands)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
 
 
 # ----------------------------------------------------------------------------------------- --flash

@@ -1,8 +1,8 @@
 """MaixPy v1's YOLOv2 region layer (kmodelpy.maixpy.yolo2_region) and newlib's expf/qsort.
 
 Truth: reference/ncc_outputs/maixpy (the firmware's own C code, run by the reference build) and
-tests/data/maixpy/region_cases.npz (the same C code on ties, overflows and other anchor counts; see
-make_region_cases.py). Hand-computed cases pin the rules one by one; properties check the invariants.
+tests/data/maixpy/maixpy_cases.npz (the same C code on ties, overflows and other anchor counts; see
+make_maixpy_cases.py). Hand-computed cases pin the rules one by one; properties check the invariants.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from kmodelpy.newlib import expf_plain, qsort
 
 ROOT = Path(__file__).resolve().parent
 REF = ROOT.parent / "reference" / "ncc_outputs" / "maixpy"
-ORACLE = ROOT / "data" / "maixpy" / "region_cases.npz"
+ORACLE = ROOT / "data" / "maixpy" / "maixpy_cases.npz"
 DEMO = (1.08, 1.19, 3.42, 4.41, 6.63, 11.38, 9.42, 5.11, 16.62, 10.52)
 REF_CASES = sorted(p.name for p in REF.iterdir() if p.is_dir()) if REF.is_dir() else []
 

@@ -83,6 +83,18 @@ def test_resize_upscale_is_bilinear_in_565_space():
     assert got[3, 3] == 24  # x2 = 2 >= w0: the edge pixel is copied
 
 
+def test_resize_matches_the_firmware_c_code():
+    """tests/data/maixpy/maixpy_cases.npz: py_image_resize's own loops on 80 random images (make_maixpy_cases.py)."""
+    z = np.load(ROOT / "data" / "maixpy" / "maixpy_cases.npz")
+    names = sorted({k.split("/")[0] for k in z.files if k.startswith("resize")})
+    assert len(names) == 80
+    for name in names:
+        px, want = z[f"{name}/in"], z[f"{name}/out"]
+        img = Image._make(2 if px.dtype == np.uint16 else 1, px.copy())
+        got = img.resize(want.shape[1], want.shape[0])._px
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
 def test_grayscale_shrink_is_the_box_average_with_the_firmware_bug():
     px = np.tile(np.arange(8, dtype=np.uint8), (4, 1))  # value = column
     out = Image._from_gray(px).resize(2, 2)  # sx = 4, sy = 2; the x range uses sy
@@ -279,7 +291,8 @@ def test_snippet_yolo_half_on_yolo20(tmp_path, capsys):
 
 @pytest.mark.parametrize("text, expect", [
     ("import sensor\nimport machine\n", "main.py:2: ModuleNotFoundError: MaixPy module 'machine' is not provided"),
-    ("import KPU as kpu\n\nkpu.netinfo(None)\n", "main.py:3: AttributeError"),
+    ("import KPU as kpu\n\nkpu.netinfo(None)\n", "main.py:3: AttributeError: KPU.netinfo is not provided"),
+    ("import image\nimg = image.Image()\nimg.find_blobs([(0, 1)])\n", "main.py:3: AttributeError: image.Image.find_blobs"),
     ("x = = 1\n", "main.py:1: not a Python script: SyntaxError"),
     ("import KPU as kpu\nkpu.load('/sd/nothere.kmodel')\n", "main.py:2: ValueError: [MAIXPY]kpu: load error:2005"),
     ("import KPU as kpu\nt = kpu.load(0x500000)\nkpu.init_yolo2(t, 0.5, 0.3, 5, (1.0, 2.0))\n",

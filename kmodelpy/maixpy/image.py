@@ -309,8 +309,18 @@ class Image:
         return self
 
 
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("_bpp", "_px", "_pix_ai"):
+            raise AttributeError(name)
+        raise AttributeError(f"image.Image.{name} is not provided by kmodelpy's MaixPy stand-ins")
+
+
 def load_image(path, **kw):
     return Image(path, **kw)
+
+
+def __getattr__(name):
+    raise AttributeError(f"image.{name} is not provided by kmodelpy's MaixPy stand-ins")
 
 
 # ----------------------------------------------------------------------------------------- resize

@@ -480,3 +480,7 @@ def _task(obj) -> KpuNet:
     if not isinstance(obj, KpuNet):
         raise TypeError("[MAIXPY]kpu: kpu_net type error")
     return obj._live()
+
+
+def __getattr__(name):
+    raise AttributeError(f"KPU.{name} is not provided by kmodelpy's MaixPy stand-ins")

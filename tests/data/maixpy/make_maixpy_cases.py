@@ -1,4 +1,5 @@
-"""Rebuild region_cases.npz: newlib's expf on 7500 floats, and outputs of MaixPy v1's own region-layer C code
+"""Rebuild maixpy_cases.npz: newlib's expf on 7500 floats, MaixPy's image.resize on 80 random images, and
+outputs of MaixPy v1's own region-layer C code
 for feature maps chosen to hit the rules the reference cases in reference/ncc_outputs/maixpy/ cover thinly
 (exact probability ties that newlib's unstable qsort orders, more than 10 objects, 256 and 300 objects,
 anchor counts other than 5 through the unmodified firmware path and with an explicit class count, huge and
@@ -6,14 +7,17 @@ infinite logits).
 
 Run once, on a machine with gcc, from git mirrors of sipeed/MaixPy-v1 and kendryte/kendryte-newlib:
 
-    python make_region_cases.py /path/to/MaixPy-v1.git /path/to/kendryte-newlib.git
+    python make_maixpy_cases.py /path/to/MaixPy-v1.git /path/to/kendryte-newlib.git
 
 It compiles, like the reference build (README of reference/ncc_outputs/maixpy: x86-64 gcc -O2
 -ffp-contract=off, newlib expf + qsort, plus MaixPy's -fsingle-precision-constant), the unmodified
 ``components/kendryte_sdk/src/sipeed_yolo2.c`` (MaixPy-v1 d8901fd) with newlib's ``libm/math/wf_exp.c``,
 ``ef_exp.c`` and ``libc/search/qsort.c`` (kendryte-newlib 01de41f5), changing only what an x86 build must: the
 float -> uint32 stores of the corners emulate RISC-V ``fcvt.wu.s`` (negative -> 0, NaN/overflow ->
-0xFFFFFFFF) and obj_info_t gets room for every object (the device writes past its 10 entries). Nothing
+0xFFFFFFFF) and obj_info_t gets room for every object (the device writes past its 10 entries). The resize
+cases run the body of ``py_image_resize`` (``components/micropython/port/src/omv/py/py_image.c``) cut out of
+the file with MicroPython's object calls replaced by plain arguments, and its ``(uint8_t)``/``(uint16_t)``
+float casts made RISC-V's ``fcvt.wu.s`` (negative -> 0); a box-average read past the picture reads 0. Nothing
 fetched is kept: the sources are read into a temporary folder and deleted.
 """
 import json
@@ -145,6 +149,73 @@ def expf_vectors(tmp: Path, rng) -> tuple[np.ndarray, np.ndarray]:
     return x, np.frombuffer(out, np.float32).copy()
 
 
+_RESIZE_SHIM = r"""#include <stdint.h>
+#include <stdlib.h>
+#include <stdio.h>
+#define IMAGE_BPP_GRAYSCALE 1
+#define IMAGE_BPP_RGB565 2
+typedef struct { int w, h, bpp; uint8_t *pixels; } image_t;
+#define xalloc malloc
+static uint32_t fcvt_wu(float v) { if (v != v || v >= 4294967296.0f) return 0xffffffffu; if (v <= 0) return 0; return (uint32_t)v; }
+#define COLOR_RGB565_TO_R5(p) (((p) >> 3) & 0x1F)
+#define COLOR_RGB565_TO_G6(p) ({ __typeof__ (p) _p = (p); ((_p & 0x07) << 3) | (_p >> 13); })
+#define COLOR_RGB565_TO_B5(p) (((p) >> 8) & 0x1F)
+#define COLOR_R5_G6_B5_TO_RGB565(r5, g6, b5) ({ __typeof__ (r5) _r5 = (r5); __typeof__ (g6) _g6 = (g6); \
+    __typeof__ (b5) _b5 = (b5); (_r5 << 3) | (_g6 >> 3) | ((_g6 & 0x7) << 13) | (_b5 << 8); })
+"""
+
+_RESIZE_MAIN = r"""
+int main(void) {
+    int hd[5];
+    if (fread(hd, 4, 5, stdin) != 5) return 2;
+    image_t im; im.w = hd[0]; im.h = hd[1]; im.bpp = hd[2];
+    int w = hd[3], h = hd[4], bytes = im.w * im.h * (im.bpp == 2 ? 2 : 1);
+    im.pixels = calloc(bytes + (1 << 20), 1);
+    if (fread(im.pixels, 1, bytes, stdin) != (size_t)bytes) return 2;
+    void *o = resize(&im, w, h);
+    fwrite(o, 1, w * h * (im.bpp == 2 ? 2 : 1), stdout);
+    return 0;
+}
+"""
+
+
+def build_resize(maixpy: Path, tmp: Path) -> Path:
+    src = _show(maixpy, MAIXPY_COMMIT, "components/micropython/port/src/omv/py/py_image.c")
+    body = src[src.index("static mp_obj_t py_image_resize("):src.index("STATIC MP_DEFINE_CONST_FUN_OBJ_3(py_image_resize_obj")]
+    for old, new in (
+            ("static mp_obj_t py_image_resize(mp_obj_t img_obj, mp_obj_t w_obj, mp_obj_t h_obj)",
+             "void *resize(image_t *img, int w, int h)"),
+            ("image_t* img = (image_t *) py_image_cobj(img_obj);", ""),
+            ("int w = mp_obj_get_int(w_obj);", ""), ("int h = mp_obj_get_int(h_obj);", ""),
+            ("mp_obj_t image = py_image(w, h, img->bpp, out);", "void *image = out;"),
+            ('mp_printf(&mp_plat_print, "only support grayscale, 565 zoom out now\\r\\n");', ""),
+            ("return mp_const_none;", "return 0;"),
+            ("= (uint8_t)(", "= (uint8_t)fcvt_wu("), ("= (uint16_t)x_src;", "= (uint16_t)fcvt_wu(x_src);"),
+            ("= (uint16_t)y_src;", "= (uint16_t)fcvt_wu(y_src);")):
+        assert old in body, old
+        body = body.replace(old, new)
+    (tmp / "resize.c").write_text(_RESIZE_SHIM + body + _RESIZE_MAIN)
+    exe = tmp / "resize"
+    subprocess.run(["gcc", "-O2", "-ffp-contract=off", "-fsingle-precision-constant", "-o", str(exe),
+                    str(tmp / "resize.c")], check=True)
+    return exe
+
+
+def resize_cases(exe: Path, rng) -> dict:
+    """80 images (grayscale and RGB565, 1..24 pixels a side) resized to 1..36 pixels a side: every branch."""
+    store = {}
+    for i in range(80):
+        bpp = 1 if i % 2 else 2
+        w0, h0 = int(rng.integers(1, 25)), int(rng.integers(1, 19))
+        w, h = int(rng.integers(1, 37)), int(rng.integers(1, 29))
+        px = rng.integers(0, 256, (h0, w0), dtype=np.uint8) if bpp == 1 else rng.integers(0, 65536, (h0, w0), dtype=np.uint16)
+        blob = np.array([w0, h0, bpp, w, h], np.int32).tobytes() + px.tobytes()
+        out = subprocess.run([str(exe)], input=blob, capture_output=True, check=True).stdout
+        store[f"resize{i:02d}/in"] = px
+        store[f"resize{i:02d}/out"] = np.frombuffer(out, px.dtype).reshape(h, w).copy()
+    return store
+
+
 def run(exe, feat, w, h, ch, anchors, thr, nms, net_w, net_h, classes):
     A = len(anchors) // 2
     blob = np.array([w, h, ch, A, net_w, net_h, -1 if classes is None else classes], np.int32).tobytes()
@@ -201,6 +272,7 @@ def main(maixpy: Path, newlib: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         exe = build(maixpy, newlib, Path(tmp))
         store["expf/x"], store["expf/y"] = expf_vectors(Path(tmp), rng)
+        store.update(resize_cases(build_resize(maixpy, Path(tmp)), rng))
         for name, feat, w, h, ch, anchors, thr, nms, net_w, net_h, classes in cases(rng):
             feat = np.asarray(feat, np.float32)
             n, raw = run(exe, feat, w, h, ch, anchors, thr, nms, net_w, net_h, classes)
@@ -209,8 +281,8 @@ def main(maixpy: Path, newlib: Path) -> None:
             index.append(dict(name=name, w=w, h=h, ch=ch, anchors=[float(a) for a in anchors], threshold=thr,
                               nms=nms, net_w=net_w, net_h=net_h, classes=classes, obj_number=n))
     store["index"] = np.frombuffer(json.dumps(index).encode(), np.uint8)
-    np.savez_compressed(HERE / "region_cases.npz", **store)
-    print(f"{len(index)} cases -> {HERE / 'region_cases.npz'}")
+    np.savez_compressed(HERE / "maixpy_cases.npz", **store)
+    print(f"{len(index)} region cases -> {HERE / 'maixpy_cases.npz'}")
 
 
 if __name__ == "__main__":

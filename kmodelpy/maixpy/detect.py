@@ -17,6 +17,8 @@ import numpy as np
 
 from ..errors import InputError
 from . import session
+from .kpu import output_sizes
+from .lcd import write_whole
 from .region import RegionLayerError, check_yolo2_args, run_region_layer
 
 RAW_SUFFIXES = (".bin", ".raw")
@@ -136,7 +138,7 @@ def main(args) -> int:
             x, rgb = _picture(p, model)
             model.run(x)
             raw = model.output_bytes()
-            buf = np.frombuffer(raw[: _first_output_size(model, len(raw)) // 4 * 4], dtype="<f4").copy()
+            buf = np.frombuffer(raw[: output_sizes(model)[0] // 4 * 4], dtype="<f4").copy()
             try:
                 objs = run_region_layer(buf, w, h, ch, anc, thr, nms, net_w, net_h, args.classes)
             except RegionLayerError as e:
@@ -146,18 +148,8 @@ def main(args) -> int:
                 _draw(rgb, objs, labels, outdir / f"{p.stem}.png")
             report.append({"picture": str(p), "objects": [_as_dict(o, labels) for o in objs or []]})
     if args.json:
-        from ..cli import _atomic_write
-
-        _atomic_write(Path(args.json), (json.dumps(report, indent=1) + "\n").encode())
+        write_whole(Path(args.json), (json.dumps(report, indent=1) + "\n").encode())
     return 0
-
-
-def _first_output_size(model, total: int) -> int:
-    outs = getattr(getattr(model, "kmodel", None), "outputs", None)
-    if outs:  # v4: MemoryRange; v3: (address, size)
-        return int(outs[0].size) if hasattr(outs[0], "size") else int(outs[0][1])
-    shape = model.output_shapes()[0]
-    return min(total, int(np.prod(shape)) * 4)
 
 
 def _as_dict(o, labels) -> dict:

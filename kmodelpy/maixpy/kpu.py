@@ -28,6 +28,14 @@ _SLOTS = 16
 _K210_CONV = 10240
 
 
+def output_sizes(model) -> list[int]:
+    """Byte size of each output buffer of a loaded kmodel (what sipeed_kpu_get_output reports)."""
+    outs = getattr(getattr(model, "kmodel", None), "outputs", None)
+    if outs is not None:  # v4: MemoryRange objects; v3: (address, size) pairs
+        return [int(mr.size) if hasattr(mr, "size") else int(mr[1]) for mr in outs]
+    return [int(np.prod(s, dtype=np.int64)) * 4 for s in model.output_shapes()]
+
+
 def _load_error(code: int, hint: str = "") -> ValueError:
     msg = f"[MAIXPY]kpu: load error:{code}, {_ERR_TEXT[code]}"
     return ValueError(msg + (f" ({hint})" if hint else ""))
@@ -91,11 +99,7 @@ class KpuNet:
         return shape[3], shape[2], shape[1]
 
     def _output_sizes(self) -> list[int]:
-        kmodel = getattr(self._model, "kmodel", None)
-        outs = getattr(kmodel, "outputs", None)
-        if outs is not None:  # v4: MemoryRange objects; v3: (address, size) pairs
-            return [int(mr.size) if hasattr(mr, "size") else int(mr[1]) for mr in outs]
-        return [int(np.prod(s, dtype=np.int64)) * 4 for s in self._model.output_shapes()]
+        return output_sizes(self._model)
 
     def _check_outputs_set(self):
         """sipeed_kpu_model_run -> _check_outputs_setting (v4): every output needs its slot."""
@@ -471,7 +475,7 @@ def deinit(kpu_net):
 
 
 def memtest():
-    """kpu.memtest(): MaixPy prints the free heaps (figures of a Maix Dock running MaixPy v0.6)."""
+    """kpu.memtest(): MaixPy prints the free GC and system heaps; here two fixed figures (no K210 heap)."""
     _say("###free gc heap memory : 309 KB")
     _say("###free sys heap memory: 2867 KB")
 

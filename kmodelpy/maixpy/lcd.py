@@ -202,15 +202,24 @@ def write_png(path, rgb: np.ndarray, quality: int = 95) -> None:
     ok, data = cv2.imencode(ext, np.ascontiguousarray(rgb[:, :, ::-1]), params)
     if not ok:
         raise InputError(f"{path}: cannot encode a picture with suffix {ext!r}")
+    write_whole(path, data.tobytes())
+
+
+def write_whole(path, data: bytes) -> None:
+    """Write a file whole (temporary file + rename, the folder made if missing), with the user's umask."""
+    path = Path(path)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            f.write(data.tobytes())
+            f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as e:
-        raise InputError(f"{path}: cannot write the picture: {e.strerror or e}") from None
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise InputError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
 def _umask() -> int:

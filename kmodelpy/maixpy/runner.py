@@ -2,8 +2,8 @@
 
 The script runs in this Python with MaixPy's module names resolved to kmodelpy's stand-ins first: its
 ``import sensor, image, lcd, time``, ``import KPU as kpu``, ``import gc, sys`` get the stand-ins (CPython's
-own ``time``, ``gc`` and ``sys`` stay untouched for everything else), and so do the imports of modules
-found next to the script or on the SD folder. ``open()`` maps ``/sd/`` and ``/flash/`` like the board.
+own ``time``, ``gc`` and ``sys`` stay untouched for everything else), and so do the imports made by the
+script's own modules (files next to it or on the SD folder, imported with the script's builtins). ``open()`` maps ``/sd/`` and ``/flash/`` like the board.
 The script stops cleanly when the camera runs out of pictures. A module or function the stand-ins lack
 stops it with one line naming it and the script line; so does any other uncaught exception.
 """
@@ -29,13 +29,14 @@ class ScriptError(KmodelpyError):
 
 
 class _ScriptEnv:
-    """The builtins the script and its own modules see."""
+    """The builtins the script and its own modules (files next to it or on the SD folder) see."""
 
     def __init__(self, script: Path, s: session.Session):
         self.script = script
         self.session = s
         self.roots = [str(script.parent.resolve())] + ([str(s.sd.resolve())] if s.sd is not None else [])
         self.cache: dict = {}
+        self.own: dict = {}  # the script's own modules, loaded with these builtins
         self.builtins = dict(builtins.__dict__)
         self.builtins["__import__"] = self.import_
         self.builtins["open"] = self.open_
@@ -48,46 +49,43 @@ class _ScriptEnv:
                                           f"(provided: {', '.join(standins.provided())})", name=name)
             mod = standins.module(top, self.cache)
             if mod is not None:
-                if name != top:  # import Maix.utils
-                    sub = getattr(mod, name.partition(".")[2], None)
-                    if sub is None:
-                        raise ModuleNotFoundError(f"MaixPy module '{name}' is not provided by kmodelpy's stand-ins", name=name)
+                if name != top and getattr(mod, name.partition(".")[2], None) is None:  # import Maix.utils
+                    raise ModuleNotFoundError(f"MaixPy module '{name}' is not provided by kmodelpy's stand-ins",
+                                              name=name)
                 return mod
+            own = self._own_module(top)
+            if own is not None and name == top:
+                return own
             name = standins.ALIASES.get(name, name)
         return _REAL_IMPORT(name, globals, locals, fromlist, level)
+
+    def _own_module(self, name):
+        """A module file of the script's folder or the SD folder, run with the script's builtins."""
+        if name in self.own:
+            return self.own[name]
+        spec = importlib.machinery.PathFinder.find_spec(name, self.roots)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return None
+        module = importlib.util.module_from_spec(spec)
+        module.__dict__["__builtins__"] = self.builtins
+        self.own[name] = sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del self.own[name], sys.modules[name]
+            raise
+        return module
 
     def open_(self, file, mode="r", *args, **kw):
         if isinstance(file, str):
             file = self.session.resolve(file)
         return open(file, mode, *args, **kw)
 
-
-class _ScriptModuleFinder:
-    """Modules next to the script (or on the SD folder) run with the script's builtins."""
-
-    def __init__(self, env: _ScriptEnv):
-        self.env = env
-        self.busy = False
-
-    def find_spec(self, name, path=None, target=None):
-        if path is not None or self.busy or name in standins.provided():
-            return None
-        self.busy = True  # PathFinder may import (path hooks): no re-entry
-        try:
-            spec = importlib.machinery.PathFinder.find_spec(name, self.env.roots)
-        finally:
-            self.busy = False
-        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
-            return None
-        env = self.env
-
-        class Loader(importlib.machinery.SourceFileLoader):
-            def exec_module(self, module):
-                module.__dict__["__builtins__"] = env.builtins
-                super().exec_module(module)
-
-        spec.loader = Loader(spec.loader.name, spec.loader.path)
-        return spec
+    def forget(self) -> None:
+        for name, mod in self.own.items():
+            if sys.modules.get(name) is mod:
+                del sys.modules[name]
+        self.own.clear()
 
 
 def run_script(script, s: session.Session) -> int:
@@ -106,13 +104,10 @@ def run_script(script, s: session.Session) -> int:
     except ValueError as e:  # null bytes: a binary file
         raise InputError(f"{script}: not a Python script ({e})") from None
     env = _ScriptEnv(script, s)
-    finder = _ScriptModuleFinder(env)
     prev = session.activate(s)
     sensor.reset()  # a board fresh from power-up
     sensor._state.reset = False
     lcd.reset_screen()
-    sys.meta_path.insert(0, finder)
-    own_modules = set(sys.modules)
     g = {"__name__": "__main__", "__file__": str(script), "__builtins__": env.builtins}
     try:
         with session.warning_lines():
@@ -128,11 +123,7 @@ def run_script(script, s: session.Session) -> int:
         raise _script_error(script, e, env) from None
     finally:
         lcd.flush()
-        sys.meta_path.remove(finder)
-        for name in set(sys.modules) - own_modules:  # modules of the script's folder: next run re-imports
-            mod = sys.modules.get(name)
-            if getattr(mod, "__file__", None) and any(str(Path(mod.__file__).resolve()).startswith(r) for r in env.roots):
-                del sys.modules[name]
+        env.forget()  # the script's own modules: the next run imports them afresh
         session.activate(prev)
     cam = s.camera
     return cam.count if cam is not None else 0

@@ -215,6 +215,20 @@ while True:
     lcd.display(img)
 """
 
+ISSUE_SNIPPET_YOLO20 = """\
+import sensor, image, lcd
+import KPU as kpu
+sensor.reset(); sensor.set_pixformat(sensor.RGB565); sensor.set_framesize(sensor.QVGA)
+task = kpu.load("/sd/model.kmodel")
+kpu.set_outputs(task, 0, 10, 7, 125)          # kmodel v4 needs this
+img = sensor.snapshot(); img = img.resize(320, 240); img.pix_to_ai()
+fmap = kpu.forward(task, img); print(len(fmap[:]))
+anchor = (1.08, 1.19, 3.42, 4.41, 6.63, 11.38, 9.42, 5.11, 16.62, 10.52)
+kpu.init_yolo2(task, 0.5, 0.3, 5, anchor)
+for obj in kpu.run_yolo2(task, img) or []: img.draw_rectangle(obj.rect()); print(obj)
+lcd.display(img)
+"""
+
 SNIPPET_YOLO = """\
 import sensor, image, lcd, time, gc, sys
 import KPU as kpu
@@ -276,6 +290,20 @@ def test_snippet_forward_half_on_the_line_follower(tmp_path, capsys):
     assert len(lines) == 2 and all(ln.startswith("(") and ln.endswith(",)") for ln in lines)
     assert sorted(p.name for p in (tmp_path / "lcd").iterdir()) == ["0000_coco_436511.png", "0001_coco_436520.png"]
     assert "2 camera frame(s); 2 LCD frame(s)" in err
+
+
+def test_issue_snippet_run_yolo2_half_on_yolo20(tmp_path, capsys):
+    """The deployment snippet with kmodel__yolo20's input size and the 20-class demo's anchors: resize to
+    the same size copies the RGB565 frame, pix_to_ai rebuilds 8-bit planes from it (a 565 round trip)."""
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "model.kmodel").write_bytes(YOLO.read_bytes())
+    cam = _camera_dir(tmp_path, COCO[:1])
+    rc, out, err = _run(capsys, "maixpy", _script(tmp_path, ISSUE_SNIPPET_YOLO20), "--camera", cam, "--sd", sd)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "8750" and len(lines) >= 3  # the sheep and people are still found through RGB565
+    assert all(ln.startswith('{"x":') and '"objnum":' in ln for ln in lines[1:])
 
 
 def test_snippet_yolo_half_on_yolo20(tmp_path, capsys):

@@ -113,9 +113,13 @@ def _draw(rgb: np.ndarray, objs, labels, out: Path) -> None:
 def main(args) -> int:
     from .. import load
 
+    from .. import is_source_path
+
     model_path = Path(args.model)
     if not model_path.is_file():
         raise InputError(f"{model_path}: no such file")
+    if is_source_path(model_path):
+        raise InputError(f"{model_path}: detect runs a kmodel (compile it first: kmodelpy compile {model_path.name} ...)")
     anchors = _anchors(args.anchors)
     try:
         thr, nms, anc = check_yolo2_args(args.threshold, args.nms, len(anchors) // 2, anchors)

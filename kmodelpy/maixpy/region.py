@@ -150,12 +150,16 @@ class RegionLayer:
             origin = f"classes = {classes}"
         self.classes = classes
         need = w * h * anchor_number * (COORDS + 1 + classes)
-        if classes < 0 or need > buffer_floats or w == 0 or h == 0:
+        hint = ("check set_outputs' w, h, ch and the anchor count, or give the class count explicitly "
+                "(classes= / --classes)")
+        if classes < 0 or w == 0 or h == 0:
+            raise RegionLayerError(f"region layer: {origin} on a {w}x{h} grid: not a YOLOv2 output of "
+                                   f"{anchor_number} anchors (undefined on the device): {hint}")
+        if need > buffer_floats:
             raise RegionLayerError(
-                f"region layer: {anchor_number} anchors x (5 + {classes} classes) "
-                f"x {w}x{h} cells need {need} floats but output 0 has {buffer_floats} ({origin}); the firmware "
-                "would read outside the buffer (undefined on the device): check set_outputs' w, h, ch and the "
-                "anchor count, or give the class count explicitly (--classes)"
+                f"region layer: {anchor_number} anchors x (5 + {classes} classes) x {w}x{h} cells need {need} floats "
+                f"but output 0 has {buffer_floats} ({origin}); the firmware would read outside the buffer "
+                f"(undefined on the device): {hint}"
             )
 
     def run(self, buf, anchors, threshold, nms, net_w, net_h):

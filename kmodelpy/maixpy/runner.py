@@ -100,7 +100,8 @@ def run_script(script, s: session.Session) -> int:
     try:
         code = compile(source, str(script), "exec")
     except SyntaxError as e:
-        raise InputError(f"{script}:{e.lineno}: not a Python script: SyntaxError: {e.msg}") from None
+        where = f"{script}:{e.lineno}" if e.lineno else str(script)
+        raise InputError(f"{where}: not a Python script: SyntaxError: {e.msg}") from None
     except ValueError as e:  # null bytes: a binary file
         raise InputError(f"{script}: not a Python script ({e})") from None
     env = _ScriptEnv(script, s)

@@ -2,7 +2,7 @@
 
 Truth: reference/ncc_outputs/maixpy (the firmware's own C code, run by the reference build) and
 tests/data/maixpy/maixpy_cases.npz (the same C code on ties, overflows and other anchor counts; see
-make_maixpy_cases.py). Hand-computed cases pin the rules one by one; properties check the invariants.
+tests/data/maixpy/README.md). Hand-computed cases pin the rules one by one; properties check the invariants.
 """
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def test_resize_upscale_is_bilinear_in_565_space():
 
 
 def test_resize_matches_the_firmware_c_code():
-    """tests/data/maixpy/maixpy_cases.npz: py_image_resize's own loops on 80 random images (make_maixpy_cases.py)."""
+    """tests/data/maixpy/maixpy_cases.npz: py_image_resize's own loops on 80 random images (tests/data/maixpy/README.md)."""
     z = np.load(ROOT / "data" / "maixpy" / "maixpy_cases.npz")
     names = sorted({k.split("/")[0] for k in z.files if k.startswith("resize")})
     assert len(names) == 80

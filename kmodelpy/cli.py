@@ -266,6 +266,24 @@ def _add_compile(sub, load: bool) -> None:
     p.set_defaults(func=ccli.main)
 
 
+def _add_lazy(sub, name: str, module: str, text: str, load: bool) -> None:
+    """Register a command whose module (with configure_parser and main) is imported only when it runs."""
+    if not load:
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        return
+    import importlib
+
+    mod = importlib.import_module(module, __package__)
+    p = sub.add_parser(name, help=text)
+    mod.configure_parser(p)
+    p.set_defaults(func=mod.main)
+
+
+_LAZY = (("maixpy", ".maixpy.runner", "run an unmodified MaixPy v1 script with a folder of pictures as the camera"),
+         ("detect", ".maixpy.detect", "MaixPy's YOLOv2 region layer (kpu.run_yolo2) on pictures: boxes, drawn"))
+
+
 def _unavailable(msg: str) -> int:
     raise UnsupportedError(msg)
 
@@ -305,6 +323,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     _add_compile(sub, load=bool(argv) and argv[0] == "compile")
+    for name, module, text in _LAZY:
+        _add_lazy(sub, name, module, text, load=bool(argv) and argv[0] == name)
     return ap
 
 

@@ -148,21 +148,20 @@ def fit_kpu_ram(llir: Graph, budget: int = KPU_RAM_BYTES) -> KpuFit:
 
 
 def _remedy(llir: Graph, sched, budget: int) -> Remedy:
-    """Evict the largest idle KPU tensor at the peak age, else split (or give up on) the layer there."""
+    """Evict the largest idle KPU tensor at the peak age (or at the age of the KPU layer whose tensors are
+    live there), else split (or give up on) that layer, which is then alone in KPU RAM."""
     kpu = sched.allocators[MEM_KPU]
     owner = {b: o for o, b in sched.buffers.items() if o.memory == MEM_KPU}
     at = {id(n): k for k, n in enumerate(sched.sequence)}
     t, _ = kpu.peak_live()
-    idle = [b for b in kpu.live_at(t) if owner[b] not in _touched(sched.sequence[t])]
-    if idle:
-        return _evict(llir, sched, owner[max(idle, key=lambda b: (b.size, -b.birth))], t, at)
     conv = _layer_at(sched.sequence[t])
+    for age in (t, at[id(conv)]) if conv is not None else (t,):
+        idle = [b for b in kpu.live_at(age) if owner[b] not in _touched(sched.sequence[age])]
+        if idle:
+            return _evict(llir, sched, owner[max(idle, key=lambda b: (b.size, -b.birth))], age, at)
     if conv is None:
         raise AssertionError(f"no KPU layer to split at {sched.sequence[t]} (kmodelpy compiler bug)")
-    tc = at[id(conv)]
-    mine = [sched.buffers[o] for o in _touched(conv) if o in sched.buffers and o.memory == MEM_KPU]
-    others = sum(b.size for b in kpu.live_at(tc) if b not in mine)
-    return _split(llir, conv, budget - others)
+    return _split(llir, conv, budget)
 
 
 def _touched(node: Node) -> set:

@@ -361,10 +361,14 @@ class _Analysis:
             if v.fused_into is not None and op.builtin == "PAD":
                 v.verdict = self.out[v.fused_into].verdict
         for r in self.kpu_fit.remedies if self.kpu_fit is not None else ():
-            for name in r.layers or (r.layer,):
-                i = self.owner.get(name, self.owner.get(name.split("/")[0]))
-                if i is not None:
-                    self.out[i].kpu_ram.append(r.text.removeprefix("KPU RAM: "))
+            ops = [self.owner.get(n, self.owner.get(n.split("/")[0])) for n in r.layers or (r.layer,)]
+            for i in ops:
+                if i is None:
+                    continue
+                others = [f"#{j}" for j in ops if j is not None and j != i]
+                self.out[i].kpu_ram.append(
+                    f"runs as {r.bands} row bands" + (f" in one run with {', '.join(others)}" if others else "") +
+                    f": {r.cost}" if r.kind == "split" else r.text.removeprefix("KPU RAM: "))
         return [self.out[op.index] for op in self.tfl.operators]
 
     # ------------------------------------------------------------------ convolutions / dense

@@ -49,6 +49,7 @@ class Remedy:
     kind: str
     layer: str
     text: str
+    cost: str = ""  # the cost part of ``text``
     layers: tuple = ()  # every layer a "split" runs as bands (``layer`` is the one that did not fit)
     bands: int = 0
     extra_kpu_macs: int = 0
@@ -177,9 +178,9 @@ def _evict(llir: Graph, sched, out: OutputConnector, t: int, at: dict) -> Remedy
     before = copied_bytes(llir)
     evict(llir, out, readers)
     cost = copied_bytes(llir) - before
-    return Remedy("evict", out.node.name,
-                  f"KPU RAM: the output of {label} ({size} B) waits in main memory, not in KPU RAM, until "
-                  f"{names} reads it: +{cost} B copied per run", copied_bytes=cost)
+    what = f"+{cost} B copied per run"
+    return Remedy("evict", out.node.name, f"KPU RAM: the output of {label} ({size} B) waits in main memory, not in "
+                  f"KPU RAM, until {names} reads it: {what}", what, copied_bytes=cost)
 
 
 def _split(llir: Graph, conv: Node, budget: int) -> Remedy:
@@ -195,8 +196,9 @@ def _split(llir: Graph, conv: Node, budget: int) -> Remedy:
                 best = copies + extra / MACS_PER_BYTE, chain, bands
     if best is None:
         macs = layer_macs(conv)
+        what = f"{macs} multiply-accumulates per run"
         return Remedy("cpu", source, f"KPU RAM: {describe(conv)} does not fit even as bands of one output row: it "
-                      f"runs on the CPU ({macs} multiply-accumulates per run)", cpu_macs=macs)
+                      f"runs on the CPU ({what})", what, cpu_macs=macs)
     _, chain, bands = best
     macs, copies = kpu_macs(llir), copied_bytes(llir)
     labels = " + ".join(describe(c) for c in chain)
@@ -205,11 +207,10 @@ def _split(llir: Graph, conv: Node, budget: int) -> Remedy:
     split_chain(llir, chain, bands)
     extra, cost = kpu_macs(llir) - macs, copied_bytes(llir) - copies
     rows = ", ".join(f"{b.in_begin}-{b.in_end}" for b in bands)
-    return Remedy("split", source,
-                  f"KPU RAM: {labels} run{'s' if len(chain) == 1 else ''} as {len(bands)} row bands (input rows "
-                  f"{rows}): KPU work +{100 * extra / max(macs, 1):.1f}% (halo rows), +{cost} B copied per run",
-                  layers=tuple(c.attrs["band_of"] for c in chain), bands=len(bands), extra_kpu_macs=extra,
-                  copied_bytes=cost)
+    what = f"KPU work +{100 * extra / max(macs, 1):.1f}% (halo rows), +{cost} B copied per run"
+    return Remedy("split", source, f"KPU RAM: {labels} run{'s' if len(chain) == 1 else ''} as {len(bands)} row "
+                  f"bands (input rows {rows}): {what}", what, layers=tuple(c.attrs["band_of"] for c in chain),
+                  bands=len(bands), extra_kpu_macs=extra, copied_bytes=cost)
 
 
 def layer_rows(conv: Node) -> LayerRows:

@@ -654,7 +654,10 @@ class _Importer:
         sub = self.binary(x, mx.output, "sub")
         exp = self.unary(sub, "exp")
         s = self.node("reduce", [exp], reduce_op="sum", axis=axes, init_value=0.0, keep_dims=True)
-        self.out(0, self.binary(exp, s.output, "div"))
+        if len(axes) == 1:  # ncc: exp / Σexp
+            self.out(0, self.binary(exp, s.output, "div"))
+        else:  # many elements: Σexp is large and each result tiny, which a uint8 division cannot resolve
+            self.out(0, self.binary(exp, self.binary(self.const(1.0), s.output, "div"), "mul"))
 
     def op_LpNormalization(self, n):
         shape = self.shape(self.inp(0))

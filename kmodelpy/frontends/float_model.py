@@ -38,13 +38,14 @@ class FloatModel:
     def output_shapes(self) -> list[list[int]]:
         return [list(n.input.shape) for n in self.graph.outputs]
 
-    def run(self, x, *more) -> list[np.ndarray]:
+    def run(self, x=None, *more) -> list[np.ndarray]:
         """Evaluate one input (CHW or NCHW for a 4-D input; float32). Extra inputs of a multi-input
-        model follow in order. Returns float32 outputs (4-D as NCHW)."""
+        model follow in order (a model without inputs takes none). Returns float32 outputs (4-D as NCHW)."""
         from ..ir.evaluate import evaluate
 
         feeds = []
-        for node, v in zip(self.graph.inputs, (x,) + more):
+        given = () if x is None and not more else (x,) + more
+        for node, v in zip(self.graph.inputs, given):
             shape = list(node.output.shape)
             v = np.asarray(v)
             if v.dtype.kind not in "fiu":
@@ -53,8 +54,8 @@ class FloatModel:
                 raise InputError(f"{self.path}: input '{node.name}' has shape {list(v.shape)} but the model wants "
                                  f"{'x'.join(map(str, shape))} (NCHW, float32)")
             feeds.append(np.ascontiguousarray(v, dtype=np.float32).reshape(shape))
-        if len(feeds) != len(self.graph.inputs):
-            raise InputError(f"{self.path}: the model has {len(self.graph.inputs)} inputs, {len(feeds)} given")
+        if len(given) != len(self.graph.inputs):
+            raise InputError(f"{self.path}: the model has {len(self.graph.inputs)} inputs, {len(given)} given")
         outs = evaluate(self.graph, feeds, conv_origins=self.conv_origins)
         self._last = [np.ascontiguousarray(o, dtype=np.float32) for o in outs]
         return [o.copy() for o in self._last]

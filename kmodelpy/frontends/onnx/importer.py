@@ -355,9 +355,16 @@ class _Importer:
     def op_Identity(self, n):
         self.alias[n.outputs[0]] = self.inp(0)
 
+    def used(self, k: int) -> bool:
+        """Output ``k`` of the current node is read by a node or is a graph output."""
+        t = self.n.outputs[k] if k < len(self.n.outputs) else ""
+        return bool(t) and (t in self.consumers or t in self.graph_outputs)
+
     def op_Dropout(self, n):
-        if len(n.outputs) > 1 and n.outputs[1] and n.outputs[1] in self.consumers:
-            raise self.unsupported("the Dropout mask output is used; export the model in eval mode")
+        training = self.has(2) and bool(self.value(2, "training_mode").reshape(-1)[0])
+        if self.used(1) or training or int(self.attr("is_test", 1)) == 0 and self.f.opset < 7:
+            raise self.unsupported("Dropout in training mode (or its mask output) is not supported; export the "
+                                   "model in eval mode (model.eval())")
         self.op_Identity(n)
 
     def op_Cast(self, n):
@@ -438,6 +445,9 @@ class _Importer:
         self.out(0, res)
 
     def op_BatchNormalization(self, n):
+        if any(self.used(k) for k in range(1, len(n.outputs))) or int(self.attr("training_mode", 0)):
+            raise self.unsupported("BatchNormalization in training mode is not supported; export the model in "
+                                   "eval mode (model.eval())")
         scale, beta, mean, var = (self.fvalue(k, what).reshape(-1) for k, what in
                                   ((1, "the scale"), (2, "the bias"), (3, "the mean"), (4, "the variance")))
         s = (scale / np.sqrt(var + F32(self.attr("epsilon", 1e-5)))).astype(F32)
@@ -482,6 +492,11 @@ class _Importer:
             b = b * alpha
         n_out = b.shape[1]
         bias, extra = np.zeros(n_out, F32), None
+        if self.has(2) and self.inp(2) not in self.static:  # a computed C: added after the product
+            c = self.inp(2) if beta == 1 else self.binary(self.inp(2), self.const(beta), "mul")
+            mm = self.node("matmul", [a, self.const(np.ascontiguousarray(b))], bias=bias, fused_activation=FULL_RANGE)
+            self.out(0, self.binary(mm.output, c, "add"))
+            return
         if self.has(2):
             c = self.fvalue(2, "the bias C") * beta
             if c.size in (1, n_out) and (c.ndim <= 1 or c.shape[0] == 1):
@@ -497,26 +512,26 @@ class _Importer:
     # ------------------------------------------------------------ pools
     def _pool(self, n, reduce_op: str):
         xs = self.check_4d()
-        if len(n.outputs) > 1 and n.outputs[1] in self.consumers:
+        if self.used(1):
             raise self.unsupported("the MaxPool indices output is not supported")
         k = [int(v) for v in self.attr("kernel_shape")]
         if len(k) != 2:
             raise self.unsupported(f"kernel_shape {k}: only 2-D pools are supported")
         strides, dil, pads = self.conv_window(xs[2:], k)
         ceil = bool(self.attr("ceil_mode", 0))
-        x = self.inp(0)
-        if reduce_op == "mean" and int(self.attr("count_include_pad", 0)) and any(sum(p) for p in pads):
-            x = self.node("pad", [x], paddings=[(0, 0), (0, 0), pads[0], pads[1]], pad_value=0.0).output
-            xs, pads = x.shape, [(0, 0), (0, 0)]
-        win = []
+        win = []  # (before, after) with ceil_mode's extra positions after (not counted by the mean)
         for ax in range(2):
             eff = (k[ax] - 1) * dil[ax] + 1
             span = xs[2 + ax] + pads[ax][0] + pads[ax][1] - eff
             out = (-(-span // strides[ax]) if ceil else span // strides[ax]) + 1
             if ceil and (out - 1) * strides[ax] >= xs[2 + ax] + pads[ax][0]:
-                out -= 1
+                out -= 1  # the last window would start in the end padding
             extra = max(0, (out - 1) * strides[ax] + eff - (xs[2 + ax] + pads[ax][0] + pads[ax][1]))
             win.append((pads[ax][0], pads[ax][1] + extra))
+        x = self.inp(0)
+        if reduce_op == "mean" and int(self.attr("count_include_pad", 0)) and any(sum(p) for p in pads):
+            x = self.node("pad", [x], paddings=[(0, 0), (0, 0), pads[0], pads[1]], pad_value=0.0).output
+            win = [(0, w[1] - p[1]) for w, p in zip(win, pads)]
         node = self.node("reduce_window2d", [x], reduce_op=reduce_op, init_value=-FLT_MAX if reduce_op == "max" else 0.0,
                          filter_h=k[0], filter_w=k[1], padding_h=win[0], padding_w=win[1], stride_h=strides[0],
                          stride_w=strides[1], dilation_h=dil[0], dilation_w=dil[1], fused_activation=FULL_RANGE)
@@ -604,6 +619,9 @@ class _Importer:
     def op_PRelu(self, n):
         slope = self.fvalue(1, "the slope")
         x = self.inp(0)
+        rank = len(self.shape(x))
+        if self.f.opset < 7 and slope.ndim == 1 and slope.size > 1 and rank > 2:  # PRelu-6: a slope per channel
+            slope = slope.reshape((-1,) + (1,) * (rank - 2))
         zero = self.const(0.0)
         pos = self.binary(x, zero, "max")
         neg = self.binary(x, zero, "min")

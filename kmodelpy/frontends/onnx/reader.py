@@ -136,7 +136,6 @@ def _load_external(model, folder: Path, path: Path) -> None:
 def read_onnx(path) -> OnnxFile:
     """Read and check ``path`` (an .onnx file). Raises FormatError / UnsupportedError (one line)."""
     import onnx
-    from onnx import numpy_helper
 
     p = Path(path)
     if p.is_dir():
@@ -154,6 +153,15 @@ def read_onnx(path) -> OnnxFile:
     if model.ir_version <= 0 or not model.HasField("graph") or not (model.graph.node or model.graph.output):
         raise FormatError(f"{p}: not an ONNX model (no graph in it); export one with torch.onnx.export")
     _load_external(model, p.parent, p)
+    return parse_model(model, str(p))
+
+
+def parse_model(model, name: str = "<onnx>") -> OnnxFile:
+    """Check an ``onnx.ModelProto`` (external data already loaded) and convert it (see :func:`read_onnx`)."""
+    import onnx
+    from onnx import numpy_helper
+
+    p = name
     try:
         onnx.checker.check_model(model)
     except Exception as e:  # noqa: BLE001 - onnx.checker.ValidationError
@@ -178,4 +186,4 @@ def read_onnx(path) -> OnnxFile:
         nodes.append(Node(i, n.op_type, n.name, list(n.input), list(n.output), attrs, n.domain))
     inputs = [_value_info(v) for v in g.input if v.name not in inits]
     outputs = [_value_info(v) for v in g.output]
-    return OnnxFile(str(p), nodes, inits, inputs, outputs, opset, model.producer_name)
+    return OnnxFile(p, nodes, inits, inputs, outputs, opset, model.producer_name)

@@ -101,6 +101,9 @@ def build(imp, x, in_shape, out_hw, scales_hw, mode: str, ctm: str, nearest_mode
         return _nearest(imp, x, plans, out_hw)
     if mode != "linear":
         raise imp.unsupported(f"resize mode {mode!r} is not supported (nearest and linear are)")
+    if any(F32(n) * F32(sc) != F32(o) for n, o, sc in ((h, out_hw[0], scales_hw[0]), (w, out_hw[1], scales_hw[1]))):
+        raise imp.unsupported(f"linear resize {h}x{w}->{out_hw[0]}x{out_hw[1]} by scales {list(scales_hw)}: the "
+                              "input size times the scale must be a whole number (give sizes instead of scales)")
     if ctm in ("asymmetric", "align_corners"):
         return imp.node("resize_image", [x], mode="bilinear", new_size=tuple(out_hw),
                         align_corners=ctm == "align_corners").output

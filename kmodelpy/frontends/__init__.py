@@ -35,6 +35,20 @@ def import_graph(path, fmt: str | None = None):
     return tflite.import_tflite(path)
 
 
+def source_model(path):
+    """The front-end-neutral layer view of a source model (:class:`kmodelpy.frontends.source.SourceModel`, for
+    the fit report): a path, or a parsed ``TFLiteFile`` / ``OnnxFile``."""
+    from .onnx.reader import OnnxFile
+
+    if isinstance(path, OnnxFile) or (not hasattr(path, "operators") and source_format(path) == "onnx"):
+        from .onnx.source import source_model as onnx_source
+
+        return onnx_source(path)
+    from .tflite.source import source_model as tflite_source
+
+    return tflite_source(path)
+
+
 def load_float(path, **options):
     """The float reference model of a source file (``kmodelpy.load`` on a .tflite or an .onnx)."""
     if source_format(path) == "onnx":

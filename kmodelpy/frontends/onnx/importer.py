@@ -184,9 +184,13 @@ class _Importer:
             data = data.reshape(1)
         return self.node("constant", [], data=np.ascontiguousarray(data)).output
 
-    def out(self, k: int, oc: OutputConnector) -> None:
+    def out(self, k: int, oc) -> None:
+        """Output ``k`` of the current node is ``oc`` (a connector, or a tensor name when nothing was computed)."""
         if k < len(self.n.outputs) and self.n.outputs[k]:
-            self.produced[self.n.outputs[k]] = oc
+            if isinstance(oc, str):
+                self.alias[self.n.outputs[k]] = oc
+            else:
+                self.produced[self.n.outputs[k]] = oc
 
     def binary(self, a, b, op: str, act=FULL_RANGE) -> OutputConnector:
         return self.node("binary", [a, b], binary_op=op, fused_activation=act).output
@@ -353,7 +357,7 @@ class _Importer:
             self.out(0, self.node("constant", [], data=np.ascontiguousarray(v.astype(F32).reshape(_shape(v)))).output)
 
     def op_Identity(self, n):
-        self.alias[n.outputs[0]] = self.inp(0)
+        self.out(0, self.inp(0))
 
     def used(self, k: int) -> bool:
         """Output ``k`` of the current node is read by a node or is a graph output."""
@@ -833,10 +837,7 @@ class _Importer:
         x = self.inp(0)
         for ax, (b, a) in enumerate(full):
             x = self.pad_axis(x, ax, b, a, mode)
-        if isinstance(x, str):
-            self.alias[n.outputs[0]] = x
-        else:
-            self.out(0, x)
+        self.out(0, x)
 
     # ------------------------------------------------------------ resizes
     def op_Resize(self, n):

@@ -186,15 +186,7 @@ def _search(counts, idx, hmin, hmax, interval, z, prune=True):
     flt_max = np.float32(3.4028234663852886e38)
     seed = flt_max
     if prune:
-        for lo in range(0, z + 1, 16):
-            qmin = np.float32(np.float32(np.float32(lo) * interval) + hmin)
-            hi = 2048
-            while hi >= lo + 256 and hi >= z:
-                qmax = np.float32(np.float32(np.float32(hi) * interval) + hmin)
-                loss = _l2_loss(counts, pv, qmin, qmax, seed)
-                if loss < seed:
-                    seed = loss
-                hi -= 16
+        seed = _scan(counts, pv, hmin, interval, z, 16)[0]
     approx_ok = prune and seed < flt_max
     cand_lo = np.empty(0, dtype=np.int64)
     cand_hi = np.empty(0, dtype=np.int64)
@@ -242,7 +234,18 @@ def _search(counts, idx, hmin, hmax, interval, z, prune=True):
             if loss < best:
                 best, best_lo, best_hi = loss, lo, hi
         return best_lo, best_hi
-    for lo in range(z + 1):
+    _, best_lo, best_hi = _scan(counts, pv, hmin, interval, z, 1)
+    return best_lo, best_hi
+
+
+@numba.njit(cache=True)
+def _scan(counts, pv, hmin, interval, z, step):
+    """quantizer.cpp's scan over every ``step``-th pair (lo ascending from 0, hi descending from 2048): the
+    smallest loss and the first pair reaching it."""
+    best = np.float32(3.4028234663852886e38)
+    best_lo = -1
+    best_hi = -1
+    for lo in range(0, z + 1, step):
         qmin = np.float32(np.float32(np.float32(lo) * interval) + hmin)
         hi = 2048
         while hi >= lo + 256 and hi >= z:
@@ -250,5 +253,5 @@ def _search(counts, idx, hmin, hmax, interval, z, prune=True):
             loss = _l2_loss(counts, pv, qmin, qmax, best)
             if loss < best:
                 best, best_lo, best_hi = loss, lo, hi
-            hi -= 1
-    return best_lo, best_hi
+            hi -= step
+    return best, best_lo, best_hi

@@ -37,7 +37,8 @@ import numpy as np
 
 from ...errors import FormatError, KmodelpyError, UnsupportedError
 from ...ir.graph import Graph, InputConnector, OutputConnector
-from ...ir.ops import FLT_MAX, FULL_RANGE, infer_shapes, normalize_strided_slice, opdef
+from ...ir.ops import FLT_MAX, FULL_RANGE, normalize_strided_slice
+from ..builder import GraphBuilder, first_line
 from . import fold
 from .layers import Layers
 from .reader import Node, OnnxFile, read_onnx
@@ -51,24 +52,17 @@ def import_onnx(src) -> Graph:
     return _Importer(f).run()
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _shape(a) -> tuple:
     s = tuple(np.shape(a))
     return s if s else (1,)
 
 
-class _Importer(Layers):
+class _Importer(GraphBuilder, Layers):
     FULL_RANGE = FULL_RANGE
 
     def __init__(self, f: OnnxFile):
+        super().__init__()
         self.f = f
-        self.g = Graph()
-        self.g.source = {}
-        self.pending: list[tuple[InputConnector, str]] = []
         self.produced: dict[str, OutputConnector] = {}
         self.static: dict[str, np.ndarray] = dict(f.initializers)
         self.alias: dict[str, str] = {}
@@ -151,39 +145,21 @@ class _Importer(Layers):
     def attr(self, name: str, default=None):
         return self.n.attrs.get(name, default)
 
+    # GraphBuilder hooks
+    def tensor_shape(self, key) -> tuple:
+        return self.shape(key)
+
+    def location(self) -> str:
+        return self.where() if self.n is not None else self.f.path
+
+    def source_entry(self):
+        if self.n is None:
+            return None
+        return (self.n.index, self.n.op_type, self.n.outputs[0] if self.n.outputs else "")
+
     def node(self, op: str, inputs, out_shapes=None, **attrs):
-        """Create a node; ``inputs`` items are OutputConnectors or tensor names (connected at the end)."""
-        names = [self.resolve(i) if isinstance(i, str) else i for i in inputs]
-        shapes = [i.shape if isinstance(i, OutputConnector) else self.shape(i) for i in names]
-        if out_shapes is None:
-            try:
-                out_shapes = infer_shapes(op, attrs, shapes)
-            except (ValueError, IndexError, KeyError, ZeroDivisionError) as e:
-                raise self.unsupported(_first_line(e)) from None
-        n = self.g.add(op, [], out_shapes, None, memory=opdef(op).memory, **attrs)
-        for k, (src, shape) in enumerate(zip(names, shapes)):
-            ic = InputConnector(n, k, shape, "float32")
-            n.inputs.append(ic)
-            if isinstance(src, OutputConnector):
-                self.connect(ic, src)
-            else:
-                self.pending.append((ic, src))
-        if self.n is not None:
-            self.g.source[n] = (self.n.index, self.n.op_type, self.n.outputs[0] if self.n.outputs else "")
-        return n
-
-    def connect(self, ic: InputConnector, out: OutputConnector) -> None:
-        try:
-            ic.connect(out)
-        except ValueError as e:
-            where = self.where() if self.n is not None else self.f.path
-            raise UnsupportedError(f"{where}: {_first_line(e)}") from None
-
-    def const(self, value) -> OutputConnector:
-        data = np.asarray(value, F32)
-        if data.ndim == 0:
-            data = data.reshape(1)
-        return self.node("constant", [], data=np.ascontiguousarray(data)).output
+        """GraphBuilder.node with tensor names resolved through Identity/Dropout."""
+        return super().node(op, [self.resolve(i) if isinstance(i, str) else i for i in inputs], out_shapes, **attrs)
 
     def out(self, k: int, oc) -> None:
         """Output ``k`` of the current node is ``oc`` (a connector, or a tensor name when nothing was computed)."""
@@ -259,7 +235,7 @@ class _Importer(Layers):
             except KmodelpyError:
                 raise
             except (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError, OverflowError) as e:
-                raise self.unsupported(f"cannot import this node ({type(e).__name__}: {_first_line(e)}); "
+                raise self.unsupported(f"cannot import this node ({type(e).__name__}: {first_line(e)}); "
                                        "check the model") from None
         self.n = None
         self.make_io()
@@ -278,7 +254,7 @@ class _Importer(Layers):
                 vals = None
             except Exception as e:  # noqa: BLE001 - report the node, not a traceback
                 if handler is None:
-                    raise self.unsupported(f"cannot fold this constant node ({_first_line(e)})") from None
+                    raise self.unsupported(f"cannot fold this constant node ({first_line(e)})") from None
                 vals = None
             if vals is not None:
                 for t, v in zip(n.outputs, vals):

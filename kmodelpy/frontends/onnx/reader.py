@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import FormatError, InputError, UnsupportedError
+from ..builder import first_line
 
 
 @dataclass
@@ -65,11 +66,6 @@ class OnnxFile:
     def producers(self) -> dict[str, int]:
         """tensor name -> index of the node writing it."""
         return {t: n.index for n in self.nodes for t in n.outputs if t}
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _elem_name(code: int) -> str:
@@ -130,7 +126,7 @@ def _load_external(model, folder: Path, path: Path) -> None:
         try:
             ext.load_external_data_for_model(model, str(folder))
         except Exception as e:  # noqa: BLE001 - a truncated data file and the like
-            raise FormatError(f"{path}: cannot read the external weights ({_first_line(e)})") from None
+            raise FormatError(f"{path}: cannot read the external weights ({first_line(e)})") from None
 
 
 def read_onnx(path) -> OnnxFile:
@@ -149,7 +145,7 @@ def read_onnx(path) -> OnnxFile:
     try:
         model = onnx.load_model_from_string(buf)
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
-        raise FormatError(f"{p}: not an ONNX model (the protobuf does not parse: {_first_line(e)})") from None
+        raise FormatError(f"{p}: not an ONNX model (the protobuf does not parse: {first_line(e)})") from None
     if model.ir_version <= 0 or not model.HasField("graph") or not (model.graph.node or model.graph.output):
         raise FormatError(f"{p}: not an ONNX model (no graph in it); export one with torch.onnx.export")
     _load_external(model, p.parent, p)
@@ -165,7 +161,7 @@ def parse_model(model, name: str = "<onnx>") -> OnnxFile:
     try:
         onnx.checker.check_model(model)
     except Exception as e:  # noqa: BLE001 - onnx.checker.ValidationError
-        raise FormatError(f"{p}: the ONNX checker rejects the model: {_first_line(e)}") from None
+        raise FormatError(f"{p}: the ONNX checker rejects the model: {first_line(e)}") from None
     g = model.graph
     opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     inits = {}
@@ -173,7 +169,7 @@ def parse_model(model, name: str = "<onnx>") -> OnnxFile:
         try:
             inits[t.name] = numpy_helper.to_array(t)
         except Exception as e:  # noqa: BLE001
-            raise UnsupportedError(f"{p}: initializer '{t.name}' cannot be read ({_first_line(e)})") from None
+            raise UnsupportedError(f"{p}: initializer '{t.name}' cannot be read ({first_line(e)})") from None
     for t in g.sparse_initializer:
         raise UnsupportedError(f"{p}: sparse initializer '{t.values.name}' is not supported; export dense weights")
     nodes = []
@@ -182,7 +178,7 @@ def parse_model(model, name: str = "<onnx>") -> OnnxFile:
             attrs = {a.name: _attr_value(a) for a in n.attribute}
         except Exception as e:  # noqa: BLE001
             raise FormatError(f"{p}: node #{i} '{n.name}' ({n.op_type}): unreadable attribute "
-                              f"({_first_line(e)})") from None
+                              f"({first_line(e)})") from None
         nodes.append(Node(i, n.op_type, n.name, list(n.input), list(n.output), attrs, n.domain))
     inputs = [_value_info(v) for v in g.input if v.name not in inits]
     outputs = [_value_info(v) for v in g.output]

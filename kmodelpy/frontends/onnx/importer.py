@@ -125,7 +125,7 @@ class _Importer(GraphBuilder, Layers):
             return _shape(self.static[name])
         if name in self.input_shapes:
             return self.input_shapes[name]
-        raise FormatError(f"{self.where()}: tensor '{name}' is read before it is produced (graph not sorted?)")
+        raise FormatError(f"{self.location()}: tensor '{name}' is read before it is produced (graph not sorted?)")
 
     def value(self, k: int, what: str) -> np.ndarray:
         name = self.inp(k)

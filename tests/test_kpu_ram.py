@@ -380,15 +380,14 @@ def test_preview_needs_what_ncc_placed(case):
     """The fit report's preview (no calibration set) places the KPU tensors exactly where ncc did: its KPU
     RAM is the KPU high-water of ncc's kmodel, and the upper bound that lets the report skip it holds."""
     from kmodelpy.compiler.kpu_ram.preview import preview_kpu_ram, upper_bound
-    from kmodelpy.fit_rules import _compile_structure
+    from kmodelpy.fit_rules import _compile_structure, source_model
     from kmodelpy.format.kmodel import KModel
-    from kmodelpy.frontends.tflite.reader import read_tflite
     from kmodelpy.inspect_kmodel import summarize
     from refcases import CASES
 
-    tfl = read_tflite(CASES / case / "model.tflite")
-    g, _ = _compile_structure(tfl, 64.0, 1024)
-    fit = preview_kpu_ram(tfl, checkpointed=g.copy())
+    path = CASES / case / "model.tflite"
+    g, _ = _compile_structure(source_model(path), 64.0, 1024)
+    fit = preview_kpu_ram(path, checkpointed=g.copy())
     assert not fit.changed
     assert fit.kpu_bytes == summarize(KModel.parse((CASES / case / "ncc.kmodel").read_bytes()))["kpu_high_water"]
     assert upper_bound(g) >= fit.kpu_bytes

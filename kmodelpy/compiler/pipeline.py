@@ -108,13 +108,13 @@ def dump_graph(g: Graph, prefix: str, opts: Options, llir: bool = False) -> None
         f.write("\n".join(lines) + "\n}\n")
 
 
-def import_graph(path, out) -> Graph:
+def import_graph(path, out, fmt: str | None = None) -> Graph:
     from ..frontends import import_graph as import_source
     from .k210_ops import register_all
 
     register_all()
     out.write("1. Import graph...\n")
-    g = import_source(path)
+    g = import_source(path, fmt)
     g.assign_names()
     return g
 
@@ -233,7 +233,7 @@ class Result:
     kpu_fit: object = None  # kmodelpy.compiler.kpu_ram.KpuFit
 
 
-def lower_and_fit(path, opts: Options, out, calibrate_stage=calibrate, checkpointed=None):
+def lower_and_fit(path, opts: Options, out, calibrate_stage=calibrate, checkpointed=None, fmt: str | None = None):
     """Stages 1-6; when ``fit_kpu_ram`` finds KPU layers that cannot stay on the KPU, all of them once
     more with those layers on the CPU. Returns (HLIR graph, LLIR graph, KpuFit, Context).
     ``checkpointed``: the graph after stage 4.1 when the caller has it already (the fit report)."""
@@ -244,7 +244,7 @@ def lower_and_fit(path, opts: Options, out, calibrate_stage=calibrate, checkpoin
         if checkpointed is not None and not on_cpu:
             g = checkpointed
         else:
-            g = import_graph(path, out)
+            g = import_graph(path, out, fmt)
             optimize(g, ctx, out, opts)
             if opts.inference_type == "uint8":
                 add_checkpoints(g, ctx, opts, out)
@@ -261,11 +261,12 @@ def lower_and_fit(path, opts: Options, out, calibrate_stage=calibrate, checkpoin
         out.write(f"  compiling again with {', '.join(sorted(on_cpu))} on the CPU\n")
 
 
-def run_pipeline(path, opts: Options | None = None, out=None) -> Result:
-    """Compile a float TFLite model to kmodel v4 bytes (the whole §2 pipeline)."""
+def run_pipeline(path, opts: Options | None = None, out=None, fmt: str | None = None) -> Result:
+    """Compile a float TFLite or ONNX model to kmodel v4 bytes (the whole §2 pipeline); ``fmt`` ("tflite" or
+    "onnx", ncc's ``-i``) defaults to the file name's."""
     opts = opts or Options()
     out = out if out is not None else sys.stdout
     opts.validate()
-    g, llir, fit, ctx = lower_and_fit(path, opts, out)
+    g, llir, fit, ctx = lower_and_fit(path, opts, out, fmt=fmt)
     data, sched = generate(llir, out, fit.placement, int(opts.kpu_ram_budget))
     return Result(data, g, llir, sched, ctx.warnings, fit)

@@ -17,10 +17,12 @@ for .tflite, PyTorch for .onnx).
 Explanations ("why not KPU") re-check the §6.2 conditions with the compiler's own predicates
 (:mod:`kmodelpy.compiler.transforms.kpu_lowering`).
 
-KPU RAM: :func:`kmodelpy.compiler.kpu_ram.preview.preview_kpu_ram` runs the rest of the pipeline up to
-``fit_kpu_ram`` (with the ranges of one random input instead of a calibration set), so the report
-gives the KPU RAM the compiled model needs and what ``--kpu-ram-overflow fit`` changes (row bands,
-tensors kept in main memory, another placement, layers moved to the CPU) exactly as the compile will.
+KPU RAM: when the sum of every KPU layer's input and output (an upper bound of ncc's first fit) passes
+2 MiB, :func:`kmodelpy.compiler.kpu_ram.preview.preview_kpu_ram` continues a copy of this graph through
+the rest of the pipeline up to ``fit_kpu_ram`` (with the ranges of one random input instead of a
+calibration set), so the report gives the KPU RAM the compiled model needs and what
+``--kpu-ram-overflow fit`` changes (row bands, tensors kept in main memory, another placement, layers
+moved to the CPU) exactly as the compile will.
 """
 from __future__ import annotations
 

@@ -146,12 +146,13 @@ class Model:
             shapes.append([int(d) for d in shape])
         return shapes
 
-    def _producer_shape(self, mr: MemoryRange, n: int) -> list[int] | None:
-        """Shape of the tensor in ``mr`` (``n`` elements) from the last node writing it. Element-wise
-        nodes whose body holds no shape (quantize, dequantize, unary, memory_copy, table lookup...)
-        pass the question on to the producer of their single non-const input."""
+    def _producer_shape(self, mr: MemoryRange, n: int, k: int | None = None) -> list[int] | None:
+        """Shape of the tensor in ``mr`` (``n`` elements) from the last node before node ``k`` writing
+        it. Element-wise nodes whose body holds no shape (quantize, dequantize, unary, memory_copy, table
+        lookup...) pass the question on to the producer of their single non-const input; a Concat joins
+        its inputs' shapes along the axis its sizes give (``Concat.joined_shape``)."""
         ops = self.kmodel.ops
-        k = len(ops)
+        k = len(ops) if k is None else k
         while True:
             for k in range(k - 1, -1, -1):
                 if any(_same_place(mr, o) for o in ops[k].outputs()):
@@ -164,6 +165,8 @@ class Model:
                 return None
             if shape is not None:
                 return list(shape)
+            if hasattr(ops[k], "joined_shape"):
+                return ops[k].joined_shape([self._producer_shape(r, r.size // r.itemsize, k) for r in ops[k].inputs()])
             ins = [r for r in ops[k].inputs() if r is not None and r.memory_type != MEM_CONST]
             if len(ins) != 1 or ins[0].size // ins[0].itemsize != n:
                 return None

@@ -349,6 +349,11 @@ class _Analysis:
                 return n
         return None
 
+    def _resize_work(self, node, op) -> bool:
+        """A node the resize lowering made for a RESIZE after ``op`` (its edge replication), not ``op``'s crop."""
+        other = self.owner.get(node.name)
+        return other is not None and other != op.index and self.ops[other].kind == "resize"
+
     def weights_of(self, op) -> int:
         """Weights the compiled layer(s) of ``op`` store: read from the compiler's own nodes, so float16/int8 weights
         behind a DEQUANTIZE, sparse weights and the resize lowering's filters count too."""
@@ -467,7 +472,7 @@ class _Analysis:
                 cpu.append(f"Pad {_fmt_pads(p['paddings'])} before it")
         fu = _absorbed_unary(f)
         after = _consumers(f) + (_consumers(fu) if fu is not None else [])
-        after = [c for c in after if self.owner.get(c.name, op.index) == op.index]  # not the next layer's own work
+        after = [c for c in after if not self._resize_work(c, op)]
         slices = [c for c in after if c.op == "strided_slice"]
         for c in after:
             if c.op == "pad" and _is_crop_after(c):

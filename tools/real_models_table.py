@@ -62,7 +62,15 @@ def measure(model: Path, refs: Path, pictures: list[Path], dataset: Path) -> dic
     try:
         fm = kmodelpy.load(model)
     except KmodelpyError as e:
-        row["refused"] = str(e).replace(str(model), model.name)
+        row["refused"], row["refused_at"] = str(e).replace(str(model), model.name), "import"
+        try:  # the input size as the file declares it
+            from kmodelpy.frontends.tflite.reader import read_tflite
+
+            tfl = read_tflite(model)
+            n, h, w, c = tfl.tensors[tfl.inputs[0]].shape
+            row["input"] = f"{w}x{h}x{c}"
+        except (KmodelpyError, ValueError, IndexError):
+            pass
         return row
     _, c, h, w = fm.input_shape
     row["input"] = f"{w}x{h}x{c}"
@@ -142,8 +150,8 @@ def document(rows: list[dict], models: Path, n_pictures: int) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lit = ", ".join(f"{e:.1e}" for e in r["litert"]) if "litert" in r else "no LiteRT reference"
-        if "refused" in r and "input" not in r:
-            lines.append(f"| {r['model']} | | {r['range']} | refused (below) | | | | | |")
+        if r.get("refused_at") == "import":
+            lines.append(f"| {r['model']} | {r.get('input', '')} | {r['range']} | refused (below) | | | | | |")
         elif "refused" in r:
             lines.append(f"| {r['model']} | {r['input']} | {r['range']} | {lit} | not compiled (below) | | | | |")
         else:

@@ -123,3 +123,17 @@ def test_kmodel_agreement_does_not_regress(stem, compiled, float_outputs):
     assert len(stored) == len(measured)
     for k, (now, then) in enumerate(zip(measured, stored)):
         assert now >= then - MARGIN, f"{stem} output {k}: cosine {now:.4f}, was {then:.4f}"
+
+
+def test_fit_report_counts_weights_behind_dequantize(compiled):
+    """face_detection_short_range keeps its weights as float16 behind DEQUANTIZE (and full_range's are sparse):
+    `inspect model.tflite` counts them from the compiler's own nodes (it used to say 0 KiB)."""
+    import re
+
+    from kmodelpy.fit_report import report
+
+    for stem in ("face_detection_short_range", "face_detection_full_range_sparse"):
+        text = report(str(CORPUS / f"{stem}.tflite"))
+        kib = int(re.search(r"estimated weights in the kmodel: (\d+) KiB", text).group(1))
+        size = Path(compiled(stem)).stat().st_size / 1024
+        assert 0.5 * size <= kib <= size, (stem, kib, size)

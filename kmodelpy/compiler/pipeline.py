@@ -33,6 +33,7 @@ class Options:
     dump_ir: bool = False
     target: str = "k210"
     dump_weights_range: bool = False
+    jobs: int | None = None  # calibration threads (None: the free cores)
 
     @property
     def use_dataset_as_input_stat(self) -> bool:
@@ -59,6 +60,8 @@ class Options:
         for flag, v, allowed in checks:
             if v not in allowed:
                 raise InputError(f"{flag} {v!r} is not supported; use one of: {', '.join(allowed)}")
+        if self.jobs is not None and not (isinstance(self.jobs, int) and self.jobs >= 1):
+            raise InputError(f"--jobs {self.jobs!r}: give a number of calibration threads, 1 or more")
         if self.input_std is not None and float(self.input_std) == 0.0:
             raise InputError("--input-std 0 would divide by zero; pass the standard deviation used in training")
         if self.inference_type == "uint8" and not self.dataset:
@@ -151,10 +154,10 @@ def calibrate(g: Graph, ctx: Context, opts: Options, out) -> None:
     out.write("  4.2. Get activation ranges...\n")
     out.write("  Plan buffers...\n")
     ranges = C.collect_ranges(g, opts.dataset, opts.dataset_format, opts.mean, opts.std,
-                              opts.use_dataset_as_input_stat, out)
+                              opts.use_dataset_as_input_stat, out, opts.jobs)
     if opts.calibrate_method == "l2":
         ranges = C.l2_ranges(g, ranges, opts.dataset, opts.dataset_format, opts.mean, opts.std,
-                             opts.use_dataset_as_input_stat, out)
+                             opts.use_dataset_as_input_stat, out, opts.jobs)
     if not opts.use_dataset_as_input_stat:
         oc = g.inputs[0].output
         r = C.fixed_input_range(opts.mean, opts.std)

@@ -239,8 +239,10 @@ def l2_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: f
 def _run(graph, dataset, fmt, mean, std, record, out, jobs=None) -> None:
     """Evaluate every batch (on ``jobs`` threads; default: the free cores) and ``record`` the
     marked values batch after batch in dataset order, as one thread would."""
+    from .._numba_start import install
     from ..parallel import free_cores, map_ordered, one_blas_thread
 
+    install()  # faster loads of the cached kernels
     out = out if out is not None else sys.stdout
     out.write("  Run calibration...\n")
     plan = DatasetPlan(graph, dataset, fmt, mean, std)

@@ -216,6 +216,7 @@ def activate_sorted(cv, coff, mul, bsh, badd, seg, bv_lo, bv_hi, bvs, u):
 
 I32 = np.int32
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 # A channel's 32-bit activation *program*: one row of an i64 table [OC, PROG_ROWS] holding all
 # that :func:`run_program` needs (C offset, batch norm split for i32, up to three formulas of seven
 # values each, eight steps). :func:`i32_program` writes it; a layer's programs are written once
@@ -272,9 +273,9 @@ def _bv32(cv, bn):
     """Bv = floor((cv + coff)·mul / 2^s) + badd in i32 for bn = (coff, mh, ml, s, 16 − s, badd),
     mul = mh·2^s + ml (0 <= ml < 2^s, s <= 15): with C = Ch·2^16 + Cl the product is C·mh +
     Ch·ml·2^(16−s) + (Cl·ml >> s), Cl·ml < 2^31 exact and the rest exact modulo 2^32, so the value
-    is right whenever it fits i32."""
+    is right whenever it fits i32. ``cv`` may be an exact integer held in f32 (a conv sum D)."""
     coff, mh, ml, s, s16, badd = bn
-    c = I32(cv + coff)
+    c = I32(I32(cv) + coff)
     return I32(I32(c * mh) + I32(I32(I32(c >> 16) * ml) << (s16 & 31)) + I32(I32(I32(c & 0xFFFF) * ml) >> (s & 31))
                + badd)
 
@@ -808,8 +809,8 @@ def _c_values32(acc, sxc, sx_mul, cv):
     when sx_mul = 0), the caller having checked it cannot overflow; returns (min, max). C is cv[p]
     + a per-channel constant, added at the activation: i32 halves the memory traffic and doubles
     the vector width of this pass and of the pool before activation."""
-    lo = np.int32(np.iinfo(np.int32).max)
-    hi = np.int32(np.iinfo(np.int32).min)
+    lo = np.int32(I32_MAX)
+    hi = np.int32(I32_MIN)
     m = np.int32(sx_mul)
     for p in range(cv.shape[0]):
         v = _cv32(acc, sxc, m, p)
@@ -864,8 +865,8 @@ def _c_pool2(acc, sxc, sx_mul, ih, iw, use_min, pooled):
 @numba.njit(cache=True, nogil=True)
 def _c_values(acc, sxc, axsx, sx_mul, const, use_axsx, cv):
     """cv[p] = D + sx_mul·Σx' (+ asr(ax·Sx, sx)) + const, the i64 conv result C; returns (min, max)."""
-    lo = np.int64(np.iinfo(np.int64).max)
-    hi = np.int64(np.iinfo(np.int64).min)
+    lo = np.int64(I64_MAX)
+    hi = np.int64(I64_MIN)
     for p in range(cv.shape[0]):
         v = np.int64(acc[p]) + sx_mul * np.int64(sxc[p]) + const
         if use_axsx:
@@ -977,6 +978,9 @@ def _finish_program(acc, sxc, sx_mul, o, n, ih, iw, bnt, prog, pool_type, pool_f
     opix = out.shape[2] * out.shape[3]
     start = (n * out.shape[1] + o) * opix
     flat_out = of[start : start + opix]
+    if sx_mul == 0 and pool_type == 0:  # C = D + coff: one pass from D, every step kept (no C range)
+        run_program(acc, prog, o, np.int64(I32_MAX), flat_out)
+        return ERR_NONE
     if pool_first and pool_type == 1:
         lo, hi = _c_pool2(acc, sxc, sx_mul, ih, iw, use_min, pooled32)
         src, dst = pooled32, flat_out
@@ -1148,7 +1152,7 @@ def select_input(x, n, ram, ram_src, k, zp, ax, xm, sx, s, dx, oh, ow, xp, cols,
     xf = xp.reshape(xp.size)
     cf = cols.reshape(cols.size)
     npos = U64(oh * ow)
-    uow, us = U64(ow), U64(s)
+    uow, us, two = U64(ow), U64(s), U64(2)
     with_sum = xm != 0 or sx != 0  # else Σx' is folded into the weights
     if with_sum:
         for i in range(npos):
@@ -1160,8 +1164,12 @@ def select_input(x, n, ram, ram_src, k, zp, ax, xm, sx, s, dx, oh, ow, xp, cols,
                 for y in range(U64(oh)):
                     d = r + y * uow
                     b = U64((c * ph + ky) * pw + dx + kx) + y * us * U64(pw)
-                    for i in range(uow):
-                        cf[d + i] = xf[b + i * us]
+                    if s == 2:  # a constant stride: LLVM gathers it with vector shuffles
+                        for i in range(uow):
+                            cf[d + i] = xf[b + i * two]
+                    else:
+                        for i in range(uow):
+                            cf[d + i] = xf[b + i * us]
                 if with_sum:
                     for i in range(npos):
                         acc[i] += cf[r + i]

@@ -121,7 +121,10 @@ def cmd_infer(args) -> int:
     spare = [model]  # the first worker runs the model loaded above, each other one loads its own
 
     def worker_model():
-        return spare.pop() if spare else _load_model(args.model)  # (list.pop is atomic)
+        try:
+            return spare.pop()  # (atomic: one worker gets it)
+        except IndexError:
+            return _load_model(args.model)
 
     def infer(m, group):
         samples = [load_input(f, args.dataset_format, dtype, (c, h, w), args.input_mean, args.input_std)
@@ -325,6 +328,9 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .parallel import one_blas_thread
+
+    one_blas_thread.pin_from_start()  # before numpy is imported: OpenBLAS with one thread
     debug = os.environ.get("KMODELPY_DEBUG") == "1"
     try:
         args = build_parser(argv).parse_args(argv)

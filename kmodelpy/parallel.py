@@ -4,6 +4,7 @@
   threads spin while they wait for work, for cores that other processes hold: on a busy 2-core
   machine that made a run 3-5x slower. Entered around every model run (cheap when already in
   force) and around whole CLI commands; the process's own BLAS setting is put back on leaving.
+  The command line starts OpenBLAS with one thread instead (``pin_from_start``).
 * :func:`map_ordered` -- ``work(state, item)`` for every item, in order, on ``jobs`` threads,
   ``state = init()`` made once per worker (a model loaded once per worker). The kernels release
   the GIL (numba ``nogil``, BLAS, OpenCV), so threads scale; idle workers block on a queue and
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import deque
 
@@ -109,8 +111,18 @@ class _OneBlasThread:
         self._depth = 0
         self._libs = None  # threadpoolctl's controllers of the loaded BLAS libraries, found once
         self._saved = ()
+        self.from_start = False  # OpenBLAS was started with one thread (pin_from_start): nothing to do
+
+    def pin_from_start(self) -> None:
+        """Before numpy is first imported (the command line): OpenBLAS starts with one thread and
+        no thread pool, so entering costs nothing and threadpoolctl is never imported."""
+        if "numpy" not in sys.modules and "OPENBLAS_NUM_THREADS" not in os.environ:
+            os.environ["OPENBLAS_NUM_THREADS"] = "1"
+            self.from_start = True
 
     def __enter__(self):
+        if self.from_start:
+            return self
         with self._lock:
             if self._depth == 0:
                 if self._libs is None:
@@ -128,6 +140,8 @@ class _OneBlasThread:
         return self
 
     def __exit__(self, *exc):
+        if self.from_start:
+            return False
         with self._lock:
             self._depth -= 1
             if self._depth == 0:

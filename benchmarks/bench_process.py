@@ -130,7 +130,9 @@ def main(argv=None) -> int:
     for _, _, _, fn in measures:  # warm-up (numba cache, file cache)
         for tree in trees.values():
             fn(tree)
-    rows = []
+    print()
+    print("| measure | " + " | ".join(f"{n} ({t})" for n, t in trees.items()) + " |")
+    print("|---|" + "---|" * len(trees), flush=True)
     for busy in (False, True):
         results = {(m[0], name): [] for m in measures for name in trees}
         for _ in range(args.repeats):
@@ -143,14 +145,8 @@ def main(argv=None) -> int:
                         results[(label, name)].append(fn(tree))
         for label, unit, scale, _ in measures:
             cells = [f"{scale * statistics.median(results[(label, n)]):.3g} {unit}" for n in trees]
-            rows.append((label + (" (2 busy neighbours)" if busy else ""), cells))
-        if busy is False:
-            print(f"load average after the quiet runs: {os.getloadavg()[0]:.2f}")
-    print()
-    print("| measure | " + " | ".join(f"{n} ({t})" for n, t in trees.items()) + " |")
-    print("|---|" + "---|" * len(trees))
-    for label, cells in rows:
-        print(f"| {label} | " + " | ".join(cells) + " |")
+            print(f"| {label}{' (2 busy neighbours)' if busy else ''} | " + " | ".join(cells) + " |", flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -103,13 +103,14 @@ def map_ordered(work, items, jobs: int = 1, init=None):
 
 class _OneBlasThread:
     """Reference-counted 'BLAS on one thread' for the whole process (threads may overlap): the
-    first to enter sets every loaded BLAS library to one thread (threadpoolctl), the last to leave
-    puts the previous settings back."""
+    first to enter sets every loaded BLAS library to one thread (threadpoolctl; the libraries are
+    looked up again after imports), the last to leave puts the previous settings back."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._depth = 0
-        self._libs = None  # threadpoolctl's controllers of the loaded BLAS libraries, found once
+        self._libs = None  # threadpoolctl's controllers of the loaded BLAS libraries
+        self._modules = -1  # len(sys.modules) when they were found: an import may bring another
         self._saved = ()
         self.from_start = False  # OpenBLAS was started with one thread (pin_from_start): nothing to do
 
@@ -125,10 +126,11 @@ class _OneBlasThread:
             return self
         with self._lock:
             if self._depth == 0:
-                if self._libs is None:
+                if self._modules != len(sys.modules):
                     from threadpoolctl import ThreadpoolController
 
                     self._libs = ThreadpoolController().select(user_api="blas").lib_controllers
+                    self._modules = len(sys.modules)
                 saved = []
                 for lib in self._libs:
                     n = lib.get_num_threads()

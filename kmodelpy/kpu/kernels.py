@@ -1152,7 +1152,7 @@ def select_input(x, n, ram, ram_src, k, zp, ax, xm, sx, s, dx, oh, ow, xp, cols,
     xf = xp.reshape(xp.size)
     cf = cols.reshape(cols.size)
     npos = U64(oh * ow)
-    uow, us, two = U64(ow), U64(s), U64(2)
+    uow, us = U64(ow), U64(s)
     with_sum = xm != 0 or sx != 0  # else Σx' is folded into the weights
     if with_sum:
         for i in range(npos):
@@ -1164,12 +1164,8 @@ def select_input(x, n, ram, ram_src, k, zp, ax, xm, sx, s, dx, oh, ow, xp, cols,
                 for y in range(U64(oh)):
                     d = r + y * uow
                     b = U64((c * ph + ky) * pw + dx + kx) + y * us * U64(pw)
-                    if s == 2:  # a constant stride: LLVM gathers it with vector shuffles
-                        for i in range(uow):
-                            cf[d + i] = xf[b + i * two]
-                    else:
-                        for i in range(uow):
-                            cf[d + i] = xf[b + i * us]
+                    for i in range(uow):
+                        cf[d + i] = xf[b + i * us]
                 if with_sum:
                     for i in range(npos):
                         acc[i] += cf[r + i]

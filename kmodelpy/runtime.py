@@ -296,4 +296,16 @@ def _same_place(a: MemoryRange, b: MemoryRange) -> bool:
 def load_kmodel(path) -> Model:
     from .errors import read_user_file
 
-    return Model.from_bytes(read_user_file(path, "a .kmodel file"), str(path))
+    return model_from_bytes(read_user_file(path, "a .kmodel file"), str(path))
+
+
+def model_from_bytes(data: bytes, path: str = "model"):
+    """A runnable model of kmodel bytes: v4 (:class:`Model`) or v3 (:class:`kmodelpy.v3.model.Model`),
+    told apart by the first word."""
+    from .v3.kmodel import is_kmodel_v3
+
+    if is_kmodel_v3(data):
+        from .v3.model import Model as ModelV3
+
+        return ModelV3.from_bytes(data, path)
+    return Model.from_bytes(data, path)

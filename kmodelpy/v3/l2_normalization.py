@@ -1,0 +1,54 @@
+"""L2_NORMALIZATION (14): ``out = x / sqrt(max(sum x^2, 1e-10))`` over ``channels`` float32
+(kpu.c 1079-1094). Device: ``sum = fmaf(x, x, sum)`` in order, ``sum < 1e-10f -> 1e-10f``,
+``r = 1.0f / sqrtf(sum)`` (fsqrt, fdiv), ``out = x * r``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..fma import fmaf
+from .layer import Layer, main_f32, register
+
+EPSILON = np.float32(1e-10)
+
+
+@numba.njit(cache=True)
+def l2_normalize(src, dest):
+    s = np.float32(0.0)
+    for i in range(src.size):
+        s = fmaf(src[i], src[i], s)
+    if s < EPSILON:
+        s = EPSILON
+    r = np.float32(1.0) / np.sqrt(s)
+    for i in range(src.size):
+        dest[i] = src[i] * r
+
+
+@register
+@dataclass(eq=False)
+class L2Normalization(Layer):
+    code = 14
+    name = "L2_NORMALIZATION"
+    WORDS = ("flags", "input", "output", "channels")
+
+    flags: int = 0
+    input: int = 0
+    output: int = 0
+    channels: int = 0
+
+    def inputs(self):
+        return [main_f32(self.input, self.channels)]
+
+    def outputs(self):
+        return [main_f32(self.output, self.channels)]
+
+    def output_shape(self):
+        return [1, int(self.channels)]
+
+    def summary(self) -> str:
+        return f"{self.channels} float32"
+
+    def run(self, mem) -> None:
+        l2_normalize(mem.f32(self.inputs()[0]), mem.f32(self.outputs()[0]))

@@ -1,0 +1,61 @@
+"""SOFTMAX (15) over ``channels`` float32 (kpu.c 1096-1116), as the device build runs it:
+``max`` starts at FLT_MIN (the smallest positive normal, not -FLT_MAX: all-negative inputs are
+shifted by FLT_MIN, not by their maximum) and takes ``fmaxf``; ``e = expf(x - max)`` (newlib's
+expf with its fused multiply-adds, :mod:`kmodelpy.newlib`), ``sum += e``, ``out = e``; then
+``r = 1.0f / sum`` once and ``out *= r``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..newlib import expf
+from .layer import Layer, main_f32, register
+
+FLT_MIN = np.float32(np.finfo(np.float32).tiny)
+
+
+@numba.njit(cache=True)
+def softmax(src, dest):
+    m = FLT_MIN
+    for i in range(src.size):
+        x = src[i]
+        if x > m:  # fmaxf: a NaN input leaves the maximum as it is
+            m = x
+    s = np.float32(0.0)
+    for i in range(src.size):
+        e = expf(src[i] - m, True)
+        s += e
+        dest[i] = e
+    r = np.float32(1.0) / s
+    for i in range(dest.size):
+        dest[i] = dest[i] * r
+
+
+@register
+@dataclass(eq=False)
+class Softmax(Layer):
+    code = 15
+    name = "SOFTMAX"
+    WORDS = ("flags", "input", "output", "channels")
+
+    flags: int = 0
+    input: int = 0
+    output: int = 0
+    channels: int = 0
+
+    def inputs(self):
+        return [main_f32(self.input, self.channels)]
+
+    def outputs(self):
+        return [main_f32(self.output, self.channels)]
+
+    def output_shape(self):
+        return [1, int(self.channels)]
+
+    def summary(self) -> str:
+        return f"{self.channels} float32"
+
+    def run(self, mem) -> None:
+        softmax(mem.f32(self.inputs()[0]), mem.f32(self.outputs()[0]))

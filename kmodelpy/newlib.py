@@ -1,8 +1,11 @@
 """newlib's libm as the K210 firmware runs it, callable from numba kernels.
 
 ``expf`` is newlib's fdlibm single-precision exponential (``newlib/libm/math/ef_exp.c``,
-``__ieee754_expf``) behind its ``wf_exp.c`` wrapper (x > 88.7216796875 -> inf, x < -103.972084 -> 0),
-the version the Kendryte toolchain links (kendryte-newlib @ 01de41f5, "obsolete" math for RISC-V).
+``__ieee754_expf``), the version the Kendryte toolchain links (kendryte-newlib @ 01de41f5: "obsolete"
+math for RISC-V). Its ``wf_exp.c`` wrapper returns ``__ieee754_expf(x)`` unchanged, as newlib is built
+for RISC-V without ``_POSIX_MODE`` (``_LIB_VERSION == _IEEE_``, libm/common/s_lib_ver.c): so
+x > 88.7228317 (0x42b17217) gives inf, x < -103.972084 (0xc2cff1b5) gives 0, and in between the result
+is finite (the POSIX wrapper would return inf from 88.7216797 on).
 
 The last bits depend on how the library was compiled. GCC contracts ``a*b + c`` into a fused
 multiply-add by default (``-ffp-contract=fast``) where the target has one, and the K210's does:
@@ -45,8 +48,8 @@ _P2 = _bits(0xBB360B61)
 _P3 = _bits(0x388AB355)
 _P4 = _bits(0xB5DDEA0E)
 _P5 = _bits(0x3331BB4C)
-_O_THRESHOLD = _bits(0x42B17180)  # wf_exp.c: x > this -> HUGE_VAL (inf)
-_U_THRESHOLD = _bits(0xC2CFF1B5)  # wf_exp.c: x < this -> 0
+_LOG_MAX = _bits(0x42B17217)  # FLT_UWORD_LOG_MAX: x > this -> huge*huge (inf)
+_LOG_MIN = _bits(0xC2CFF1B5)  # -FLT_UWORD_LOG_MIN: x < this -> twom100*twom100 (0)
 _HALF_LN2 = _bits(0x3EB17218)  # |x| > 0.5 ln2: reduce
 _THREE_HALF_LN2 = _bits(0x3F851592)  # |x| < 1.5 ln2: k = +-1
 _TINY = _bits(0x31800000)  # |x| < 2^-28: 1 + x
@@ -68,9 +71,9 @@ def expf(x, fused=True):
     x = np.float32(x)
     if x != x:
         return x + x
-    if x > _O_THRESHOLD:
+    if x > _LOG_MAX:
         return _INF
-    if x < _U_THRESHOLD:
+    if x < _LOG_MIN:
         return _ZERO
     ax = abs(x)
     neg = x < _ZERO

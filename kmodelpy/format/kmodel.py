@@ -60,8 +60,8 @@ class KModel:
         if ident != KMODEL_IDENTIFIER:
             if ident == 3:
                 raise UnsupportedError(
-                    f"{file}: this is a kmodel v3 (from nncase v0.1 / the old Maix toolbox); kmodelpy reads "
-                    "kmodel v4 only: recompile the source model with `kmodelpy compile` (or ncc v0.2)"
+                    f"{file}: this is a kmodel v3 (nncase v0.1): this reader is for kmodel v4; "
+                    "kmodelpy.load and the kmodelpy commands read both (kmodelpy.v3.KModelV3 is the v3 container)"
                 )
             raise FormatError(
                 f"{file}: not a kmodel (magic {data[:4].hex()} instead of 4c444d4b 'LDMK'); "

@@ -39,13 +39,13 @@ def _llvm_fma_f32(typingctx, a, b, c):
     return sig, codegen
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def fmaf(a, b, c):
     """C ``fmaf``: ``a*b + c`` on float32 values with one rounding (arguments cast to float32)."""
     return _llvm_fma_f32(np.float32(a), np.float32(b), np.float32(c))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def roundf(x):
     """C ``roundf`` on a float32: the nearest integer, halves away from zero (NaN and infinities
     unchanged). ``|x| + 0.5`` is exact in float64 for every float32 below 2^23."""
@@ -56,7 +56,7 @@ def roundf(x):
     return np.float32(math.copysign(math.floor(a + 0.5), np.float64(x)))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def f32_to_i32(x):
     """RISC-V ``fcvt.w.s`` with ``rtz`` (a C ``(int)`` cast of a float on the K210): truncate
     toward zero, saturate to the int32 range, NaN -> INT32_MAX."""
@@ -70,7 +70,7 @@ def f32_to_i32(x):
     return int(v)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _fma_loop(a, b, c, out):
     for i in range(out.size):
         out[i] = fmaf(a[i], b[i], c[i])

@@ -57,7 +57,7 @@ _INF = np.float32(np.inf)
 _ZERO = np.float32(0.0)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _mla(a, b, c, fused):
     """``a*b + c``: one fmaf, or a float32 product and a float32 sum."""
     if fused:
@@ -65,7 +65,7 @@ def _mla(a, b, c, fused):
     return np.float32(a * b) + c
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def expf(x, fused=True):
     """newlib's ``expf`` of a float32 (see the module docstring for ``fused``)."""
     x = np.float32(x)
@@ -111,7 +111,7 @@ def expf(x, fused=True):
     return np.float32(math.ldexp(np.float64(y), k))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _expf_loop(x, out, fused):
     for i in range(x.size):
         out[i] = expf(x[i], fused)

@@ -22,13 +22,13 @@ import numpy as np
 from .layer import Layer, main_f32, main_u8, register
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _add_f32(a, b, out):
     for i in range(out.size):
         out[i] = a[i] + b[i]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def carry_shift(v, shift):
     """kpu_carry_shift on an int64 ``v`` with a u32 ``shift``."""
     if shift > 0:
@@ -43,7 +43,7 @@ def carry_shift(v, shift):
     return v
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _quantized_add(a, b, out, n, off_a, mul_a, sh_a, off_b, mul_b, sh_b, off_o, mul_o, sh_o):
     """The SDK's loop: 8 elements of a and b read, then 8 results written (matters only when the
     output overlaps an input)."""

@@ -15,13 +15,13 @@ from ..fma import fmaf
 from .layer import Layer, main_f32, main_u8, register
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def dequantize(src, dest, scale, bias):
     for i in range(dest.size):
         dest[i] = fmaf(np.float32(src[i]), scale, bias)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def channelwise_dequantize(src, dest, channel_size, params):
     i = 0
     for c in range(params.shape[0]):

@@ -9,7 +9,7 @@ import numba
 from .layer import Layer, main_f32, register, shape3
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def flatten(src, dest, w, h, c):
     o = 0
     for y in range(h):

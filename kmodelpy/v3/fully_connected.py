@@ -25,7 +25,7 @@ from .layer import Layer, main_f32, register
 ACTIVATIONS = {0: "linear", 1: "relu", 2: "relu6"}
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def fully_connected(src, dest, weights, bias, act):
     n_out, n_in = weights.shape
     x = src  # read in the loop, as C does (dest may overlap src)

@@ -11,7 +11,7 @@ import numpy as np
 from .layer import Layer, main_f32, register
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def global_average_pool(src, dest, kernel_size, channels):
     r = np.float32(1.0) / np.float32(kernel_size)
     i = 0

@@ -14,7 +14,7 @@ from .layer import Layer, main_f32, register
 EPSILON = np.float32(1e-10)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def l2_normalize(src, dest):
     s = np.float32(0.0)
     for i in range(src.size):

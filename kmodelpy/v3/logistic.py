@@ -11,7 +11,7 @@ from ..newlib import expf
 from .layer import Layer, main_f32, register
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def logistic(src, dest):
     one = np.float32(1.0)
     for i in range(dest.size):

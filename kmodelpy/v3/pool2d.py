@@ -18,13 +18,13 @@ from .layer import Layer, main_f32, main_u8, register, shape3
 ERR_OUTSIDE = 1  # a window tap outside the input range (a damaged body)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _s32(v):
     v = v & 0xFFFFFFFF
     return v - 0x100000000 if v >= 0x80000000 else v
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _window(ox, oy, in_w, in_h, kw, kh, sw, sh, pw, ph):
     """(x0, y0, kx_start, kx_end, ky_start, ky_end) of one output, with kpu.c's int32/u32 arithmetic."""
     x0 = _s32(((ox * sw) & 0xFFFFFFFF) - pw)
@@ -36,13 +36,13 @@ def _window(ox, oy, in_w, in_h, kw, kh, sw, sh, pw, ph):
     return x0, y0, kxs, kxe, kys, kye
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _tap(base, x0, y0, kx, ky, in_w):
     """Element index of a tap: ``channel_src[in_y * in_w + in_x]`` in u32 arithmetic."""
     return base + ((((_s32(y0 + ky) * in_w) & 0xFFFFFFFF) + _s32(x0 + kx)) & 0xFFFFFFFF)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def max_pool(src, dest, in_w, in_h, out_w, out_h, out_c, kw, kh, sw, sh, pw, ph):
     """QUANTIZED_MAX_POOL2D on u8; returns 0 or ERR_OUTSIDE."""
     o = 0
@@ -63,7 +63,7 @@ def max_pool(src, dest, in_w, in_h, out_w, out_h, out_c, kw, kh, sw, sh, pw, ph)
     return 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def average_pool(src, dest, in_w, in_h, out_w, out_h, out_c, kw, kh, sw, sh, pw, ph):
     """AVERAGE_POOL2D on float32; returns 0 or ERR_OUTSIDE."""
     o = 0

@@ -15,7 +15,7 @@ from ..fma import f32_to_i32, roundf
 from .layer import Layer, main_f32, main_u8, register
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def quantize(src, dest, scale, bias):
     r = np.float32(1.0) / scale
     for i in range(dest.size):

@@ -9,7 +9,7 @@ import numpy as np
 from .layer import Layer, main_u8, register
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def requantize(src, dest, table):
     for i in range(dest.size):
         dest[i] = table[src[i]]

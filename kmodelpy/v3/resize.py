@@ -14,7 +14,7 @@ from .layer import Layer, main_f32, main_u8, register, shape3
 ERR_OUTSIDE = 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _source_index(o, scale, n_in):
     """``(uint32_t)min(floorf(o * scale), n_in - 1)``: the u32 ``n_in - 1`` is compared as a float,
     and the conversion is RISC-V's ``fcvt.wu.s`` (truncate; negative -> 0, NaN or too big -> 2^32-1)."""
@@ -28,7 +28,7 @@ def _source_index(o, scale, n_in):
     return int(v)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def resize_nearest(src, dest, in_w, in_h, in_c, out_w, out_h):
     hs = np.float32(in_h) / np.float32(out_h)
     ws = np.float32(in_w) / np.float32(out_w)

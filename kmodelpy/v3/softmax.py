@@ -16,7 +16,7 @@ from .layer import Layer, main_f32, register
 FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def softmax(src, dest):
     m = FLT_MIN
     for i in range(src.size):

@@ -95,10 +95,10 @@ class KModelV3:
             end = pos + size
             if end > len(data) + LAST_BODY_SLACK:
                 raise FormatError(
-                    f"{file}: layer {k} ({cls_.name}) body [{pos}, {end}) runs past the end of the "
+                    f"{file}: kmodel v3 layer {k} ({cls_.name}) body [{pos}, {end}) runs past the end of the "
                     f"{len(data)}-byte file; the file is truncated"
                 )
-            br = Reader(padded, pos, end, f"layer {k} ({cls_.name}) body", file)
+            br = Reader(padded, pos, end, f"kmodel v3 layer {k} ({cls_.name}) body", file)
             layer = _read_body(cls_, br, k, file)
             rest = bytes(padded[br.pos : end])
             natural = (-br.pos) % 8
@@ -142,11 +142,11 @@ def _known_class(code: int, k: int, file: str):
         return cls_
     if code in LAYER_TYPES:
         raise UnsupportedError(
-            f"{file}: layer {k} has type {code} ({LAYER_TYPES[code]}), which the K210 SDK's kmodel v3 runtime "
+            f"{file}: kmodel v3 layer {k} has type {code} ({LAYER_TYPES[code]}), which the K210 SDK's runtime "
             "does not implement (it stops with 'Layer is not supported'); this kmodel cannot run on a K210"
         )
     raise UnsupportedError(
-        f"{file}: layer {k} has unknown type {code} (0x{code:X}); kmodel v3 layer types are {KNOWN_RANGES}: "
+        f"{file}: kmodel v3 layer {k} has unknown type {code} (0x{code:X}); the layer types are {KNOWN_RANGES}: "
         "the file is damaged or not a kmodel v3"
     )
 
@@ -159,7 +159,7 @@ def _read_body(cls_, br: Reader, k: int, file: str) -> Layer:
         raise
     except (ValueError, IndexError, OverflowError, MemoryError, struct.error, TypeError, KeyError) as e:
         raise FormatError(
-            f"{file}: layer {k} ({cls_.name}) body is inconsistent ({type(e).__name__}: "
+            f"{file}: kmodel v3 layer {k} ({cls_.name}) body is inconsistent ({type(e).__name__}: "
             f"{' '.join(str(e).split())}); the file is damaged"
         ) from None
 

@@ -66,11 +66,12 @@ def describe(km: KModelV3, file_size: int | None = None, path: str = "model") ->
     main_hw, kpu_lo, kpu_hw = _high_water(km)
     lines += [
         "memory:",
-        f"  main memory: {_size(km.main_mem)} of the K210's 6 MB (layers use up to {main_hw} B)"
+        f"  main memory: {_size(km.main_mem)} of the K210's 6 MB (high-water of the layers and outputs: {main_hw} B)"
         + ("  [!] too large" if km.main_mem > K210_MAIN_RAM else ""),
-        f"  KPU RAM high-water: {_size(kpu_hw)} of 2 MB" + ("  [!] too large" if kpu_hw > K210_KPU_RAM else "")
-        + f"; maps use bytes [{kpu_lo}, {kpu_hw}) = {_size(kpu_hw - kpu_lo)}"
-        + f" (header max_start_address {km.max_start_address})",
+        f"  KPU RAM high-water: {_size(kpu_hw - kpu_lo)} of 2 MB, bytes [{kpu_lo}, {kpu_hw})"
+        + ("  [!] too large" if kpu_hw > K210_KPU_RAM else "")
+        + (f" (nncase v0.1 fills it from the top: header max_start_address {km.max_start_address} = the lowest line)"
+           if km.max_start_address * 64 == kpu_lo else f" (header max_start_address {km.max_start_address})"),
     ]
     if file_size:
         total = file_size + km.main_mem

@@ -265,3 +265,20 @@ def test_mutated_words_only_raise_kmodelpy_errors(fuzz_models, data):
 def test_truncated_files_only_raise_kmodelpy_errors(fuzz_models, data):
     raw = data.draw(st.sampled_from(fuzz_models))
     _parse_and_run(raw[: data.draw(st.integers(0, len(raw) - 1))])
+
+
+@pytest.mark.parametrize("mutate, kind, words", BAD[::3] + [BAD[5]])
+@pytest.mark.parametrize("command", ["infer", "run", "inspect"])
+def test_bad_files_through_the_cli(mutate, kind, words, command, tmp_path, capsys):
+    from kmodelpy import cli
+
+    bad = tmp_path / "bad.kmodel"
+    bad.write_bytes(mutate(MNIST.read_bytes()))
+    sample = V3 / "maixpy_mnist" / "inputs" / "digit0_idx0.bin"
+    out = tmp_path / "out"
+    argv = {"infer": ["infer", bad, out, "--dataset", sample, "--dataset-format", "raw"],
+            "run": ["run", bad, sample, "--save", out], "inspect": ["inspect", bad]}[command]
+    rc = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and words in err and str(bad) in err
+    assert not out.exists() or not any(out.iterdir())

@@ -71,6 +71,8 @@ class Memory:
 class Model:
     """A loaded kmodel, ready to run. ``kmodelpy.load(path)`` returns one."""
 
+    UNIT = "node"  # what errors call a step of the model (kmodel v3: "layer")
+
     def __init__(self, km: KModel, path: str = "model"):
         self.kmodel = km
         self.path = str(path)
@@ -232,7 +234,7 @@ class Model:
 
     def _run_node(self, k: int, op) -> bool:
         mem = self.mem
-        mem.node = f"node {k} ({op.name})"
+        mem.node = f"{self.UNIT} {k} ({op.name})"
         try:
             op.run(mem)
         except KernelFailure as e:

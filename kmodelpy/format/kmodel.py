@@ -116,7 +116,7 @@ class KModel:
                     f"{len(data)}-byte file; the file is truncated"
                 )
             br = Reader(data, pos, min(end, len(data)), f"node {k} ({cls_.name}) body", file)
-            op = _read_body(cls_, br, k, file)
+            op = read_body(cls_, br, f"node {k} ({cls_.name})", file)
             rest = bytes(data[br.pos : min(end, len(data))])
             natural = (-(br.pos)) % 8
             short = max(0, end - len(data))  # only the last body may be cut short (ncc quirk)
@@ -170,9 +170,10 @@ class KModel:
         return out + self.trailer
 
 
-def _read_body(cls_, br: Reader, k: int, file: str):
-    """Parse one body; anything but a KmodelpyError raised by the op's reader means the body's
-    fields are inconsistent (a damaged file), and is reported as such."""
+def read_body(cls_, br: Reader, what: str, file: str):
+    """Parse one body with ``cls_.read``; anything but a KmodelpyError raised by the reader means the
+    body's fields are inconsistent (a damaged file), and is reported as such (``what`` names the body:
+    "node 3 (Conv2D)"; kmodel v3 uses this too)."""
     from ..errors import KmodelpyError
 
     try:
@@ -181,7 +182,7 @@ def _read_body(cls_, br: Reader, k: int, file: str):
         raise
     except (ValueError, IndexError, OverflowError, MemoryError, struct.error, TypeError, KeyError) as e:
         raise FormatError(
-            f"{file}: node {k} ({cls_.name}) body is inconsistent ({type(e).__name__}: "
+            f"{file}: {what} body is inconsistent ({type(e).__name__}: "
             f"{' '.join(str(e).split())}); the file is damaged"
         ) from None
 

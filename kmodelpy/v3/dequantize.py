@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from ..fma import fmaf
-from .layer import Layer, main_f32, main_u8, register
+from .layer import Layer, ScaleBiasLayer, main_f32, main_u8, register
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -33,24 +33,9 @@ def channelwise_dequantize(src, dest, channel_size, params):
 
 @register
 @dataclass(eq=False)
-class Dequantize(Layer):
+class Dequantize(ScaleBiasLayer):
     code = 12
     name = "DEQUANTIZE"
-    WORDS = ("flags", "input", "output", "count")
-
-    flags: int = 0
-    input: int = 0
-    output: int = 0
-    count: int = 0
-    scale: float = 1.0
-    bias: float = 0.0
-
-    def read_rest(self, r) -> None:
-        self.scale, self.bias = r.f32("scale"), r.f32("bias")
-
-    def write_rest(self, w) -> None:
-        w.f32(self.scale)
-        w.f32(self.bias)
 
     def inputs(self):
         return [main_u8(self.input, self.count)]

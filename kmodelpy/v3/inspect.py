@@ -60,7 +60,7 @@ def describe(km: KModelV3, file_size: int | None = None, path: str = "model") ->
                          f"{layers[0].layer_argument.image_src_addr}")
         else:
             lines.append(f"input: float32 {shape}: {model.input_shape[-1]} values copied to main memory "
-                         f"[{model._input[3].start}, {model._input[3].start + model._input[3].size})")
+                         f"[{model._place[0].start}, {model._place[0].start + model._place[0].size})")
     for i, ((address, size), shape) in enumerate(zip(km.outputs, shapes)):
         lines.append(f"output {i}: float32 {'x'.join(map(str, shape))} in main [{address}, {address + size}) {size} B")
     main_hw, kpu_lo, kpu_hw = _high_water(km)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from ..errors import FormatError, KmodelpyError, UnsupportedError
+from ..errors import FormatError, UnsupportedError
 from ..format.binio import Reader, Writer
+from ..format.kmodel import read_body
 from .layer import LAYER_TYPES, Layer, layer_class
 
 VERSION = 3
@@ -61,6 +62,8 @@ class KModelV3:
     def layers(self) -> list[Layer]:
         return [e.layer for e in self.entries]
 
+    ops = layers  # what the runner (kmodel v4's) iterates
+
     # ------------------------------------------------------------------ reading
     @classmethod
     def parse(cls, data: bytes, file: str = "model") -> "KModelV3":
@@ -99,7 +102,7 @@ class KModelV3:
                     f"{len(data)}-byte file; the file is truncated"
                 )
             br = Reader(padded, pos, end, f"kmodel v3 layer {k} ({cls_.name}) body", file)
-            layer = _read_body(cls_, br, k, file)
+            layer = read_body(cls_, br, f"kmodel v3 layer {k} ({cls_.name})", file)
             rest = bytes(padded[br.pos : end])
             natural = (-br.pos) % 8
             entries.append(LayerEntry(layer, None if (not any(rest) and len(rest) == natural) else rest))
@@ -149,19 +152,6 @@ def _known_class(code: int, k: int, file: str):
         f"{file}: kmodel v3 layer {k} has unknown type {code} (0x{code:X}); the layer types are {KNOWN_RANGES}: "
         "the file is damaged or not a kmodel v3"
     )
-
-
-def _read_body(cls_, br: Reader, k: int, file: str) -> Layer:
-    """Parse one body; anything but a KmodelpyError means inconsistent fields (a damaged file)."""
-    try:
-        return cls_.read(br)
-    except KmodelpyError:
-        raise
-    except (ValueError, IndexError, OverflowError, MemoryError, struct.error, TypeError, KeyError) as e:
-        raise FormatError(
-            f"{file}: kmodel v3 layer {k} ({cls_.name}) body is inconsistent ({type(e).__name__}: "
-            f"{' '.join(str(e).split())}); the file is damaged"
-        ) from None
 
 
 def layer_types(data: bytes, file: str = "model") -> list[int]:

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from ..fma import fmaf
-from .layer import Layer, main_f32, register
+from .layer import VectorLayer, register
 
 EPSILON = np.float32(1e-10)
 
@@ -28,27 +28,7 @@ def l2_normalize(src, dest):
 
 @register
 @dataclass(eq=False)
-class L2Normalization(Layer):
+class L2Normalization(VectorLayer):
     code = 14
     name = "L2_NORMALIZATION"
-    WORDS = ("flags", "input", "output", "channels")
-
-    flags: int = 0
-    input: int = 0
-    output: int = 0
-    channels: int = 0
-
-    def inputs(self):
-        return [main_f32(self.input, self.channels)]
-
-    def outputs(self):
-        return [main_f32(self.output, self.channels)]
-
-    def output_shape(self):
-        return [1, int(self.channels)]
-
-    def summary(self) -> str:
-        return f"{self.channels} float32"
-
-    def run(self, mem) -> None:
-        l2_normalize(mem.f32(self.inputs()[0]), mem.f32(self.outputs()[0]))
+    kernel = staticmethod(l2_normalize)

@@ -15,10 +15,10 @@ Main-memory addresses are byte offsets into the main buffer; KPU addresses in bo
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-
+from ..errors import FormatError
 from ..format.binio import DT_FLOAT32, DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
 
 # kpu.h kpu_model_layer_type_t: every name, so an unsupported one can be named in errors
@@ -77,6 +77,18 @@ def main_f32(start: int, count: int) -> MemoryRange:
 
 def main_u8(start: int, count: int) -> MemoryRange:
     return MemoryRange(MEM_MAIN, DT_UINT8, int(start), int(count))
+
+
+def main_items(start: int, count: int, item: int) -> MemoryRange:
+    """``count`` elements of ``item`` bytes (1: u8, 4: float32) at byte ``start`` of main memory."""
+    return main_u8(start, count) if item == 1 else main_f32(start, count)
+
+
+def outside_main_memory(mem, what: str) -> FormatError:
+    """The error of a layer that would read past main memory (inconsistent fields: the C code reads
+    whatever follows its buffer)."""
+    return FormatError(f"{mem.file}: {mem.node}: {what} outside main memory (its shape fields disagree); "
+                       "the file is damaged")
 
 
 def kpu_range(line: int, nbytes: int) -> MemoryRange:
@@ -144,11 +156,51 @@ class Layer:
         return ""
 
 
-def f32_view(mem, start: int) -> np.ndarray:
-    """float32 view of main memory from byte ``start`` to its end (what a C kernel can reach)."""
-    n = max(0, (len(mem.main) - int(start)) // 4)
-    return mem.main[int(start) : int(start) + 4 * n].view(np.float32)
+@dataclass(eq=False)
+class VectorLayer(Layer):
+    """Body ``flags, input, output, channels``: ``channels`` float32 in, as many out, through the
+    numba ``kernel(src, dest)`` (L2_NORMALIZATION, SOFTMAX, LOGISTIC)."""
+
+    WORDS = ("flags", "input", "output", "channels")
+    kernel: ClassVar = None
+
+    flags: int = 0
+    input: int = 0
+    output: int = 0
+    channels: int = 0
+
+    def inputs(self):
+        return [main_f32(self.input, self.channels)]
+
+    def outputs(self):
+        return [main_f32(self.output, self.channels)]
+
+    def output_shape(self):
+        return [1, int(self.channels)]
+
+    def summary(self) -> str:
+        return f"{self.channels} float32"
+
+    def run(self, mem) -> None:
+        self.kernel(mem.f32(self.inputs()[0]), mem.f32(self.outputs()[0]))
 
 
-def u8_view(mem, start: int) -> np.ndarray:
-    return mem.main[int(start) :]
+@dataclass(eq=False)
+class ScaleBiasLayer(Layer):
+    """Body ``flags, input, output, count, f32 scale, f32 bias`` (QUANTIZE, DEQUANTIZE)."""
+
+    WORDS = ("flags", "input", "output", "count")
+
+    flags: int = 0
+    input: int = 0
+    output: int = 0
+    count: int = 0
+    scale: float = 1.0
+    bias: float = 0.0
+
+    def read_rest(self, r: Reader) -> None:
+        self.scale, self.bias = r.f32("scale"), r.f32("bias")
+
+    def write_rest(self, w: Writer) -> None:
+        w.f32(self.scale)
+        w.f32(self.bias)

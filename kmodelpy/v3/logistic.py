@@ -8,7 +8,7 @@ import numba
 import numpy as np
 
 from ..newlib import expf
-from .layer import Layer, main_f32, register
+from .layer import VectorLayer, register
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -20,27 +20,7 @@ def logistic(src, dest):
 
 @register
 @dataclass(eq=False)
-class Logistic(Layer):
+class Logistic(VectorLayer):
     code = 25
     name = "LOGISTIC"
-    WORDS = ("flags", "input", "output", "channels")
-
-    flags: int = 0
-    input: int = 0
-    output: int = 0
-    channels: int = 0
-
-    def inputs(self):
-        return [main_f32(self.input, self.channels)]
-
-    def outputs(self):
-        return [main_f32(self.output, self.channels)]
-
-    def output_shape(self):
-        return [1, int(self.channels)]
-
-    def summary(self) -> str:
-        return f"{self.channels} float32"
-
-    def run(self, mem) -> None:
-        logistic(mem.f32(self.inputs()[0]), mem.f32(self.outputs()[0]))
+    kernel = staticmethod(logistic)

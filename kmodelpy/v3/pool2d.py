@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .layer import Layer, main_f32, main_u8, register, shape3
+from .layer import Layer, main_items, outside_main_memory, register, shape3
 
 ERR_OUTSIDE = 1  # a window tap outside the input range (a damaged body)
 
@@ -112,14 +112,11 @@ class QuantizedMaxPool2D(Layer):
     padding_width: int = 0
     padding_height: int = 0
 
-    def _range(self, start, n):
-        return main_u8(start, n) if self.ITEM == 1 else main_f32(start, n)
-
     def inputs(self):
-        return [self._range(self.input, self.in_width * self.in_height * self.in_channels)]
+        return [main_items(self.input, self.in_width * self.in_height * self.in_channels, self.ITEM)]
 
     def outputs(self):
-        return [self._range(self.output, self.out_width * self.out_height * self.out_channels)]
+        return [main_items(self.output, self.out_width * self.out_height * self.out_channels, self.ITEM)]
 
     def output_shape(self):
         return [1, int(self.out_channels), int(self.out_height), int(self.out_width)]
@@ -137,10 +134,7 @@ class QuantizedMaxPool2D(Layer):
                    self.kernel_width, self.kernel_height, self.stride_width, self.stride_height,
                    self.padding_width, self.padding_height)
         if err:
-            from ..errors import FormatError
-
-            raise FormatError(f"{mem.file}: {mem.node}: a pooling window reads outside main memory "
-                              "(its shape, stride and padding fields disagree); the file is damaged")
+            raise outside_main_memory(mem, "a pooling window reads")
 
 
 @register

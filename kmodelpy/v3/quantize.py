@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from ..fma import f32_to_i32, roundf
-from .layer import Layer, main_f32, main_u8, register
+from .layer import ScaleBiasLayer, main_f32, main_u8, register
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -25,24 +25,9 @@ def quantize(src, dest, scale, bias):
 
 @register
 @dataclass(eq=False)
-class Quantize(Layer):
+class Quantize(ScaleBiasLayer):
     code = 11
     name = "QUANTIZE"
-    WORDS = ("flags", "input", "output", "count")
-
-    flags: int = 0
-    input: int = 0
-    output: int = 0
-    count: int = 0
-    scale: float = 1.0
-    bias: float = 0.0
-
-    def read_rest(self, r) -> None:
-        self.scale, self.bias = r.f32("scale"), r.f32("bias")
-
-    def write_rest(self, w) -> None:
-        w.f32(self.scale)
-        w.f32(self.bias)
 
     def inputs(self):
         return [main_f32(self.input, self.count)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .layer import Layer, main_f32, main_u8, register, shape3
+from .layer import Layer, main_items, outside_main_memory, register, shape3
 
 ERR_OUTSIDE = 1
 
@@ -65,14 +65,11 @@ class ResizeNearestNeighbor(Layer):
     out_height: int = 1
     align_corners: int = 0
 
-    def _range(self, start, n):
-        return main_u8(start, n) if self.ITEM == 1 else main_f32(start, n)
-
     def inputs(self):
-        return [self._range(self.input, self.in_width * self.in_height * self.in_channels)]
+        return [main_items(self.input, self.in_width * self.in_height * self.in_channels, self.ITEM)]
 
     def outputs(self):
-        return [self._range(self.output, self.out_width * self.out_height * self.in_channels)]
+        return [main_items(self.output, self.out_width * self.out_height * self.in_channels, self.ITEM)]
 
     def output_shape(self):
         return [1, int(self.in_channels), int(self.out_height), int(self.out_width)]
@@ -87,10 +84,7 @@ class ResizeNearestNeighbor(Layer):
         err = resize_nearest(view(src, (len(mem.main) - src.start) // self.ITEM), view(dest), self.in_width,
                              self.in_height, self.in_channels, self.out_width, self.out_height)
         if err:
-            from ..errors import FormatError
-
-            raise FormatError(f"{mem.file}: {mem.node}: a source pixel lies outside main memory (its shape fields "
-                              "disagree); the file is damaged")
+            raise outside_main_memory(mem, "a source pixel lies")
 
 
 @register

@@ -93,16 +93,18 @@ def read_kfpkg(path) -> list[KfpkgEntry]:
     return entries
 
 
-def _parse_address(text: str) -> int | None:
+def _parse_address(member) -> int | None:
+    if isinstance(member, int):
+        return member
     try:
-        return int(text, 0)
+        return int(member, 0)
     except ValueError:
         return None
 
 
-def select(entries: list[KfpkgEntry], member: str | None, path) -> KfpkgEntry:
-    """The kmodel ``member`` names (a member name, or a flash address such as 0x300000); without
-    ``member``, the only kmodel of the package."""
+def select(entries: list[KfpkgEntry], member: str | int | None, path) -> KfpkgEntry:
+    """The kmodel ``member`` names (a member name, or a flash address: "0x300000" or 0x300000);
+    without ``member``, the only kmodel of the package."""
     kmodels = [e for e in entries if e.is_kmodel]
     listing = ", ".join(f"{e.name} at 0x{e.address:X}" for e in kmodels) or "none"
     if member is None:
@@ -121,7 +123,7 @@ def select(entries: list[KfpkgEntry], member: str | None, path) -> KfpkgEntry:
     raise InputError(f"{path}: the .kfpkg has no member {member!r} (kmodels: {listing})")
 
 
-def load(path, member: str | None = None):
+def load(path, member: str | int | None = None):
     """The runnable model of a kmodel in a .kfpkg (see :func:`select`)."""
     from .runtime import model_from_bytes
 

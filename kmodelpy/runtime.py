@@ -71,6 +71,7 @@ class Memory:
 class Model:
     """A loaded kmodel, ready to run. ``kmodelpy.load(path)`` returns one."""
 
+    version = 4  # the kmodel version (kmodelpy.v3.model.Model: 3)
     UNIT = "node"  # what errors call a step of the model (kmodel v3: "layer")
 
     def __init__(self, km: KModel, path: str = "model"):

@@ -126,6 +126,7 @@ BAD = [
     (lambda d: _set_type(d, 2, 0x2002), UnsupportedError, "unknown type 8194 (0x2002)"),
     (lambda d: _with_header(d, main_mem_usage=0xFFFFFF00), FormatError, "main memory"),
     (lambda d: _with_header(d, arch=5), FormatError, "arch 5"),
+    (lambda d: _with_header(d, flags=0), UnsupportedError, "16-bit weight mode"),
     (lambda d: _with_header(d, layers_length=1 << 20), FormatError, "do not fit"),
 ]
 
@@ -267,7 +268,10 @@ def test_truncated_files_only_raise_kmodelpy_errors(fuzz_models, data):
     _parse_and_run(raw[: data.draw(st.integers(0, len(raw) - 1))])
 
 
-@pytest.mark.parametrize("mutate, kind, words", BAD[::3] + [BAD[5]])
+CLI_BAD = [b for b in BAD if b[2] in ("kmodel v3 header is truncated", "runs past the end", "unknown type 99", "main memory")]
+
+
+@pytest.mark.parametrize("mutate, kind, words", CLI_BAD + [BAD[4]])
 @pytest.mark.parametrize("command", ["infer", "run", "inspect"])
 def test_bad_files_through_the_cli(mutate, kind, words, command, tmp_path, capsys):
     from kmodelpy import cli

@@ -50,6 +50,11 @@ class Model(ModelV4):
         layers = self.kmodel.layers
         if not layers:
             raise FormatError(f"{self.path}: the kmodel v3 has no layers")
+        if not self.kmodel.flags & 1 and any(layer.on_kpu for layer in layers):
+            raise UnsupportedError(
+                f"{self.path}: the kmodel v3 header's flags {self.kmodel.flags} select the KPU's 16-bit weight mode; "
+                "kmodelpy emulates its 8-bit mode only (flags bit 0 set, as in every v3 model found)"
+            )
         first = layers[0]
         if first.code == 10240:
             la = first.layer_argument

@@ -1,7 +1,7 @@
-"""kmodelpy: compile TFLite models for the Kendryte K210 KPU and emulate kmodel v4 (and v3) bit for bit.
+"""kmodelpy: compile TFLite and ONNX models for the Kendryte K210 KPU and emulate kmodel v4 (and v3) bit for bit.
 
     import kmodelpy
-    model = kmodelpy.load("model.kmodel")      # or a .tflite (float reference evaluation)
+    model = kmodelpy.load("model.kmodel")      # or a .tflite / .onnx (float reference evaluation)
     outputs = model.run(chw_array)              # list of numpy arrays
 
 Importing kmodelpy is cheap: numba and the op kernels load on first use.
@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 
 def is_source_path(path) -> bool:
-    """True for a source model (a .tflite, or what people pass instead of one) rather than a kmodel."""
+    """True for a source model (a .tflite or .onnx, or what people pass instead of one) rather than a kmodel."""
     from .frontends import source_format
 
     return source_format(path) is not None
@@ -21,7 +21,7 @@ def is_source_path(path) -> bool:
 def load(path, member=None):
     """Load a ``.kmodel`` (v4: bit-exact like ``ncc infer``; v3: like the K210 SDK, told apart by the
     file itself), a ``.kfpkg`` (``member``: the name or flash address of its kmodel, needed when it
-    holds several) or a source model such as a ``.tflite`` (float evaluator)."""
+    holds several) or a source model, ``.tflite`` or ``.onnx`` (float evaluator)."""
     from .errors import InputError
 
     if is_source_path(path):
@@ -44,7 +44,7 @@ def load(path, member=None):
 
 
 def compile(tflite_path, dataset=None, output=None, **options):  # noqa: A001 - mirrors `ncc compile`
-    """Compile a float TFLite model to kmodel v4. Returns the kmodel bytes, or the output path when
+    """Compile a float TFLite or ONNX model to kmodel v4. Returns the kmodel bytes, or the output path when
     ``output`` is given. Options are ncc's, with underscores (``input_mean=0.5``...)."""
     from .compiler import compile_model
 

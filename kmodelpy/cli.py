@@ -251,7 +251,7 @@ def _add_compile(sub, load: bool) -> None:
     """Register `compile`. kmodelpy.compiler.cli (written separately) is imported only when the
     command is `compile` (keeps `kmodelpy run` start-up fast)."""
     if not load:
-        p = sub.add_parser("compile", help="compile a float .tflite to kmodel v4 (like ncc compile)",
+        p = sub.add_parser("compile", help="compile a float .tflite or .onnx to kmodel v4 (like ncc compile)",
                            add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         return
@@ -261,14 +261,32 @@ def _add_compile(sub, load: bool) -> None:
         if not (e.name or "").startswith("kmodelpy"):
             raise
         missing = e.name
-        p = sub.add_parser("compile", help="compile a float .tflite to kmodel v4 (not available)",
+        p = sub.add_parser("compile", help="compile a float .tflite or .onnx to kmodel v4 (not available)",
                            add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=lambda a: _unavailable(f"compile: the compiler is not available in this kmodelpy ({missing})"))
         return
-    p = sub.add_parser("compile", help="compile a float .tflite to kmodel v4 (like ncc compile)")
+    p = sub.add_parser("compile", help="compile a float .tflite or .onnx to kmodel v4 (like ncc compile)")
     ccli.configure_parser(p)
     p.set_defaults(func=ccli.main)
+
+
+def _add_lazy(sub, name: str, module: str, text: str, load: bool) -> None:
+    """Register a command whose module (with configure_parser and main) is imported only when it runs."""
+    if not load:
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        return
+    import importlib
+
+    mod = importlib.import_module(module, __package__)
+    p = sub.add_parser(name, help=text)
+    mod.configure_parser(p)
+    p.set_defaults(func=mod.main)
+
+
+_LAZY = (("maixpy", ".maixpy.runner", "run an unmodified MaixPy v1 script with a folder of pictures as the camera"),
+         ("detect", ".maixpy.detect", "MaixPy's YOLOv2 region layer (kpu.run_yolo2) on pictures: boxes, drawn"))
 
 
 def _unavailable(msg: str) -> int:
@@ -278,14 +296,14 @@ def _unavailable(msg: str) -> int:
 def build_parser(argv=None) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="kmodelpy",
-        description="Compile TFLite for the K210 KPU and emulate kmodel v4 bit for bit like ncc infer "
+        description="Compile TFLite or ONNX for the K210 KPU and emulate kmodel v4 bit for bit like ncc infer "
                     "(and kmodel v3 like the K210 SDK).",
     )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     p = sub.add_parser("infer", help="like `ncc infer`: one .bin of raw outputs per dataset file")
-    p.add_argument("model", help=".kmodel v4/v3, .kfpkg (or .tflite for the float reference)")
+    p.add_argument("model", help=".kmodel v4/v3, .kfpkg (or .tflite / .onnx for the float reference)")
     p.add_argument("outdir", help="output folder (created if missing)")
     p.add_argument("--dataset", required=True, help="a folder (walked recursively, sorted) or one file")
     p.add_argument("--dataset-format", choices=("image", "raw"), default="image",
@@ -295,17 +313,18 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("run", help="run images (or raw .bin files) and print the outputs")
-    p.add_argument("model", help=".kmodel v4/v3, .kfpkg (or .tflite)")
+    p.add_argument("model", help=".kmodel v4/v3, .kfpkg (or .tflite / .onnx)")
     p.add_argument("inputs", nargs="+", help="images; .bin/.raw files are read as raw CHW samples")
     p.add_argument("--save", metavar="DIR", help="also write DIR/<stem>.bin as `infer` does")
     _add_norm(p)
     _add_member(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("inspect", help="describe a kmodel v4/v3 (ops, memory, MaixPy hints), a .kfpkg or a .tflite's fit")
+    p = sub.add_parser("inspect", help="describe a kmodel v4/v3 (ops, memory, MaixPy hints), a .kfpkg or a "
+                       ".tflite/.onnx's fit")
     p.add_argument("model")
-    p.add_argument("--weights-quantize-threshold", type=float, default=64.0, help=".tflite: as for compile")
-    p.add_argument("--output-quantize-threshold", type=int, default=1024, help=".tflite: as for compile")
+    p.add_argument("--weights-quantize-threshold", type=float, default=64.0, help=".tflite/.onnx: as for compile")
+    p.add_argument("--output-quantize-threshold", type=int, default=1024, help=".tflite/.onnx: as for compile")
     _add_member(p)
     p.set_defaults(func=cmd_inspect)
 
@@ -314,6 +333,8 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     _add_compile(sub, load=bool(argv) and argv[0] == "compile")
+    for name, module, text in _LAZY:
+        _add_lazy(sub, name, module, text, load=bool(argv) and argv[0] == name)
     return ap
 
 

@@ -1,6 +1,6 @@
-"""``kmodelpy inspect model.tflite``: the K210 KPU fit report, before any compiling.
+"""``kmodelpy inspect model.tflite`` / ``model.onnx``: the K210 KPU fit report, before any compiling.
 
-Every TFLite layer with its verdict under ncc v0.2's K210 rules (compiler spec §6.4: KPU, partial =
+Every source layer with its verdict under ncc v0.2's K210 rules (compiler spec §6.4: KPU, partial =
 KPU conv with CPU pad/crop/slice around it, CPU uint8/float, or folded away), the reason, a fix where
 one exists, and the layer's feature maps in KPU RAM (input + output in the KPU row layout, runtime
 spec §C.3) against the 2 MiB the KPU has.  The verdicts come from :mod:`kmodelpy.fit_rules`; this
@@ -20,7 +20,7 @@ def _shape(s) -> str:
 
 
 def _short(name: str, n: int = 48) -> str:
-    """TFLite tensor names are often long ';'-joined lists: keep the first one, shortened."""
+    """Tensor names are often long (TFLite: ';'-joined lists): keep the first one, shortened."""
     first = name.split(";")[0]
     return first if len(first) <= n else "..." + first[-(n - 3):]
 
@@ -97,15 +97,18 @@ def _summary(vs: list[LayerVerdict], wqt, oqt) -> list[str]:
 
 
 def report(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024) -> str:
-    """The text of ``kmodelpy inspect model.tflite``."""
-    vs = analyse(path, weights_quantize_threshold, output_quantize_threshold)
+    """The text of ``kmodelpy inspect model.tflite`` (or ``model.onnx``)."""
+    from .fit_rules import source_model
+
+    model = source_model(path)
+    vs = analyse(model, weights_quantize_threshold, output_quantize_threshold)
     head = [f"{path}: K210 KPU fit (ncc v0.2 rules, uint8, before compiling)",
             "  verdicts: KPU = on the KPU (or fused into a KPU layer); partial = KPU conv with CPU "
             "pad/crop/slice around it; CPU (uint8|float); folded = no work left",
             "  KPU limits per layer: C <= 1024, 4 <= H <= 256, 4 <= W <= 512, 1x1/3x3 kernels; "
             "KPU RAM 2 MiB (64-byte rows); the K210 docs quote 320x240 as the largest input",
             "",
-            f"  {'#':<4} {'op':<18} {'output NHWC':<14} {'verdict':<14} tensor"]
+            f"  {'#':<4} {'op':<18} {'output ' + model.layout:<14} {'verdict':<14} tensor"]
     body = []
     for v in vs:
         body += _layer_lines(v)

@@ -1,6 +1,7 @@
-"""kmodelpy.newlib.expf: newlib's fdlibm expf bit for bit, fused (the K210 build, GCC's FMA
-contractions) and plain (no contraction), against the compiled C (tests/data/v3/newlib_expf.npz, made
-by make_newlib_expf.py from kendryte-newlib's ef_exp.c), and within fdlibm's error bound of exp."""
+"""kmodelpy.newlib.expf: newlib's fdlibm expf (with wf_exp.c's _XOPEN_ limits) bit for bit, fused (the
+K210 build, GCC's FMA contractions) and plain (no contraction), against the compiled C
+(tests/data/v3/newlib_expf.npz, made by make_newlib_expf.py from kendryte-newlib's ef_exp.c), and within
+fdlibm's error bound of exp; expf_plain (MaixPy's region layer) is the plain variant."""
 from __future__ import annotations
 
 import math
@@ -58,11 +59,21 @@ def test_special_values_and_thresholds():
         assert expf(f(0.0), fused) == 1 and expf(f(-0.0), fused) == 1
         assert expf(f(np.inf), fused) == np.inf and expf(f(-np.inf), fused) == 0
         assert np.isnan(expf(f(np.nan), fused))
-        assert expf(f(88.72284), fused) == np.inf  # above FLT_UWORD_LOG_MAX
-        assert np.isfinite(expf(f(88.7222), fused))  # newlib's IEEE-mode wrapper keeps this finite
+        assert expf(f(88.7222), fused) == np.inf  # wf_exp.c (_XOPEN_ mode): above 88.7216796875
+        assert np.isfinite(expf(f(88.7216796875), fused)) and expf(f(88.7216796875), fused) > 3.39e38
         assert expf(f(-104.0), fused) == 0
         assert 0 < expf(f(-100.0), fused) < 2.0**-126  # subnormal, rounded once
         assert expf(f(1e-9), fused) == f(1.0) + f(1e-9)
+
+
+def test_expf_plain_is_the_plain_variant_with_numpy_shapes(compiled_c):
+    from kmodelpy.newlib import expf_plain
+
+    x, _, c_plain = compiled_c
+    assert (expf_plain(x).view(np.uint32) == c_plain).all()
+    s = expf_plain(1.5)
+    assert isinstance(s, np.float32) and s == expf(np.float32(1.5), False)
+    assert expf_plain(np.zeros((2, 0))).shape == (2, 0)
 
 
 def test_callable_from_numba_kernels():

@@ -163,3 +163,31 @@ def test_bad_kfpkg_is_one_line(content, words, tmp_path, capsys):
         rc = cli.main(argv)
         err = capsys.readouterr().err
         assert rc == 2 and words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ with MaixPy's region layer
+VOC = ("aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse motorbike person pottedplant "
+       "sheep sofa train tvmonitor").split()
+ANCHORS = {"maixpy_facedetect": "1.889,2.5245,2.9465,3.94056,3.99987,5.3658,5.155437,6.92275,6.718375,9.01025",
+           "nncase_rc5_yolo20": "1.08,1.19,3.42,4.41,6.63,11.38,9.42,5.11,16.62,10.52"}
+
+
+@pytest.mark.parametrize("case, sample", [("maixpy_facedetect", "skimage_astronaut"),
+                                          ("nncase_rc5_yolo20", "COCO_val2014_000000436511")])
+def test_kmodelpy_detect_on_v3_detectors_finds_the_reference_boxes(case, sample, tmp_path, capsys):
+    """kmodelpy detect (MaixPy's region layer, the grid of the last KPU conv) on the v3 emulator's output:
+    the objects the reference's sanity decode lists (labels, scores to 3 digits, box centres)."""
+    out = tmp_path / "boxes.json"
+    rc = cli.main(["detect", str(V3 / case / "model.kmodel"), str(V3 / case / "inputs" / f"{sample}.bin"),
+                   "--anchors", ANCHORS[case], "--threshold", "0.5", "--json", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    got = json.loads(out.read_text())[0]["objects"]
+    entry = next(e for e in _case(case)["inputs"] if Path(e["file"]).stem == sample)
+    want = entry["sanity_decode"]
+    labels = ["face"] if case == "maixpy_facedetect" else VOC
+    assert sorted((labels[o["classid"]], round(o["value"], 3)) for o in got) == sorted((w["label"], w["prob"]) for w in want)
+    _, _, h, w = _model(case).input_shape
+    for o in got:
+        ref = next(r for r in want if r["label"] == labels[o["classid"]] and r["prob"] == round(o["value"], 3))
+        cx, cy = (o["x"] + o["w"] / 2) / w, (o["y"] + o["h"] / 2) / h
+        assert abs(cx - ref["box_xywh_fraction"][0]) < 0.01 and abs(cy - ref["box_xywh_fraction"][1]) < 0.01

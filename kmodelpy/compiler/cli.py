@@ -1,6 +1,6 @@
 """``kmodelpy compile``: ncc's ``compile`` command line (compiler spec §1).
 
-``kmodelpy compile model.tflite [out.kmodel] -i tflite [-o kmodel] [-t k210] --dataset DIR ...`` — every
+``kmodelpy compile model.tflite|model.onnx [out.kmodel] [-i tflite|onnx] [-o kmodel] [-t k210] --dataset DIR ...`` — every
 ``ncc compile`` argument list works after replacing ``ncc`` by ``kmodelpy``. The output defaults to the
 input's name with ``.kmodel``; it is written only when compilation succeeds.
 
@@ -19,9 +19,10 @@ from ..errors import InputError
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="float32 .tflite model")
+    p.add_argument("input", help="float32 .tflite or .onnx model")
     p.add_argument("output", nargs="?", help="output .kmodel (default: the input's name with .kmodel)")
-    p.add_argument("-i", "--input-format", default="tflite", help="input format (only tflite)")
+    p.add_argument("-i", "--input-format", default=None,
+                   help="tflite or onnx (default: from the file name, .onnx = onnx, else tflite)")
     p.add_argument("-o", "--output-format", default="kmodel", help="output format (only kmodel)")
     p.add_argument("-t", "--target", default="k210", help="k210 (default) or cpu (ncc's CPU-only target: no KPU layers; the header still says K210)")
     p.add_argument("--dataset", help="calibration set: folder (recursive) or one file; required for uint8")
@@ -52,8 +53,10 @@ REPORT_HEADER = "kmodelpy layer report (not part of ncc's output):"
 
 
 def main(args) -> int:
-    if args.input_format != "tflite":
-        raise InputError(f"-i {args.input_format}: kmodelpy imports only tflite models")
+    from ..frontends import FORMATS, source_format
+
+    if args.input_format is not None and args.input_format not in FORMATS:
+        raise InputError(f"-i {args.input_format}: kmodelpy imports {' and '.join(FORMATS)} models")
     if args.output_format != "kmodel":
         raise InputError(f"-o {args.output_format}: the only output format is kmodel")
     if args.target not in ("k210", "cpu"):
@@ -61,16 +64,18 @@ def main(args) -> int:
     src = Path(args.input)
     if not src.exists():
         raise InputError(f"{src}: no such model file")
-    from ..frontends.tflite.reader import check_not_other_format
+    fmt = args.input_format or source_format(src) or "tflite"
+    if fmt == "tflite":
+        from ..frontends.tflite.reader import check_not_other_format
 
-    check_not_other_format(src)  # a SavedModel folder or .pb: say how to convert it
+        check_not_other_format(src)  # a SavedModel folder or .pb: say how to convert it
     out = Path(args.output) if args.output else src.with_suffix(".kmodel")
     from . import OPTION_NAMES, write_atomic
     from .pipeline import Options, run_pipeline
 
     opts = Options(dataset=args.dataset, quantize_binary=not args.no_quantized_binary,
                    **{k: getattr(args, k) for k in OPTION_NAMES if k not in ("quantize_binary",)})
-    result = run_pipeline(src, opts, io.StringIO() if args.quiet else sys.stdout)
+    result = run_pipeline(src, opts, io.StringIO() if args.quiet else sys.stdout, fmt)
     write_atomic(out, result.kmodel)
     if not args.quiet:
         from .report import full_report

@@ -100,13 +100,13 @@ def dump_graph(g: Graph, prefix: str, opts: Options, llir: bool = False) -> None
         f.write("\n".join(lines) + "\n}\n")
 
 
-def import_graph(path, out) -> Graph:
+def import_graph(path, out, fmt: str | None = None) -> Graph:
     from ..frontends import import_graph as import_source
     from .k210_ops import register_all
 
     register_all()
     out.write("1. Import graph...\n")
-    g = import_source(path)
+    g = import_source(path, fmt)
     g.assign_names()
     return g
 
@@ -207,13 +207,14 @@ class Result:
     warnings: list[str]
 
 
-def run_pipeline(path, opts: Options | None = None, out=None) -> Result:
-    """Compile a float TFLite model to kmodel v4 bytes (the whole §2 pipeline)."""
+def run_pipeline(path, opts: Options | None = None, out=None, fmt: str | None = None) -> Result:
+    """Compile a float TFLite or ONNX model to kmodel v4 bytes (the whole §2 pipeline); ``fmt`` ("tflite" or
+    "onnx", ncc's ``-i``) defaults to the file name's."""
     opts = opts or Options()
     out = out if out is not None else sys.stdout
     opts.validate()
     ctx = make_context(opts)
-    g = import_graph(path, out)
+    g = import_graph(path, out, fmt)
     optimize(g, ctx, out, opts)
     if opts.inference_type == "uint8":
         add_checkpoints(g, ctx, opts, out)

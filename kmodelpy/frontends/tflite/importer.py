@@ -37,9 +37,9 @@ import numpy as np
 from ...errors import FormatError, KmodelpyError, UnsupportedError
 from .reader import Operator, TFLiteFile, read_tflite
 from ...ir.graph import Graph, InputConnector, OutputConnector
+from ..builder import GraphBuilder, first_line
 from .hybrid import ConvOrigin
-from ...ir.ops import (FLT_MAX, FULL_RANGE, infer_shapes, normalize_reshape, normalize_strided_slice, opdef,
-                  windowed_padding)
+from ...ir.ops import FLT_MAX, FULL_RANGE, normalize_strided_slice, windowed_padding
 from . import fold
 
 ACTIVATIONS = {"NONE": FULL_RANGE, "RELU": (0.0, FLT_MAX), "RELU_N1_TO_1": (-1.0, 1.0), "RELU6": (0.0, 6.0)}
@@ -59,23 +59,16 @@ def import_tflite(src, ncc_exact: bool = False) -> Graph:
     return _Importer(tfl, ncc_exact).run()
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _shape(t) -> tuple:
     return tuple(t.shape) if len(t.shape) else (1,)
 
 
-class _Importer:
+class _Importer(GraphBuilder):
     def __init__(self, tfl: TFLiteFile, ncc_exact: bool = False):
+        super().__init__()
         self.tfl = tfl
         self.ncc_exact = ncc_exact
-        self.g = Graph()
-        self.g.source = {}
         self.g.conv_origins = {}  # conv2d node -> hybrid.ConvOrigin (TFLite's arithmetic, float reference only)
-        self.pending: list[tuple[InputConnector, int]] = []
         self.produced: dict[int, OutputConnector] = {}
         self.static: dict[int, np.ndarray] = {}
         self.op: Operator | None = None
@@ -107,39 +100,18 @@ class _Importer:
             raise UnsupportedError(f"{self.where()}: {what} (tensor '{t.name}') must be a constant")
         return fold.to_float(t, self.static[t.index])
 
-    def node(self, op: str, inputs, out_shapes=None, **attrs):
-        """Create a node; ``inputs`` items are OutputConnectors or TFLite tensor indices (connected later)."""
-        shapes = [i.shape if isinstance(i, OutputConnector) else _shape(self.tfl.tensors[i]) for i in inputs]
-        if out_shapes is None:
-            try:
-                out_shapes = infer_shapes(op, attrs, shapes)
-            except (ValueError, IndexError, KeyError, ZeroDivisionError) as e:
-                raise UnsupportedError(f"{self.where()}: {_first_line(e)}") from None
-        n = self.g.add(op, [], out_shapes, None, memory=opdef(op).memory, **attrs)
-        for k, (src, shape) in enumerate(zip(inputs, shapes)):
-            ic = InputConnector(n, k, shape, "float32")
-            n.inputs.append(ic)
-            if isinstance(src, OutputConnector):
-                self.connect(ic, src)
-            else:
-                self.pending.append((ic, int(src)))
-        if self.op is not None:
-            out = self.op.outputs[0] if self.op.outputs else -1
-            self.g.source[n] = (self.op.index, self.op.builtin, self.tfl.tensors[out].name if out >= 0 else "")
-        return n
+    # GraphBuilder hooks
+    def tensor_shape(self, key) -> tuple:
+        return _shape(self.tfl.tensors[key])
 
-    def connect(self, ic: InputConnector, out: OutputConnector) -> None:
-        try:
-            ic.connect(out)
-        except ValueError as e:
-            where = self.where() if self.op is not None else self.tfl.path
-            raise UnsupportedError(f"{where}: {_first_line(e)}") from None
+    def location(self) -> str:
+        return self.where() if self.op is not None else self.tfl.path
 
-    def const(self, value) -> OutputConnector:
-        data = np.asarray(value, np.float32)
-        if data.ndim == 0:
-            data = data.reshape(1)
-        return self.node("constant", [], data=data).output
+    def source_entry(self):
+        if self.op is None:
+            return None
+        out = self.op.outputs[0] if self.op.outputs else -1
+        return (self.op.index, self.op.builtin, self.tfl.tensors[out].name if out >= 0 else "")
 
     def out(self, k: int, oc: OutputConnector) -> None:
         self.produced[self.op.outputs[k]] = oc
@@ -193,7 +165,7 @@ class _Importer:
                     raise
                 except Exception as e:  # noqa: BLE001 - report the operator, not a traceback
                     raise UnsupportedError(f"{self.where()}: cannot fold this constant operator "
-                                           f"({_first_line(e)})") from None
+                                           f"({first_line(e)})") from None
                 for t, v in zip(op.outputs, vals):
                     self.static[t] = v
                 continue
@@ -209,7 +181,7 @@ class _Importer:
                 raise
             except (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError, OverflowError) as e:
                 raise UnsupportedError(f"{self.where()}: cannot import this operator ({type(e).__name__}: "
-                                       f"{_first_line(e)}); check the model") from None
+                                       f"{first_line(e)}); check the model") from None
         self.op = None
         try:
             self.make_io()
@@ -217,7 +189,7 @@ class _Importer:
             raise
         except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:
             raise FormatError(f"{self.tfl.path}: inconsistent graph inputs/outputs ({type(e).__name__}: "
-                              f"{_first_line(e)})") from None
+                              f"{first_line(e)})") from None
         return self.g
 
     def check_float(self, op: Operator) -> None:

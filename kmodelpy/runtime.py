@@ -71,6 +71,9 @@ class Memory:
 class Model:
     """A loaded kmodel, ready to run. ``kmodelpy.load(path)`` returns one."""
 
+    version = 4  # the kmodel version (kmodelpy.v3.model.Model: 3)
+    UNIT = "node"  # what errors call a step of the model (kmodel v3: "layer")
+
     def __init__(self, km: KModel, path: str = "model"):
         self.kmodel = km
         self.path = str(path)
@@ -235,7 +238,7 @@ class Model:
 
     def _run_node(self, k: int, op) -> bool:
         mem = self.mem
-        mem.node = f"node {k} ({op.name})"
+        mem.node = f"{self.UNIT} {k} ({op.name})"
         try:
             op.run(mem)
         except KernelFailure as e:
@@ -299,4 +302,16 @@ def _same_place(a: MemoryRange, b: MemoryRange) -> bool:
 def load_kmodel(path) -> Model:
     from .errors import read_user_file
 
-    return Model.from_bytes(read_user_file(path, "a .kmodel file"), str(path))
+    return model_from_bytes(read_user_file(path, "a .kmodel file"), str(path))
+
+
+def model_from_bytes(data: bytes, path: str = "model"):
+    """A runnable model of kmodel bytes: v4 (:class:`Model`) or v3 (:class:`kmodelpy.v3.model.Model`),
+    told apart by the first word."""
+    from .v3.kmodel import is_kmodel_v3
+
+    if is_kmodel_v3(data):
+        from .v3.model import Model as ModelV3
+
+        return ModelV3.from_bytes(data, path)
+    return Model.from_bytes(data, path)

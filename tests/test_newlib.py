@@ -1,6 +1,6 @@
 """kmodelpy.newlib.expf: newlib's fdlibm expf (with wf_exp.c's _XOPEN_ limits) bit for bit, fused (the
 K210 build, GCC's FMA contractions) and plain (no contraction), against the compiled C
-(tests/data/v3/newlib_expf.npz, made by make_newlib_expf.py from kendryte-newlib's ef_exp.c), and within
+(tests/data/v3/newlib_expf.npz, from kendryte-newlib's ef_exp.c: tests/data/v3/README.md), and within
 fdlibm's error bound of exp; expf_plain (MaixPy's region layer) is the plain variant."""
 from __future__ import annotations
 

@@ -19,14 +19,14 @@ RAW_SUFFIXES = (".bin", ".raw")
 
 
 # ---------------------------------------------------------------------------- helpers
-def _load_model(path):
-    """``kmodelpy.load`` with a missing file reported in one line."""
+def _load_model(path, member=None):
+    """``kmodelpy.load`` with a missing file reported in one line (``member``: a .kfpkg's kmodel)."""
     from . import load
 
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
-    return load(p)
+    return load(p, member=member)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -99,7 +99,7 @@ def cmd_infer(args) -> int:
     from .images import list_dataset, load_input
     from .parallel import free_cores, map_ordered, one_blas_thread
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.member)
     files = list_dataset(args.dataset, args.dataset_format)
     n = max(1, int(model.input_shape[0]))
     files = files[: len(files) - len(files) % n]
@@ -124,7 +124,7 @@ def cmd_infer(args) -> int:
         try:
             return spare.pop()  # (atomic: one worker gets it)
         except IndexError:
-            return _load_model(args.model)
+            return _load_model(args.model, args.member)
 
     def infer(m, group):
         samples = [load_input(f, args.dataset_format, dtype, (c, h, w), args.input_mean, args.input_std)
@@ -171,7 +171,7 @@ def _summary(o) -> str:
 def cmd_run(args) -> int:
     from .images import load_input
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.member)
     c, h, w = _input_chw(model)
     dtype = model.input_dtype
     outdir = _make_outdir(args.save) if args.save else None
@@ -203,7 +203,7 @@ def cmd_inspect(args) -> int:
         return 0
     from .inspect_kmodel import describe_file
 
-    print(describe_file(p))
+    print(describe_file(p, args.member))
     return 0
 
 
@@ -258,6 +258,11 @@ def _add_norm(p) -> None:
     p.add_argument("--input-std", type=float, default=1.0, metavar="S", help="see --input-mean (default 1)")
 
 
+def _add_member(p) -> None:
+    p.add_argument("--member", metavar="NAME",
+                   help=".kfpkg: the kmodel to use, by name or flash address (0x300000), when it holds several")
+
+
 def _add_compile(sub, load: bool) -> None:
     """Register `compile`. kmodelpy.compiler.cli (written separately) is imported only when the
     command is `compile` (keeps `kmodelpy run` start-up fast)."""
@@ -309,32 +314,37 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(
         prog="kmodelpy",
-        description="Compile TFLite or ONNX for the K210 KPU and emulate kmodel v4 bit for bit like ncc infer.",
+        description="Compile TFLite or ONNX for the K210 KPU and emulate kmodel v4 bit for bit like ncc infer "
+                    "(and kmodel v3 like the K210 SDK).",
     )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     p = sub.add_parser("infer", help="like `ncc infer`: one .bin of raw outputs per dataset file")
-    p.add_argument("model", help=".kmodel (or .tflite / .onnx for the float reference)")
+    p.add_argument("model", help=".kmodel v4/v3, .kfpkg (or .tflite / .onnx for the float reference)")
     p.add_argument("outdir", help="output folder (created if missing)")
     p.add_argument("--dataset", required=True, help="a folder (walked recursively, sorted) or one file")
     p.add_argument("--dataset-format", choices=("image", "raw"), default="image",
                    help="image: files OpenCV decodes; raw: CHW files of exactly C*H*W input elements")
     _add_norm(p)
+    _add_member(p)
     add_jobs_option(p, "run the pictures")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("run", help="run images (or raw .bin files) and print the outputs")
-    p.add_argument("model", help=".kmodel (or .tflite / .onnx)")
+    p.add_argument("model", help=".kmodel v4/v3, .kfpkg (or .tflite / .onnx)")
     p.add_argument("inputs", nargs="+", help="images; .bin/.raw files are read as raw CHW samples")
     p.add_argument("--save", metavar="DIR", help="also write DIR/<stem>.bin as `infer` does")
     _add_norm(p)
+    _add_member(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("inspect", help="describe a kmodel (ops, memory, MaixPy hints) or a .tflite/.onnx's fit")
+    p = sub.add_parser("inspect", help="describe a kmodel v4/v3 (ops, memory, MaixPy hints), a .kfpkg or a "
+                       ".tflite/.onnx's fit")
     p.add_argument("model")
     p.add_argument("--weights-quantize-threshold", type=float, default=64.0, help=".tflite/.onnx: as for compile")
     p.add_argument("--output-quantize-threshold", type=int, default=1024, help=".tflite/.onnx: as for compile")
+    _add_member(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("demo", help="compile the bundled line follower and run it next to ncc's kmodel and float")

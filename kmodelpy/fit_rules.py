@@ -16,6 +16,13 @@ for .tflite, PyTorch for .onnx).
 
 Explanations ("why not KPU") re-check the §6.2 conditions with the compiler's own predicates
 (:mod:`kmodelpy.compiler.transforms.kpu_lowering`).
+
+KPU RAM: when the sum of every KPU layer's input and output (an upper bound of ncc's first fit) passes
+2 MiB, :func:`kmodelpy.compiler.kpu_ram.preview.preview_kpu_ram` continues a copy of this graph through
+the rest of the pipeline up to ``fit_kpu_ram`` (with the ranges of one random input instead of a
+calibration set), so the report gives the KPU RAM the compiled model needs and what
+``--kpu-ram-overflow fit`` changes (row bands, tensors kept in main memory, another placement, layers
+moved to the CPU) exactly as the compile will.
 """
 from __future__ import annotations
 
@@ -40,6 +47,8 @@ POOL_NAMES = {1: "max 2x2 s2", 2: "mean 2x2 s2", 3: "max 4x4 s4", 4: "mean 4x4 s
 KPU, PARTIAL, CPU, FOLDED = "KPU", "partial", "CPU", "folded"
 CONV_KINDS = ("conv", "depthwise")
 DATA_KINDS = ("pad", "reshape", "transpose", "data")
+MOVED_TO_CPU = ("its feature maps do not fit the 2 MiB KPU RAM even as row bands of one output row: kmodelpy "
+                "runs it on the CPU (ncc fails with 'KPU allocator cannot allocate more memory')")
 
 
 @dataclass
@@ -65,6 +74,7 @@ class LayerVerdict:
     kpu_bytes: int | None = None
     fused_into: int | None = None  # index of the KPU layer this op is fused into
     params: int = 0  # weights of a conv / dense / transpose conv layer
+    kpu_ram: list[str] = field(default_factory=list)  # what --kpu-ram-overflow fit does to this layer
 
     @property
     def fits_kpu_ram(self) -> bool:
@@ -76,8 +86,9 @@ class LayerVerdict:
 
 
 # ------------------------------------------------------------------------------------------ graph
-def _compile_structure(model, wqt: float, oqt: int):
-    """P1 + P2 + checkpoints C1-C3 (no calibration) on the imported graph; returns (graph, name -> op index)."""
+def _compile_structure(model, wqt: float, oqt: int, on_cpu=frozenset()):
+    """P1 + P2 + checkpoints C1-C3 (no calibration) on the imported graph (the convs in ``on_cpu`` kept off
+    the KPU, as the compiler's KPU RAM fit does); returns (graph, name -> op index)."""
     from .compiler import transforms as T
     from .compiler.k210_ops import register_all
     from .compiler.pipeline import Options, make_context
@@ -87,7 +98,7 @@ def _compile_structure(model, wqt: float, oqt: int):
     g = model.graph
     g.assign_names()
     owner = {n.name: src[0] for n, src in g.source.items()}
-    ctx = make_context(Options(weights_quantize_threshold=wqt, output_quantize_threshold=oqt))
+    ctx = make_context(Options(weights_quantize_threshold=wqt, output_quantize_threshold=oqt), on_cpu)
     for p in (T.pass_p1, T.pass_p2, T.pass_c1, T.pass_c2, T.pass_c3):
         run_pass(g, p(ctx), ctx)
     for n in g.inputs:  # the input range comes from the calibration set (ncc's default)
@@ -283,11 +294,14 @@ def _fmt_pads(p) -> str:
 
 
 class _Analysis:
-    def __init__(self, model, wqt, oqt):
+    def __init__(self, model, wqt, oqt, structure, kpu_fit=None):
         self.m, self.wqt, self.oqt = model, float(wqt), int(oqt)
         self.hints = model.hints
         self.ops = model.ops
-        self.g, owner = _compile_structure(model, self.wqt, self.oqt)
+        self.kpu_fit = kpu_fit
+        self.on_cpu = _moved(kpu_fit)
+        self.g, owner = structure
+        self.owner = owner
         self.nodes: dict[int, list] = {}
         for n in self.g.nodes:
             if n.name in owner:
@@ -319,6 +333,15 @@ class _Analysis:
             v = self.out[op.index]
             if v.fused_into is not None and op.kind == "pad":
                 v.verdict = self.out[v.fused_into].verdict
+        for r in self.kpu_fit.remedies if self.kpu_fit is not None else ():
+            ops = [self.owner.get(n, self.owner.get(n.split("/")[0])) for n in r.layers or (r.layer,)]
+            for i in ops:
+                if i is None:
+                    continue
+                others = [f"#{j}" for j in ops if j is not None and j != i]
+                self.out[i].kpu_ram.append(
+                    f"runs as {r.bands} row bands" + (f" in one run with {', '.join(others)}" if others else "") +
+                    f": {r.cost}" if r.kind == "split" else r.text.removeprefix("KPU RAM: "))
         return [self.out[op.index] for op in self.ops]
 
     # ------------------------------------------------------------------ convolutions / dense
@@ -332,6 +355,9 @@ class _Analysis:
             v.reasons.append("computed at compile time (constant input)")
             return
         v.verdict, v.precision = CPU, _precision(c)
+        if c.name in self.on_cpu:
+            v.reasons.append(MOVED_TO_CPU)
+            return
         if tuple(op.dilation) != (1, 1) and tuple(op.stride) == (1, 1) and c.input.producer.node.op == "reshape":
             v.reasons.append("dilated conv rewritten by space-to-batch, but the inner conv is not KPU-eligible")
         r, fx = _why_not_kpu_conv(op, c, self.wqt, self.hints)
@@ -373,6 +399,9 @@ class _Analysis:
             v.verdict = FOLDED
             return
         v.verdict, v.precision = CPU, _precision(m)
+        if m.name in self.on_cpu:
+            v.reasons.append(MOVED_TO_CPU)
+            return
         r, fx = _why_not_kpu_matmul(op, m, self.wqt, self.oqt, self.hints)
         v.reasons += r
         v.fixes += fx
@@ -646,7 +675,32 @@ def source_model(path):
 def analyse(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024) -> list[LayerVerdict]:
     """Verdicts for every operator of a float TFLite or ONNX model (a path, a parsed ``TFLiteFile`` or
     ``OnnxFile``, or a :class:`~kmodelpy.frontends.source.SourceModel`), in file order."""
+    return analyse_with_kpu_ram(path, weights_quantize_threshold, output_quantize_threshold)[0]
+
+
+def analyse_with_kpu_ram(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024):
+    """(verdicts, the compile's :class:`kmodelpy.compiler.kpu_ram.KpuFit` or None, upper bound of the KPU
+    RAM). The fit is previewed only when the bound passes 2 MiB (None also when the preview fails)."""
+    from .compiler.kpu_ram.preview import preview_kpu_ram, upper_bound
+    from .errors import KmodelpyError
     from .frontends.source import SourceModel
 
     model = path if isinstance(path, SourceModel) else source_model(path)
-    return _Analysis(model, weights_quantize_threshold, output_quantize_threshold).run()
+    wqt, oqt = float(weights_quantize_threshold), int(output_quantize_threshold)
+    structure = _compile_structure(model, wqt, oqt)
+    bound = upper_bound(structure[0])
+    fit = None
+    if bound > KPU_RAM:
+        try:
+            fit = preview_kpu_ram(model.path, wqt, oqt, checkpointed=structure[0].copy())
+        except KmodelpyError:  # e.g. an op the compiler refuses: the verdicts still say why
+            fit = None
+        if _moved(fit):  # a fresh import: the first one went through the passes
+            model = source_model(model.path)
+            structure = _compile_structure(model, wqt, oqt, frozenset(_moved(fit)))
+    return _Analysis(model, wqt, oqt, structure, fit).run(), fit, bound
+
+
+def _moved(kpu_fit) -> set:
+    """Names of the convs the KPU RAM fit moves to the CPU."""
+    return {r.layer for r in kpu_fit.remedies if r.kind == "cpu"} if kpu_fit is not None else set()

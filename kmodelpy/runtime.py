@@ -72,6 +72,9 @@ class Memory:
 class Model:
     """A loaded kmodel, ready to run. ``kmodelpy.load(path)`` returns one."""
 
+    version = 4  # the kmodel version (kmodelpy.v3.model.Model: 3)
+    UNIT = "node"  # what errors call a step of the model (kmodel v3: "layer")
+
     def __init__(self, km: KModel, path: str = "model"):
         self.kmodel = km
         self.path = str(path)
@@ -147,12 +150,13 @@ class Model:
             shapes.append([int(d) for d in shape])
         return shapes
 
-    def _producer_shape(self, mr: MemoryRange, n: int) -> list[int] | None:
-        """Shape of the tensor in ``mr`` (``n`` elements) from the last node writing it. Element-wise
-        nodes whose body holds no shape (quantize, dequantize, unary, memory_copy, table lookup...)
-        pass the question on to the producer of their single non-const input."""
+    def _producer_shape(self, mr: MemoryRange, n: int, k: int | None = None) -> list[int] | None:
+        """Shape of the tensor in ``mr`` (``n`` elements) from the last node before node ``k`` writing
+        it. Element-wise nodes whose body holds no shape (quantize, dequantize, unary, memory_copy, table
+        lookup...) pass the question on to the producer of their single non-const input; a Concat joins
+        its inputs' shapes along the axis its sizes give (``Concat.joined_shape``)."""
         ops = self.kmodel.ops
-        k = len(ops)
+        k = len(ops) if k is None else k
         while True:
             for k in range(k - 1, -1, -1):
                 if any(_same_place(mr, o) for o in ops[k].outputs()):
@@ -165,6 +169,8 @@ class Model:
                 return None
             if shape is not None:
                 return list(shape)
+            if hasattr(ops[k], "joined_shape"):
+                return ops[k].joined_shape([self._producer_shape(r, r.size // r.itemsize, k) for r in ops[k].inputs()])
             ins = [r for r in ops[k].inputs() if r is not None and r.memory_type != MEM_CONST]
             if len(ins) != 1 or ins[0].size // ins[0].itemsize != n:
                 return None
@@ -234,7 +240,7 @@ class Model:
 
     def _run_node(self, k: int, op) -> bool:
         mem = self.mem
-        mem.node = f"node {k} ({op.name})"
+        mem.node = f"{self.UNIT} {k} ({op.name})"
         try:
             op.run(mem)
         except KernelFailure as e:
@@ -302,4 +308,16 @@ def _same_place(a: MemoryRange, b: MemoryRange) -> bool:
 def load_kmodel(path) -> Model:
     from .errors import read_user_file
 
-    return Model.from_bytes(read_user_file(path, "a .kmodel file"), str(path))
+    return model_from_bytes(read_user_file(path, "a .kmodel file"), str(path))
+
+
+def model_from_bytes(data: bytes, path: str = "model"):
+    """A runnable model of kmodel bytes: v4 (:class:`Model`) or v3 (:class:`kmodelpy.v3.model.Model`),
+    told apart by the first word."""
+    from .v3.kmodel import is_kmodel_v3
+
+    if is_kmodel_v3(data):
+        from .v3.model import Model as ModelV3
+
+        return ModelV3.from_bytes(data, path)
+    return Model.from_bytes(data, path)

@@ -17,10 +17,10 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kmodelpy.fit_report import LayerVerdict, analyse, report
+from kmodelpy.fit_report import LayerVerdict, analyse, analyse_with_kpu_ram, report
 from kmodelpy.format.kmodel import KModel
 from refcases import CASES, case_json, cases_with
 
@@ -297,6 +297,13 @@ def test_report_too_large_input():
     assert "DOES NOT FIT" in text
     assert "KPU allocator cannot allocate more memory" in text
     assert "320x240" in text
+    # what the compile will do instead (tests/test_compile_reference.py sees the same line)
+    assert [(v.index, v.kpu_ram) for v in vs if v.kpu_ram] == [
+        (2, ["runs as 2 row bands in one run with #3: KPU work +0.8% (halo rows), +2483200 B copied per run"]),
+        (3, ["runs as 2 row bands in one run with #2: KPU work +0.8% (halo rows), +2483200 B copied per run"])]
+    assert "DOES NOT FIT  -> row bands" in text and "ncc fails; kmodelpy (--kpu-ram-overflow fit" in text
+    assert ("KPUConv2D 'Conv2D_1' (1x16x240x320 -> 1x16x240x320) + KPUConv2D 'Conv2D_2' (1x16x240x320 -> "
+            "1x8x240x320) run as 2 row bands (input rows 0-121, 119-240)") in text
 
 
 def test_report_line_follower_stock():
@@ -602,6 +609,9 @@ def _random_model(b, p):
     "dilation": st.sampled_from([1, 1, 2]),
     "hwc": st.tuples(st.sampled_from([4, 5, 9, 16, 17, 33, 255, 257]), st.sampled_from([4, 7, 16, 33, 320, 513]),
                      st.sampled_from([1, 3]))}))
+# a 1x1 conv after an explicit PAD on a 255x321 map: its input + output need 2.2 MB: ncc fails, kmodelpy bands it
+@example(p={"dw": False, "k": 1, "stride": 1, "padding": "SAME", "pad": (0, 0, 0, 1), "act": "NONE", "next": "none",
+            "dilation": 1, "hwc": (255, 320, 1)})
 def test_random_conv_layers_match_compile(p, synth_dir):
     import io
     from pathlib import Path
@@ -619,18 +629,17 @@ def test_random_conv_layers_match_compile(p, synth_dir):
     if not ds.exists():
         ds.mkdir()
         (ds / "x.bin").write_bytes(np.random.default_rng(0).random(h * w * cin, dtype=np.float32).tobytes())
-    vs = analyse(path)
-    try:
-        km = run_pipeline(str(path), Options(dataset=str(ds), dataset_format="raw"), out=io.StringIO()).kmodel
-    except CompileError as e:  # only the KPU RAM overflow may stop the compile; the report must flag it
-        assert "KPU memory" in str(e)
-        if not any(v.on_kpu and not v.fits_kpu_ram for v in vs):
-            # every layer fits alone, but other live KPU tensors (first-fit placement) overflow: the
-            # report only counts each layer's own input + output and says that this is a lower bound
-            assert sum(v.on_kpu for v in vs) >= 2, "a single KPU layer that fits cannot overflow"
-            assert "this is a lower bound" in report(str(path))
+    vs, fit, bound = analyse_with_kpu_ram(path)
+    res = run_pipeline(str(path), Options(dataset=str(ds), dataset_format="raw"), out=io.StringIO())
+    assert res.schedule.kpu_usage <= bound
+    assert (fit.lines() if fit else []) == res.kpu_fit.lines(), "the report must predict the compile's changes"
+    if res.kpu_fit.changed:  # ncc's first fit overflows the KPU RAM: ncc fails, kmodelpy changed the kmodel
+        with pytest.raises(CompileError, match="KPU memory"):
+            run_pipeline(str(path), Options(dataset=str(ds), dataset_format="raw", kpu_ram_overflow="error"),
+                         out=io.StringIO())
+        assert "ncc fails; kmodelpy (--kpu-ram-overflow fit, the default) compiles it" in report(str(path))
         return
-    ops = KModel.parse(km).ops
+    ops = KModel.parse(res.kmodel).ops
     expected, kpu_pools, cpu_pools = node_expectations(ops)
     check_layers(read_tflite(path), expected, vs)
     pools = [v for v in vs if v.op == "MAX_POOL_2D"]

@@ -206,6 +206,15 @@ def collect_ranges(graph: Graph, dataset, fmt: str, mean: float, std: float, use
     return {oc: Range(mn, mx) for oc, (mn, mx) in folds.items()}
 
 
+def sample_ranges(graph: Graph, x: np.ndarray) -> dict:
+    """The no_clip ranges of one input batch ``x`` (the KPU RAM preview of the fit report: the graph's
+    structure after quantization does not depend on the ranges' values)."""
+    ranges: dict = {}
+    run_graph(graph, np.asarray(x, np.float32), lambda oc, v: ranges.__setitem__(oc, tensor_range(v)))
+    release_prepared()
+    return ranges
+
+
 def l2_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: float, use_input_stat: bool,
               out=None, jobs: int | None = None) -> dict:
     """Calibration run #2 and the l2 threshold search (§7.3); prints ncc's lines."""

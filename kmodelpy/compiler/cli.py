@@ -39,7 +39,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="CPU conv/matmul/binary with fewer output elements stay float (default 1024)")
     p.add_argument("--no-quantized-binary", action="store_true", help="keep binary ops in float")
     p.add_argument("--max-allocator-solve-secs", type=int, default=60, metavar="N",
-                   help="accepted for ncc compatibility; kmodelpy always places buffers first-fit")
+                   help="accepted for ncc compatibility; kmodelpy places buffers first-fit (KPU RAM largest first "
+                        "where first fit overflows it)")
+    p.add_argument("--kpu-ram-overflow", default="fit", metavar="fit|error",
+                   help="fit (default): a model whose KPU feature maps overflow the 2 MB KPU RAM still compiles "
+                        "(other buffer placement, idle tensors kept in main memory, layers run as row bands, "
+                        "the CPU as the last resort; the compile output names each change and its cost); "
+                        "error: fail as ncc does")
     p.add_argument("--dump-ir", action="store_true", help="write Graphviz files ir_<stage>.dot into the current folder")
     p.add_argument("--dump-weights-range", action="store_true", help="print every conv's weight range after pass 1")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -86,6 +92,6 @@ def main(args) -> int:
         print()
         print(REPORT_HEADER)
         print(full_report(result.llir, result.schedule, opts.weights_quantize_threshold,
-                          opts.output_quantize_threshold))
+                          opts.output_quantize_threshold, result.kpu_fit))
     sys.stdout.flush()
     return 0

@@ -1,8 +1,10 @@
 """The straight compile pipeline of ``ncc compile`` (compiler spec §2): import → optimize (P1, P2) →
-quantize (checkpoints, calibration, range broadcast, Q1-Q5) → lower → schedule → emit.
+quantize (checkpoints, calibration, range broadcast, Q1-Q5) → lower → fit KPU RAM → schedule → emit.
 
 Each stage is one small function; :func:`run_pipeline` strings them together and prints ncc's
-console lines (§12) to ``out``.
+console lines (§12) to ``out``. ``fit_kpu_ram`` is kmodelpy's (ncc fails where it would act): it
+changes nothing for a model whose KPU tensors fit, and when a KPU layer cannot run on the KPU even
+as row bands the pipeline runs once more with that layer on the CPU.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from ..errors import CompileError, InputError
 from ..ir.graph import Graph
 from . import transforms as T
+from .allocator import KPU_RAM_BYTES
 from .rewrite import Context, run_pass
 
 
@@ -33,6 +36,8 @@ class Options:
     dump_ir: bool = False
     target: str = "k210"
     dump_weights_range: bool = False
+    kpu_ram_overflow: str = "fit"  # "error": fail as ncc does when the KPU tensors do not fit
+    kpu_ram_budget: int = KPU_RAM_BYTES  # internal (tests): the KPU RAM size the compiler fits tensors into
     jobs: int | None = None  # calibration threads (None: the free cores)
 
     @property
@@ -56,10 +61,13 @@ class Options:
                   ("--dataset-format", self.dataset_format, ("image", "raw")),
                   ("--inference-type", self.inference_type, ("uint8", "float")),
                   ("--input-type", self.input_type, ("default", "uint8", "float")),
-                  ("--calibrate-method", self.calibrate_method, ("no_clip", "l2")))
+                  ("--calibrate-method", self.calibrate_method, ("no_clip", "l2")),
+                  ("--kpu-ram-overflow", self.kpu_ram_overflow, ("fit", "error")))
         for flag, v, allowed in checks:
             if v not in allowed:
                 raise InputError(f"{flag} {v!r} is not supported; use one of: {', '.join(allowed)}")
+        if not 64 <= int(self.kpu_ram_budget) <= KPU_RAM_BYTES:
+            raise InputError(f"kpu_ram_budget {self.kpu_ram_budget} is not between 64 and {KPU_RAM_BYTES} bytes")
         if self.jobs is not None and not (isinstance(self.jobs, int) and self.jobs >= 1):
             raise InputError(f"--jobs {self.jobs!r}: give a number of calibration threads, 1 or more")
         if self.input_std is not None and float(self.input_std) == 0.0:
@@ -73,11 +81,11 @@ class Options:
             images.list_dataset(self.dataset, self.dataset_format)  # fails early on a missing/empty dataset
 
 
-def make_context(opts: Options) -> Context:
+def make_context(opts: Options, on_cpu=frozenset()) -> Context:
     return Context(weights_quantize_threshold=float(opts.weights_quantize_threshold),
                    output_quantize_threshold=int(opts.output_quantize_threshold),
                    quantize_binary=bool(opts.quantize_binary), inference_type=opts.inference_type,
-                   input_type=opts.effective_input_type, target=opts.target)
+                   input_type=opts.effective_input_type, target=opts.target, on_cpu=frozenset(on_cpu))
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -178,27 +186,44 @@ def quantize_graph(g: Graph, ctx: Context, out, opts: Options | None = None) -> 
             out.write(line + "\n")
 
 
-def generate(g: Graph, out, opts: Options | None = None):
-    """Lower, schedule and emit (the back end); returns (kmodel bytes, llir, schedule)."""
-    from .emit import emit
+def lower_graph(g: Graph, out, opts: Options | None = None) -> Graph:
+    """``5. Lowering...``: HLIR → LLIR (includes L1 fold_memorycopy, so both dumps show the folded LLIR)."""
     from .lower import lower
+
+    out.write("5. Lowering...\n")
+    llir = lower(g)
+    dump_graph(llir, "lowering", opts or Options(), llir=True)
+    return llir
+
+
+def fit_kpu_ram(llir: Graph, out, opts: Options):
+    """``6. Optimize Pass 3...``: ncc's L1 ran in :func:`lower_graph`; then kmodelpy's ``fit_kpu_ram``
+    (nothing to do for ``--kpu-ram-overflow error`` or a model whose KPU tensors fit)."""
+    from .kpu_ram import KpuFit, fit_kpu_ram as fit_pass
+
+    out.write("6. Optimize Pass 3...\n")
+    fit = KpuFit() if opts.kpu_ram_overflow == "error" else fit_pass(llir, int(opts.kpu_ram_budget))
+    for line in fit.lines():
+        out.write("  " + line + "\n")
+    dump_graph(llir, "optimize_3", opts, llir=True)
+    return fit
+
+
+def generate(llir: Graph, out, kpu_placement: str, kpu_limit: int = KPU_RAM_BYTES):
+    """``7. Generate code...``: schedule and emit; returns (kmodel bytes, schedule)."""
+    from .emit import emit
     from .report import summary_lines, working_memory_line
     from .schedule import schedule
 
-    out.write("5. Lowering...\n")
-    llir = lower(g)  # includes L1 fold_memorycopy, so both dumps show the folded LLIR
-    dump_graph(llir, "lowering", opts or Options(), llir=True)
-    out.write("6. Optimize Pass 3...\n")
-    dump_graph(llir, "optimize_3", opts or Options(), llir=True)
     out.write("7. Generate code...\n")
     out.write("  Plan buffers...\n")
-    sched = schedule(llir)
+    sched = schedule(llir, kpu_placement, kpu_limit)
     out.write("  Emit code...\n")
     data = emit(llir, sched).to_bytes()
     out.write(working_memory_line(sched) + "\n")
     for line in summary_lines(llir):
         out.write(line + "\n")
-    return data, llir, sched
+    return data, sched
 
 
 @dataclass
@@ -208,6 +233,35 @@ class Result:
     llir: Graph
     schedule: object
     warnings: list[str]
+    kpu_fit: object = None  # kmodelpy.compiler.kpu_ram.KpuFit
+
+
+def lower_and_fit(path, opts: Options, out, calibrate_stage=calibrate, checkpointed=None, fmt: str | None = None):
+    """Stages 1-6; when ``fit_kpu_ram`` finds KPU layers that cannot stay on the KPU, all of them once
+    more with those layers on the CPU. Returns (HLIR graph, LLIR graph, KpuFit, Context).
+    ``checkpointed``: the graph after stage 4.1 when the caller has it already (the fit report)."""
+    on_cpu: frozenset[str] = frozenset()
+    moved = []  # the "cpu" remedies of the earlier runs
+    while True:
+        ctx = make_context(opts, on_cpu)
+        if checkpointed is not None and not on_cpu:
+            g = checkpointed
+        else:
+            g = import_graph(path, out, fmt)
+            optimize(g, ctx, out, opts)
+            if opts.inference_type == "uint8":
+                add_checkpoints(g, ctx, opts, out)
+        if opts.inference_type == "uint8":
+            calibrate_stage(g, ctx, opts, out)
+            quantize_graph(g, ctx, out, opts)
+        llir = lower_graph(g, out, opts)
+        fit = fit_kpu_ram(llir, out, opts)
+        if not fit.to_cpu:
+            fit.remedies[:0] = moved
+            return g, llir, fit, ctx
+        on_cpu |= set(fit.to_cpu)
+        moved += [r for r in fit.remedies if r.kind == "cpu"]
+        out.write(f"  compiling again with {', '.join(sorted(on_cpu))} on the CPU\n")
 
 
 def run_pipeline(path, opts: Options | None = None, out=None, fmt: str | None = None) -> Result:
@@ -216,12 +270,6 @@ def run_pipeline(path, opts: Options | None = None, out=None, fmt: str | None = 
     opts = opts or Options()
     out = out if out is not None else sys.stdout
     opts.validate()
-    ctx = make_context(opts)
-    g = import_graph(path, out, fmt)
-    optimize(g, ctx, out, opts)
-    if opts.inference_type == "uint8":
-        add_checkpoints(g, ctx, opts, out)
-        calibrate(g, ctx, opts, out)
-        quantize_graph(g, ctx, out, opts)
-    data, llir, sched = generate(g, out, opts)
-    return Result(data, g, llir, sched, ctx.warnings)
+    g, llir, fit, ctx = lower_and_fit(path, opts, out, fmt=fmt)
+    data, sched = generate(llir, out, fit.placement, int(opts.kpu_ram_budget))
+    return Result(data, g, llir, sched, ctx.warnings, fit)

@@ -97,6 +97,7 @@ def _kernel_failure(model) -> None:
 # ---------------------------------------------------------------------------- infer
 def cmd_infer(args) -> int:
     from .images import list_dataset, load_input
+    from .parallel import free_cores, map_ordered, one_blas_thread
 
     model = _load_model(args.model, args.member)
     files = list_dataset(args.dataset, args.dataset_format)
@@ -116,15 +117,30 @@ def cmd_infer(args) -> int:
 
         for f in files:
             load_raw(f, dtype, (c, h, w))
-    outdir = None
-    for b in range(0, len(files), n):
-        group = files[b : b + n]
+    groups = [files[b : b + n] for b in range(0, len(files), n)]
+    spare = [model]  # the first worker runs the model loaded above, each other one loads its own
+
+    def worker_model():
+        try:
+            return spare.pop()  # (atomic: one worker gets it)
+        except IndexError:
+            return _load_model(args.model, args.member)
+
+    def infer(m, group):
         samples = [load_input(f, args.dataset_format, dtype, (c, h, w), args.input_mean, args.input_std)
                    for f in group]
-        outputs = model.run(_batch(model, samples))
-        _kernel_failure(model)
-        outdir = outdir or _make_outdir(args.outdir)
-        _atomic_write(outdir / f"{group[0].stem}.bin", _output_bytes(model, outputs))
+        outputs = m.run(_batch(m, samples))
+        return _output_bytes(m, outputs), getattr(m, "last_error", None)
+
+    outdir = None
+    jobs = args.jobs or free_cores()
+    with one_blas_thread:
+        # results come back in file order: the same files, messages and first failure as one job
+        for group, (data, err) in zip(groups, map_ordered(infer, groups, jobs, worker_model)):
+            if err:
+                print(f"Fatal: {err}", file=sys.stderr)
+            outdir = outdir or _make_outdir(args.outdir)
+            _atomic_write(outdir / f"{group[0].stem}.bin", data)
     print(f"kmodelpy infer: {len(files)} file(s) -> {args.outdir}")
     return 0
 
@@ -294,6 +310,8 @@ def _unavailable(msg: str) -> int:
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:
+    from .parallel import add_jobs_option
+
     ap = argparse.ArgumentParser(
         prog="kmodelpy",
         description="Compile TFLite or ONNX for the K210 KPU and emulate kmodel v4 bit for bit like ncc infer "
@@ -310,6 +328,7 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                    help="image: files OpenCV decodes; raw: CHW files of exactly C*H*W input elements")
     _add_norm(p)
     _add_member(p)
+    add_jobs_option(p, "run the pictures")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("run", help="run images (or raw .bin files) and print the outputs")
@@ -339,6 +358,9 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .parallel import one_blas_thread
+
+    one_blas_thread.pin_from_start()  # before numpy is imported: OpenBLAS with one thread
     debug = os.environ.get("KMODELPY_DEBUG") == "1"
     try:
         args = build_parser(argv).parse_args(argv)

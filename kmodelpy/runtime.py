@@ -12,6 +12,7 @@ import numpy as np
 from .errors import FormatError, InputError, KernelError, KmodelpyError
 from .format.binio import DT_FLOAT32, DT_UINT8, MEM_CONST, MEM_KPU, MEM_MAIN, MemoryRange
 from .format.kmodel import KModel
+from .parallel import one_blas_thread
 
 KPU_RAM_SIZE = 2 << 20
 
@@ -230,11 +231,12 @@ class Model:
     def run_nodes(self) -> None:
         """Run every node in file order (§B.26): a KernelFailure stops the run and is kept in
         ``last_error`` (ncc prints ``Fatal: ...`` and still writes the outputs); a KernelError
-        (ncc throws) propagates."""
+        (ncc throws) propagates. BLAS runs on this thread only (:data:`one_blas_thread`)."""
         self.last_error = None
-        for k, op in enumerate(self.kmodel.ops):
-            if not self._run_node(k, op):
-                return
+        with one_blas_thread:
+            for k, op in enumerate(self.kmodel.ops):
+                if not self._run_node(k, op):
+                    return
 
     def _run_node(self, k: int, op) -> bool:
         mem = self.mem
@@ -260,9 +262,14 @@ class Model:
     def profile(self, x, repeats: int = 1) -> list[tuple[int, str, float]]:
         """Run ``x`` ``repeats`` times and return ``[(node index, op name, best seconds)]`` for
         every node executed (to find the slow kernel)."""
+        best: dict[int, float] = {}
+        with one_blas_thread:
+            self._profile_runs(x, repeats, best)
+        return [(k, self.kmodel.ops[k].name, best[k]) for k in sorted(best)]
+
+    def _profile_runs(self, x, repeats, best) -> None:
         import time
 
-        best: dict[int, float] = {}
         for _ in range(max(1, repeats)):
             self.set_input(x)
             self.last_error = None
@@ -273,7 +280,6 @@ class Model:
                 best[k] = min(best.get(k, dt), dt)
                 if not ok:
                     break
-        return [(k, self.kmodel.ops[k].name, best[k]) for k in sorted(best)]
 
     def read_outputs(self) -> list[np.ndarray]:
         outs = []

@@ -58,10 +58,10 @@ def layer_class(code: int) -> type["Layer"] | None:
     if cls is None and code in LAYER_MODULES:
         import importlib
 
-        from .._numba_start import skip_scipy_on_first_dispatch
+        from .._numba_start import install
 
-        skip_scipy_on_first_dispatch()
         importlib.import_module(f"{__package__}.{LAYER_MODULES[code]}")
+        install()  # faster loads of the cached kernels
         cls = LAYERS.get(code)
     return cls
 

@@ -133,7 +133,7 @@ def conv2d_hybrid(x, origin: ConvOrigin, bias, groups, pad_h, pad_w, sh, sw, dh,
     return np.maximum(np.minimum(y, F32(hi)), F32(lo)).astype(F32)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _fma_conv_kernel(xp, w, bias, taps, groups, sh, sw, dh, dw, lo, hi, out):
     n_batch, n_oc, out_h, out_w = out.shape
     g_oc = n_oc // groups

@@ -1,4 +1,4 @@
-"""kmodelpy: compile TFLite and ONNX models for the Kendryte K210 KPU and emulate kmodel v4 bit for bit.
+"""kmodelpy: compile TFLite and ONNX models for the Kendryte K210 KPU and emulate kmodel v4 (and v3) bit for bit.
 
     import kmodelpy
     model = kmodelpy.load("model.kmodel")      # or a .tflite / .onnx (float reference evaluation)
@@ -18,12 +18,26 @@ def is_source_path(path) -> bool:
     return source_format(path) is not None
 
 
-def load(path):
-    """Load a ``.kmodel`` (bit-exact emulator) or a source model, ``.tflite`` or ``.onnx`` (float evaluator)."""
+def load(path, member=None):
+    """Load a ``.kmodel`` (v4: bit-exact like ``ncc infer``; v3: like the K210 SDK, told apart by the
+    file itself), a ``.kfpkg`` (``member``: the name or flash address of its kmodel, needed when it
+    holds several) or a source model, ``.tflite`` or ``.onnx`` (float evaluator)."""
+    from .errors import InputError
+
     if is_source_path(path):
+        if member is not None:
+            raise InputError(f"{path}: --member is for .kfpkg files")
         from .frontends import load_float
 
         return load_float(path)
+    from .kfpkg import is_kfpkg
+
+    if is_kfpkg(path):
+        from .kfpkg import load as load_kfpkg
+
+        return load_kfpkg(path, member)
+    if member is not None:
+        raise InputError(f"{path}: --member is for .kfpkg files")
     from .runtime import load_kmodel
 
     return load_kmodel(path)

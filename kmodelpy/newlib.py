@@ -7,119 +7,140 @@ The K210 toolchain (kendryte-gnu-toolchain v8.2.0-20190409) links kendryte/kendr
   ``libm/common/fdlibm.h`` defines ``_XOPEN_MODE`` ("REDHAT LOCAL"), so ``_LIB_VERSION`` is ``_XOPEN_``
   (``s_lib_ver.c``) and the wrapper's checks apply: a finite ``x > 88.7216796875`` gives +inf (HUGE_VAL)
   and ``x < -103.972084`` gives 0, before the fdlibm code's own limits.
-  :func:`expf_plain` is that function in plain IEEE float32 (every operation rounded on its own, no fused
-  multiply-add): what the reference build of MaixPy's region layer computes.
+
+  Its last bits depend on how the library was compiled. GCC contracts ``a*b + c`` into a fused
+  multiply-add by default (``-ffp-contract=fast``) where the target has one, and the K210's does:
+
+  - :func:`expf` with ``fused=True``: the contractions GCC makes in ef_exp.c with FMA available (read
+    in the x86-64 assembly of ``gcc -O2 -mfma``; the kmodel v3 runtime spec, section 3, finds the same
+    in the device binary): ``k = (int)fmaf(invln2, x, +-0.5)``, ``hi = fmaf(-t, ln2HI, x)``, the
+    polynomial ``P4 + t*P5 ... P1 + t*(...)`` as four fmaf and ``c = fmaf(-t, poly, x)``. The expf of
+    the K210 SDK's kmodel v3 runtime (softmax, logistic).
+  - ``fused=False`` (and :func:`expf_plain`): every product and sum rounded on its own (the C source read
+    literally): what the reference build of MaixPy's region layer computes.
+
+  Everything else is as the C code: float32 operations in source order, the reduction ``x = hi - lo``,
+  ``1 - ((x*c)/(c-2) - x)`` for k = 0, ``1 - ((lo - (x*c)/(2-c)) - hi)`` scaled by 2^k otherwise
+  (exact, or one rounding for a subnormal result, as the exponent add plus ``* 2^-100``). Both variants
+  equal the C compiled both ways (GCC 12.2, ``-O2 -mfma`` / ``-O2 -ffp-contract=off``) on all 2^32
+  float32 inputs (docs/v3.md). :func:`expf` is a numba function (kernels call it; compiled on first
+  use); :func:`expf_array` and :func:`expf_plain` are the array forms.
 * ``qsort``: ``libc/search/qsort.c``, Bentley & McIlroy's quicksort (median of three, ninther above 40
   elements, three-way partition, insertion sort below 7 elements or after a pass without swaps). It is
   not stable: the order it leaves equal elements in is part of the result (MaixPy's NMS depends on it).
-
-Both take numpy arrays; nothing here is compiled, so importing it is cheap.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
+import math
+import struct
 
+import numba
 import numpy as np
 
-_F = np.float32  # fdlibm's constants of ef_exp.c / wf_exp.c (named apart: the module is shared)
-_FD = SimpleNamespace(
-    one=_F(1.0), two=_F(2.0), huge=_F(1.0e30),
-    twom100=_F(7.8886090522e-31),  # 2**-100, 0x0d800000
-    ln2hi=(_F(6.9313812256e-01), _F(-6.9313812256e-01)),  # 0x3f317180, 0xbf317180
-    ln2lo=(_F(9.0580006145e-06), _F(-9.0580006145e-06)),  # 0x3717f7d1, 0xb717f7d1
-    half=(_F(0.5), _F(-0.5)),
-    invln2=_F(1.4426950216e+00),  # 0x3fb8aa3b
-    p1=_F(1.6666667163e-01), p2=_F(-2.7777778450e-03), p3=_F(6.6137559770e-05),  # 0x3e2aaaab 0xbb360b61 0x388ab355
-    p4=_F(-1.6533901999e-06), p5=_F(4.1381369442e-08),  # 0xb5ddea0e 0x3331bb4c
-    log_max=0x42B17217,  # FLT_UWORD_LOG_MAX (fdlibm.h, IEEE exponents)
-    log_min=0x42CFF1B5,  # FLT_UWORD_LOG_MIN (denormals supported)
-    o_threshold=_F(8.8721679688e01),  # wf_exp.c, 0x42b17180
-    u_threshold=_F(-1.0397208405e02),  # wf_exp.c, 0xc2cff1b5
-)
+from .fma import fmaf
+
+
+def _bits(u: int) -> np.float32:
+    return np.frombuffer(struct.pack("<I", u), dtype=np.float32)[0]
+
+
+# fdlibm's constants of ef_exp.c / wf_exp.c (module-level float32 scalars: numba freezes them)
+_ONE = np.float32(1.0)
+_TWO = np.float32(2.0)
+_HALF = np.float32(0.5)
+_LN2HI = _bits(0x3F317180)
+_LN2LO = _bits(0x3717F7D1)
+_INVLN2 = _bits(0x3FB8AA3B)
+_P1 = _bits(0x3E2AAAAB)
+_P2 = _bits(0xBB360B61)
+_P3 = _bits(0x388AB355)
+_P4 = _bits(0xB5DDEA0E)
+_P5 = _bits(0x3331BB4C)
+_O_THRESHOLD = _bits(0x42B17180)  # wf_exp.c: finite x > this -> HUGE_VAL (inf); above ef_exp.c's 0x42b17217
+_U_THRESHOLD = _bits(0xC2CFF1B5)  # wf_exp.c: x < this -> 0 (= ef_exp.c's own underflow limit)
+_HALF_LN2 = _bits(0x3EB17218)  # |x| > 0.5 ln2: reduce
+_THREE_HALF_LN2 = _bits(0x3F851592)  # |x| < 1.5 ln2: k = +-1
+_TINY = _bits(0x31800000)  # |x| < 2^-28: 1 + x
+_INF = np.float32(np.inf)
+_ZERO = np.float32(0.0)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _mla(a, b, c, fused):
+    """``a*b + c``: one fmaf, or a float32 product and a float32 sum."""
+    if fused:
+        return fmaf(a, b, c)
+    return np.float32(a * b) + c
+
+
+@numba.njit(cache=True, error_model="numpy")
+def expf(x, fused=True):
+    """newlib's ``expf`` of a float32 (see the module docstring for ``fused``)."""
+    x = np.float32(x)
+    if x != x:
+        return x + x
+    if x > _O_THRESHOLD:
+        return _INF
+    if x < _U_THRESHOLD:
+        return _ZERO
+    ax = abs(x)
+    neg = x < _ZERO
+    k = 0
+    hi = _ZERO
+    lo = _ZERO
+    if ax > _HALF_LN2:
+        if ax < _THREE_HALF_LN2:
+            if neg:
+                hi = x + _LN2HI
+                lo = -_LN2LO
+                k = -1
+            else:
+                hi = x - _LN2HI
+                lo = _LN2LO
+                k = 1
+        else:
+            k = int(_mla(_INVLN2, x, -_HALF if neg else _HALF, fused))
+            t = np.float32(k)
+            hi = _mla(-t, _LN2HI, x, fused)  # t*ln2HI is exact: the same either way
+            lo = t * _LN2LO
+        x = hi - lo
+    elif ax < _TINY:
+        return _ONE + x
+    t = x * x
+    p = _mla(t, _P5, _P4, fused)
+    p = _mla(t, p, _P3, fused)
+    p = _mla(t, p, _P2, fused)
+    p = _mla(t, p, _P1, fused)
+    c = _mla(-t, p, x, fused)
+    if k == 0:
+        return _ONE - ((x * c) / (c - _TWO) - x)
+    y = _ONE - ((lo - (x * c) / (_TWO - c)) - hi)
+    # y * 2^k: exact for a normal result (the exponent add), one rounding below (the * 2^-100)
+    return np.float32(math.ldexp(np.float64(y), k))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _expf_loop(x, out, fused):
+    for i in range(x.size):
+        out[i] = expf(x[i], fused)
+
+
+def expf_array(x, fused: bool = True) -> np.ndarray:
+    """Element-wise :func:`expf` of a float32 array (shape kept)."""
+    a = np.asarray(x, dtype=np.float32)
+    out = np.empty(a.shape, np.float32)
+    if a.size:
+        _expf_loop(np.ascontiguousarray(a).reshape(-1), out.reshape(-1), bool(fused))
+    return out
 
 
 def expf_plain(x):
-    """newlib's ``expf`` (wf_exp.c around fdlibm's ``__ieee754_expf``) in plain float32, element-wise.
+    """newlib's ``expf`` in plain float32 (``fused=False``), element-wise.
 
     ``x``: a float32 scalar or array (other floats are rounded to float32 first). Returns float32 of the
     same shape (a numpy float32 scalar for a scalar)."""
-    a = np.asarray(x, dtype=np.float32)
-    scalar = a.ndim == 0
-    v = np.array(a, dtype=np.float32, ndmin=1, copy=True)
-    with np.errstate(all="ignore"):
-        out = _expf_array(v)
-        finite = np.isfinite(v)
-        out[finite & (v > _FD.o_threshold)] = np.inf  # the wrapper (_XOPEN_): overflow -> HUGE_VAL
-        out[finite & (v < _FD.u_threshold)] = _F(0.0)  # underflow -> 0
-    return out[0] if scalar else out.reshape(a.shape)
-
-
-def _expf_array(x: np.ndarray) -> np.ndarray:
-    sx = x.view(np.int32).astype(np.int64)
-    xsb = (sx >> 31) & 1
-    hx = sx & 0x7FFFFFFF
-    neg = xsb == 1
-    out = np.empty_like(x)
-    done = np.zeros(x.shape, dtype=bool)
-
-    nan = hx > 0x7F800000
-    out[nan] = x[nan] + x[nan]
-    inf = hx == 0x7F800000
-    out[inf & ~neg] = x[inf & ~neg]
-    out[inf & neg] = _F(0.0)
-    done |= nan | inf
-    over = ~done & (sx > _FD.log_max)
-    out[over] = _FD.huge * _FD.huge
-    under = ~done & neg & (hx > _FD.log_min)
-    out[under] = _FD.twom100 * _FD.twom100
-    done |= over | under
-    tiny = ~done & (hx < 0x31800000)  # |x| < 2**-28: huge + x > one, so one + x
-    out[tiny] = _FD.one + x[tiny]
-    done |= tiny
-
-    # argument reduction (only where |x| > 0.5 ln2): x = hi - lo, exp(x) = 2**k exp(hi - lo)
-    hi = np.zeros_like(x)
-    lo = np.zeros_like(x)
-    k = np.zeros(x.shape, dtype=np.int64)
-    mid = ~done & (hx > 0x3EB17218) & (hx < 0x3F851592)  # 0.5 ln2 < |x| < 1.5 ln2
-    ln2hi = np.where(neg, _FD.ln2hi[1], _FD.ln2hi[0]).astype(np.float32)
-    ln2lo = np.where(neg, _FD.ln2lo[1], _FD.ln2lo[0]).astype(np.float32)
-    hi[mid] = x[mid] - ln2hi[mid]
-    lo[mid] = ln2lo[mid]
-    k[mid] = 1 - 2 * xsb[mid]
-    far = ~done & (hx >= 0x3F851592)
-    if far.any():
-        half = np.where(neg, _FD.half[1], _FD.half[0]).astype(np.float32)
-        kf = _FD.invln2 * x[far] + half[far]  # float, then converted to int32 (truncation)
-        kk = np.trunc(kf).astype(np.int64)
-        t = kk.astype(np.float32)
-        hi[far] = x[far] - t * _FD.ln2hi[0]
-        lo[far] = t * _FD.ln2lo[0]
-        k[far] = kk
-    red = mid | far
-    xr = x.copy()
-    xr[red] = hi[red] - lo[red]
-
-    # x is now in the primary range
-    todo = ~done
-    xv = xr[todo]
-    t = xv * xv
-    c = xv - t * (_FD.p1 + t * (_FD.p2 + t * (_FD.p3 + t * (_FD.p4 + t * _FD.p5))))
-    kv = k[todo]
-    plain = kv == 0
-    y = np.empty_like(xv)
-    xc = xv * c
-    y[plain] = _FD.one - ((xc[plain] / (c[plain] - _FD.two)) - xv[plain])
-    sc = ~plain
-    y[sc] = _FD.one - ((lo[todo][sc] - (xc[sc] / (_FD.two - c[sc]))) - hi[todo][sc])
-    # add k to the exponent of y (k >= -125), or k + 100 and multiply by 2**-100
-    low = sc & (kv < -125)
-    shift = np.where(low, kv + 100, kv) * (1 << 23)
-    hy = (y.view(np.uint32).astype(np.int64) + np.where(sc, shift, 0)) & 0xFFFFFFFF
-    y = hy.astype(np.uint32).view(np.float32)
-    y[low] = y[low] * _FD.twom100
-    out[todo] = y
-    return out
+    out = expf_array(x, fused=False)
+    return out[()] if out.ndim == 0 else out
 
 
 # ----------------------------------------------------------------------------------------- qsort

@@ -53,6 +53,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "output shape, KPU bytes) and the reason every conv/FC/pool stayed on the CPU)")
     p.add_argument("--report", action="store_true",
                    help="accepted for compatibility: the per-layer report is printed by default (see -q)")
+    from ..parallel import add_jobs_option
+
+    add_jobs_option(p, "run the calibration pictures")
 
 
 REPORT_HEADER = "kmodelpy layer report (not part of ncc's output):"

@@ -38,6 +38,7 @@ class Options:
     dump_weights_range: bool = False
     kpu_ram_overflow: str = "fit"  # "error": fail as ncc does when the KPU tensors do not fit
     kpu_ram_budget: int = KPU_RAM_BYTES  # internal (tests): the KPU RAM size the compiler fits tensors into
+    jobs: int | None = None  # calibration threads (None: the free cores)
 
     @property
     def use_dataset_as_input_stat(self) -> bool:
@@ -67,6 +68,8 @@ class Options:
                 raise InputError(f"{flag} {v!r} is not supported; use one of: {', '.join(allowed)}")
         if not 64 <= int(self.kpu_ram_budget) <= KPU_RAM_BYTES:
             raise InputError(f"kpu_ram_budget {self.kpu_ram_budget} is not between 64 and {KPU_RAM_BYTES} bytes")
+        if self.jobs is not None and not (isinstance(self.jobs, int) and self.jobs >= 1):
+            raise InputError(f"--jobs {self.jobs!r}: give a number of calibration threads, 1 or more")
         if self.input_std is not None and float(self.input_std) == 0.0:
             raise InputError("--input-std 0 would divide by zero; pass the standard deviation used in training")
         if self.inference_type == "uint8" and not self.dataset:
@@ -159,10 +162,10 @@ def calibrate(g: Graph, ctx: Context, opts: Options, out) -> None:
     out.write("  4.2. Get activation ranges...\n")
     out.write("  Plan buffers...\n")
     ranges = C.collect_ranges(g, opts.dataset, opts.dataset_format, opts.mean, opts.std,
-                              opts.use_dataset_as_input_stat, out)
+                              opts.use_dataset_as_input_stat, out, opts.jobs)
     if opts.calibrate_method == "l2":
         ranges = C.l2_ranges(g, ranges, opts.dataset, opts.dataset_format, opts.mean, opts.std,
-                             opts.use_dataset_as_input_stat, out)
+                             opts.use_dataset_as_input_stat, out, opts.jobs)
     if not opts.use_dataset_as_input_stat:
         oc = g.inputs[0].output
         r = C.fixed_input_range(opts.mean, opts.std)

@@ -36,7 +36,7 @@ def _fma(a, b, c) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ convolutions
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _fma_conv_kernel(xp, w, bias, taps, groups, sh, sw, dh, dw, lo, hi, out):
     """Per output channel, an accumulator plane started at the bias; each tap in order adds its product to
     every output position with one FMA (f64 product and sum, one rounding to f32)."""

@@ -31,22 +31,9 @@ def _load_model(path, member=None):
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder, then rename: never a partial file."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise InputError(f"{path.parent}: cannot write the output there: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise InputError(f"{path}: cannot write the output: {e.strerror or e}") from None
-        raise
+    from .files import write_atomic
+
+    write_atomic(path, data)
 
 
 def _make_outdir(path) -> Path:

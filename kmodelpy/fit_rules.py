@@ -46,7 +46,7 @@ POOL_NAMES = {1: "max 2x2 s2", 2: "mean 2x2 s2", 3: "max 4x4 s4", 4: "mean 4x4 s
 
 KPU, PARTIAL, CPU, FOLDED = "KPU", "partial", "CPU", "folded"
 CONV_KINDS = ("conv", "depthwise")
-DATA_KINDS = ("pad", "reshape", "transpose", "data")
+DATA_KINDS = ("pad", "reshape", "transpose", "data", "resize")
 MOVED_TO_CPU = ("its feature maps do not fit the 2 MiB KPU RAM even as row bands of one output row: kmodelpy "
                 "runs it on the CPU (ncc fails with 'KPU allocator cannot allocate more memory')")
 
@@ -73,7 +73,7 @@ class LayerVerdict:
     kpu_out_shape: tuple | None = None  # NCHW of the KPU layer output (after its KPU pool)
     kpu_bytes: int | None = None
     fused_into: int | None = None  # index of the KPU layer this op is fused into
-    params: int = 0  # weights of a conv / dense / transpose conv layer
+    params: int = 0  # weights the compiled layer stores (convs, dense layers, transpose convs, resize filters)
     kpu_ram: list[str] = field(default_factory=list)  # what --kpu-ram-overflow fit does to this layer
 
     @property
@@ -227,27 +227,42 @@ def _shape_fix(s) -> str:
 MOTION_OPS = ("reshape", "transpose", "pad", "strided_slice", "resize_image")
 
 
-def _loses_range(ic) -> bool:
-    """True when the input ``ic`` comes through data-movement ops that Q4 moves behind a dequantize: the
-    new dequantize has no range (compiler spec §5.4 [QUIRK]), so the consumer cannot be quantized."""
-    n = ic.producer.node
-    if n.op not in MOTION_OPS:
-        return False
-    while n.op in MOTION_OPS and n.inputs:
-        src = n.input.producer
-        n = src.node
-    return src.need_quantize
+def _is_motion(n) -> bool:
+    """Data movement Q4 moves behind a dequantize (the resize lowering's edge-replication concats too)."""
+    return n.op in MOTION_OPS or (n.op == "concat" and bool(n.attrs.get("edge_replication")))
 
 
-def _precision(node) -> str:
-    """uint8 when C3 checkpointed the node and its inputs keep their quantization ranges, else float."""
-    if not node.need_quantize:
-        return "float"
-    return "float" if any(_loses_range(ic) for ic in node.inputs if ic.producer.node.op != "constant") else "uint8"
+def _precisions(g) -> dict:
+    """node -> "uint8" when C3 checkpointed the node and its inputs keep their quantization ranges, else "float".
+
+    An input loses its range when it comes through data-movement ops that Q4 moves behind a dequantize: the new
+    dequantize has no range (compiler spec §5.4 [QUIRK]), so the consumer cannot be quantized. There is a
+    dequantize to move only when the source of the chain is itself quantized: KPU convs and the uint8 model
+    input always, CPU convs, dense layers, elementwise programs and binaries when they are uint8 themselves
+    (producers first: the graph's DFS order)."""
+    prec: dict = {}
+
+    def quantized(n) -> bool:
+        return n.op in ("fake_kpu_conv2d", "input") or \
+            (n.op in ("conv2d", "matmul", "fused_unary", "binary") and prec.get(n) == "uint8")
+
+    def loses_range(ic) -> bool:
+        n = ic.producer.node
+        if not _is_motion(n):
+            return False
+        while _is_motion(n) and n.inputs:
+            src = n.input.producer
+            n = src.node
+        return src.need_quantize and quantized(n)
+
+    for n in g.dfs():
+        lost = any(loses_range(ic) for ic in n.inputs if ic.producer.node.op != "constant")
+        prec[n] = "uint8" if n.need_quantize and not lost else "float"
+    return prec
 
 
-def _float_reason(node, oqt, wqt) -> str | None:
-    if node.need_quantize and _precision(node) == "float":
+def _float_reason(node, precision, oqt, wqt) -> str | None:
+    if node.need_quantize and precision == "float":
         return ("its input comes through a uint8 pad/crop/slice/reshape after which ncc loses the quantization "
                 "range: computed in float (ncc prints a misleading 'weights divergence' warning)")
     n = int(np.prod(node.output.shape))
@@ -306,17 +321,49 @@ class _Analysis:
         for n in self.g.nodes:
             if n.name in owner:
                 self.nodes.setdefault(owner[n.name], []).append(n)
+        self.unaries = self._unaries_by_producer(owner)
+        self.prec = _precisions(self.g)
         self.producer = model.producers()
         self.consumers = model.consumers()
         self.out: dict[int, LayerVerdict] = {}
         self.pool_fused: dict[int, tuple[int, int]] = {}  # id(reduce_window2d) -> (conv layer, KPU pool type)
         self.absorbed: dict[int, object] = {}  # conv layer -> the fused_unary its KPU activation absorbs
 
+    def _unaries_by_producer(self, owner) -> dict[int, list]:
+        """TFLite op index -> the ``fused_unary`` nodes computed from its output: P1 builds them unnamed, so each
+        is traced back through unnamed nodes (crops, layout transposes) to the first node a TFLite op owns."""
+        res: dict[int, list] = {}
+        for n in self.g.nodes:
+            if n.op != "fused_unary":
+                continue
+            p = n.input.producer.node
+            while p.name not in owner and len(p.inputs) == 1:
+                p = p.input.producer.node
+            if p.name in owner:
+                res.setdefault(owner[p.name], []).append(n)
+        return res
+
     def node(self, i, *ops):
         for n in self.nodes.get(i, []):
             if n.op in ops:
                 return n
         return None
+
+    def _resize_work(self, node, op) -> bool:
+        """A node the resize lowering made for a RESIZE after ``op`` (its edge replication), not ``op``'s crop."""
+        other = self.owner.get(node.name)
+        return other is not None and other != op.index and self.ops[other].kind == "resize"
+
+    def weights_of(self, op) -> int:
+        """Weights the compiled layer(s) of ``op`` store: read from the compiler's own nodes, so float16/int8 weights
+        behind a DEQUANTIZE, sparse weights and the resize lowering's filters count too."""
+        n = 0
+        for node in self.nodes.get(op.index, []):
+            if node.op in ("conv2d", "fake_kpu_conv2d", "conv2d_transpose"):
+                n += int(np.asarray(node["weights"]).size)
+            elif node.op == "matmul" and node.inputs[1].producer.node.op == "constant":
+                n += int(np.prod(node.inputs[1].shape))
+        return n
 
     def input_op(self, op, k=0):
         t = op.inputs[k] if len(op.inputs) > k else None
@@ -327,6 +374,7 @@ class _Analysis:
         for op in self.ops:
             v = LayerVerdict(op.index, op.op, op.output, tuple(op.shape), CPU, params=op.params, notes=list(op.notes))
             self.out[op.index] = v
+            v.params = self.weights_of(op)
             handler = getattr(self, "do_" + op.kind, None) or self.do_other
             handler(op, v)
         for op in self.ops:  # pads merged into a conv take the conv's verdict
@@ -354,7 +402,7 @@ class _Analysis:
             v.verdict = FOLDED
             v.reasons.append("computed at compile time (constant input)")
             return
-        v.verdict, v.precision = CPU, _precision(c)
+        v.verdict, v.precision = CPU, self.prec[c]
         if c.name in self.on_cpu:
             v.reasons.append(MOVED_TO_CPU)
             return
@@ -363,7 +411,7 @@ class _Analysis:
         r, fx = _why_not_kpu_conv(op, c, self.wqt, self.hints)
         v.reasons += r
         v.fixes += fx
-        fr = _float_reason(c, self.oqt, self.wqt)
+        fr = _float_reason(c, self.prec[c], self.oqt, self.wqt)
         if fr:
             v.notes.append(fr)
 
@@ -398,14 +446,14 @@ class _Analysis:
         if m is None:
             v.verdict = FOLDED
             return
-        v.verdict, v.precision = CPU, _precision(m)
+        v.verdict, v.precision = CPU, self.prec[m]
         if m.name in self.on_cpu:
             v.reasons.append(MOVED_TO_CPU)
             return
         r, fx = _why_not_kpu_matmul(op, m, self.wqt, self.oqt, self.hints)
         v.reasons += r
         v.fixes += fx
-        fr = _float_reason(m, self.oqt, self.wqt)
+        fr = _float_reason(m, self.prec[m], self.oqt, self.wqt)
         if fr:
             v.notes.append(fr)
 
@@ -424,6 +472,7 @@ class _Analysis:
                 cpu.append(f"Pad {_fmt_pads(p['paddings'])} before it")
         fu = _absorbed_unary(f)
         after = _consumers(f) + (_consumers(fu) if fu is not None else [])
+        after = [c for c in after if not self._resize_work(c, op)]
         slices = [c for c in after if c.op == "strided_slice"]
         for c in after:
             if c.op == "pad" and _is_crop_after(c):
@@ -577,7 +626,12 @@ class _Analysis:
             v.reasons.append(f"computed in the same CPU program as #{j} (ncc fuses chains of elementwise functions)")
             v.fixes += pv.fixes
             return
-        if pv is not None and (pv.verdict == PARTIAL or (self.ops[j].kind in DATA_KINDS and pv.precision == "uint8")):
+        fus = self.unaries.get(j, []) if j is not None else []
+        if fus:  # the compiler's own rule: Q4 makes a lookup table only of a fused_unary that keeps its ranges
+            float_unary = any(self.prec[f] == "float" for f in fus)
+        else:
+            float_unary = pv is not None and (pv.verdict == PARTIAL or (p.kind in DATA_KINDS and pv.precision == "uint8"))
+        if float_unary:
             v.verdict, v.precision = CPU, "float"
             v.reasons.append("elementwise function on the CPU in float (NNIL program): its input comes through "
                              "a uint8 pad/crop/slice/layout op, after which ncc loses the quantization range")
@@ -637,6 +691,49 @@ class _Analysis:
             v.reasons.append(f"merged into the padding of layer #{cons[0]}")
             return
         self.do_data(op, v)
+
+    def do_resize(self, op, v):
+        """ncc's ResizeImage where TFLite's sampling equals it (CPU data movement), else the compiler's lowering
+        (:mod:`kmodelpy.compiler.transforms.resize_lowering`), asked through the same decision function."""
+        from .compiler.transforms.resize_lowering import lowering
+        from .ir.resample import same_as_ncc
+
+        if not op.resize:
+            return self.do_data(op, v)
+        mode, hp, ac, in_hw, out_hw = op.resize
+        if same_as_ncc(mode, in_hw, out_hw, ac, hp):
+            return self.do_data(op, v)
+        kind = lowering(mode, in_hw, out_hw, ac, hp)
+        if kind == "slice":
+            self.do_data(op, v)
+            v.notes.append("TFLite's half-pixel / align-corners nearest sampling is a strided slice here")
+            return
+        nodes = self.nodes.get(op.index, [])
+        kpu = [n for n in nodes if n.op == "fake_kpu_conv2d"]
+        cpu = [n for n in nodes if n.op == "conv2d"]
+        if kind == "bilinear2x":
+            v.reasons.append("half-pixel bilinear 2x: edge replication and a nearest 2x upsample on the CPU (uint8), "
+                             "then a [1,2,1]/4 depthwise 3x3 filter, then a crop (exact in float; ncc ignores "
+                             "half_pixel_centers)")
+        else:
+            v.reasons.append("TFLite's sampling (half-pixel / align-corners) as two 1x1 convs with interpolation "
+                             "weights, one per axis, with CPU transposes around them (exact in float)")
+        if kpu:
+            v.verdict, v.precision = PARTIAL, "uint8"
+            v.reasons.append(f"the filter conv{'s run' if len(kpu) > 1 else ' runs'} on the KPU")
+            big = max(kpu, key=lambda f: kpu_bytes(f.input.shape) + kpu_bytes(f.output.shape))
+            v.kpu_in_shape, v.kpu_out_shape = tuple(big.input.shape), tuple(big.output.shape)
+            v.kpu_bytes = kpu_bytes(big.input.shape) + kpu_bytes(big.output.shape)
+        if cpu:
+            if not kpu:
+                v.verdict = CPU
+                v.precision = "float" if any(self.prec[c] == "float" for c in cpu) else "uint8"
+            shape = next((c.input.shape for c in cpu if not supported_in_shape(c.input.shape)), None)
+            v.reasons.append(f"{len(cpu)} filter conv(s) on the CPU"
+                             + (f": {_shape_reason(shape)}" if shape is not None else ""))
+            if kind == "bilinear2x" and shape is not None:
+                v.fixes.append("upsample feature maps of at most 126x254 (the KPU takes the 2H+4 x 2W+4 upsampled "
+                               "map)")
 
     def do_data(self, op, v):
         if op.kind == "reshape":

@@ -609,6 +609,14 @@ def _random_model(b, p):
     "dilation": st.sampled_from([1, 1, 2]),
     "hwc": st.tuples(st.sampled_from([4, 5, 9, 16, 17, 33, 255, 257]), st.sampled_from([4, 7, 16, 33, 320, 513]),
                      st.sampled_from([1, 3]))}))
+# a dilated 1x1 conv (space-to-batch: CPU transposes around the KPU conv) then LEAKY_RELU: the activation's input
+# loses its range behind the moved dequantize, so the compiler emits a float NNIL program, not a lookup table
+@example(p={"dw": False, "k": 1, "stride": 1, "padding": "SAME", "pad": None, "act": "NONE", "next": "leaky",
+            "dilation": 2, "hwc": (9, 7, 1)})
+# the same on 4x16: the inner conv is too small for the KPU and stays a float CPU conv, so nothing is quantized
+# before the transposes and the activation keeps its range: a lookup table
+@example(p={"dw": False, "k": 1, "stride": 1, "padding": "SAME", "pad": None, "act": "NONE", "next": "leaky",
+            "dilation": 2, "hwc": (4, 16, 1)})
 # a 1x1 conv after an explicit PAD on a 255x321 map: its input + output need 2.2 MB: ncc fails, kmodelpy bands it
 @example(p={"dw": False, "k": 1, "stride": 1, "padding": "SAME", "pad": (0, 0, 0, 1), "act": "NONE", "next": "none",
             "dilation": 1, "hwc": (255, 320, 1)})

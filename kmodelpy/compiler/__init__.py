@@ -7,10 +7,7 @@ calls; the stages live in :mod:`kmodelpy.compiler.pipeline`, the rewrite engine 
 from __future__ import annotations
 
 import io
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 from ..errors import InputError
 
@@ -40,17 +37,7 @@ def compile_model(tflite_path, dataset=None, output=None, verbose: bool = False,
 
 
 def write_atomic(path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename it into place."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"{path}: output folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write via a temporary file in the same folder and rename it into place (:mod:`kmodelpy.files`)."""
+    from ..files import write_atomic as write
+
+    write(path, data)

@@ -10,14 +10,18 @@ from ..errors import InputError
 
 
 class FloatModel:
-    """A source model evaluated in float32 (see module doc). ``conv_origins``: conv2d nodes evaluated with
-    their front end's own arithmetic (TFLite's dynamic-range kernels), else None."""
+    """A source model evaluated in float32 (see module doc). Subclasses may give some nodes their front end's own
+    arithmetic (TFLite's interpreter) through :meth:`evaluators`."""
 
-    def __init__(self, path, graph, conv_origins=None):
+    def __init__(self, path, graph):
         self.path = str(path)
         self.graph = graph
-        self.conv_origins = conv_origins
+        self._overrides: dict | None = None
         self._last: list[np.ndarray] | None = None
+
+    def evaluators(self) -> dict:
+        """node -> ``fn(node, args)`` evaluated instead of the node's op evaluator (none by default)."""
+        return {}
 
     @property
     def input_shape(self) -> list[int]:
@@ -56,7 +60,9 @@ class FloatModel:
             feeds.append(np.ascontiguousarray(v, dtype=np.float32).reshape(shape))
         if len(given) != len(self.graph.inputs):
             raise InputError(f"{self.path}: the model has {len(self.graph.inputs)} inputs, {len(given)} given")
-        outs = evaluate(self.graph, feeds, conv_origins=self.conv_origins)
+        if self._overrides is None:
+            self._overrides = self.evaluators()
+        outs = evaluate(self.graph, feeds, overrides=self._overrides)
         self._last = [np.ascontiguousarray(o, dtype=np.float32) for o in outs]
         return [o.copy() for o in self._last]
 

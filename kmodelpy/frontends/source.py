@@ -8,7 +8,8 @@ wording of the fixes the report suggests (``hints``).
 
 Kinds: ``conv``, ``depthwise``, ``dense``, ``transpose_conv``, ``pool`` (``pool_op`` "max"/"mean"),
 ``reduce``, ``elementwise`` (``binary``: an operation of two operands), ``clamp``, ``prelu``, ``pad``,
-``reshape``, ``transpose``, ``data`` (other data movement), ``concat``, ``softmax``, ``other``.
+``reshape``, ``transpose``, ``data`` (other data movement), ``resize`` (a resize with its sampling in
+``SourceOp.resize``), ``concat``, ``softmax``, ``other``.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class SourceOp:
     weights: np.ndarray | None = None  # conv weights OIHW / dense weights [N, K] (None: not constant)
     params: int = 0
     notes: list = field(default_factory=list)
+    # kind "resize" (a TFLite resize): (mode "bilinear"/"nearest_neighbor", half_pixel, align_corners, in HW, out HW)
+    resize: tuple = ()
 
     @property
     def cin(self) -> int:

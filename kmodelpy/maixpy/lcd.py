@@ -9,8 +9,6 @@ are accepted and not applied to the saved frames.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -206,26 +204,16 @@ def write_png(path, rgb: np.ndarray, quality: int = 95) -> None:
 
 
 def write_whole(path, data: bytes) -> None:
-    """Write a file whole (temporary file + rename, the folder made if missing), with the user's umask."""
+    """Write a file whole (temporary file + rename, the folder made if missing), with the user's umask
+    (:func:`kmodelpy.files.write_atomic`)."""
+    from ..files import write_atomic
+
     path = Path(path)
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
     except OSError as e:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
         raise InputError(f"{path}: cannot write: {e.strerror or e}") from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    write_atomic(path, data)
 
 
 def reset_screen() -> None:

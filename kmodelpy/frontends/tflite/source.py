@@ -11,7 +11,7 @@ KINDS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED":
          "SUM": "reduce", "REDUCE_MAX": "reduce", "REDUCE_MIN": "reduce", "RELU6": "clamp", "RELU_N1_TO_1": "clamp",
          "RELU_0_TO_1": "clamp", "PRELU": "prelu", "PAD": "pad", "PADV2": "pad", "RESHAPE": "reshape",
          "SQUEEZE": "reshape", "EXPAND_DIMS": "reshape", "TRANSPOSE": "transpose", "STRIDED_SLICE": "data",
-         "SLICE": "data", "RESIZE_BILINEAR": "data", "RESIZE_NEAREST_NEIGHBOR": "data", "SPLIT": "data",
+         "SLICE": "data", "RESIZE_BILINEAR": "resize", "RESIZE_NEAREST_NEIGHBOR": "resize", "SPLIT": "data",
          "SPLIT_V": "data", "UNPACK": "data", "CONCATENATION": "concat", "SOFTMAX": "softmax"}
 BINARY = {"ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM"}
 UNARY = {"LEAKY_RELU", "LOGISTIC", "RELU", "TANH", "HARD_SWISH", "ABS", "CEIL", "COS", "EXP", "FLOOR", "LOG", "NEG",
@@ -60,6 +60,10 @@ def _op(tfl, op) -> SourceOp:
                  curve=CURVES.get(name, ""), pool_op="max" if name == "MAX_POOL_2D" else "mean")
     if op.inputs and op.inputs[0] >= 0:
         s.in_shape = _nchw(tfl.tensors[op.inputs[0]].shape)
+    if kind == "resize" and t is not None and len(t.shape) == 4 and s.in_shape:
+        s.resize = ("bilinear" if name == "RESIZE_BILINEAR" else "nearest_neighbor",
+                    bool(o.get("half_pixel_centers")), bool(o.get("align_corners")), tuple(s.in_shape[2:]),
+                    tuple(t.shape[1:3]))
     s.stride = (o.get("stride_h", 1), o.get("stride_w", 1))
     s.dilation = (o.get("dilation_h", 1), o.get("dilation_w", 1))
     if kind in ("conv", "depthwise", "dense", "transpose_conv"):

@@ -11,8 +11,8 @@ Measured on the shared 2-core build machine (load 1.6-2, so only indicative), be
 for both: before the numba piecewise regression / int-key range fold / single DFS per rewrite
 3.0-3.2 s wall (calibration 2.3-2.4 s, quantize passes 0.5-0.8 s); after 2.2-2.4 s wall (2.8 s once
 under load), calibration 1.9-2.1 s (300 float evaluations of the 27 fake-KPU convs, ~1.1 s of it the
-conv kernels, 0.2 s PNG decoding), quantize passes 0.18-0.24 s. Two calibration threads gain nothing
-while the machine is shared (KMODELPY_THREADS=1 forces one).
+conv kernels, 0.2 s PNG decoding), quantize passes 0.18-0.24 s. The calibration runs on
+``Options.jobs`` threads (default: the free cores; ``kmodelpy compile --jobs N``).
 """
 from __future__ import annotations
 

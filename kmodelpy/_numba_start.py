@@ -1,27 +1,35 @@
-"""Faster numba start-up: keep numba's first dispatch from importing ``scipy.linalg``.
+"""Faster numba start-up for kmodelpy's own kernels (``kmodelpy run`` cold start, ``compile``).
 
-On its first dispatch (even from the on-disk cache) numba imports ``numba.np.arraymath``, whose
-module-level ``_HAVE_BLAS = _check_blas()`` imports ``scipy.linalg.cython_blas`` -- and with it all
-of ``scipy.linalg`` (about 0.2 s, measured with ``python -X importtime``), although kmodelpy's
-kernels never call BLAS. :func:`skip_scipy_on_first_dispatch` imports ``numba.np.arraymath`` itself
-with that check answered from whether scipy is installed (``importlib.util.find_spec``, no import),
-then puts numba's own ``ensure_blas`` back, so every later BLAS/LAPACK use (``np.dot``,
-``np.linalg`` in user code) still imports and checks scipy exactly as numba does. It does nothing
-when ``numba.np.arraymath`` or ``scipy.linalg`` is already imported, and any failure leaves numba
-to its normal path.
+Loading a kernel from numba's on-disk cache goes through ``Cache.load_overload``, which first
+*refreshes* the target context: it imports and installs every lowering registry numba has (the
+typed containers, random generators, polynomials, ``npyimpl``, ...) -- about a quarter of a cold
+``kmodelpy run`` (cProfile) -- although a cached function needs none of it: its machine code is
+only linked in. Before that, the first dispatch scans the installed packages' entry points for
+numba extensions, which kmodelpy's kernels do not use.
+
+:func:`install` changes both steps for functions defined in kmodelpy's modules only (numba's own
+and the user's dispatchers keep numba's behaviour): a cache load initialises numba's runtime
+(NRT, which the compiled code calls) and loads; a cache miss compiles as usual (the compiler
+refreshes the context itself). Loading still imports the numba modules whose helper functions a
+kernel's code references (``numba.np.arraymath`` among them): that one is imported with its
+module-level BLAS check (``_HAVE_BLAS = _check_blas()``, which imports all of ``scipy.linalg``
+although kmodelpy's kernels never call BLAS) answered from whether scipy is installed
+(``importlib.util.find_spec``, no import), then numba's own ``ensure_blas`` is put back, so every
+later BLAS/LAPACK use still imports and checks scipy exactly as numba does. On a numba whose cache
+load differs from the one this was written against (0.58-0.68), nothing is changed.
 """
 from __future__ import annotations
 
 import sys
 
-_done = False
+_installed = False
 
 
-def skip_scipy_on_first_dispatch() -> None:
-    global _done
-    if _done:
-        return
-    _done = True
+def _ours(py_func) -> bool:
+    return getattr(py_func, "__module__", "").startswith("kmodelpy.")
+
+
+def _import_arraymath_without_scipy() -> None:
     if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
         return
     try:
@@ -43,5 +51,39 @@ def skip_scipy_on_first_dispatch() -> None:
             nla.ensure_blas = real
         if getattr(am, "ensure_blas", real) is _answer:
             am.ensure_blas = real
-    except Exception:  # noqa: BLE001 - an optimisation only: numba then starts the usual way
+    except Exception:  # noqa: BLE001 - an optimisation only: numba then imports it the usual way
         pass
+
+
+def install() -> None:
+    """Patch numba's cache load and first-dispatch hook for kmodelpy's kernels (idempotent).
+    Importing numba's modules here costs nothing more: kmodelpy calls this where numba is needed."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    try:
+        from numba.core.caching import Cache
+        from numba.core.dispatcher import _DispatcherBase
+        from numba.core.runtime import rtsys
+    except Exception:  # noqa: BLE001
+        return
+    real_load = Cache.load_overload
+    real_hook = _DispatcherBase._compilation_chain_init_hook
+    if "refresh" not in real_load.__code__.co_names or not hasattr(Cache, "_load_overload"):
+        return  # not the cache load this was written for: leave numba alone
+
+    def load_overload(self, sig, target_context):
+        if not _ours(getattr(self, "_py_func", None)):
+            return real_load(self, sig, target_context)
+        rtsys.initialize(target_context)  # the runtime the compiled code calls
+        _import_arraymath_without_scipy()
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    def compilation_chain_init_hook(self):
+        if not _ours(self.py_func):  # kmodelpy's kernels use no numba extension
+            real_hook(self)
+
+    Cache.load_overload = load_overload
+    _DispatcherBase._compilation_chain_init_hook = compilation_chain_init_hook

@@ -1,4 +1,4 @@
-"""The ``kmodelpy`` command: ``infer``, ``run``, ``inspect``, ``demo``, ``compile`` and ``compare``.
+"""The ``kmodelpy`` command: ``infer``, ``run``, ``inspect``, ``demo``, ``compile``, ``compare``...
 
 ``infer`` writes the same files as ``ncc infer`` (runtime spec §E). Every user error (a
 :class:`~kmodelpy.errors.KmodelpyError`) is printed as one ``error: ...`` line on stderr with exit
@@ -19,34 +19,21 @@ RAW_SUFFIXES = (".bin", ".raw")
 
 
 # ---------------------------------------------------------------------------- helpers
-def _load_model(path):
-    """``kmodelpy.load`` with a missing file reported in one line."""
+def _load_model(path, member=None):
+    """``kmodelpy.load`` with a missing file reported in one line (``member``: a .kfpkg's kmodel)."""
     from . import load
 
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
-    return load(p)
+    return load(p, member=member)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder, then rename: never a partial file."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise InputError(f"{path.parent}: cannot write the output there: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise InputError(f"{path}: cannot write the output: {e.strerror or e}") from None
-        raise
+    from .files import write_atomic
+
+    write_atomic(path, data)
 
 
 def _make_outdir(path) -> Path:
@@ -97,8 +84,9 @@ def _kernel_failure(model) -> None:
 # ---------------------------------------------------------------------------- infer
 def cmd_infer(args) -> int:
     from .images import list_dataset, load_input
+    from .parallel import free_cores, map_ordered, one_blas_thread
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.member)
     files = list_dataset(args.dataset, args.dataset_format)
     n = max(1, int(model.input_shape[0]))
     files = files[: len(files) - len(files) % n]
@@ -116,15 +104,30 @@ def cmd_infer(args) -> int:
 
         for f in files:
             load_raw(f, dtype, (c, h, w))
-    outdir = None
-    for b in range(0, len(files), n):
-        group = files[b : b + n]
+    groups = [files[b : b + n] for b in range(0, len(files), n)]
+    spare = [model]  # the first worker runs the model loaded above, each other one loads its own
+
+    def worker_model():
+        try:
+            return spare.pop()  # (atomic: one worker gets it)
+        except IndexError:
+            return _load_model(args.model, args.member)
+
+    def infer(m, group):
         samples = [load_input(f, args.dataset_format, dtype, (c, h, w), args.input_mean, args.input_std)
                    for f in group]
-        outputs = model.run(_batch(model, samples))
-        _kernel_failure(model)
-        outdir = outdir or _make_outdir(args.outdir)
-        _atomic_write(outdir / f"{group[0].stem}.bin", _output_bytes(model, outputs))
+        outputs = m.run(_batch(m, samples))
+        return _output_bytes(m, outputs), getattr(m, "last_error", None)
+
+    outdir = None
+    jobs = args.jobs or free_cores()
+    with one_blas_thread:
+        # results come back in file order: the same files, messages and first failure as one job
+        for group, (data, err) in zip(groups, map_ordered(infer, groups, jobs, worker_model)):
+            if err:
+                print(f"Fatal: {err}", file=sys.stderr)
+            outdir = outdir or _make_outdir(args.outdir)
+            _atomic_write(outdir / f"{group[0].stem}.bin", data)
     print(f"kmodelpy infer: {len(files)} file(s) -> {args.outdir}")
     return 0
 
@@ -155,7 +158,7 @@ def _summary(o) -> str:
 def cmd_run(args) -> int:
     from .images import load_input
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.member)
     c, h, w = _input_chw(model)
     dtype = model.input_dtype
     outdir = _make_outdir(args.save) if args.save else None
@@ -187,7 +190,7 @@ def cmd_inspect(args) -> int:
         return 0
     from .inspect_kmodel import describe_file
 
-    print(describe_file(p))
+    print(describe_file(p, args.member))
     return 0
 
 
@@ -242,32 +245,52 @@ def _add_norm(p) -> None:
     p.add_argument("--input-std", type=float, default=1.0, metavar="S", help="see --input-mean (default 1)")
 
 
-def _add_lazy(sub, name: str, help_text: str, module: str, load: bool) -> None:
-    """Register a command whose implementation (``kmodelpy.<module>``, with ``configure_parser`` and
-    ``main``) is imported only when the command is the one being run (keeps `kmodelpy run` start-up fast)."""
+def _add_member(p) -> None:
+    p.add_argument("--member", metavar="NAME",
+                   help=".kfpkg: the kmodel to use, by name or flash address (0x300000), when it holds several")
+
+
+def _add_compile(sub, load: bool) -> None:
+    """Register `compile`. kmodelpy.compiler.cli (written separately) is imported only when the
+    command is `compile` (keeps `kmodelpy run` start-up fast)."""
     if not load:
-        p = sub.add_parser(name, help=help_text, add_help=False)
+        p = sub.add_parser("compile", help="compile a float .tflite or .onnx to kmodel v4 (like ncc compile)",
+                           add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         return
-    import importlib
-
     try:
-        mod = importlib.import_module(f".{module}", __package__)
+        from .compiler import cli as ccli
     except ModuleNotFoundError as e:
         if not (e.name or "").startswith("kmodelpy"):
             raise
         missing = e.name
-        p = sub.add_parser(name, help=f"{help_text} (not available)", add_help=False)
+        p = sub.add_parser("compile", help="compile a float .tflite or .onnx to kmodel v4 (not available)",
+                           add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=lambda a: _unavailable(f"{name}: not available in this kmodelpy ({missing})"))
+        p.set_defaults(func=lambda a: _unavailable(f"compile: the compiler is not available in this kmodelpy ({missing})"))
         return
-    p = sub.add_parser(name, help=help_text)
+    p = sub.add_parser("compile", help="compile a float .tflite or .onnx to kmodel v4 (like ncc compile)")
+    ccli.configure_parser(p)
+    p.set_defaults(func=ccli.main)
+
+
+def _add_lazy(sub, name: str, module: str, text: str, load: bool) -> None:
+    """Register a command whose module (with configure_parser and main) is imported only when it runs."""
+    if not load:
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        return
+    import importlib
+
+    mod = importlib.import_module(module, __package__)
+    p = sub.add_parser(name, help=text)
     mod.configure_parser(p)
     p.set_defaults(func=mod.main)
 
 
-def _add_compile(sub, load: bool) -> None:
-    _add_lazy(sub, "compile", "compile a float .tflite to kmodel v4 (like ncc compile)", "compiler.cli", load)
+_LAZY = (("maixpy", ".maixpy.runner", "run an unmodified MaixPy v1 script with a folder of pictures as the camera"),
+         ("detect", ".maixpy.detect", "MaixPy's YOLOv2 region layer (kpu.run_yolo2) on pictures: boxes, drawn"),
+         ("compare", ".accuracy.cli", "where a kmodel loses accuracy against its float model, layer by layer"))
 
 
 def _unavailable(msg: str) -> int:
@@ -275,33 +298,41 @@ def _unavailable(msg: str) -> int:
 
 
 def build_parser(argv=None) -> argparse.ArgumentParser:
+    from .parallel import add_jobs_option
+
     ap = argparse.ArgumentParser(
         prog="kmodelpy",
-        description="Compile TFLite for the K210 KPU and emulate kmodel v4 bit for bit like ncc infer.",
+        description="Compile TFLite or ONNX for the K210 KPU and emulate kmodel v4 bit for bit like ncc infer "
+                    "(and kmodel v3 like the K210 SDK).",
     )
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     p = sub.add_parser("infer", help="like `ncc infer`: one .bin of raw outputs per dataset file")
-    p.add_argument("model", help=".kmodel (or .tflite for the float reference)")
+    p.add_argument("model", help=".kmodel v4/v3, .kfpkg (or .tflite / .onnx for the float reference)")
     p.add_argument("outdir", help="output folder (created if missing)")
     p.add_argument("--dataset", required=True, help="a folder (walked recursively, sorted) or one file")
     p.add_argument("--dataset-format", choices=("image", "raw"), default="image",
                    help="image: files OpenCV decodes; raw: CHW files of exactly C*H*W input elements")
     _add_norm(p)
+    _add_member(p)
+    add_jobs_option(p, "run the pictures")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("run", help="run images (or raw .bin files) and print the outputs")
-    p.add_argument("model", help=".kmodel (or .tflite)")
+    p.add_argument("model", help=".kmodel v4/v3, .kfpkg (or .tflite / .onnx)")
     p.add_argument("inputs", nargs="+", help="images; .bin/.raw files are read as raw CHW samples")
     p.add_argument("--save", metavar="DIR", help="also write DIR/<stem>.bin as `infer` does")
     _add_norm(p)
+    _add_member(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("inspect", help="describe a kmodel (ops, memory, MaixPy hints) or a .tflite's fit")
+    p = sub.add_parser("inspect", help="describe a kmodel v4/v3 (ops, memory, MaixPy hints), a .kfpkg or a "
+                       ".tflite/.onnx's fit")
     p.add_argument("model")
-    p.add_argument("--weights-quantize-threshold", type=float, default=64.0, help=".tflite: as for compile")
-    p.add_argument("--output-quantize-threshold", type=int, default=1024, help=".tflite: as for compile")
+    p.add_argument("--weights-quantize-threshold", type=float, default=64.0, help=".tflite/.onnx: as for compile")
+    p.add_argument("--output-quantize-threshold", type=int, default=1024, help=".tflite/.onnx: as for compile")
+    _add_member(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("demo", help="compile the bundled line follower and run it next to ncc's kmodel and float")
@@ -309,12 +340,15 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     _add_compile(sub, load=bool(argv) and argv[0] == "compile")
-    _add_lazy(sub, "compare", "where a kmodel loses accuracy against its float model, layer by layer",
-              "accuracy.cli", load=bool(argv) and argv[0] == "compare")
+    for name, module, text in _LAZY:
+        _add_lazy(sub, name, module, text, load=bool(argv) and argv[0] == name)
     return ap
 
 
 def main(argv=None) -> int:
+    from .parallel import one_blas_thread
+
+    one_blas_thread.pin_from_start()  # before numpy is imported: OpenBLAS with one thread
     debug = os.environ.get("KMODELPY_DEBUG") == "1"
     try:
         args = build_parser(argv).parse_args(argv)

@@ -1,6 +1,6 @@
-"""``kmodelpy inspect model.tflite``: the K210 KPU fit report, before any compiling.
+"""``kmodelpy inspect model.tflite`` / ``model.onnx``: the K210 KPU fit report, before any compiling.
 
-Every TFLite layer with its verdict under ncc v0.2's K210 rules (compiler spec §6.4: KPU, partial =
+Every source layer with its verdict under ncc v0.2's K210 rules (compiler spec §6.4: KPU, partial =
 KPU conv with CPU pad/crop/slice around it, CPU uint8/float, or folded away), the reason, a fix where
 one exists, and the layer's feature maps in KPU RAM (input + output in the KPU row layout, runtime
 spec §C.3) against the 2 MiB the KPU has.  The verdicts come from :mod:`kmodelpy.fit_rules`; this
@@ -8,9 +8,9 @@ module only formats them.  ``analyse`` and ``LayerVerdict`` are re-exported for 
 """
 from __future__ import annotations
 
-from .fit_rules import CPU, FOLDED, KPU, KPU_RAM, PARTIAL, LayerVerdict, analyse
+from .fit_rules import CPU, FOLDED, KPU, KPU_RAM, PARTIAL, LayerVerdict, analyse, analyse_with_kpu_ram
 
-__all__ = ["analyse", "report", "LayerVerdict"]
+__all__ = ["analyse", "analyse_with_kpu_ram", "report", "LayerVerdict"]
 
 _MARK = {KPU: "KPU", PARTIAL: "partial", CPU: "CPU", FOLDED: "folded"}
 
@@ -20,7 +20,7 @@ def _shape(s) -> str:
 
 
 def _short(name: str, n: int = 48) -> str:
-    """TFLite tensor names are often long ';'-joined lists: keep the first one, shortened."""
+    """Tensor names are often long (TFLite: ';'-joined lists): keep the first one, shortened."""
     first = name.split(";")[0]
     return first if len(first) <= n else "..." + first[-(n - 3):]
 
@@ -41,17 +41,48 @@ def _layer_lines(v: LayerVerdict) -> list[str]:
     ram = ""
     if v.kpu_bytes is not None:
         ram = f"  KPU RAM {_kib(v.kpu_bytes)}" + ("  DOES NOT FIT" if v.kpu_bytes > KPU_RAM else "")
+        ram += "  -> row bands" if any("row bands" in k for k in v.kpu_ram) else ""
     lines = [f"  #{v.index:<3} {v.op:<18} {_shape(v.shape):<14} {what:<14} {_short(v.output)}{ram}"]
     for r in v.reasons:
         lines.append(f"        - {r}")
     for n in v.notes:
         lines.append(f"        note: {n}")
+    for k in v.kpu_ram:
+        lines.append(f"        KPU RAM fit: {k}")
     for f in v.fixes:
         lines.append(f"        fix: {f}")
     return lines
 
 
-def _summary(vs: list[LayerVerdict], wqt, oqt) -> list[str]:
+def _kpu_ram_lines(vs: list[LayerVerdict], fit, bound: int) -> list[str]:
+    """The KPU RAM line(s) of the summary: what the compiled model needs, and what kmodelpy changes."""
+    kpu = [v for v in vs if v.kpu_bytes is not None]
+    over = [v for v in kpu if v.kpu_bytes > KPU_RAM]
+    lines = []
+    if over:
+        lines.append(f"  KPU RAM: {len(over)} layer(s) need more than 2 MiB for their own input + output "
+                     f"(#{', #'.join(str(v.index) for v in over)}): ncc fails with 'KPU allocator cannot "
+                     "allocate more memory'. Use a smaller input (320x240 or less) or fewer channels.")
+    if fit is None and bound <= KPU_RAM:
+        lines.append(f"  KPU RAM: at most {bound} bytes ({100 * bound / KPU_RAM:.0f}% of 2 MiB: every KPU feature "
+                     "map at once), so ncc's placement fits")
+        return lines
+    if fit is None:
+        if not over:
+            lines.append("  KPU RAM: every KPU layer fits alone (ncc also keeps other live KPU tensors there: "
+                         "this is a lower bound)")
+        return lines
+    if not fit.changed:
+        lines.append(f"  KPU RAM: the compiled model needs {fit.kpu_bytes} bytes "
+                     f"({100 * fit.kpu_bytes / KPU_RAM:.0f}% of 2 MiB, ncc's first-fit placement)")
+        return lines
+    lines.append(f"  KPU RAM: ncc's first-fit placement needs {fit.first_fit_bytes} bytes > 2 MiB: ncc fails; "
+                 "kmodelpy (--kpu-ram-overflow fit, the default) compiles it with these changes:")
+    lines += ["    " + line.removeprefix("KPU RAM: ") for line in fit.lines()[1:]]
+    return lines
+
+
+def _summary(vs: list[LayerVerdict], wqt, oqt, fit=None, bound: int = 0) -> list[str]:
     count = {k: sum(v.verdict == k for v in vs) for k in (KPU, PARTIAL, CPU, FOLDED)}
     cpu_float = [v for v in vs if v.verdict == CPU and v.precision == "float"]
     kpu = [v for v in vs if v.kpu_bytes is not None]
@@ -64,14 +95,7 @@ def _summary(vs: list[LayerVerdict], wqt, oqt) -> list[str]:
         lines.append(f"  largest KPU layer: #{big.index} {big.op} {_shape(big.kpu_in_shape)} -> "
                      f"{_shape(big.kpu_out_shape)} (NCHW), {big.kpu_bytes} bytes = "
                      f"{100 * big.kpu_bytes / KPU_RAM:.0f}% of the 2 MiB KPU RAM")
-        over = [v for v in kpu if v.kpu_bytes > KPU_RAM]
-        if over:
-            lines.append(f"  KPU RAM: {len(over)} layer(s) need more than 2 MiB for their own input + output "
-                         f"(#{', #'.join(str(v.index) for v in over)}): ncc fails with 'KPU allocator cannot "
-                         "allocate more memory'. Use a smaller input (320x240 or less) or fewer channels.")
-        else:
-            lines.append("  KPU RAM: every KPU layer fits alone (ncc also keeps other live KPU tensors there: "
-                         "this is a lower bound)")
+        lines += _kpu_ram_lines(vs, fit, bound)
         wide = [v for v in kpu if v.kpu_in_shape[2] > 240 or v.kpu_in_shape[3] > 320]
         if wide:
             lines.append("  KPU input above 320x240 (the K210 docs' limit; ncc allows 512x256 per layer) in "
@@ -97,16 +121,20 @@ def _summary(vs: list[LayerVerdict], wqt, oqt) -> list[str]:
 
 
 def report(path, weights_quantize_threshold: float = 64, output_quantize_threshold: int = 1024) -> str:
-    """The text of ``kmodelpy inspect model.tflite``."""
-    vs = analyse(path, weights_quantize_threshold, output_quantize_threshold)
+    """The text of ``kmodelpy inspect model.tflite`` (or ``model.onnx``)."""
+    from .fit_rules import source_model
+
+    model = source_model(path)
+    layout = model.layout
+    vs, fit, bound = analyse_with_kpu_ram(model, weights_quantize_threshold, output_quantize_threshold)
     head = [f"{path}: K210 KPU fit (ncc v0.2 rules, uint8, before compiling)",
             "  verdicts: KPU = on the KPU (or fused into a KPU layer); partial = KPU conv with CPU "
             "pad/crop/slice around it; CPU (uint8|float); folded = no work left",
             "  KPU limits per layer: C <= 1024, 4 <= H <= 256, 4 <= W <= 512, 1x1/3x3 kernels; "
             "KPU RAM 2 MiB (64-byte rows); the K210 docs quote 320x240 as the largest input",
             "",
-            f"  {'#':<4} {'op':<18} {'output NHWC':<14} {'verdict':<14} tensor"]
+            f"  {'#':<4} {'op':<18} {'output ' + layout:<14} {'verdict':<14} tensor"]
     body = []
     for v in vs:
         body += _layer_lines(v)
-    return "\n".join(head + body + _summary(vs, weights_quantize_threshold, output_quantize_threshold))
+    return "\n".join(head + body + _summary(vs, weights_quantize_threshold, output_quantize_threshold, fit, bound))

@@ -116,8 +116,22 @@ def describe(km: KModel, file_size: int | None = None, path: str = "model") -> s
     return "\n".join(lines)
 
 
-def describe_file(path) -> str:
-    from .errors import read_user_file
+def describe_bytes(data: bytes, path: str = "model") -> str:
+    """The description of kmodel bytes: v4, or v3 (:mod:`kmodelpy.v3.inspect`)."""
+    from .v3.kmodel import KModelV3, is_kmodel_v3
 
-    data = read_user_file(path, "a .kmodel file")
-    return describe(KModel.parse(data, str(path)), len(data), str(path))
+    if is_kmodel_v3(data):
+        from .v3.inspect import describe as describe_v3
+
+        return describe_v3(KModelV3.parse(data, path), len(data), path)
+    return describe(KModel.parse(data, path), len(data), path)
+
+
+def describe_file(path, member: str | None = None) -> str:
+    """``kmodelpy inspect`` of a .kmodel (v4 or v3) or a .kfpkg (``member`` picks one kmodel in it)."""
+    from .errors import read_user_file
+    from .kfpkg import describe_kfpkg, is_kfpkg
+
+    if is_kfpkg(path):
+        return describe_kfpkg(path, member)
+    return describe_bytes(read_user_file(path, "a .kmodel file"), str(path))

@@ -12,6 +12,7 @@ import numpy as np
 from .errors import FormatError, InputError, KernelError, KmodelpyError
 from .format.binio import DT_FLOAT32, DT_UINT8, MEM_CONST, MEM_KPU, MEM_MAIN, MemoryRange
 from .format.kmodel import KModel
+from .parallel import one_blas_thread
 
 KPU_RAM_SIZE = 2 << 20
 
@@ -70,6 +71,9 @@ class Memory:
 
 class Model:
     """A loaded kmodel, ready to run. ``kmodelpy.load(path)`` returns one."""
+
+    version = 4  # the kmodel version (kmodelpy.v3.model.Model: 3)
+    UNIT = "node"  # what errors call a step of the model (kmodel v3: "layer")
 
     def __init__(self, km: KModel, path: str = "model"):
         self.kmodel = km
@@ -146,12 +150,13 @@ class Model:
             shapes.append([int(d) for d in shape])
         return shapes
 
-    def _producer_shape(self, mr: MemoryRange, n: int) -> list[int] | None:
-        """Shape of the tensor in ``mr`` (``n`` elements) from the last node writing it. Element-wise
-        nodes whose body holds no shape (quantize, dequantize, unary, memory_copy, table lookup...)
-        pass the question on to the producer of their single non-const input."""
+    def _producer_shape(self, mr: MemoryRange, n: int, k: int | None = None) -> list[int] | None:
+        """Shape of the tensor in ``mr`` (``n`` elements) from the last node before node ``k`` writing
+        it. Element-wise nodes whose body holds no shape (quantize, dequantize, unary, memory_copy, table
+        lookup...) pass the question on to the producer of their single non-const input; a Concat joins
+        its inputs' shapes along the axis its sizes give (``Concat.joined_shape``)."""
         ops = self.kmodel.ops
-        k = len(ops)
+        k = len(ops) if k is None else k
         while True:
             for k in range(k - 1, -1, -1):
                 if any(_same_place(mr, o) for o in ops[k].outputs()):
@@ -164,6 +169,8 @@ class Model:
                 return None
             if shape is not None:
                 return list(shape)
+            if hasattr(ops[k], "joined_shape"):
+                return ops[k].joined_shape([self._producer_shape(r, r.size // r.itemsize, k) for r in ops[k].inputs()])
             ins = [r for r in ops[k].inputs() if r is not None and r.memory_type != MEM_CONST]
             if len(ins) != 1 or ins[0].size // ins[0].itemsize != n:
                 return None
@@ -224,22 +231,25 @@ class Model:
     def run_nodes(self, after=None) -> None:
         """Run every node in file order (§B.26): a KernelFailure stops the run and is kept in
         ``last_error`` (ncc prints ``Fatal: ...`` and still writes the outputs); a KernelError
-        (ncc throws) propagates. ``after(k, mem)``, if given, is called once node ``k`` has run (to
-        read any node's output range before a later node reuses it)."""
+        (ncc throws) propagates. BLAS runs on this thread only (:data:`one_blas_thread`). ``after(k, mem)``,
+        if given, is called once node ``k`` has run (to read any node's output range before a later node
+        reuses it)."""
         self.last_error = None
-        for k, op in enumerate(self.kmodel.ops):
-            if not self._run_node(k, op):
-                return
-            if after is not None:
-                after(k, self.mem)
+        with one_blas_thread:
+            for k, op in enumerate(self.kmodel.ops):
+                if not self._run_node(k, op):
+                    return
+                if after is not None:
+                    after(k, self.mem)
 
     def run_node(self, k: int) -> bool:
         """Run node ``k`` alone on the current memory; False when its kernel failed (``last_error``)."""
-        return self._run_node(k, self.kmodel.nodes[k].op)
+        with one_blas_thread:
+            return self._run_node(k, self.kmodel.nodes[k].op)
 
     def _run_node(self, k: int, op) -> bool:
         mem = self.mem
-        mem.node = f"node {k} ({op.name})"
+        mem.node = f"{self.UNIT} {k} ({op.name})"
         try:
             op.run(mem)
         except KernelFailure as e:
@@ -261,9 +271,14 @@ class Model:
     def profile(self, x, repeats: int = 1) -> list[tuple[int, str, float]]:
         """Run ``x`` ``repeats`` times and return ``[(node index, op name, best seconds)]`` for
         every node executed (to find the slow kernel)."""
+        best: dict[int, float] = {}
+        with one_blas_thread:
+            self._profile_runs(x, repeats, best)
+        return [(k, self.kmodel.ops[k].name, best[k]) for k in sorted(best)]
+
+    def _profile_runs(self, x, repeats, best) -> None:
         import time
 
-        best: dict[int, float] = {}
         for _ in range(max(1, repeats)):
             self.set_input(x)
             self.last_error = None
@@ -274,7 +289,6 @@ class Model:
                 best[k] = min(best.get(k, dt), dt)
                 if not ok:
                     break
-        return [(k, self.kmodel.ops[k].name, best[k]) for k in sorted(best)]
 
     def read_outputs(self) -> list[np.ndarray]:
         outs = []
@@ -303,4 +317,16 @@ def _same_place(a: MemoryRange, b: MemoryRange) -> bool:
 def load_kmodel(path) -> Model:
     from .errors import read_user_file
 
-    return Model.from_bytes(read_user_file(path, "a .kmodel file"), str(path))
+    return model_from_bytes(read_user_file(path, "a .kmodel file"), str(path))
+
+
+def model_from_bytes(data: bytes, path: str = "model"):
+    """A runnable model of kmodel bytes: v4 (:class:`Model`) or v3 (:class:`kmodelpy.v3.model.Model`),
+    told apart by the first word."""
+    from .v3.kmodel import is_kmodel_v3
+
+    if is_kmodel_v3(data):
+        from .v3.model import Model as ModelV3
+
+        return ModelV3.from_bytes(data, path)
+    return Model.from_bytes(data, path)

@@ -106,11 +106,13 @@ def test_compare_names_a_deliberately_clipped_layer(tiny, monkeypatch):
 
 
 def test_compare_float_layer_is_exact(tiny):
-    """A float input and the first conv kept in float: that layer is bit-exact (SNR inf, cosine 1)."""
+    """A float input and the first conv kept in float: that layer is exact (cosine 1; the kmodel's float conv
+    sums in ncc's order, the float model in TFLite's, so the last bits may differ)."""
     model, pics = tiny
     r = kmodelpy.compare(model, pics, input_type="float", float_layers="conv_a", **NORM)
     a = _row(r, "conv_a")
-    assert a.where == "CPU float" and a.cosine == 1.0 and a.snr_db == float("inf")
+    assert a.where == "CPU float" and a.cosine == pytest.approx(1.0, abs=1e-12) and a.snr_db > 120
+    assert a.max_abs_err < 1e-5 and a.drop_db < 1e-6
     assert _row(r, "dw_b").where == "KPU"
 
 

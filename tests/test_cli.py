@@ -2,7 +2,9 @@
 giving exit status 2, exactly one line on stderr and no output file."""
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -326,3 +328,23 @@ def test_compile_is_dispatched_to_the_compiler(tmp_path, capsys):
     assert rc == 0, err
     rc, stdout, _ = _run(capsys, "run", out, sorted((CASES / "dense" / "inputs").iterdir())[0])
     assert rc == 0 and "1x10" in stdout
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_output_files_get_the_users_umask(tmp_path, capsys, umask):
+    """`compile` and `infer` write like any other program: mode 0666 minus the umask (0644 under 022), not
+    tempfile's 0600; and no temporary file is left behind."""
+    old = os.umask(umask)
+    try:
+        km = tmp_path / "dense.kmodel"
+        rc, _, err = _run(capsys, "compile", CASES / "dense" / "model.tflite", km, "--dataset",
+                          DATASETS / "rand32" / "calib", "-q")
+        assert rc == 0, err
+        out = tmp_path / "out"
+        rc, _, err = _run(capsys, "infer", km, out, "--dataset", CASES / "dense" / "inputs", "--dataset-format", "raw")
+        assert rc == 0, err
+    finally:
+        os.umask(old)
+    files = [km] + sorted(out.iterdir())
+    assert len(files) > 1 and all(stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask for f in files)
+    assert not [f for f in tmp_path.rglob(".*.tmp")]

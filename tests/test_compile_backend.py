@@ -583,8 +583,15 @@ def test_compile_matches_ncc(case):
 
 
 def test_kpu_overflow_reference_case():
+    """--kpu-ram-overflow error keeps ncc's failure (with D6's message); the default fits it (test_kpu_ram.py)."""
+    import io
+
+    from kmodelpy.compiler.pipeline import run_pipeline
+
+    opts = _ncc_options("too_large_input_640x480")
+    opts.kpu_ram_overflow = "error"
     with pytest.raises(CompileError, match=r"KPU memory overflow at layer KPUConv2D .*2097152 B.*reduce the input"):
-        _compile_case("too_large_input_640x480")
+        run_pipeline(str(CASES / "too_large_input_640x480" / "model.tflite"), opts, io.StringIO())
 
 
 def test_report_table_and_fallbacks():

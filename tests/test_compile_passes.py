@@ -130,9 +130,12 @@ def test_pass_lists_match_the_spec():
     assert names(T.pass_q2(ctx)) == ["fuse_kpu_conv2d_pool", "fold_quantize"]
     assert names(T.pass_q3(ctx)) == ["fold_kpu_upload", "fold_quantize"]
     q4 = names(T.pass_q4(ctx))
-    assert q4[:10] == ["fold_input_quantize", "dequantize_reshape_motion", "dequantize_transpose_motion",
+    # kmodelpy's one addition: the uint8 motion of the resize lowering's edge-replication concats (D11)
+    assert q4[:11] == ["fold_input_quantize", "dequantize_reshape_motion", "dequantize_transpose_motion",
                        "dequantize_pad_motion", "dequantize_strided_slice_motion", "dequantize_resize_image_motion",
-                       "quantized_conv2d", "quantized_matmul", "quantized_binary", "fused_unary_to_lookup1d"]
+                       "dequantize_replication_concat_motion", "quantized_conv2d", "quantized_matmul",
+                       "quantized_binary", "fused_unary_to_lookup1d"]
+    assert names(T.pass_p1(ctx)) == ["lower_tflite_resize"] + d  # D11, then ncc's default list
     q4_nobin_float_in = names(T.pass_q4(Context(quantize_binary=False, input_type="float")))
     assert "quantized_binary" not in q4_nobin_float_in and "fold_input_quantize" not in q4_nobin_float_in
     assert names(T.pass_q5(ctx))[:2] == ["fuse_kpu_download", "fold_input_kpu_upload"]
@@ -286,7 +289,8 @@ def test_matmul_to_fake_kpu_conv2d():
     np.testing.assert_array_equal(c["weights"][:, :, 0, 0], w["data"].T)
 
 
-def test_fuse_one_binary_builds_program_and_drops_activation():
+def test_fuse_one_binary_builds_program_and_keeps_activation():
+    """ncc drops the binary's fused activation here (quirk §13.4); kmodelpy appends it as max/min (D12)."""
     from kmodelpy.compiler.fused_unary import FuOp
 
     g = Graph()
@@ -296,7 +300,13 @@ def test_fuse_one_binary_builds_program_and_drops_activation():
     g.add("output", [b.output], (), [])
     run_pass(g, [T.FuseOneBinary()], Context())
     (f,) = [n for n in g.nodes if n.op == "fused_unary"]
-    assert f["program"] == (FuOp.ldx(), FuOp.constant(0.5), FuOp.binary("sub", 1, 0))
+    assert f["program"] == (FuOp.ldx(), FuOp.constant(0.5), FuOp.binary("sub", 1, 0), FuOp.constant(0.0),
+                            FuOp.binary("max", 2, 3), FuOp.constant(1.0), FuOp.binary("min", 4, 5))
+    from kmodelpy.ir.evaluate import evaluate
+
+    xv = np.float32([[-2.0, 0.0, 0.25, 3.0]])
+    (y,) = evaluate(g, [xv])
+    np.testing.assert_array_equal(y, np.clip(np.float32(0.5) - xv, 0, 1))
 
 
 # ------------------------------------------------------------------------------------ float kernels
@@ -451,7 +461,9 @@ def test_float_inference_needs_no_dataset_and_raw_calibration_works(tmp_path):
     data = C.compile_model(model, inference_type="float")
     out = tmp_path / "f.kmodel"
     out.write_bytes(data)
-    km, tf = kmodelpy.load(out), kmodelpy.load(model)
+    from kmodelpy.frontends.tflite.model import load_tflite
+
+    km, tf = kmodelpy.load(out), load_tflite(model, arithmetic="ncc")  # the float kmodel runs ncc's arithmetic
     x = np.random.default_rng(3).uniform(0, 1, (1, 3, 8, 8)).astype(F32)
     assert np.array_equal(km.run(x)[0], tf.run(x)[0])
     raw = tmp_path / "raw"

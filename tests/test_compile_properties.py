@@ -66,7 +66,8 @@ def build_model(h, w, c, layers, seed):
 
 
 OPS = ["conv1", "conv3", "dw3", "add_const", "mul_scalar", "relu", "relu6", "logistic", "leaky", "maxpool",
-       "avgpool", "pad", "concat_self", "residual", "conv3_s2", "resize2x", "softmax", "slice"]
+       "avgpool", "pad", "concat_self", "residual", "conv3_s2", "resize2x", "softmax", "slice", "bilinear_hp2x",
+       "resize_tflite"]
 
 
 def build_chain(h, w, c, ops, seed):
@@ -112,6 +113,21 @@ def build_chain(h, w, c, ops, seed):
             y = b.tensor(f"t{i}", shape)
             b.op("RESIZE_NEAREST_NEIGHBOR", [cur, b.const(f"s{i}", np.array([2 * hh, 2 * ww], np.int32))], [y],
                  "ResizeNearestNeighborOptions", align_corners=False)
+        elif op in ("bilinear_hp2x", "resize_tflite"):  # TFLite's sampling: the lowering of issue 11
+            if hh > 16 or ww > 16:
+                continue
+            if op == "bilinear_hp2x":  # UpSampling2D(interpolation='bilinear'): half-pixel, the KPU filter form
+                kind, oh, ow, hp, ac = "RESIZE_BILINEAR", 2 * hh, 2 * ww, True, False
+            else:  # fractional / downscaling half-pixel bilinear, align-corners or half-pixel nearest
+                kind = ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR")[int(rng.integers(2))]
+                oh, ow = (int(v) for v in rng.integers(2, 2 * max(hh, ww) + 1, 2))
+                hp = bool(rng.integers(2))
+                ac = not hp
+            shape = [1, oh, ow, cc]
+            y = b.tensor(f"t{i}", shape)
+            b.op(kind, [cur, b.const(f"s{i}", np.array([oh, ow], np.int32))], [y],
+                 "ResizeBilinearOptions" if kind == "RESIZE_BILINEAR" else "ResizeNearestNeighborOptions",
+                 align_corners=ac, half_pixel_centers=hp)
         elif op == "softmax":
             y = b.tensor(f"t{i}", shape)
             b.op("SOFTMAX", [cur], [y], "SoftmaxOptions", beta=1.0)
@@ -238,6 +254,9 @@ def test_random_conv_stack_tracks_float(tmp_path_factory, h, w, c, layers, seed)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(4, 12), st.integers(4, 12), st.sampled_from([1, 3, 4]),
        st.lists(st.sampled_from(OPS), min_size=1, max_size=4), st.integers(0, 2**31 - 1))
+# D12: MUL by a scalar, then RELU6: fuse_clamp_binary moves the clamp into the MUL, and ncc's fuse_one_binary
+# then drops it (negative outputs after a RELU6)
+@example(h=4, w=4, c=1, ops=["conv1", "mul_scalar", "relu6"], seed=0)
 def test_random_op_chain_uint8_tracks_float(tmp_path_factory, h, w, c, ops, seed):
     """The same chains compiled for uint8 (calibrated on raw samples) stay close to the float model."""
     import kmodelpy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kmodelpy
@@ -449,8 +449,14 @@ def test_unsupported_operator(tmp_path):
     y = b.tensor("the_output", [1, 4])
     b.op("CUSTOM:MyOp", [x], [y])
     msg = _one_line_error(UnsupportedError, kmodelpy.load, b.save(tmp_path / "m.tflite", [x], [y]))
-    assert "CUSTOM:MyOp" in msg and "#0" in msg and "the_output" in msg and "CONV_2D" in msg
+    assert "custom operator 'MyOp'" in msg and "#0" in msg and "the_output" in msg
     assert "PRELU" in supported_operators() and "RESIZE_BILINEAR" in supported_operators()
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 4])
+    y = b.tensor("the_output", [1, 4])
+    b.op("BATCH_MATMUL", [x, x], [y])
+    msg = _one_line_error(UnsupportedError, kmodelpy.load, b.save(tmp_path / "m2.tflite", [x], [y]))
+    assert "BATCH_MATMUL is not supported" in msg and "CONV_2D" in msg
 
 
 def test_dynamic_shape(tmp_path):
@@ -610,10 +616,10 @@ def test_registry_accepts_new_ops():
 
 
 @pytest.mark.parametrize("kind", ["conv", "depthwise"])
-def test_dynamic_range_float_conv_is_xnnpack_fma(kind):
-    """Float convolutions of a dynamic-range model: XNNPACK's bias + one FMA per tap, ky→kx→ic for
+def test_float_conv_is_xnnpack_fma(kind):
+    """Float convolutions of the TFLite float reference: XNNPACK's bias + one FMA per tap, ky→kx→ic for
     convolutions, kx→ky for depthwise (scalar loop; the FMA is exact product + one f32 rounding)."""
-    from kmodelpy.frontends.tflite.hybrid import conv2d_xnnpack
+    from kmodelpy.frontends.tflite.xnnpack import conv2d_xnnpack
 
     rng = np.random.default_rng(3)
     c, k = 3, 3
@@ -635,3 +641,119 @@ def test_dynamic_range_float_conv_is_xnnpack_fma(kind):
                         ic = o if kind == "depthwise" else j
                         acc = np.float32(float(acc) + float(xp[0, ic, oy * 2 + ky, ox + kx]) * float(w[o, j, ky, kx]))
                 assert out[0, o, oy, ox] == min(max(acc, np.float32(-6)), np.float32(6))
+
+
+# ---------------------------------------------------------------- real-world operators (issue 11)
+@pytest.mark.parametrize("block, c", [(2, 8), (3, 9), (2, 4)])
+def test_depth_to_space_is_tflites_dcr_order(tmp_path, block, c):
+    """out[n, h·b + i, w·b + j, d] = in[n, h, w, (i·b + j)·C' + d] (TFLite's DEPTH_TO_SPACE)."""
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, 3, 5, c])
+    y = b.tensor("y", [1, 3 * block, 5 * block, c // block ** 2])
+    b.op("DEPTH_TO_SPACE", [x], [y], "DepthToSpaceOptions", block_size=block)
+    xv = _x((1, 3, 5, c))
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    cp = c // block ** 2
+    want = np.zeros(out.shape, np.float32)
+    for h in range(3):
+        for w in range(5):
+            for i in range(block):
+                for j in range(block):
+                    want[0, h * block + i, w * block + j] = xv[0, h, w, (i * block + j) * cp:(i * block + j + 1) * cp]
+    np.testing.assert_array_equal(out, want)
+
+
+def _transpose_conv_bias_ref(x, w, bias, stride, padding):
+    """MediaPipe's transpose_conv_bias.cc: out = bias, then every input pixel scattered through the OHWI filter."""
+    n, h, wd, c = x.shape
+    oc, kh, kw, _ = w.shape
+    pads = []
+    for size, k, s in ((h, kh, stride[0]), (wd, kw, stride[1])):
+        total = max(0, k - (size - 1) % s - 1) if padding == 1 else 0
+        pads.append((s * (size - 1) + k - total, total // 2))
+    (oh, ph), (ow, pw) = pads
+    out = np.tile(bias.astype(np.float64), (n, oh, ow, 1))
+    for iy in range(h):
+        for ix in range(wd):
+            for ky in range(kh):
+                for kx in range(kw):
+                    oy, ox = iy * stride[0] - ph + ky, ix * stride[1] - pw + kx
+                    if 0 <= oy < oh and 0 <= ox < ow:
+                        out[:, oy, ox] += x[:, iy, ix].astype(np.float64) @ w[:, ky, kx, :].T.astype(np.float64)
+    return out.astype(np.float32)
+
+
+@pytest.mark.parametrize("padding, stride, k, hw", [(1, (2, 2), 2, (4, 5)), (1, (2, 2), 3, (4, 4)),
+                                                    (2, (2, 1), 3, (3, 4)), (1, (1, 1), 3, (5, 3))])
+def test_mediapipe_transpose_conv_bias(tmp_path, padding, stride, k, hw):
+    """The custom Convolution2DTransposeBias (selfie segmentation's last layer): custom options
+    {padding, stride_w, stride_h} as int32; output size s·(in−1) + k − p."""
+    xv = _x((1,) + hw + (3,))
+    w = _x((2, k, k, 3), -1, 1)
+    bias = _x((2,))
+    ref = _transpose_conv_bias_ref(xv, w, bias, stride, padding)
+    b = TFLiteBuilder()
+    x = b.tensor("x", [1, hw[0], hw[1], 3])
+    y = b.tensor("y", list(ref.shape))
+    b.op("CUSTOM:Convolution2DTransposeBias", [x, b.const("w", w), b.const("b", bias)], [y],
+         custom_options=np.array([padding, stride[1], stride[0]], "<i4").tobytes())
+    (out,) = _run(tmp_path, b, [x], [y], xv)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    b.ops[0] = b.ops[0][:5] + (b"\x01\x00",)  # options too short: one line naming the operator
+    msg = _one_line_error(UnsupportedError, kmodelpy.load, b.save(tmp_path / "bad.tflite", [x], [y]))
+    assert "Convolution2DTransposeBias" in msg and "custom options" in msg
+
+
+def _add_residual_bytes():
+    return (CASES / "add_residual" / "model.tflite").read_bytes()
+
+
+def _patch_tensor_dim(data: bytes, tensor: int, dim: int, value: int) -> bytes:
+    import struct
+
+    import tflite
+
+    t = tflite.Model.GetRootAsModel(data, 0).Subgraphs(0).Tensors(tensor)
+    out = bytearray(data)
+    struct.pack_into("<i", out, t._tab.Vector(t._tab.Offset(4)) + 4 * dim, value)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("tensor, dim, value, words", [
+    (0, 3, 5, "has 5 channels but the filter"),          # the input contradicts the first conv's filter
+    (5, 3, 8, "file declares tensor"),                   # a conv output declared with other channels
+    (7, 1, 16, "file declares tensor"),                  # the ADD output declared with another height
+])
+def test_contradicting_tensor_shapes_are_one_line(tmp_path, capsys, tensor, dim, value, words):
+    """A corrupted add_residual whose tensor shapes contradict each other: one line at import naming the
+    operator, exit status 2 (it used to run silently, or fail as a ValueError in the conv kernel)."""
+    from kmodelpy.cli import main
+
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(_patch_tensor_dim(_add_residual_bytes(), tensor, dim, value))
+    msg = _one_line_error(FormatError, kmodelpy.load, path)
+    assert words in msg and "operator #" in msg and "bad.tflite" in msg
+    assert main(["compile", str(path), str(tmp_path / "o.kmodel"), "--inference-type", "float"]) == 2
+    assert "contradict" in capsys.readouterr().err and not (tmp_path / "o.kmodel").exists()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(8, 10**6), st.sampled_from([0, 1, 2, 3, 4, 5, 8, 16, -1, 255, 1 << 24])),
+                min_size=1, max_size=4))
+def test_mutated_tflite_files_only_raise_kmodelpy_errors(edits):
+    """Random int32 words of add_residual's .tflite overwritten (shapes, options, offsets, indices): loading and
+    running either works or stops with a one-line KmodelpyError, never another exception."""
+    import struct
+
+    from kmodelpy.frontends.tflite.reader import parse_tflite
+    from kmodelpy.ir.evaluate import evaluate
+
+    data = bytearray(_add_residual_bytes())
+    for pos, value in edits:
+        struct.pack_into("<i", data, (pos % (len(data) - 4)) & ~3, value)
+    try:
+        graph = import_tflite(parse_tflite(bytes(data), "mutated.tflite"))
+        if int(np.prod(graph.inputs[0].output.shape)) <= 1 << 16:
+            evaluate(graph, [np.zeros(graph.inputs[0].output.shape, np.float32)])
+    except KmodelpyError as e:
+        assert str(e) and "\n" not in str(e)

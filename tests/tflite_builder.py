@@ -48,20 +48,23 @@ def _field(cls, meth: str):
 class TFLiteBuilder:
     def __init__(self):
         self.tensors: list[dict] = []
-        self.buffers: list[bytes] = [b""]
+        self.buffers: list[bytes | None] = [None]  # None: a buffer without data (b"" is an empty data vector)
         self.ops: list[tuple] = []
         self.opcodes: list[str] = []
 
-    def tensor(self, name, shape, dtype="FLOAT32", data=None, quant=None, shape_signature=None) -> int:
+    def tensor(self, name, shape, dtype="FLOAT32", data=None, quant=None, shape_signature=None, sparsity=None) -> int:
         """Add a tensor; ``data`` (bytes or array) makes it constant; ``quant`` = (scales,
-        zero_points, quantized_dimension)."""
+        zero_points, quantized_dimension); ``sparsity`` = (traversal_order, block_map, dim_metadata) with
+        dim_metadata a list of ("DENSE", dense_size) or ("SPARSE_CSR", (segments_type, segments),
+        (indices_type, indices)), types "Int32Vector" / "Uint16Vector" / "Uint8Vector" (``data`` then holds
+        the stored values only)."""
         buf = 0
         if data is not None:
             raw = data if isinstance(data, (bytes, bytearray)) else np.ascontiguousarray(data, _NP[dtype]).tobytes()
             self.buffers.append(bytes(raw))
             buf = len(self.buffers) - 1
         self.tensors.append(dict(name=name, shape=list(shape), dtype=dtype, buffer=buf, quant=quant,
-                                 sig=shape_signature))
+                                 sig=shape_signature, sparsity=sparsity))
         return len(self.tensors) - 1
 
     def const(self, name, array, dtype=None, quant=None) -> int:
@@ -70,15 +73,17 @@ class TFLiteBuilder:
             dtype = {np.dtype(v): k for k, v in _NP.items()}[array.dtype]
         return self.tensor(name, array.shape, dtype, array, quant)
 
-    def op(self, builtin: str, inputs, outputs, options_type: str | None = None, **options) -> None:
+    def op(self, builtin: str, inputs, outputs, options_type: str | None = None, custom_options: bytes | None = None,
+           **options) -> None:
         if builtin not in self.opcodes:
             self.opcodes.append(builtin)
-        self.ops.append((self.opcodes.index(builtin), list(inputs), list(outputs), options_type, options))
+        self.ops.append((self.opcodes.index(builtin), list(inputs), list(outputs), options_type, options,
+                         custom_options))
 
     # ------------------------------------------------------------ serialisation
     def _ivec(self, b, values, flags="Int32Flags"):
         values = list(values)
-        size = {"Int32Flags": 4, "Int64Flags": 8, "Float32Flags": 4, "Uint8Flags": 1}[flags]
+        size = {"Int32Flags": 4, "Int64Flags": 8, "Float32Flags": 4, "Uint8Flags": 1, "Uint16Flags": 2}[flags]
         b.StartVector(size, len(values), size)
         for v in reversed(values):
             b.Prepend(getattr(N, flags), v)
@@ -107,11 +112,44 @@ class TFLiteBuilder:
                 getattr(b, _PREPEND[flags])(slot, val, None)  # None default: always written
         return b.EndObject(), getattr(tflite.BuiltinOptions, type_name)
 
+    def _sparsity(self, b, sp):
+        order, block_map, dims = sp
+        vec_flags = {"Int32Vector": "Int32Flags", "Uint16Vector": "Uint16Flags", "Uint8Vector": "Uint8Flags"}
+        dim_offs = []
+        for d in dims:
+            fields = {}
+            if d[0] == "SPARSE_CSR":
+                for slot, (kind, values) in ((3, d[1]), (5, d[2])):
+                    v = self._ivec(b, [int(x) for x in values], vec_flags[kind])
+                    b.StartObject(1)
+                    b.PrependUOffsetTRelativeSlot(0, v, 0)
+                    fields[slot] = (getattr(tflite.SparseIndexVector, kind), b.EndObject())
+            b.StartObject(6)
+            b.PrependInt8Slot(0, 1 if d[0] == "SPARSE_CSR" else 0, None)
+            if d[0] == "DENSE":
+                b.PrependInt32Slot(1, int(d[1]), None)
+            for slot, (kind, off) in fields.items():
+                b.PrependUint8Slot(slot - 1, kind, None)
+                b.PrependUOffsetTRelativeSlot(slot, off, 0)
+            dim_offs.append(b.EndObject())
+        ov = self._ivec(b, order)
+        bv = self._ivec(b, block_map) if block_map else None
+        b.StartVector(4, len(dim_offs), 4)
+        for o in reversed(dim_offs):
+            b.PrependUOffsetTRelative(o)
+        dv = b.EndVector()
+        b.StartObject(3)
+        b.PrependUOffsetTRelativeSlot(0, ov, 0)
+        if bv is not None:
+            b.PrependUOffsetTRelativeSlot(1, bv, 0)
+        b.PrependUOffsetTRelativeSlot(2, dv, 0)
+        return b.EndObject()
+
     def build(self, inputs, outputs, version: int = 3) -> bytes:
         b = flatbuffers.Builder(1024)
         buf_offs = []
         for raw in self.buffers:
-            data = b.CreateByteVector(raw) if raw else None
+            data = b.CreateByteVector(raw) if raw is not None else None
             b.StartObject(3)
             if data is not None:
                 b.PrependUOffsetTRelativeSlot(0, data, 0)
@@ -131,6 +169,7 @@ class TFLiteBuilder:
                 b.PrependUOffsetTRelativeSlot(3, zv, 0)
                 b.PrependInt32Slot(6, int(qdim), 0)
                 q = b.EndObject()
+            sp = self._sparsity(b, t["sparsity"]) if t["sparsity"] is not None else None
             b.StartObject(9)
             b.PrependUOffsetTRelativeSlot(0, shape, 0)
             b.PrependInt8Slot(1, _TYPES[t["dtype"]], None)
@@ -138,13 +177,16 @@ class TFLiteBuilder:
             b.PrependUOffsetTRelativeSlot(3, name, 0)
             if q is not None:
                 b.PrependUOffsetTRelativeSlot(4, q, 0)
+            if sp is not None:
+                b.PrependUOffsetTRelativeSlot(6, sp, 0)
             if sig is not None:
                 b.PrependUOffsetTRelativeSlot(7, sig, 0)
             t_offs.append(b.EndObject())
         op_offs = []
-        for idx, ins, outs, otype, options in self.ops:
+        for idx, ins, outs, otype, options, custom in self.ops:
             iv, ov = self._ivec(b, ins), self._ivec(b, outs)
             opt = self._options(b, otype, options) if otype else None
+            cv = b.CreateByteVector(bytes(custom)) if custom is not None else None
             b.StartObject(9)
             b.PrependUint32Slot(0, idx, None)
             b.PrependUOffsetTRelativeSlot(1, iv, 0)
@@ -152,6 +194,8 @@ class TFLiteBuilder:
             if opt is not None:
                 b.PrependUint8Slot(3, opt[1], 0)
                 b.PrependUOffsetTRelativeSlot(4, opt[0], 0)
+            if cv is not None:
+                b.PrependUOffsetTRelativeSlot(5, cv, 0)
             op_offs.append(b.EndObject())
         code_offs = []
         for name in self.opcodes:

@@ -52,10 +52,16 @@ def compare(model, dataset, kmodel=None, calibration_dataset=None, dataset_forma
                    **options)
     m = _match(model, opts, given, kmodel)
     _check_input(model, float_model, m.kmodel, m.name)
-    session = Session(float_model, m.kmodel, m.taps, dataset_format, opts.mean, opts.std)
+    from ..parallel import free_cores, map_ordered
+    from ..runtime import Model
+
+    def worker():  # a kmodel of its own per thread (op objects hold work arrays); the float model is shared
+        return Session(float_model, Model.from_bytes(m.data, m.name or "kmodel"), m.taps, dataset_format, opts.mean,
+                       opts.std)
+
     total = PictureStats()
-    for path in pictures:  # one picture at a time: measure() results merge in any order
-        total.merge(session.measure(path))
+    for stats in map_ordered(lambda session, path: session.measure(path), pictures, opts.jobs or free_cores(), worker):
+        total.merge(stats)
     graph = float_model.graph
     defaults = Options()
     shown = {k: _shown(v) for k, v in options.items() if v != getattr(defaults, k, None)}
@@ -73,6 +79,7 @@ def compare(model, dataset, kmodel=None, calibration_dataset=None, dataset_forma
 @dataclass
 class _Matched:
     kmodel: object  # the emulated kmodel (kmodelpy.runtime.Model)
+    data: bytes  # its bytes
     taps: dict  # source key -> Tap (empty: outputs only)
     merged: dict  # source key -> the key whose buffer computes it too
     name: str | None  # the kmodel file, None when compiled here
@@ -113,12 +120,12 @@ def _match(model: Path, opts, given, kmodel) -> _Matched:
     if getattr(result.graph, "source_layers", None):
         taps, merged, reason = tensor_map(result.llir, result.schedule), merged_layers(result.llir), ""
     if given is None:
-        return _Matched(Model.from_bytes(result.kmodel, "kmodel"), taps, merged, None, reason)
+        return _Matched(Model.from_bytes(result.kmodel, "kmodel"), result.kmodel, taps, merged, None, reason)
     if given[0] != result.kmodel:
         reason = (f"{kmodel} is not what kmodelpy compiles from {model.name} with these options (ncc's kmodel, "
                   "other options or another calibration set): its buffers cannot be matched to the model's tensors")
-        return _Matched(given[1], {}, {}, str(kmodel), reason)
-    return _Matched(given[1], taps, merged, str(kmodel), reason)
+        return _Matched(given[1], given[0], {}, {}, str(kmodel), reason)
+    return _Matched(given[1], given[0], taps, merged, str(kmodel), reason)
 
 
 def _check_input(model, float_model, kmodel, name) -> None:

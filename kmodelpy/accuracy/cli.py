@@ -20,6 +20,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the per-layer SNR (needs matplotlib: kmodelpy[plot])")
     add_options(p)
+    from ..parallel import add_jobs_option
+
+    add_jobs_option(p, "run the calibration and the compared pictures")
 
 
 def main(args) -> int:

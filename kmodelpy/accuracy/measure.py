@@ -1,9 +1,10 @@
 """The measurement of ``kmodelpy compare``: the float model and the emulated kmodel side by side, one
 picture at a time, every source tensor matched by construction (:mod:`kmodelpy.compiler.tensor_map`).
 
-:class:`Session` holds what every picture shares (the float graph, the kmodel, the taps, the loaders);
-:meth:`Session.measure` runs one picture and returns a :class:`PictureStats` — small per-layer sums that
-:meth:`PictureStats.merge` adds up, so pictures can be measured in any order (or in parallel).
+:class:`Session` holds what a worker's pictures share (the float model, its own kmodel, the taps, the
+loaders); :meth:`Session.measure` runs one picture and returns a :class:`PictureStats` — small per-layer
+sums that :meth:`PictureStats.merge` adds up in picture order (``--jobs``: one Session per thread,
+:func:`kmodelpy.parallel.map_ordered`).
 """
 from __future__ import annotations
 

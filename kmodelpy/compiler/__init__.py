@@ -7,17 +7,14 @@ calls; the stages live in :mod:`kmodelpy.compiler.pipeline`, the rewrite engine 
 from __future__ import annotations
 
 import io
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 from ..errors import InputError
 
 OPTION_NAMES = ("dataset_format", "inference_type", "input_type", "input_mean", "input_std", "calibrate_method",
                 "weights_quantize_threshold", "output_quantize_threshold", "quantize_binary",
-                "max_allocator_solve_secs", "dump_ir", "dump_weights_range", "target", "calibrate_percentile", "bias_correction",
-                "float_layers", "optimize_accuracy")
+                "max_allocator_solve_secs", "dump_ir", "dump_weights_range", "target", "kpu_ram_overflow", "jobs",
+                "calibrate_percentile", "bias_correction", "float_layers", "optimize_accuracy")
 
 
 def compile_model(tflite_path, dataset=None, output=None, verbose: bool = False, **options):
@@ -41,17 +38,7 @@ def compile_model(tflite_path, dataset=None, output=None, verbose: bool = False,
 
 
 def write_atomic(path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename it into place."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"{path}: output folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write via a temporary file in the same folder and rename it into place (:mod:`kmodelpy.files`)."""
+    from ..files import write_atomic as write
+
+    write(path, data)

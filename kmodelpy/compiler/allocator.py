@@ -11,6 +11,11 @@ referenced, so it is live on ages ``[birth, birth + age)``.
 OR-tools CP-SAT layout, which is neither deterministic nor reproducible; the reference outputs were
 produced with first fit (``--max-allocator-solve-secs 0``), so kmodelpy always uses first fit and only
 accepts the solve-seconds option for command-line compatibility. Addresses never change numerics.
+
+:meth:`MemoryAllocator.place_by_size` is kmodelpy's second placement, used only for KPU RAM and only
+when first fit would overflow it (docs/deviations.md): largest buffer first, each at the lowest
+address where it overlaps no buffer placed so far that is live at the same time. It needs no more
+than the peak of the live bytes on the usual schedules, where first fit can leave holes.
 """
 from __future__ import annotations
 
@@ -153,6 +158,39 @@ class MemoryAllocator:
             t += 1
         self.max_usage = fl.max_usage
         return self.max_usage
+
+    def place_by_size(self) -> int:
+        """Largest first (ties: earlier birth, then creation order): each buffer goes to the lowest
+        address where it overlaps no already placed buffer whose lifetime meets its own. Sets every
+        ``start`` and returns ``max_usage``."""
+        placed: list[Buffer] = []
+        order = sorted(range(len(self.buffers)), key=lambda k: (-self.buffers[k].size, self.buffers[k].birth, k))
+        for k in order:
+            b = self.buffers[k]
+            busy = sorted((p.start, p.end) for p in placed if p.birth < b.birth + b.age and b.birth < p.birth + p.age)
+            start = 0
+            for lo, hi in busy:
+                if start + b.size <= lo:
+                    break
+                start = max(start, hi)
+            b.start = start
+            placed.append(b)
+        self.max_usage = max((b.end for b in self.buffers), default=0)
+        return self.max_usage
+
+    def peak_live(self) -> tuple[int, int]:
+        """(age, bytes) of the first age at which the live buffers' sizes add up to the most: no
+        placement can use less than these bytes."""
+        end = max((b.birth + b.age for b in self.buffers), default=0)
+        live = [0] * (end + 1)
+        for b in self.buffers:
+            for t in range(b.birth, b.birth + b.age):
+                live[t] += b.size
+        t = max(range(len(live)), key=lambda k: (live[k], -k))
+        return t, live[t]
+
+    def live_at(self, age: int) -> list[Buffer]:
+        return [b for b in self.buffers if b.birth <= age < b.birth + b.age]
 
     def overflow(self) -> Buffer | None:
         """The first buffer (in creation order) that ends beyond ``limit``, if any (after :meth:`finish`)."""

@@ -13,11 +13,8 @@ evaluator.cpp:84-121, quantizer.cpp).
 """
 from __future__ import annotations
 
-import os
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -171,15 +168,6 @@ class DatasetPlan:
         return np.stack([self._load(p) for p in paths]).reshape(self.shape).astype(np.float32)
 
 
-def calibration_threads() -> int:
-    """Batches are evaluated on up to 2 threads (the heavy kernels release the GIL); the recorded
-    ranges and histograms do not depend on the order. KMODELPY_THREADS=1 makes it sequential."""
-    env = os.environ.get("KMODELPY_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, min(2, os.cpu_count() or 1))
-
-
 def run_graph(graph: Graph, x: np.ndarray, record, order=None) -> None:
     """Evaluate the HLIR graph on one batch in DFS order; call ``record(out_connector, value)`` for
     every node whose first output is marked need_quantize."""
@@ -204,7 +192,7 @@ def run_graph(graph: Graph, x: np.ndarray, record, order=None) -> None:
 
 
 def collect_ranges(graph: Graph, dataset, fmt: str, mean: float, std: float, use_input_stat: bool,
-                   out=None) -> dict:
+                   out=None, jobs: int | None = None) -> dict:
     """Calibration run #1 (no_clip): union of per-batch ``get_range`` per marked output connector."""
     folds: dict = {}  # connector -> (min, max) folded over every batch (= the union of per-batch ranges)
 
@@ -214,12 +202,21 @@ def collect_ranges(graph: Graph, dataset, fmt: str, mean: float, std: float, use
         mn, mx = folds.get(oc, (FLT_MAX, FLT_MIN))
         folds[oc] = fold_range(np.ravel(v, order="K"), mn, mx)
 
-    _run(graph, dataset, fmt, mean, std, record, out)
+    _run(graph, dataset, fmt, mean, std, record, out, jobs)
     return {oc: Range(mn, mx) for oc, (mn, mx) in folds.items()}
 
 
+def sample_ranges(graph: Graph, x: np.ndarray) -> dict:
+    """The no_clip ranges of one input batch ``x`` (the KPU RAM preview of the fit report: the graph's
+    structure after quantization does not depend on the ranges' values)."""
+    ranges: dict = {}
+    run_graph(graph, np.asarray(x, np.float32), lambda oc, v: ranges.__setitem__(oc, tensor_range(v)))
+    release_prepared()
+    return ranges
+
+
 def l2_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: float, use_input_stat: bool,
-              out=None) -> dict:
+              out=None, jobs: int | None = None) -> dict:
     """Calibration run #2 and the l2 threshold search (§7.3); prints ncc's lines."""
     from .l2_calibration import Histogram, print_line
 
@@ -234,7 +231,7 @@ def l2_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: f
 
     out.write("  4.3. Get activation distributions...\n")
     out.write("  Plan buffers...\n")
-    _run(graph, dataset, fmt, mean, std, record, out)
+    _run(graph, dataset, fmt, mean, std, record, out, jobs)
     out.write("  4.4. Find optimal thresholds...\n")
     bar = ProgressBar(len(hists), out)
     bar.display()
@@ -249,7 +246,7 @@ def l2_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: f
 
 
 def searched_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: float, method: str,
-                    percentile: float, out=None) -> dict:
+                    percentile: float, out=None, jobs=None) -> dict:
     """Calibration run #2 for kmodelpy's own methods (percentile, mse: :mod:`kmodelpy.compiler.range_search`).
     Graph inputs keep their no_clip range: a uint8 input's codes are the pixels, a clipped range would
     misread them."""
@@ -259,39 +256,38 @@ def searched_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, 
     searched = {oc: r for oc, r in ranges.items() if oc.node.op != "input"}
     out.write("  4.3. Get activation distributions...\n")
     result = dict(ranges)
-    result.update(histogram_ranges(searched, lambda record: _run(graph, dataset, fmt, mean, std, record, out),
+    result.update(histogram_ranges(searched, lambda record: _run(graph, dataset, fmt, mean, std, record, out, jobs),
                                    method, percentile))
     detail = f" (both tails at {percentile:g} %)" if method == "percentile" else ""
     out.write(f"  4.4. Find {method} ranges{detail}...\n")
     return result
 
 
-def _run(graph, dataset, fmt, mean, std, record, out) -> None:
+def _run(graph, dataset, fmt, mean, std, record, out, jobs=None) -> None:
+    """Evaluate every batch (on ``jobs`` threads; default: the free cores) and ``record`` the
+    marked values batch after batch in dataset order, as one thread would."""
+    from .._numba_start import install
+    from ..parallel import free_cores, map_ordered, one_blas_thread
+
+    install()  # faster loads of the cached kernels
     out = out if out is not None else sys.stdout
     out.write("  Run calibration...\n")
     plan = DatasetPlan(graph, dataset, fmt, mean, std)
     order = graph.dfs()
-    lock = threading.Lock()
 
-    def locked(oc, v):
-        with lock:
-            record(oc, v)
-
-    def work(i):
-        run_graph(graph, plan.load(i), locked, order)
+    def evaluate(_, i):
+        marked = []
+        run_graph(graph, plan.load(i), lambda oc, v: marked.append((oc, v)), order)
+        return marked
 
     bar = ProgressBar(len(plan.files), out)
     bar.display()
-    threads = min(calibration_threads(), len(plan))
     try:
-        if threads <= 1:
-            for i in range(len(plan)):
-                work(i)
+        with one_blas_thread:
+            for marked in map_ordered(evaluate, range(len(plan)), jobs or free_cores()):
+                for oc, v in marked:
+                    record(oc, v)
                 bar.tick()  # ncc ticks once per batch
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                for _ in pool.map(work, range(len(plan))):
-                    bar.tick()
     finally:
         release_prepared()
     bar.done()

@@ -1,6 +1,6 @@
 """``kmodelpy compile``: ncc's ``compile`` command line (compiler spec §1).
 
-``kmodelpy compile model.tflite [out.kmodel] -i tflite [-o kmodel] [-t k210] --dataset DIR ...`` — every
+``kmodelpy compile model.tflite|model.onnx [out.kmodel] [-i tflite|onnx] [-o kmodel] [-t k210] --dataset DIR ...`` — every
 ``ncc compile`` argument list works after replacing ``ncc`` by ``kmodelpy``. The output defaults to the
 input's name with ``.kmodel``; it is written only when compilation succeeds.
 
@@ -19,15 +19,22 @@ from ..errors import InputError
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="float32 .tflite model")
+    p.add_argument("input", help="float32 .tflite or .onnx model")
     p.add_argument("output", nargs="?", help="output .kmodel (default: the input's name with .kmodel)")
-    p.add_argument("-i", "--input-format", default="tflite", help="input format (only tflite)")
+    p.add_argument("-i", "--input-format", default=None,
+                   help="tflite or onnx (default: from the file name, .onnx = onnx, else tflite)")
     p.add_argument("-o", "--output-format", default="kmodel", help="output format (only kmodel)")
     p.add_argument("-t", "--target", default="k210", help="k210 (default) or cpu (ncc's CPU-only target: no KPU layers; the header still says K210)")
     p.add_argument("--dataset", help="calibration set: folder (recursive) or one file; required for uint8")
     add_options(p)
     p.add_argument("--max-allocator-solve-secs", type=int, default=60, metavar="N",
-                   help="accepted for ncc compatibility; kmodelpy always places buffers first-fit")
+                   help="accepted for ncc compatibility; kmodelpy places buffers first-fit (KPU RAM largest first "
+                        "where first fit overflows it)")
+    p.add_argument("--kpu-ram-overflow", default="fit", metavar="fit|error",
+                   help="fit (default): a model whose KPU feature maps overflow the 2 MB KPU RAM still compiles "
+                        "(other buffer placement, idle tensors kept in main memory, layers run as row bands, "
+                        "the CPU as the last resort; the compile output names each change and its cost); "
+                        "error: fail as ncc does")
     p.add_argument("--dump-ir", action="store_true", help="write Graphviz files ir_<stage>.dot into the current folder")
     p.add_argument("--dump-weights-range", action="store_true", help="print every conv's weight range after pass 1")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -35,6 +42,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "output shape, KPU bytes) and the reason every conv/FC/pool stayed on the CPU)")
     p.add_argument("--report", action="store_true",
                    help="accepted for compatibility: the per-layer report is printed by default (see -q)")
+    from ..parallel import add_jobs_option
+
+    add_jobs_option(p, "run the calibration pictures")
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -91,8 +101,10 @@ def options_from(args) -> dict:
 
 
 def main(args) -> int:
-    if args.input_format != "tflite":
-        raise InputError(f"-i {args.input_format}: kmodelpy imports only tflite models")
+    from ..frontends import FORMATS, source_format
+
+    if args.input_format is not None and args.input_format not in FORMATS:
+        raise InputError(f"-i {args.input_format}: kmodelpy imports {' and '.join(FORMATS)} models")
     if args.output_format != "kmodel":
         raise InputError(f"-o {args.output_format}: the only output format is kmodel")
     if args.target not in ("k210", "cpu"):
@@ -100,15 +112,17 @@ def main(args) -> int:
     src = Path(args.input)
     if not src.exists():
         raise InputError(f"{src}: no such model file")
-    from ..frontends.tflite.reader import check_not_other_format
+    fmt = args.input_format or source_format(src) or "tflite"
+    if fmt == "tflite":
+        from ..frontends.tflite.reader import check_not_other_format
 
-    check_not_other_format(src)  # a SavedModel folder or .pb: say how to convert it
+        check_not_other_format(src)  # a SavedModel folder or .pb: say how to convert it
     out = Path(args.output) if args.output else src.with_suffix(".kmodel")
     from . import write_atomic
     from .pipeline import Options, run_pipeline
 
     opts = Options(dataset=args.dataset, **options_from(args))
-    result = run_pipeline(src, opts, io.StringIO() if args.quiet else sys.stdout)
+    result = run_pipeline(src, opts, io.StringIO() if args.quiet else sys.stdout, fmt)
     write_atomic(out, result.kmodel)
     if not args.quiet:
         from .report import full_report
@@ -116,6 +130,6 @@ def main(args) -> int:
         print()
         print(REPORT_HEADER)
         print(full_report(result.llir, result.schedule, opts.weights_quantize_threshold,
-                          opts.output_quantize_threshold))
+                          opts.output_quantize_threshold, result.kpu_fit))
     sys.stdout.flush()
     return 0

@@ -1,8 +1,10 @@
 """The straight compile pipeline of ``ncc compile`` (compiler spec §2): import → optimize (P1, P2) →
-quantize (checkpoints, calibration, range broadcast, Q1-Q5) → lower → schedule → emit.
+quantize (checkpoints, calibration, range broadcast, Q1-Q5) → lower → fit KPU RAM → schedule → emit.
 
 Each stage is one small function; :func:`run_pipeline` strings them together and prints ncc's
-console lines (§12) to ``out``.
+console lines (§12) to ``out``. ``fit_kpu_ram`` is kmodelpy's (ncc fails where it would act): it
+changes nothing for a model whose KPU tensors fit, and when a KPU layer cannot run on the KPU even
+as row bands the pipeline runs once more with that layer on the CPU.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from ..errors import CompileError, InputError
 from ..ir.graph import Graph
 from . import transforms as T
+from .allocator import KPU_RAM_BYTES
 from .rewrite import Context, run_pass
 
 
@@ -41,6 +44,9 @@ class Options:
     dump_ir: bool = False
     target: str = "k210"
     dump_weights_range: bool = False
+    kpu_ram_overflow: str = "fit"  # "error": fail as ncc does when the KPU tensors do not fit
+    kpu_ram_budget: int = KPU_RAM_BYTES  # internal (tests): the KPU RAM size the compiler fits tensors into
+    jobs: int | None = None  # calibration threads (None: the free cores)
 
     @property
     def use_dataset_as_input_stat(self) -> bool:
@@ -71,10 +77,15 @@ class Options:
                   ("--dataset-format", self.dataset_format, ("image", "raw")),
                   ("--inference-type", self.inference_type, ("uint8", "float")),
                   ("--input-type", self.input_type, ("default", "uint8", "float")),
-                  ("--calibrate-method", self.calibrate_method, CALIBRATE_METHODS))
+                  ("--calibrate-method", self.calibrate_method, CALIBRATE_METHODS),
+                  ("--kpu-ram-overflow", self.kpu_ram_overflow, ("fit", "error")))
         for flag, v, allowed in checks:
             if v not in allowed:
                 raise InputError(f"{flag} {v!r} is not supported; use one of: {', '.join(allowed)}")
+        if not 64 <= int(self.kpu_ram_budget) <= KPU_RAM_BYTES:
+            raise InputError(f"kpu_ram_budget {self.kpu_ram_budget} is not between 64 and {KPU_RAM_BYTES} bytes")
+        if self.jobs is not None and not (isinstance(self.jobs, int) and self.jobs >= 1):
+            raise InputError(f"--jobs {self.jobs!r}: give a number of calibration threads, 1 or more")
         if not 50.0 < float(self.calibrate_percentile) <= 100.0:
             raise InputError(f"--calibrate-percentile {self.calibrate_percentile}: give a percentage above 50 and "
                              "at most 100 (e.g. 99.99)")
@@ -89,11 +100,11 @@ class Options:
             images.list_dataset(self.dataset, self.dataset_format)  # fails early on a missing/empty dataset
 
 
-def make_context(opts: Options) -> Context:
+def make_context(opts: Options, on_cpu=frozenset()) -> Context:
     return Context(weights_quantize_threshold=float(opts.weights_quantize_threshold),
                    output_quantize_threshold=int(opts.output_quantize_threshold),
                    quantize_binary=bool(opts.quantize_binary), inference_type=opts.inference_type,
-                   input_type=opts.effective_input_type, target=opts.target)
+                   input_type=opts.effective_input_type, target=opts.target, on_cpu=frozenset(on_cpu))
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -119,13 +130,13 @@ def dump_graph(g: Graph, prefix: str, opts: Options, llir: bool = False) -> None
         f.write("\n".join(lines) + "\n}\n")
 
 
-def import_graph(path, out) -> Graph:
+def import_graph(path, out, fmt: str | None = None) -> Graph:
     from ..frontends import import_graph as import_source
     from .k210_ops import register_all
 
     register_all()
     out.write("1. Import graph...\n")
-    g = import_source(path)
+    g = import_source(path, fmt)
     g.assign_names()
     return g
 
@@ -174,13 +185,13 @@ def calibrate(g: Graph, ctx: Context, opts: Options, out) -> None:
     out.write("  4.2. Get activation ranges...\n")
     out.write("  Plan buffers...\n")
     ranges = C.collect_ranges(g, opts.dataset, opts.dataset_format, opts.mean, opts.std,
-                              opts.use_dataset_as_input_stat, out)
+                              opts.use_dataset_as_input_stat, out, opts.jobs)
     if opts.calibrate_method == "l2":
         ranges = C.l2_ranges(g, ranges, opts.dataset, opts.dataset_format, opts.mean, opts.std,
-                             opts.use_dataset_as_input_stat, out)
+                             opts.use_dataset_as_input_stat, out, opts.jobs)
     elif opts.calibrate_method != "no_clip":
         ranges = C.searched_ranges(g, ranges, opts.dataset, opts.dataset_format, opts.mean, opts.std,
-                                   opts.calibrate_method, float(opts.calibrate_percentile), out)
+                                   opts.calibrate_method, float(opts.calibrate_percentile), out, opts.jobs)
     if not opts.use_dataset_as_input_stat:
         oc = g.inputs[0].output
         r = C.fixed_input_range(opts.mean, opts.std)
@@ -201,22 +212,39 @@ def quantize_graph(g: Graph, ctx: Context, out, opts: Options | None = None) -> 
             out.write(line + "\n")
 
 
-def generate(g: Graph, out, opts: Options | None = None, tune=None):
-    """Lower, schedule and emit (the back end); returns (kmodel bytes, llir, schedule). ``tune(kmodel, llir,
+def lower_graph(g: Graph, out, opts: Options | None = None) -> Graph:
+    """``5. Lowering...``: HLIR → LLIR (includes L1 fold_memorycopy, so both dumps show the folded LLIR)."""
+    from .lower import lower
+
+    out.write("5. Lowering...\n")
+    llir = lower(g)
+    dump_graph(llir, "lowering", opts or Options(), llir=True)
+    return llir
+
+
+def fit_kpu_ram(llir: Graph, out, opts: Options):
+    """``6. Optimize Pass 3...``: ncc's L1 ran in :func:`lower_graph`; then kmodelpy's ``fit_kpu_ram``
+    (nothing to do for ``--kpu-ram-overflow error`` or a model whose KPU tensors fit)."""
+    from .kpu_ram import KpuFit, fit_kpu_ram as fit_pass
+
+    out.write("6. Optimize Pass 3...\n")
+    fit = KpuFit() if opts.kpu_ram_overflow == "error" else fit_pass(llir, int(opts.kpu_ram_budget))
+    for line in fit.lines():
+        out.write("  " + line + "\n")
+    dump_graph(llir, "optimize_3", opts, llir=True)
+    return fit
+
+
+def generate(llir: Graph, out, kpu_placement: str, kpu_limit: int = KPU_RAM_BYTES, tune=None):
+    """``7. Generate code...``: schedule and emit; returns (kmodel bytes, schedule). ``tune(kmodel, llir,
     schedule)`` may adjust the emitted kmodel's parameters before it is written (--bias-correction)."""
     from .emit import emit
-    from .lower import lower
     from .report import summary_lines, working_memory_line
     from .schedule import schedule
 
-    out.write("5. Lowering...\n")
-    llir = lower(g)  # includes L1 fold_memorycopy, so both dumps show the folded LLIR
-    dump_graph(llir, "lowering", opts or Options(), llir=True)
-    out.write("6. Optimize Pass 3...\n")
-    dump_graph(llir, "optimize_3", opts or Options(), llir=True)
     out.write("7. Generate code...\n")
     out.write("  Plan buffers...\n")
-    sched = schedule(llir)
+    sched = schedule(llir, kpu_placement, kpu_limit)
     out.write("  Emit code...\n")
     km = emit(llir, sched)
     if tune is not None:
@@ -225,7 +253,7 @@ def generate(g: Graph, out, opts: Options | None = None, tune=None):
     out.write(working_memory_line(sched) + "\n")
     for line in summary_lines(llir):
         out.write(line + "\n")
-    return data, llir, sched
+    return data, sched
 
 
 @dataclass
@@ -235,27 +263,51 @@ class Result:
     llir: Graph
     schedule: object
     warnings: list[str]
+    kpu_fit: object = None  # kmodelpy.compiler.kpu_ram.KpuFit
 
 
-def run_pipeline(path, opts: Options | None = None, out=None) -> Result:
-    """Compile a float TFLite model to kmodel v4 bytes (the whole §2 pipeline)."""
+def lower_and_fit(path, opts: Options, out, calibrate_stage=calibrate, checkpointed=None, fmt: str | None = None):
+    """Stages 1-6; when ``fit_kpu_ram`` finds KPU layers that cannot stay on the KPU, all of them once
+    more with those layers on the CPU. Returns (HLIR graph, LLIR graph, KpuFit, Context).
+    ``checkpointed``: the graph after stage 4.1 when the caller has it already (the fit report)."""
+    on_cpu: frozenset[str] = frozenset()
+    moved = []  # the "cpu" remedies of the earlier runs
+    while True:
+        ctx = make_context(opts, on_cpu)
+        if checkpointed is not None and not on_cpu:
+            g = checkpointed
+        else:
+            g = import_graph(path, out, fmt)
+            optimize(g, ctx, out, opts)
+            if opts.inference_type == "uint8":
+                add_checkpoints(g, ctx, opts, out)
+        if opts.inference_type == "uint8":
+            calibrate_stage(g, ctx, opts, out)
+            quantize_graph(g, ctx, out, opts)
+        llir = lower_graph(g, out, opts)
+        fit = fit_kpu_ram(llir, out, opts)
+        if not fit.to_cpu:
+            fit.remedies[:0] = moved
+            return g, llir, fit, ctx
+        on_cpu |= set(fit.to_cpu)
+        moved += [r for r in fit.remedies if r.kind == "cpu"]
+        out.write(f"  compiling again with {', '.join(sorted(on_cpu))} on the CPU\n")
+
+
+def run_pipeline(path, opts: Options | None = None, out=None, fmt: str | None = None) -> Result:
+    """Compile a float TFLite or ONNX model to kmodel v4 bytes (the whole §2 pipeline); ``fmt`` ("tflite" or
+    "onnx", ncc's ``-i``) defaults to the file name's."""
     opts = opts or Options()
     out = out if out is not None else sys.stdout
     opts.resolve()
     opts.validate()
     opts.source = str(path)
-    ctx = make_context(opts)
-    g = import_graph(path, out)
-    optimize(g, ctx, out, opts)
-    if opts.inference_type == "uint8":
-        add_checkpoints(g, ctx, opts, out)
-        calibrate(g, ctx, opts, out)
-        quantize_graph(g, ctx, out, opts)
+    g, llir, fit, ctx = lower_and_fit(path, opts, out, fmt=fmt)
     tune = None
     if opts.bias_correction and opts.inference_type == "uint8":
         from .bias_correction import correct_biases
 
         def tune(km, llir, sched):
             correct_biases(km, llir, sched, path, opts, out)
-    data, llir, sched = generate(g, out, opts, tune)
-    return Result(data, g, llir, sched, ctx.warnings)
+    data, sched = generate(llir, out, fit.placement, int(opts.kpu_ram_budget), tune)
+    return Result(data, g, llir, sched, ctx.warnings, fit)

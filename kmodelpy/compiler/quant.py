@@ -72,7 +72,8 @@ def _round_away(x: np.ndarray) -> np.ndarray:
     # floor(|x|) + (frac >= 0.5), computed without the x+0.5 double-rounding trap.
     a = np.abs(x)
     fl = np.floor(a)
-    up = (a - fl) >= x.dtype.type(0.5)
+    with np.errstate(invalid="ignore"):  # ±inf (e.g. a 1/x table at x = 0) stays inf, as in C
+        up = (a - fl) >= x.dtype.type(0.5)
     return np.copysign(fl + up.astype(x.dtype), x)
 
 

@@ -188,15 +188,19 @@ def _matmul_reasons(n: Node, output_quantize_threshold: int) -> list[str]:
 
 
 def cpu_fallbacks(llir: Graph, weights_quantize_threshold: float = 64.0,
-                  output_quantize_threshold: int = 1024) -> list[tuple[str, str]]:
+                  output_quantize_threshold: int = 1024, kpu_fit=None) -> list[tuple[str, str]]:
     """(layer, reason) for every compute layer that ncc's rules kept off the KPU, in execution order:
     convolutions and fully-connected layers (with the rule they break), transpose convolutions and
-    pools that could not be fused into a KPU convolution."""
+    pools that could not be fused into a KPU convolution; and the layers ``kpu_fit`` moved to the CPU."""
+    moved = {r.layer for r in kpu_fit.remedies if r.kind == "cpu"} if kpu_fit is not None else set()
     out = []
     for n in llir.dfs():
         label = f"{DISPLAY.get(n.op, n.op)} '{n.name}'" if n.name else DISPLAY.get(n.op, n.op)
         label += f" ({shape_str(n.outputs[0].shape)})" if n.outputs else ""
-        if n.op in ("conv2d", "quantized_conv2d"):
+        if n.name in moved and n.op in ("conv2d", "quantized_conv2d", "matmul", "quantized_matmul"):
+            reasons = ["its KPU feature maps do not fit the KPU RAM even as row bands of one output row "
+                       "(--kpu-ram-overflow fit moved it to the CPU)"]
+        elif n.op in ("conv2d", "quantized_conv2d"):
             reasons = _conv_reasons(n, weights_quantize_threshold, output_quantize_threshold)
         elif n.op in ("matmul", "quantized_matmul"):
             reasons = _matmul_reasons(n, output_quantize_threshold)
@@ -211,8 +215,9 @@ def cpu_fallbacks(llir: Graph, weights_quantize_threshold: float = 64.0,
 
 
 def full_report(llir: Graph, sched: Schedule, weights_quantize_threshold: float = 64.0,
-                output_quantize_threshold: int = 1024) -> str:
-    """The per-layer table followed by one line per CPU fallback."""
+                output_quantize_threshold: int = 1024, kpu_fit=None) -> str:
+    """The per-layer table, one line per CPU fallback, then what ``fit_kpu_ram`` changed (if anything)."""
     lines = [layer_table(sched)]
-    lines += fallback_lines(cpu_fallbacks(llir, weights_quantize_threshold, output_quantize_threshold))
+    lines += fallback_lines(cpu_fallbacks(llir, weights_quantize_threshold, output_quantize_threshold, kpu_fit))
+    lines += kpu_fit.lines() if kpu_fit is not None else []
     return "\n".join(lines)

@@ -72,12 +72,12 @@ class Schedule:
         return self.allocators[MEM_KPU].max_usage
 
 
-def make_allocators() -> dict[str, MemoryAllocator]:
+def make_allocators(kpu_limit: int = KPU_RAM_BYTES) -> dict[str, MemoryAllocator]:
     """The K210 target's three allocators (cpu/target.cpp + k210/target.cpp ``fill_allocators``)."""
     return {
         MEM_CONST: MemoryAllocator(MEM_CONST, 8),
         MEM_MAIN: MemoryAllocator(MEM_MAIN, 8),
-        MEM_KPU: MemoryAllocator(MEM_KPU, 64, KPU_RAM_BYTES),
+        MEM_KPU: MemoryAllocator(MEM_KPU, 64, kpu_limit),
     }
 
 
@@ -105,21 +105,30 @@ def plan_lifetimes(graph: Graph, allocators: dict[str, MemoryAllocator] | None =
     return sched
 
 
-def schedule(graph: Graph) -> Schedule:
-    """Plan lifetimes, then place every space first-fit. Raises CompileError when the KPU tensors do not
-    fit the K210's 2 MiB KPU RAM, naming the layer whose tensor overflows (ncc only says
-    ``KPU allocator cannot allocate more memory.``)."""
-    sched = plan_lifetimes(graph)
+FIRST_FIT, BY_SIZE = "first fit", "largest first"
+
+
+def schedule(graph: Graph, kpu_placement: str = FIRST_FIT, kpu_limit: int = KPU_RAM_BYTES) -> Schedule:
+    """Plan lifetimes, then place every space first-fit (KPU RAM largest first when ``kpu_placement`` is
+    ``BY_SIZE``, as :mod:`kmodelpy.compiler.kpu_ram` decides for a model first fit cannot place). Raises
+    CompileError when the KPU tensors do not fit the K210's 2 MiB KPU RAM (``kpu_limit``), naming the
+    layer whose tensor overflows (ncc only says ``KPU allocator cannot allocate more memory.``)."""
+    sched = plan_lifetimes(graph, make_allocators(kpu_limit))
     for alloc in sched.allocators.values():
         alloc.finish()
     kpu = sched.allocators[MEM_KPU]
+    if kpu_placement == BY_SIZE:
+        kpu.place_by_size()
     bad = kpu.overflow()
     if bad is not None:
         raise CompileError(
             f"KPU memory overflow at layer {bad.label}: its KPU tensor needs {bad.valid_size} B at KPU "
             f"offset {bad.start}, so the KPU tensors live at that point need {kpu.max_usage} B, more than "
-            f"the K210's 2 MB KPU RAM ({KPU_RAM_BYTES} B) (ncc: 'KPU allocator cannot allocate more memory.'); "
-            "reduce the input resolution or the channel count of the layers that run on the KPU"
+            + (f"the K210's 2 MB KPU RAM ({KPU_RAM_BYTES} B)" if kpu.limit == KPU_RAM_BYTES else
+               f"the {kpu.limit} B of KPU RAM allowed") +
+            " (ncc: 'KPU allocator cannot allocate more memory.'); "
+            "reduce the input resolution or the channel count of the layers that run on the KPU, or drop "
+            "--kpu-ram-overflow error (kmodelpy then fits it: row bands, main memory, the CPU)"
         )
     return sched
 

@@ -39,7 +39,7 @@ class Reader:
         if n < 0 or self.pos + n > self.end:
             raise FormatError(
                 f"{self.file}: {self.what} is truncated: reading {name} needs {n} bytes at offset "
-                f"{self.pos}, but the {self.what} ends at {self.end}; the file is damaged or not a kmodel v4"
+                f"{self.pos}, but the {self.what} ends at {self.end}; the file is damaged or not a kmodel"
             )
         p = self.pos
         self.pos += n

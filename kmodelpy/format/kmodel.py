@@ -60,8 +60,8 @@ class KModel:
         if ident != KMODEL_IDENTIFIER:
             if ident == 3:
                 raise UnsupportedError(
-                    f"{file}: this is a kmodel v3 (from nncase v0.1 / the old Maix toolbox); kmodelpy reads "
-                    "kmodel v4 only: recompile the source model with `kmodelpy compile` (or ncc v0.2)"
+                    f"{file}: this is a kmodel v3 (nncase v0.1): this reader is for kmodel v4; "
+                    "kmodelpy.load and the kmodelpy commands read both (kmodelpy.v3.KModelV3 is the v3 container)"
                 )
             raise FormatError(
                 f"{file}: not a kmodel (magic {data[:4].hex()} instead of 4c444d4b 'LDMK'); "
@@ -116,7 +116,7 @@ class KModel:
                     f"{len(data)}-byte file; the file is truncated"
                 )
             br = Reader(data, pos, min(end, len(data)), f"node {k} ({cls_.name}) body", file)
-            op = _read_body(cls_, br, k, file)
+            op = read_body(cls_, br, f"node {k} ({cls_.name})", file)
             rest = bytes(data[br.pos : min(end, len(data))])
             natural = (-(br.pos)) % 8
             short = max(0, end - len(data))  # only the last body may be cut short (ncc quirk)
@@ -170,9 +170,10 @@ class KModel:
         return out + self.trailer
 
 
-def _read_body(cls_, br: Reader, k: int, file: str):
-    """Parse one body; anything but a KmodelpyError raised by the op's reader means the body's
-    fields are inconsistent (a damaged file), and is reported as such."""
+def read_body(cls_, br: Reader, what: str, file: str):
+    """Parse one body with ``cls_.read``; anything but a KmodelpyError raised by the reader means the
+    body's fields are inconsistent (a damaged file), and is reported as such (``what`` names the body:
+    "node 3 (Conv2D)"; kmodel v3 uses this too)."""
     from ..errors import KmodelpyError
 
     try:
@@ -181,7 +182,7 @@ def _read_body(cls_, br: Reader, k: int, file: str):
         raise
     except (ValueError, IndexError, OverflowError, MemoryError, struct.error, TypeError, KeyError) as e:
         raise FormatError(
-            f"{file}: node {k} ({cls_.name}) body is inconsistent ({type(e).__name__}: "
+            f"{file}: {what} body is inconsistent ({type(e).__name__}: "
             f"{' '.join(str(e).split())}); the file is damaged"
         ) from None
 

@@ -9,9 +9,10 @@ Hooks:
 * ``evaluate(graph, inputs, on_output=cb)`` calls ``cb(output_connector, value)`` for every output
   connector of every evaluated node, in evaluation order (calibration collects ranges with it);
 * :func:`kmodelpy.ir.ops.register_evaluator` adds evaluators for other ops (``fn(node, args)``);
-* ``evaluate(graph, inputs, conv_origins=graph.conv_origins)`` evaluates the convolutions of a
-  dynamic-range TFLite model the way TFLite does (:mod:`kmodelpy.frontends.tflite.hybrid`); without it every
-  node keeps the float arithmetic (the compiler's view of dequantized weights).
+* ``evaluate(graph, inputs, overrides={node: fn})`` evaluates the listed nodes with ``fn(node, args)`` instead:
+  the float reference of a TFLite model uses it for TFLite's own arithmetic
+  (:func:`kmodelpy.frontends.tflite.xnnpack.tflite_evaluators`); without it every node keeps ncc's float
+  arithmetic (the compiler's view).
 """
 from __future__ import annotations
 
@@ -26,12 +27,11 @@ F32 = np.float32
 
 
 def evaluate(graph: Graph, inputs, on_output: Callable | None = None, keep: bool = False,
-             conv_origins: dict | None = None):
+             overrides: dict | None = None):
     """Evaluate ``graph``. ``inputs``: list of arrays in ``graph.inputs`` order, or a dict by input
     name. Returns the list of output values (``graph.outputs`` order), or with ``keep=True``
     ``(outputs, values)`` where ``values`` maps every OutputConnector to its value.
-    ``conv_origins`` (the importer's ``graph.conv_origins``): conv2d nodes listed there run
-    :func:`kmodelpy.frontends.tflite.hybrid.evaluate_conv2d` (TFLite's arithmetic for dynamic-range models)."""
+    ``overrides``: node -> ``fn(node, args)`` giving that node's outputs instead of its op's evaluator."""
     if isinstance(inputs, dict):
         feed = {n: inputs[n.name] for n in graph.inputs}
     else:
@@ -63,10 +63,8 @@ def evaluate(graph: Graph, inputs, on_output: Callable | None = None, keep: bool
                 outs = []
             elif n.op == "ignore":
                 outs = []
-            elif conv_origins and n.op == "conv2d" and n in conv_origins:
-                from ..frontends.tflite.hybrid import evaluate_conv2d
-
-                outs = [evaluate_conv2d(n, args, conv_origins[n])]
+            elif overrides and n in overrides:
+                outs = overrides[n](n, args)
             else:
                 outs = evaluator(n.op)(n, args)
         for oc, v in zip(n.outputs, outs):
@@ -190,8 +188,12 @@ def _ev_strided_slice(node, args):
 
 def _ev_resize_image(node, args):
     from ..ops.resize_image import resize_image
+    from .resample import resize_tflite, uses_tflite_sampling
 
     h, w = node["new_size"]
+    if uses_tflite_sampling(node):
+        return [resize_tflite(args[0], int(h), int(w), node["mode"], bool(node["align_corners"]),
+                              bool(node["half_pixel_centers"]))]
     return [resize_image(args[0], int(h), int(w), RESIZE_MODES.index(node["mode"]), bool(node["align_corners"]))]
 
 

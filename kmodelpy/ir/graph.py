@@ -164,6 +164,35 @@ class Graph:
             visit(out)
         return order
 
+    def copy(self) -> "Graph":
+        """An independent copy: new nodes and connectors wired alike (consumer order included), with
+        shallow copies of the attribute dicts; ``source`` (the importer's node -> TFLite op map) follows."""
+        new = Graph()
+        twin: dict[int, Node] = {}
+        for n in self.nodes:
+            m = Node(n.op, n.name, dict(n.attrs), need_quantize=n.need_quantize)
+            m.inputs = [InputConnector(m, ic.index, ic.shape, ic.dtype) for ic in n.inputs]
+            for oc in n.outputs:
+                c = OutputConnector(m, oc.index, oc.shape, oc.dtype, oc.memory)
+                c.need_quantize = oc.need_quantize
+                c.origins = oc.origins
+                m.outputs.append(c)
+            twin[id(n)] = m
+            new.nodes.append(m)
+        for n in self.nodes:
+            for oc, c in zip(n.outputs, twin[id(n)].outputs):
+                for ic in oc.consumers:
+                    t = twin[id(ic.node)].inputs[ic.index]
+                    t.producer = c
+                    c.consumers.append(t)
+        new.inputs = [twin[id(n)] for n in self.inputs]
+        new.outputs = [twin[id(n)] for n in self.outputs]
+        if hasattr(self, "source"):
+            new.source = {twin[id(n)]: v for n, v in self.source.items() if id(n) in twin}
+        if hasattr(self, "source_layers"):
+            new.source_layers = self.source_layers
+        return new
+
     def collect(self) -> list[Node]:
         """Delete every node not reached from the outputs (ncc's garbage collection). Returns the DFS
         order of the remaining graph (removing unreached nodes does not change it)."""

@@ -39,7 +39,8 @@ reshape             ``new_shape`` (fully resolved tuple)
 pad                 ``paddings`` list of (before, after) per dim, ``pad_value`` (float)
 strided_slice       ``begin``, ``end``, ``strides`` (normalised as §4.2, masks reset to 0),
                     ``begin_mask``, ``end_mask`` (0), ``ellipsis_mask``, ``new_axis_mask``, ``shrink_axis_mask``
-resize_image        ``mode`` bilinear|nearest_neighbor, ``new_size`` (h, w), ``align_corners``
+resize_image        ``mode`` bilinear|nearest_neighbor, ``new_size`` (h, w), ``align_corners``; ncc's sampling,
+                    or TFLite's when the node has a ``half_pixel_centers`` attribute (:mod:`kmodelpy.ir.resample`)
 reduce              ``reduce_op`` mean|min|max|sum, ``axis`` (sorted, non-negative), ``init_value``, ``keep_dims``
 reduce_window2d     ``reduce_op``, ``init_value``, ``filter_h``, ``filter_w``, ``padding_h``, ``padding_w``,
                     ``stride_h``, ``stride_w``, ``dilation_h``, ``dilation_w``, ``fused_activation``

@@ -173,9 +173,6 @@ def mark_float(node, key: str) -> None:
 def evaluate_sources(float_model, x, keys) -> tuple[list, dict]:
     """Run a front end's float model (``kmodelpy.load(source)``) on input ``x``: (its outputs, {key: value of
     source tensor key, in the source layout} for the requested ``keys``)."""
-    from .evaluate import evaluate
-
-    graph = float_model.graph
     keys = set(keys)
     values: dict = {}
 
@@ -184,7 +181,5 @@ def evaluate_sources(float_model, x, keys) -> tuple[list, dict]:
             if o.kind == VALUE and o.key in keys:
                 values[o.key] = np.asarray(apply_steps(o.steps, v), np.float32)
 
-    conv_origins = graph.conv_origins if getattr(float_model, "hybrid", False) else None
-    x = np.asarray(x, np.float32).reshape(graph.inputs[0].output.shape)
-    outs = evaluate(graph, [x], on_output=capture if keys else None, conv_origins=conv_origins)
+    outs = float_model.run(x, on_output=capture if keys else None)
     return outs, values

@@ -57,7 +57,7 @@ def segment_table(shift_number, y_mul, x_start, add) -> np.ndarray:
     return seg
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def kround(t, s):
     """``carry_shift<int64, banker=true>`` with its sign quirk (C.5): KROUND(−1, 2) = −2."""
     if s == 0:
@@ -75,7 +75,7 @@ def kround(t, s):
     return q
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def activate(cv, coff, mul, bsh, badd, seg, sorted_starts, u):
     """u[p] = activation of batch norm of C = cv[p] + coff, for one output channel (C.5 b, c);
     ``seg`` a :func:`segment_table`. With non-decreasing x_start the segment is found branch-free
@@ -147,7 +147,7 @@ def _reachable(seg, bv_lo, bv_hi):
     return i_lo, i_hi
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def activate_sorted(cv, coff, mul, bsh, badd, seg, bv_lo, bv_hi, bvs, u):
     """Fast form of :func:`activate` (C = cv[p] + coff) for non-decreasing x_start when every Bv of the channel lies
     in [bv_lo, bv_hi] with bv_lo > x_start[0]: segments entirely below bv_lo always count, those at
@@ -216,6 +216,7 @@ def activate_sorted(cv, coff, mul, bsh, badd, seg, bv_lo, bv_hi, bvs, u):
 
 I32 = np.int32
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 # A channel's 32-bit activation *program*: one row of an i64 table [OC, PROG_ROWS] holding all
 # that :func:`run_program` needs (C offset, batch norm split for i32, up to three formulas of seven
 # values each, eight steps). :func:`i32_program` writes it; a layer's programs are written once
@@ -226,7 +227,7 @@ PR_STEP = PR_FORMULA + 21  # 8 step starts, then their 8 values
 PROG_ROWS = PR_STEP + 16
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def program_table(oc):
     """An empty (nothing ok) program table for ``oc`` channels."""
     return np.zeros((oc, PROG_ROWS), np.int64)
@@ -272,14 +273,14 @@ def _bv32(cv, bn):
     """Bv = floor((cv + coff)·mul / 2^s) + badd in i32 for bn = (coff, mh, ml, s, 16 − s, badd),
     mul = mh·2^s + ml (0 <= ml < 2^s, s <= 15): with C = Ch·2^16 + Cl the product is C·mh +
     Ch·ml·2^(16−s) + (Cl·ml >> s), Cl·ml < 2^31 exact and the rest exact modulo 2^32, so the value
-    is right whenever it fits i32."""
+    is right whenever it fits i32. ``cv`` may be an exact integer held in f32 (a conv sum D)."""
     coff, mh, ml, s, s16, badd = bn
-    c = I32(cv + coff)
+    c = I32(I32(cv) + coff)
     return I32(I32(c * mh) + I32(I32(I32(c >> 16) * ml) << (s16 & 31)) + I32(I32(I32(c & 0xFFFF) * ml) >> (s & 31))
                + badd)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def i32_program(coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, prog, o):
     """Write channel ``o``'s program into ``prog`` for C = cv + ``coff`` in [c_lo, c_hi] (Bv in
     [bv_lo, bv_hi], above x_start[0], x_start non-decreasing) when every intermediate provably
@@ -315,7 +316,7 @@ def i32_program(coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, prog, o
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def activate_i32(cv, coff, c_lo, c_hi, mul, bsh, badd, seg, bv_lo, bv_hi, tv, u):
     """:func:`activate_sorted` for i32 ``cv`` entirely in 32-bit lanes (eight values per AVX2
     instruction instead of emulated 64-bit multiplies and shifts), when :func:`i32_program` can
@@ -379,7 +380,7 @@ def _steps4(bv, r, t, v):
     return v[3] if bv > t[3] else r
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _act32_steps_loop(cv, bn, nlin, nst, fa, fb, fc, t, v, u):
     """Pixel loops of :func:`run_program` with steps (one, or three sloped formulas; four or
     eight steps; unused steps start at 2^31 − 1)."""
@@ -399,7 +400,7 @@ def _act32_steps_loop(cv, bn, nlin, nst, fa, fb, fc, t, v, u):
             u[p] = min(max(_steps4(bv, _steps4(bv, _sloped3(bv, fa, fb, fc), t, v), t2, v2), 0), 255)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _act32_loop(cv, bn, nlin, fa, fb, fc, u):
     """Pixel loops of :func:`run_program` without steps (one, two or three formulas)."""
     n = u.shape[0]
@@ -418,14 +419,14 @@ def _act32_loop(cv, bn, nlin, fa, fb, fc, u):
             u[p] = min(max(_sloped3(bv, fa, fb, fc), 0), 255)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _seg_exact(seg, j, bv):
     """U of ``bv`` in segment j (C.5 c, i64), for classifying segments."""
     r = kround((bv - seg[SEG_START, j]) * seg[SEG_MUL, j], seg[SEG_SHIFT, j]) + seg[SEG_ADD, j]
     return min(max(r, 0), 255)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _i32_pieces(seg, bv_lo, bv_hi, j0, i_hi, tv):
     """The reachable segments j0..i_hi−1 of a channel (Bv in [bv_lo, bv_hi]) as the pieces
     :func:`activate_i32` computes: a first formula, up to two more sloped segments, then up to
@@ -493,7 +494,7 @@ def _i32_pieces(seg, bv_lo, bv_hi, j0, i_hi, tv):
 POOL_STRIDE = (1, 2, 2, 4, 4, 2, 2, 4, 1, 1)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def pool_plane(u, ih, iw, pool_type, dst):
     """Pool one channel ``u`` (flat ih*iw u8) into ``dst`` [OH, OW] (C.6)."""
     oh, ow = dst.shape
@@ -551,7 +552,7 @@ def pool_plane(u, ih, iw, pool_type, dst):
                 dst[y, x] = m
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def pool_c(cv, ih, iw, pool_type, use_min, dst):
     """Pool the pre-activation values C instead of U (flat ``dst`` of OH·OW): select pools take
     the same tap; max pools take the max (``use_min``: the min, when BN's multiplier is negative).
@@ -603,7 +604,7 @@ def channel_table(norm_mul, norm_shift, norm_add, sw) -> np.ndarray:
     return np.ascontiguousarray(np.stack([np.asarray(v, dtype=np.int64) for v in (norm_mul, norm_shift, norm_add, sw)]))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _pad_center(x, n, ram, ram_src, zp, pad, xp):
     """xp[c] (f32) = x'[c] = x[n, c] − 128 with a ``pad``-wide border of Zp − 128; with
     ``ram_src >= 0`` (one batch) the input is read from KPU RAM ``ram`` at that byte instead
@@ -641,7 +642,7 @@ def _pad_center(x, n, ram, ram_src, zp, pad, xp):
                 xf[d + i] = np.float32(np.int32(src[s + i]) - 128)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _box_sum(f, base, pw, k, ih, iw, out):
     """out[y·iw + x] (i32) = Σ_{ky,kx<k} f[base + (y+ky)·pw + x+kx] over a flat padded plane."""
     upw, uiw = U64(pw), U64(iw)
@@ -672,7 +673,7 @@ def _ax_sx(sxc, ax, sx, taps, axsx):
             axsx[p] = (ax * (np.int64(sxc[p]) + 128 * taps)) >> sx
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sum_x(xp, k, ax, sx, taps, cs, sxc, axsx):
     """Σx' over the taps of every output position, all input channels (``cs`` a flat PH·PW f32
     work plane), and asr(ax·Sx, sx) with Sx = Σx' + 128·T when sx != 0."""
@@ -690,7 +691,7 @@ def _sum_x(xp, k, ax, sx, taps, cs, sxc, axsx):
     _ax_sx(sxc, ax, sx, taps, axsx)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _conv_rows(xf, ph, pw, c0, c1, wf, o, k, ih, iw, acc):
     """acc[y·iw+x] = Σ_{c0<=c<c1} Σ_{ky,kx} wf[o, (c−c0)·k²+ky·k+kx] · x'[c, y+ky, x+kx] (f32,
     ``xf`` the flat padded planes [IC, PH, PW]), one output row at a time so it stays in L1."""
@@ -711,7 +712,7 @@ def _conv_rows(xf, ph, pw, c0, c1, wf, o, k, ih, iw, acc):
                         acc[ob + x] += wv * xf[s + x]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _conv3_rows(xf, ph, pw, c0, c1, wf, o, ih, iw, acc):
     """3×3 form of :func:`_conv_rows`: the nine taps of a channel are summed in registers, so each
     output row is loaded and stored once per input channel."""
@@ -734,7 +735,7 @@ def _conv3_rows(xf, ph, pw, c0, c1, wf, o, ih, iw, acc):
                                 + w8 * xf[d + x + two])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _dw3_rows(xf, ph, pw, o, wf, ih, iw, with_sum, acc, sxc):
     """Depthwise 3×3 channel ``o``, row by row: D (``acc``) and, ``with_sum``, Σx' (``sxc``) of
     every output pixel in one pass over its nine taps (the wide-image form of :func:`_dw3_flat`)."""
@@ -808,8 +809,8 @@ def _c_values32(acc, sxc, sx_mul, cv):
     when sx_mul = 0), the caller having checked it cannot overflow; returns (min, max). C is cv[p]
     + a per-channel constant, added at the activation: i32 halves the memory traffic and doubles
     the vector width of this pass and of the pool before activation."""
-    lo = np.int32(np.iinfo(np.int32).max)
-    hi = np.int32(np.iinfo(np.int32).min)
+    lo = np.int32(I32_MAX)
+    hi = np.int32(I32_MIN)
     m = np.int32(sx_mul)
     for p in range(cv.shape[0]):
         v = _cv32(acc, sxc, m, p)
@@ -827,7 +828,7 @@ def _bv_span(c_lo, c_hi, mul, bsh, badd):
     return min(b1, b2), max(b1, b2)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _c_pool2(acc, sxc, sx_mul, ih, iw, use_min, pooled):
     """:func:`_c_values32` and the max_2_s2 pool of :func:`pool_c` in one pass: pooled[y·ow + x]
     = max (``use_min``: min) of cv = D + sx_mul·Σx' over the 2×2 window at (2y, 2x), without
@@ -861,11 +862,11 @@ def _c_pool2(acc, sxc, sx_mul, ih, iw, use_min, pooled):
     return lo, hi
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _c_values(acc, sxc, axsx, sx_mul, const, use_axsx, cv):
     """cv[p] = D + sx_mul·Σx' (+ asr(ax·Sx, sx)) + const, the i64 conv result C; returns (min, max)."""
-    lo = np.int64(np.iinfo(np.int64).max)
-    hi = np.int64(np.iinfo(np.int64).min)
+    lo = np.int64(I64_MAX)
+    hi = np.int64(I64_MIN)
     for p in range(cv.shape[0]):
         v = np.int64(acc[p]) + sx_mul * np.int64(sxc[p]) + const
         if use_axsx:
@@ -938,7 +939,7 @@ def _cv_fits_i32(sx, ax, taps):
     return sx == 0 and taps * 16384 + abs(128 + ax) * taps * 128 < (1 << 31) - 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def layer_programs(wf, gic, ax, sx, aw, sw, aadd, bnt, seg, sorted_starts, min_start):
     """The program table of a layer, written once: channel o gets an ok program when
     :func:`i32_program` accepts it over the exact bounds of C for *every* input, C = Σ x·(w + ax)
@@ -977,6 +978,9 @@ def _finish_program(acc, sxc, sx_mul, o, n, ih, iw, bnt, prog, pool_type, pool_f
     opix = out.shape[2] * out.shape[3]
     start = (n * out.shape[1] + o) * opix
     flat_out = of[start : start + opix]
+    if sx_mul == 0 and pool_type == 0:  # C = D + coff: one pass from D, every step kept (no C range)
+        run_program(acc, prog, o, np.int64(I32_MAX), flat_out)
+        return ERR_NONE
     if pool_first and pool_type == 1:
         lo, hi = _c_pool2(acc, sxc, sx_mul, ih, iw, use_min, pooled32)
         src, dst = pooled32, flat_out
@@ -1034,7 +1038,7 @@ def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, prog, sorted_starts, m
     return err
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _channels(xp, wf, dw, k, ax, xm, sx, aw, sw, aadd, bnt, seg, prog, sorted_starts, min_start, pool_type, pool_first,
               out, n, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv):
     """Every output channel of batch ``n`` of a direct (non-GEMM) layer: the
@@ -1073,7 +1077,7 @@ def _channels(xp, wf, dw, k, ax, xm, sx, aw, sw, aadd, bnt, seg, prog, sorted_st
     return err
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def kpu_layer(x, ram, ram_src, wf, dw, k, zp, ax, xm, sx, aw, sw, aadd, bnt, seg, prog, sorted_starts, min_start,
               pool_type, pool_first, out, xp, sxc, axsx, cs, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv):
     """One direct KPU layer (depthwise, or 3×3 over few input channels) over all batches. ``x``
@@ -1106,7 +1110,7 @@ def kpu_layer(x, ram, ram_src, wf, dw, k, zp, ax, xm, sx, aw, sw, aadd, bnt, seg
     return err
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def gemm_input(x, n, ram, ram_src, k, zp, ax, xm, sx, xp, cs, sxc, axsx):
     """First half of a GEMM layer (non-depthwise): the centered, padded input plane ``xp`` of
     batch ``n`` (from x, or KPU RAM as in :func:`kpu_layer`) and its Σx' per output position.
@@ -1118,7 +1122,7 @@ def gemm_input(x, n, ram, ram_src, k, zp, ax, xm, sx, xp, cs, sxc, axsx):
         _sum_x(xp, k, ax, sx, np.int64(ic * k * k), cs, sxc, axsx)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def im2col_rows(xp, k, y0, y1, cols):
     """cols[(c·k+ky)·k+kx, (y−y0)·iw+x] = xp[c, y+ky, x+kx] for output rows y0 <= y < y1."""
     ic, ph, pw = xp.shape
@@ -1137,7 +1141,7 @@ def im2col_rows(xp, k, y0, y1, cols):
                         cf[d + x] = xf[s + x]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def select_input(x, n, ram, ram_src, k, zp, ax, xm, sx, s, dx, oh, ow, xp, cols, acc, sxc, axsx):
     """Input of a GEMM over only the conv positions a select pool keeps (left_top / right_top:
     position (y·s, x·s + dx) for output (y, x)): the padded plane ``xp`` of batch ``n`` (as
@@ -1171,7 +1175,7 @@ def select_input(x, n, ram, ram_src, k, zp, ax, xm, sx, s, dx, oh, ow, xp, cols,
         _ax_sx(sxc, ax, sx, np.int64(ic * k * k), axsx)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def gemm_finish(d, sxc, axsx, n, ic, ih, iw, k, ax, xm, sx, aw, sw, aadd, bnt, seg, prog, sorted_starts, min_start,
                 pool_type, pool_first, out, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv):
     """Second half of a GEMM layer: every output channel of batch ``n`` from D = ``d`` [OC, IH·IW]
@@ -1205,7 +1209,7 @@ def _row_layout(w):
     return 1, (w + 63) // 64, 64
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _ram_copy(ram, start, x, to_ram):
     """Copy between x u8 [N, C, H, W] and its tensor at byte ``start`` of KPU RAM, element
     positions only (C.3; as kpu.layout, bounds checked by the caller): into RAM with ``to_ram``."""
@@ -1230,14 +1234,14 @@ def _ram_copy(ram, start, x, to_ram):
                         xf[o + i] = ram[r + i]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def ram_download(ram, start, x):
     """x[n, c, y, :] = the tensor's elements in KPU RAM at byte ``start`` (the same bytes as
     kpu.layout.kpu_download)."""
     _ram_copy(ram, start, x, False)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def ram_upload(ram, start, x):
     """Store x u8 [N, C, H, W] into KPU RAM at byte ``start`` (as kpu.layout.kpu_upload)."""
     _ram_copy(ram, start, x, True)

@@ -32,7 +32,7 @@ _M64 = 0xFFFFFFFFFFFFFFFF
 
 
 # ---------------------------------------------------------------- integer helpers (numba)
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def wrap_i32(v):
     """Wrap an integer (int64 in numba) to the i32 range, two's complement."""
     v = v & 0xFFFFFFFF
@@ -41,7 +41,7 @@ def wrap_i32(v):
     return v
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def carry_shift(v, s):
     """RHU(v, s) on i64 ``v`` with u8 ``s`` (§B.2): ``v`` if s == 0, else ``asr(v + 2^(s−1), s)``.
     The add wraps modulo 2^64 and shift counts are taken modulo 64 (x86 behaviour)."""
@@ -52,13 +52,13 @@ def carry_shift(v, s):
     return (np.int64(v) + add) >> np.int64(s & 63)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def mul_and_carry_shift(v, m, s):
     """MCS(v, m, s) = i32(RHU(i64(v)·i64(m), s & 0xFF)) (§B.2); returns an int64 in the i32 range."""
     return wrap_i32(carry_shift(np.int64(v) * np.int64(m), s))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def tdiv(a, b):
     """C integer division (truncates toward zero); ``b`` must not be 0."""
     q = a // b
@@ -67,7 +67,7 @@ def tdiv(a, b):
     return q
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def clamp_u8(v):
     """``(uint8)std::clamp(v, 0, 255)``."""
     if v < 0:
@@ -77,7 +77,7 @@ def clamp_u8(v):
     return v
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def tap_range(o, stride, pad_before, dil, size, f):
     """Valid tap range ``[k0, k1)`` of output ``o`` (§B.2) and the window origin ``org``: taps
     ``k`` in the range read input ``org + dil·k``; padding taps are skipped."""
@@ -87,7 +87,7 @@ def tap_range(o, stride, pad_before, dil, size, f):
     return org, k0, k1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def tap_out_range(base, size, stride, out_size):
     """The outputs ``o`` in ``[o0, o1)`` for which one filter tap reads inside the image:
     ``0 <= o·stride + base < size`` (``stride > 0``), clipped to ``[0, out_size)``. Equivalent to the
@@ -105,19 +105,19 @@ def tap_out_range(base, size, stride, out_size):
 
 
 # ---------------------------------------------------------------- f32 helpers (numba)
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def f32_min(a, b):
     """``std::min(a, b)`` = ``b < a ? b : a``."""
     return b if b < a else a
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def f32_max(a, b):
     """``std::max(a, b)`` = ``a < b ? b : a``."""
     return b if a < b else a
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def clamp(v, lo, hi):
     """``std::clamp(v, lo, hi)``: a NaN ``v`` is returned unchanged."""
     if v < lo:

@@ -47,25 +47,25 @@ SINF = types.ExternalFunction("kmodelpy_sinf", _SIG)
 COSF = types.ExternalFunction("kmodelpy_cosf", _SIG)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _expf_loop(x, out):
     for i in range(x.size):
         out[i] = EXPF(x[i])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _logf_loop(x, out):
     for i in range(x.size):
         out[i] = LOGF(x[i])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sinf_loop(x, out):
     for i in range(x.size):
         out[i] = SINF(x[i])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _cosf_loop(x, out):
     for i in range(x.size):
         out[i] = COSF(x[i])

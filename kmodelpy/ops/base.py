@@ -75,14 +75,18 @@ def op_class(opcode: int) -> type[Op] | None:
     """The op class of ``opcode`` (None if kmodel v4 has no such opcode), importing its module."""
     cls = OPS.get(opcode)
     if cls is None and opcode in OP_MODULES:
-        import importlib
-
-        from .._numba_start import skip_scipy_on_first_dispatch
-
-        skip_scipy_on_first_dispatch()
-        importlib.import_module(f"{__package__}.{OP_MODULES[opcode]}")
+        _import_op_module(OP_MODULES[opcode])
         cls = OPS.get(opcode)
     return cls
+
+
+def _import_op_module(name: str) -> None:
+    import importlib
+
+    from .._numba_start import install
+
+    importlib.import_module(f"{__package__}.{name}")
+    install()  # faster loads of the cached kernels
 
 
 _loaded = False
@@ -94,15 +98,11 @@ def _load_all() -> None:
     global _loaded
     if _loaded:
         return
-    import importlib
     import pkgutil
 
     from .. import ops as pkg
-    from .._numba_start import skip_scipy_on_first_dispatch
-
-    skip_scipy_on_first_dispatch()
 
     for m in pkgutil.iter_modules(pkg.__path__):
         if m.name not in ("base",) and not m.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{m.name}")
+            _import_op_module(m.name)
     _loaded = True

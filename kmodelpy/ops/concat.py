@@ -71,6 +71,24 @@ class Concat(Op):
     def inputs(self):
         return list(self.input_ranges)
 
+    def joined_shape(self, shapes) -> list[int] | None:
+        """The output shape, given the inputs' shapes (None where unknown; the body stores no shape): the
+        axis is where each input's dims before it multiply to ``outer_size``, those after it to
+        ``inner_size`` bytes, and its extent is its ``dims`` entry; the last such axis when several fit
+        (only possible with extents of 1)."""
+        known = [([int(d) for d in s], int(d)) for s, d in zip(shapes, self.dims) if s is not None]
+        if not known:
+            return None
+        rank = len(known[0][0])
+        fits = [axis for axis in range(rank) if all(
+            len(s) == rank and s[axis] == d and int(np.prod(s[:axis], dtype=np.int64)) == self.outer_size
+            and int(np.prod(s[axis + 1:], dtype=np.int64)) * self.output.itemsize == self.inner_size
+            for s, d in known)]
+        if not fits:
+            return None
+        shape = known[0][0]
+        return shape[:fits[-1]] + [sum(int(d) for d in self.dims)] + shape[fits[-1] + 1:]
+
     def run(self, mem):
         if any(d < 0 for d in self.dims):
             raise KernelError(f"Concat has a negative input extent in dims {self.dims}; the file is damaged")

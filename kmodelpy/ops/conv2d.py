@@ -22,7 +22,7 @@ from ._window import WindowOp, check_groups, check_in_shape, checked_out_hw, gro
 from .base import register
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _conv2d_kernel(x, w, bias, groups, pad_h, pad_w, sh, sw, dh, dw, lo, hi, out):
     n_batch, _, in_h, in_w = x.shape
     n_oc, g_ic, fh, fw = w.shape

@@ -26,7 +26,7 @@ from ._window import WindowOp, check_groups, check_in_shape, check_window, group
 from .base import register
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _conv2d_transpose_kernel(x, w, groups, pad_h, pad_w, sh, sw, dh, dw, lo, hi, do_clamp, out):
     n_batch, n_c, in_h, in_w = x.shape
     out_h, out_w = out.shape[2], out.shape[3]

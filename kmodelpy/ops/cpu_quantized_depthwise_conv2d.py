@@ -18,7 +18,7 @@ from ._window import WindowOp, check_in_shape, checked_out_hw, kernel_window, re
 from .base import register
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _cpu_qdwconv2d_kernel(x, w, bias, pad_h, pad_w, sh, sw, dh, dw, in_off, f_off, o_mul, o_shift, o_off, out):
     n_batch, in_h, in_w, n_c = x.shape
     fh, fw = w.shape[1], w.shape[2]

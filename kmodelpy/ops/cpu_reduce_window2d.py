@@ -18,7 +18,7 @@ from ._window import out_hw
 from .reduce_window2d import REDUCE_SUM, _WindowBody, window_fold
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _reduce_window2d_nhwc(x, n, h, w, c, oh, ow, fh, fw, sh, sw, dh, dw, ph, pw, op, init, lo, hi, out):
     i = 0
     for b in range(n):

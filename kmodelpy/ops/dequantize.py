@@ -14,7 +14,7 @@ from .base import register
 from .quantize import QuantParamBody
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _dequantize(q, zero_point, scale, out):
     """out[i] = f32(i32(q[i] − zero_point)) · (1 / scale), the reciprocal in f32 (±inf for a zero
     scale); element by element in order, as ncc's loop (ranges may overlap in a damaged file)."""

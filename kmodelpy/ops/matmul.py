@@ -18,7 +18,7 @@ from ._arith import clamp
 from .base import Op, register
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _matmul_kernel(a, b, bias, lo, hi, out):
     rows, cols = a.shape
     b_cols = b.shape[1]

@@ -105,7 +105,7 @@ def decode(program: bytes) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ops, dtype=np.int32), np.asarray(imms, dtype=np.float32)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _nnil_kernel(ops, imms, x, out):
     """Runs the decoded program on every element; returns 0 or an :data:`ERRORS` code."""
     stack = np.zeros(64, dtype=np.float32)

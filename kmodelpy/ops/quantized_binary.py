@@ -22,7 +22,7 @@ from .binary import BinaryBody, broadcast_operands
 QB_OK, QB_DIV_ZERO, QB_DIV_OVERFLOW = 0, 1, 2
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _qbinary_kernel(a, b, op, a_off, a_mul, a_shift, b_off, b_mul, b_shift, o_off, o_mul, o_shift, out):
     """Elementwise over gathered u8 operands; returns (status, index of the failing element)."""
     for i in range(a.shape[0]):

@@ -23,7 +23,7 @@ from ._window import WindowOp, check_groups, check_in_shape, checked_out_hw, gro
 from .base import register
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _qconv2d_kernel(x, w, bias, groups, pad_h, pad_w, sh, sw, dh, dw,
                     in_off, f_off, o_mul, o_shift, o_off, exact, out):
     n_batch, n_c, in_h, in_w = x.shape

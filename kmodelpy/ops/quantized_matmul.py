@@ -16,7 +16,7 @@ from .base import register
 from .matmul import MatMulBody, matmul_arrays
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _qmatmul_kernel(a, b, bias, a_off, b_off, o_mul, o_shift, o_off, out):
     rows, cols = a.shape
     b_cols = b.shape[1]

@@ -20,7 +20,7 @@ REDUCE_MEAN, REDUCE_MIN, REDUCE_MAX, REDUCE_SUM = range(4)
 REDUCE_OPS = ("mean", "min", "max", "sum")
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _reduce_kernel(x, in_shape, out_shape, op, init, out):
     """Sequential fold of the row-major input into ``out`` (flat, pre-sized)."""
     for k in range(out.size):

@@ -21,7 +21,7 @@ from .base import register
 REDUCE_MEAN, REDUCE_MIN, REDUCE_MAX, REDUCE_SUM = range(4)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def window_fold(x, base, row_stride, col_stride, oy_org, ky0, ky1, dil_h, ox_org, kx0, kx1, dil_w,
                 op, init, lo, hi):
     """Fold one window of ``x`` (flat) starting at ``base``; returns the activated result."""
@@ -47,7 +47,7 @@ def window_fold(x, base, row_stride, col_stride, oy_org, ky0, ky1, dil_h, ox_org
     return v
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _reduce_window2d_nchw(x, n, c, h, w, oh, ow, fh, fw, sh, sw, dh, dw, ph, pw, op, init, lo, hi, out):
     i = 0
     for b in range(n):

@@ -19,7 +19,7 @@ from .base import Op, register
 RESIZE_BILINEAR, RESIZE_NEAREST = 0, 1
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _resize_nearest(x, n, c, h, w, out_h, out_w, out):
     sh = np.float32(h) / np.float32(out_h)
     sw = np.float32(w) / np.float32(out_w)
@@ -35,7 +35,7 @@ def _resize_nearest(x, n, c, h, w, out_h, out_w, out):
                 i += 1
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _resize_bilinear(x, n, c, h, w, out_h, out_w, align_corners, to_u8, out):
     sh = np.float32(h) / np.float32(out_h)
     sw = np.float32(w) / np.float32(out_w)

@@ -16,7 +16,7 @@ from ._libm import EXPF
 from .base import Op, register
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _softmax_kernel(x, outer, inner, beta, out):
     for r in range(outer):
         base = r * inner

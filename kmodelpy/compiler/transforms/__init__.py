@@ -34,7 +34,10 @@ def default_list(ctx: Context) -> list[Transform]:
 
 
 def pass_p1(ctx):
-    return default_list(ctx)
+    """D, after the lowering of TFLite-sampled resizes (kmodelpy, deviation D11: ncc ignores those flags)."""
+    from .resize_lowering import LowerTfliteResize
+
+    return [LowerTfliteResize()] + default_list(ctx)
 
 
 def pass_p2(ctx):
@@ -82,13 +85,14 @@ def pass_q3(ctx):
 
 
 def pass_q4(ctx):
-    from .quantize_neutral import (DequantizePadMotion, DequantizeReshapeMotion, DequantizeResizeImageMotion,
-                                   DequantizeStridedSliceMotion, DequantizeTransposeMotion, FoldInputQuantize,
+    from .quantize_neutral import (DequantizePadMotion, DequantizeReplicationConcatMotion, DequantizeReshapeMotion,
+                                   DequantizeResizeImageMotion, DequantizeStridedSliceMotion, DequantizeTransposeMotion, FoldInputQuantize,
                                    FusedUnaryToLookup1d, QuantizedBinary, QuantizedConv2d, QuantizedMatmul)
 
     ts: list[Transform] = [FoldInputQuantize()] if ctx.input_type == "uint8" else []
     ts += [DequantizeReshapeMotion(), DequantizeTransposeMotion(), DequantizePadMotion(),
-           DequantizeStridedSliceMotion(), DequantizeResizeImageMotion(), QuantizedConv2d(), QuantizedMatmul()]
+           DequantizeStridedSliceMotion(), DequantizeResizeImageMotion(), DequantizeReplicationConcatMotion(),
+           QuantizedConv2d(), QuantizedMatmul()]
     if ctx.quantize_binary:
         ts.append(QuantizedBinary())
     ts.append(FusedUnaryToLookup1d())

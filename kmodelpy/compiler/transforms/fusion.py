@@ -1,9 +1,10 @@
 """Fusion transforms of ncc's default list (compiler spec §5.1 rows 10-12 and 22-26):
 src/transforms/hlir/neutral/{fuse_pad,fuse_clamp,fuse_unary}.cpp.
 
-Rows 22-26 (unary/binary → ``fused_unary``) only run for uint8 inference.  One deliberate deviation
+Rows 22-26 (unary/binary → ``fused_unary``) only run for uint8 inference.  Two deliberate deviations
 (docs/deviations.md): ncc's fuse_clamp combines the upper bounds with ``max`` and so drops the cap of a
-separate RELU6 (quirk §13.2); kmodelpy keeps ``min`` of the upper bounds.
+separate RELU6 (quirk §13.2, D2); kmodelpy keeps ``min`` of the upper bounds. ncc's fusions of a binary into
+a ``fused_unary`` drop the binary's fused activation (quirk §13.4, D12); kmodelpy appends it as max/min.
 """
 from __future__ import annotations
 
@@ -98,6 +99,20 @@ class FuseClampBinary(_FuseClamp):
         reroute(m.outputs[0], b.output)
 
 
+def with_activation(prog, act) -> tuple:
+    """``prog`` followed by the binary's fused activation as ``max(·, lo)`` / ``min(·, hi)`` (deviation D12: ncc's
+    fuse_one_binary, fuse_one_fused_unary_with_binary and fuse_two_fused_unary_with_binary drop it, quirk §13.4,
+    so e.g. MUL by a scalar followed by RELU6 loses its clamp). Full-range bounds add nothing."""
+    prog = list(prog)
+    lo, hi = (np.float32(v) for v in act)
+    for bound, op in ((lo, "max"), (hi, "min")):
+        if abs(bound) < np.finfo(np.float32).max:
+            last = len(prog) - 1
+            prog.append(FuOp.constant(bound))
+            prog.append(FuOp.binary(op, last, len(prog) - 1))
+    return tuple(prog)
+
+
 class FuseOneUnary(Transform):
     name = "fuse_one_unary"
     ops = frozenset({"unary"})
@@ -113,7 +128,8 @@ class FuseOneUnary(Transform):
 
 
 class FuseOneBinary(Transform):
-    """Binary with a 1-element constant operand → fused_unary; the binary's activation is dropped (§13.4)."""
+    """Binary with a 1-element constant operand → fused_unary; the binary's activation is kept (D12; ncc drops
+    it, §13.4)."""
 
     name = "fuse_one_binary"
     ops = frozenset({"binary"})
@@ -134,7 +150,7 @@ class FuseOneBinary(Transform):
         else:
             prog = (FuOp.ldx(), FuOp.constant(_scalar(c)), FuOp.binary(op, 1, 0))
         src = m.inputs[0].producer
-        f = build.fused_unary(g, src, prog)
+        f = build.fused_unary(g, src, with_activation(prog, b_old["fused_activation"]))
         reroute(m.outputs[0], f.output)
 
 
@@ -179,7 +195,7 @@ class FuseOneFusedUnaryWithBinary(Transform):
             prog.append(FuOp.binary(b_old["binary_op"], arg_x, arg_f))
         else:
             prog.append(FuOp.binary(b_old["binary_op"], arg_f, arg_x))
-        f = build.fused_unary(g, m.inputs[0].producer, tuple(prog))
+        f = build.fused_unary(g, m.inputs[0].producer, with_activation(prog, b_old["fused_activation"]))
         reroute(m.outputs[0], f.output)
 
 
@@ -207,5 +223,5 @@ class FuseTwoFusedUnaryWithBinary(Transform):
         prog = merge_programs(f1["program"], f2["program"])
         a_id, b_id = len(f1["program"]) - 1, len(prog) - 1
         prog.append(FuOp.binary(b_old["binary_op"], a_id, b_id))
-        f = build.fused_unary(g, m.inputs[0].producer, tuple(prog))
+        f = build.fused_unary(g, m.inputs[0].producer, with_activation(prog, b_old["fused_activation"]))
         reroute(m.outputs[0], f.output)

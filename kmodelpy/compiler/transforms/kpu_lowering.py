@@ -88,7 +88,7 @@ class FakeKpuConv2d(Transform):
     ops = frozenset({"conv2d"})
 
     def match(self, c, ctx):
-        if weights_width(c["weights"]) > ctx.weights_quantize_threshold or keeps_float(c):
+        if weights_width(c["weights"]) > ctx.weights_quantize_threshold or c.name in ctx.on_cpu or keeps_float(c):
             return None
         in_ch = c["weights"].shape[1] * c["groups"]
         kh, kw = c["weights"].shape[2:]
@@ -128,7 +128,7 @@ class MatmulToFakeKpuConv2d(Transform):
 
     def match(self, mm, ctx):
         w = parent(mm, "constant", 1)
-        if w is None or keeps_float(mm):
+        if w is None or mm.name in ctx.on_cpu or keeps_float(mm):
             return None
         if weights_width(w["data"]) > ctx.weights_quantize_threshold:
             return None

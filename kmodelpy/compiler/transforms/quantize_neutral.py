@@ -110,6 +110,34 @@ class DequantizeResizeImageMotion(_DequantizeMotion):
         return build.like(g, x, [src], [x.output.shape], [build.U8])
 
 
+class DequantizeReplicationConcatMotion(Transform):
+    """kmodelpy only (the resize lowering, D11): an ``edge_replication`` concat — a tensor between slices of
+    itself — whose inputs are all dequantized with one quant param runs on uint8 and is dequantized after.
+    It changes no value (ncc would dequantize, concat in float and quantize again with the same range); ncc's
+    own concats are untouched."""
+
+    name = "dequantize_replication_concat_motion"
+    ops = frozenset({"concat"})
+
+    def match(self, node, ctx):
+        if not node.attrs.get("edge_replication"):
+            return None
+        ds = [ic.producer.node for ic in node.inputs]
+        if all(d.op == "dequantize" for d in ds) and len({_qp_key(d["quant_param"]) for d in ds}) == 1:
+            return Match([node] + ds, [d.input for d in ds], [node.output])
+        return None
+
+    def rewrite(self, g, m, ctx):
+        c_old, d0 = m.nodes[0], m.nodes[1]
+        c = build.like(g, c_old, [ic.producer for ic in m.inputs], [c_old.output.shape], [build.U8])
+        d = build.dequantize(g, c.output, d0["quant_param"], name=d0.name)
+        reroute(m.outputs[0], d.output)
+
+
+def _qp_key(qp):
+    return (int(qp.zero_point), float(qp.scale)) if hasattr(qp, "zero_point") else (int(qp[0]), float(qp[1]))
+
+
 def _quantize_input(g, ctx, out):
     q = build.quantize(g, out, qparam(ctx, out), name=(out.node.name or "") + "/quantize")
     return q

@@ -12,7 +12,7 @@ def import_tflite(src, ncc_exact: bool = False):
     return _imp(src, ncc_exact)
 
 
-def load_tflite(path, hybrid=None):
+def load_tflite(path, hybrid=None, arithmetic="tflite"):
     from .model import load_tflite as _load
 
-    return _load(path, hybrid=hybrid)
+    return _load(path, hybrid=hybrid, arithmetic=arithmetic)

@@ -1,7 +1,7 @@
 """Import-time folding of constant TFLite sub-graphs (numpy, TFLite's own NHWC semantics).
 
 TF2 converters emit small integer sub-graphs (SHAPE → STRIDED_SLICE → PACK → RESHAPE's shape),
-float16 / int8 weights behind DEQUANTIZE, and CASTs of constants. ncc refuses these operators; the
+float16 / int8 weights behind DEQUANTIZE (and DENSIFY, for sparse weights the reader densified), and CASTs of constants. ncc refuses these operators; the
 importer (:mod:`kmodelpy.frontends.tflite.importer`) evaluates them here instead:
 
 * :func:`can_fold` — SHAPE always folds (shapes are static); an operator of :data:`FOLD_ONLY` folds
@@ -19,7 +19,7 @@ import numpy as np
 from ...errors import UnsupportedError
 from .reader import _NP_DTYPES, Operator, TFLiteFile
 
-FOLD_ONLY = ("SHAPE", "CAST", "DEQUANTIZE", "QUANTIZE", "GATHER", "FILL", "RANGE", "REDUCE_PROD", "FLOOR_DIV", "PACK",
+FOLD_ONLY = ("SHAPE", "CAST", "DEQUANTIZE", "DENSIFY", "QUANTIZE", "GATHER", "FILL", "RANGE", "REDUCE_PROD", "FLOOR_DIV", "PACK",
              "UNPACK", "SQUEEZE", "EXPAND_DIMS", "ZEROS_LIKE", "ONES_LIKE")
 
 
@@ -94,6 +94,8 @@ def fold(op: Operator, tfl: TFLiteFile, static: dict) -> list[np.ndarray]:
         return [np.asarray(t[0].shape, dt)]
     if name == "DEQUANTIZE":
         return [to_float(t[0], v[0])]
+    if name == "DENSIFY":  # the reader densified the sparse constant already
+        return [np.asarray(v[0]).reshape(out_shape)]
     if name == "QUANTIZE":  # a constant re-quantized (float or int → int8/uint8/int16)
         q = tfl.tensors[op.outputs[0]].quantization
         x = to_float(t[0], v[0]).astype(np.float32)

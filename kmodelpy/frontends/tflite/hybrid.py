@@ -19,12 +19,9 @@ x86-64 with FMA) does not run such a model in float:
     DEPTHWISE_CONV_2D (optimized hybrid depthwise): ``y = (f32(acc) · scale_c) · sf + bias``;
     then the fused activation clamp — every operation one f32 rounding.
 
-* **float ops** (float-weight convolutions among them) run on XNNPACK, whose f32 microkernels start
-  each output at the bias and add every tap with one fused multiply-add: convolutions (GEMM/IGEMM) in
-  ky → kx → input-channel order, depthwise convolutions in kx → ky order. The hybrid kernels'
+* **float ops** (float-weight convolutions among them) run on XNNPACK (:mod:`.xnnpack`). The hybrid kernels'
   run-time quantization turns any last-bit difference in their input into whole quantization steps,
-  so the float convolutions in front of them must be reproduced to the bit as well; the FMA is
-  computed in float64 (the product of two f32 is exact there) and rounded once to f32.
+  so the float convolutions in front of them must be reproduced to the bit as well.
 
 This was established layer by layer against LiteRT's interpreter (every layer of
 reference/ncc_outputs/cases/line_follower_kpu_dynrange bit-identical; the outputs of all six test
@@ -36,7 +33,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 F32 = np.float32
@@ -133,49 +129,14 @@ def conv2d_hybrid(x, origin: ConvOrigin, bias, groups, pad_h, pad_w, sh, sw, dh,
     return np.maximum(np.minimum(y, F32(hi)), F32(lo)).astype(F32)
 
 
-@numba.njit(cache=True)
-def _fma_conv_kernel(xp, w, bias, taps, groups, sh, sw, dh, dw, lo, hi, out):
-    n_batch, n_oc, out_h, out_w = out.shape
-    g_oc = n_oc // groups
-    g_ic = w.shape[1]
-    for n in range(n_batch):
-        for o in range(n_oc):
-            base = (o // g_oc) * g_ic
-            for oy in range(out_h):
-                for ox in range(out_w):
-                    acc = bias[o]
-                    for t in range(taps.shape[0]):
-                        ky, kx, c = taps[t, 0], taps[t, 1], taps[t, 2]
-                        v = np.float64(acc) + np.float64(xp[n, base + c, oy * sh + ky * dh, ox * sw + kx * dw]) \
-                            * np.float64(w[o, c, ky, kx])
-                        acc = np.float32(v)
-                    out[n, o, oy, ox] = max(min(acc, hi), lo)
-
-
-def conv2d_xnnpack(x, weights, bias, kind: str, groups, pad_h, pad_w, sh, sw, dh, dw, lo, hi) -> np.ndarray:
-    """XNNPACK's f32 convolution (module doc): bias, then one FMA per tap, NCHW. Padding taps add
-    x = 0 like XNNPACK's zero buffer."""
-    x = np.asarray(x, F32)
-    w = np.ascontiguousarray(weights, F32)
-    n_oc, g_ic, fh, fw = w.shape
-    xp = np.ascontiguousarray(_padded(x, pad_h, pad_w))
-    oh, ow = _out_hw(x.shape, fh, fw, pad_h, pad_w, sh, sw, dh, dw)
-    if kind == "depthwise":
-        taps = [(ky, kx, c) for kx in range(fw) for ky in range(fh) for c in range(g_ic)]
-    else:
-        taps = [(ky, kx, c) for ky in range(fh) for kx in range(fw) for c in range(g_ic)]
-    out = np.empty((x.shape[0], n_oc, oh, ow), F32)
-    _fma_conv_kernel(xp, w, np.ascontiguousarray(bias, F32), np.array(taps, np.int64).reshape(-1, 3), int(groups),
-                     int(sh), int(sw), int(dh), int(dw), F32(lo), F32(hi), out)
-    return out
-
-
 def evaluate_conv2d(node, args, origin: ConvOrigin) -> np.ndarray:
-    """A ``conv2d`` node of a dynamic-range model: hybrid kernel for int8 weights, XNNPACK otherwise."""
+    """A ``conv2d`` node as TFLite runs it: hybrid kernel for int8 weights, XNNPACK otherwise."""
     a = node.attrs
     lo, hi = a.get("fused_activation", (-float(np.finfo(F32).max), float(np.finfo(F32).max)))
     geo = (a["groups"], a["padding_h"], a["padding_w"], a["stride_h"], a["stride_w"], a["dilation_h"], a["dilation_w"],
            lo, hi)
     if origin.hybrid:
         return conv2d_hybrid(args[0], origin, a["bias"], *geo)
+    from .xnnpack import conv2d_xnnpack
+
     return conv2d_xnnpack(args[0], a["weights"], a["bias"], origin.kind, *geo)

@@ -19,13 +19,16 @@ Beyond ncc:
 * DEQUANTIZE (fp16 / int8 constants), CAST, SHAPE and the constant sub-graphs TF2 converters emit
   (SHAPE → STRIDED_SLICE → PACK → RESHAPE ...) are folded at import;
 * PRELU = max(x,0) + α·min(x,0); TANH = (1−t)/(1+t) with t = exp(−2·max(x,−10)) (also as a fused
-  activation); HARD_SWISH = x·clamp(x+3, 0, 6)/6; SPLIT/SPLIT_V/UNPACK = strided slices (+ reshape);
+  activation); HARD_SWISH = x·min(max(x+3, 0), 6)/6; SPLIT/SPLIT_V/UNPACK = strided slices (+ reshape);
   SQUEEZE/EXPAND_DIMS = reshape; PACK = reshapes + concat; SQUARE = unary square;
   SQUARED_DIFFERENCE = (a−b)·(a−b); ADD_N = chained adds; PADV2 (pad value); RELU_0_TO_1 = clamp;
   DEPTHWISE_CONV_2D with depth_multiplier > 1 (groups = C); RESHAPE without a shape tensor;
-  declared outputs that are also consumed inside the graph.
-* RESIZE_* with ``half_pixel_centers`` (ncc silently ignores it): accepted for nearest-neighbour
-  integer upscaling (identical result), refused otherwise.
+  declared outputs that are also consumed inside the graph; DEPTH_TO_SPACE (reshape + transpose + reshape);
+  MediaPipe's custom ``Convolution2DTransposeBias`` (a TRANSPOSE_CONV with its bias).
+* RESIZE_* with ``half_pixel_centers`` or a nearest-neighbour ``align_corners`` (ncc silently ignores both):
+  where TFLite's sampling equals ncc's (e.g. a half-pixel nearest upscale by an integer factor) the node is
+  ncc's plain ``resize_image``; elsewhere it carries ``half_pixel_centers`` and is evaluated with TFLite's
+  sampling (:mod:`kmodelpy.ir.resample`), and the compiler lowers it onto kmodel v4 ops.
 * Refused with one line: fully int8/uint8-quantized models (export a float model:
   ``converter.optimizations = []`` and no representative dataset), unsupported operators (listing
   the supported ones), dynamic input shapes (see :mod:`kmodelpy.frontends.tflite.reader`).
@@ -36,12 +39,14 @@ import numpy as np
 
 from ...errors import FormatError, KmodelpyError, UnsupportedError
 from .reader import Operator, TFLiteFile, read_tflite
-from ...ir import origins
 from ...ir.graph import Graph, InputConnector, OutputConnector
+from ..builder import GraphBuilder, first_line
 from .hybrid import ConvOrigin
-from ...ir.ops import (FLT_MAX, FULL_RANGE, infer_shapes, normalize_reshape, normalize_strided_slice, opdef,
-                  windowed_padding)
+from ...ir.ops import FLT_MAX, FULL_RANGE, normalize_strided_slice, windowed_padding
+from ...ir import resample
 from . import fold
+
+MAX_WINDOW = 4096  # largest kernel extent, stride or dilation accepted (beyond any real model)
 
 ACTIVATIONS = {"NONE": FULL_RANGE, "RELU": (0.0, FLT_MAX), "RELU_N1_TO_1": (-1.0, 1.0), "RELU6": (0.0, 6.0)}
 
@@ -60,23 +65,17 @@ def import_tflite(src, ncc_exact: bool = False) -> Graph:
     return _Importer(tfl, ncc_exact).run()
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _shape(t) -> tuple:
     return tuple(t.shape) if len(t.shape) else (1,)
 
 
-class _Importer:
+class _Importer(GraphBuilder):
     def __init__(self, tfl: TFLiteFile, ncc_exact: bool = False):
+        super().__init__()
         self.tfl = tfl
         self.ncc_exact = ncc_exact
-        self.g = Graph()
-        self.g.source = {}
         self.g.conv_origins = {}  # conv2d node -> hybrid.ConvOrigin (TFLite's arithmetic, float reference only)
-        self.pending: list[tuple[InputConnector, int]] = []
+        self.g.composites = []  # (TFLite op, [(node, chain input), ...]): ops built of several nodes (float reference)
         self.produced: dict[int, OutputConnector] = {}
         self.static: dict[int, np.ndarray] = {}
         self.op: Operator | None = None
@@ -108,39 +107,18 @@ class _Importer:
             raise UnsupportedError(f"{self.where()}: {what} (tensor '{t.name}') must be a constant")
         return fold.to_float(t, self.static[t.index])
 
-    def node(self, op: str, inputs, out_shapes=None, **attrs):
-        """Create a node; ``inputs`` items are OutputConnectors or TFLite tensor indices (connected later)."""
-        shapes = [i.shape if isinstance(i, OutputConnector) else _shape(self.tfl.tensors[i]) for i in inputs]
-        if out_shapes is None:
-            try:
-                out_shapes = infer_shapes(op, attrs, shapes)
-            except (ValueError, IndexError, KeyError, ZeroDivisionError) as e:
-                raise UnsupportedError(f"{self.where()}: {_first_line(e)}") from None
-        n = self.g.add(op, [], out_shapes, None, memory=opdef(op).memory, **attrs)
-        for k, (src, shape) in enumerate(zip(inputs, shapes)):
-            ic = InputConnector(n, k, shape, "float32")
-            n.inputs.append(ic)
-            if isinstance(src, OutputConnector):
-                self.connect(ic, src)
-            else:
-                self.pending.append((ic, int(src)))
-        if self.op is not None:
-            out = self.op.outputs[0] if self.op.outputs else -1
-            self.g.source[n] = (self.op.index, self.op.builtin, self.tfl.tensors[out].name if out >= 0 else "")
-        return n
+    # GraphBuilder hooks
+    def tensor_shape(self, key) -> tuple:
+        return _shape(self.tfl.tensors[key])
 
-    def connect(self, ic: InputConnector, out: OutputConnector) -> None:
-        try:
-            ic.connect(out)
-        except ValueError as e:
-            where = self.where() if self.op is not None else self.tfl.path
-            raise UnsupportedError(f"{where}: {_first_line(e)}") from None
+    def location(self) -> str:
+        return self.where() if self.op is not None else self.tfl.path
 
-    def const(self, value) -> OutputConnector:
-        data = np.asarray(value, np.float32)
-        if data.ndim == 0:
-            data = data.reshape(1)
-        return self.node("constant", [], data=data).output
+    def source_entry(self):
+        if self.op is None:
+            return None
+        out = self.op.outputs[0] if self.op.outputs else -1
+        return (self.op.index, self.op.builtin, self.tfl.tensors[out].name if out >= 0 else "")
 
     def out(self, k: int, oc: OutputConnector) -> None:
         self.produced[self.op.outputs[k]] = oc
@@ -177,6 +155,8 @@ class _Importer:
     # ------------------------------------------------------------ driver
     def run(self) -> Graph:
         tfl = self.tfl
+        if not tfl.inputs:
+            raise FormatError(f"{tfl.path}: the model declares no input tensor; re-export or re-download it")
         for v in tfl.inputs:
             t = tfl.tensors[v]
             if t.dtype in ("INT8", "UINT8", "INT16"):
@@ -194,23 +174,29 @@ class _Importer:
                     raise
                 except Exception as e:  # noqa: BLE001 - report the operator, not a traceback
                     raise UnsupportedError(f"{self.where()}: cannot fold this constant operator "
-                                           f"({_first_line(e)})") from None
+                                           f"({first_line(e)})") from None
                 for t, v in zip(op.outputs, vals):
                     self.static[t] = v
                 continue
             self.check_float(op)
-            handler = getattr(self, "op_" + op.builtin, None) if ":" not in op.builtin else None
+            custom = op.builtin[len("CUSTOM:"):] if op.builtin.startswith("CUSTOM:") else None
+            handler = getattr(self, "op_" + op.builtin if custom is None else "custom_" + custom, None)
+            if handler is None and custom is not None:
+                raise UnsupportedError(f"{self.where()}: custom operator '{custom}' is not supported (it is not a "
+                                       f"TFLite builtin; kmodelpy knows only the custom {', '.join(custom_operators())}): "
+                                       "export the model without it, or cut the graph before it")
             if handler is None:
                 raise UnsupportedError(f"{self.where()}: operator {op.builtin} is not supported; supported: "
                                        f"{', '.join(graph_operators())} (and on constants only: "
                                        f"{', '.join(sorted(set(fold.FOLD_ONLY) - set(graph_operators())))})")
             try:
                 handler(op)
+                self.check_outputs(op)
             except KmodelpyError:
                 raise
             except (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError, OverflowError) as e:
                 raise UnsupportedError(f"{self.where()}: cannot import this operator ({type(e).__name__}: "
-                                       f"{_first_line(e)}); check the model") from None
+                                       f"{first_line(e)}); check the model") from None
         self.op = None
         try:
             self.make_io()
@@ -218,38 +204,38 @@ class _Importer:
             raise
         except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:
             raise FormatError(f"{self.tfl.path}: inconsistent graph inputs/outputs ({type(e).__name__}: "
-                              f"{_first_line(e)})") from None
-        self.tag_sources()
+                              f"{first_line(e)})") from None
+        tfl = self.tfl
+        self.tag_sources([(tfl.tensors[v].name, self.inputs_nhwc[v]) for v in tfl.inputs],
+                         [(op.index, op.builtin, [tfl.tensors[v].name for v in op.inputs if v >= 0],
+                           [(tfl.tensors[v].name, self.produced[v]) for v in op.outputs if v in self.produced])
+                          for op in tfl.operators])
         return self.g
 
-    def tag_sources(self) -> None:
-        """Tag the connector of every input and operator output tensor with its name, and list them in
-        ``graph.source_layers`` in file order (what ``kmodelpy compare`` matches, :mod:`kmodelpy.ir.origins`)."""
-        tfl = self.tfl
-        layers = []
-        for v in tfl.inputs:
-            name = tfl.tensors[v].name
-            origins.tag(self.inputs_nhwc[v], name)
-            layers.append(origins.SourceLayer(name, "INPUT", computes=False))
-        for op in tfl.operators:
-            reads = tuple(tfl.tensors[v].name for v in op.inputs if v >= 0 and (v in self.produced or v in tfl.inputs))
-            for v in op.outputs:
-                if v in self.produced:
-                    origins.tag(self.produced[v], tfl.tensors[v].name)
-                    layers.append(origins.SourceLayer(tfl.tensors[v].name, op.builtin, reads,
-                                                      self.computes(self.produced[v], op.index)))
-        self.g.source_layers = layers
+    def check_window(self, fh, fw, sh, sw, dh, dw) -> None:
+        """Kernel sizes, strides and dilations between 1 and MAX_WINDOW (a corrupted option would otherwise ask for
+        gigabytes of padding)."""
+        for what, v in (("filter height", fh), ("filter width", fw), ("stride_h", sh), ("stride_w", sw),
+                        ("dilation_h", dh), ("dilation_w", dw)):
+            if not 1 <= v <= MAX_WINDOW:
+                raise FormatError(f"{self.where()}: {what} {v} is outside 1..{MAX_WINDOW} (a corrupted file?); "
+                                  "re-export or re-download the model")
+        if max((fh - 1) * dh, (fw - 1) * dw) >= MAX_WINDOW:
+            raise FormatError(f"{self.where()}: the dilated {fh}x{fw} filter spans more than {MAX_WINDOW} pixels "
+                              f"(dilation {dh}x{dw}; a corrupted file?); re-export or re-download the model")
 
-    def computes(self, oc: OutputConnector, op_index: int) -> bool:
-        """Does operator ``op_index`` compute ``oc`` (rather than only move data it read)?"""
-        n = oc.node
-        while self.g.source.get(n, (None,))[0] == op_index:
-            if n.op not in origins.VIEWS:
-                return n.op not in ("input", "constant")
-            if not n.inputs or n.inputs[0].producer is None:
-                return False
-            n = n.inputs[0].producer.node
-        return False
+    def check_outputs(self, op: Operator) -> None:
+        """Each output the operator produced has the shape the file declares for its tensor: a corrupted file
+        whose shapes contradict each other stops here, in one line, rather than in a kernel."""
+        for k, idx in enumerate(op.outputs):
+            t = self.tfl.tensors[idx] if idx >= 0 else None
+            oc = self.produced.get(idx)
+            if t is None or oc is None or not t.shape or min(t.shape) < 1:
+                continue
+            if tuple(oc.shape) != _shape(t):
+                raise FormatError(f"{self.where()}: the inputs make a {list(oc.shape)} output but the file declares "
+                                  f"tensor '{t.name}' as {list(t.shape)}: the tensor shapes contradict each other "
+                                  "(a corrupted file?); re-export or re-download the model")
 
     def check_float(self, op: Operator) -> None:
         for idx in list(op.inputs) + list(op.outputs):
@@ -274,7 +260,7 @@ class _Importer:
             else:
                 n = g.add("input", [], [shape], name=t.name)
                 created_inputs[v] = n.output
-        created_outputs: dict[int, InputConnector] = {}
+        created_outputs: list[tuple[int, InputConnector]] = []  # a tensor may be declared as output twice
         for v in tfl.outputs:
             t = tfl.tensors[v]
             shape = _shape(t)
@@ -283,12 +269,12 @@ class _Importer:
                 ic = InputConnector(pre, 0, shape, "float32")
                 pre.inputs.append(ic)
                 n = g.add("output", [pre.output], [], name=t.name)
-                created_outputs[v] = ic
+                created_outputs.append((v, ic))
             else:
                 n = g.add("output", [], [], name=t.name)
                 ic = InputConnector(n, 0, shape, "float32")
                 n.inputs.append(ic)
-                created_outputs[v] = ic
+                created_outputs.append((v, ic))
         # constants, then graph inputs (ncc's two loops over the pending connections)
         consts: dict[int, OutputConnector] = {}
         for ic, v in self.pending:
@@ -307,7 +293,7 @@ class _Importer:
                     raise FormatError(f"{tfl.path}: tensor '{t.name}' is read by an operator but is neither produced, "
                                       "constant nor a graph input")
                 self.connect(ic, created_inputs[v])
-        for v, ic in created_outputs.items():
+        for v, ic in created_outputs:
             src = self.produced.get(v) or created_inputs.get(v)
             if src is None and v in self.static:
                 src = self.const(fold.to_float(tfl.tensors[v], self.static[v]))
@@ -343,11 +329,20 @@ class _Importer:
 
     def _conv(self, op, weights, groups, o, origin: ConvOrigin | None = None):
         x = self.tensor(0)
+        if len(_shape(x)) != 4 or weights.ndim != 4:
+            raise FormatError(f"{self.where()}: input '{x.name}' {list(_shape(x))} and weights {list(weights.shape)} "
+                              "must both be 4-D (NHWC / OHWI); re-export or re-download the model")
         n, h, w, c = _shape(x)
+        if weights.shape[1] * groups != c or weights.shape[0] % groups:
+            raise FormatError(f"{self.where()}: input '{x.name}' has {c} channels but the filter "
+                              f"{list(weights.shape)} (OIHW) expects {weights.shape[1] * groups}: the tensor shapes "
+                              "contradict each other (a corrupted file, or a grouped convolution, which kmodelpy "
+                              "does not support); re-export or re-download the model")
         fh, fw = weights.shape[2], weights.shape[3]
         same = o.get("padding", "SAME") == "SAME"
         dh, dw = int(o.get("dilation_h", 1)), int(o.get("dilation_w", 1))
         sh, sw = int(o["stride_h"]), int(o["stride_w"])
+        self.check_window(fh, fw, sh, sw, dh, dw)
         act, post = self.activation(o.get("fused_activation", "NONE"))
         bias = self._bias(2, weights.shape[0])
         pre = self.to_nchw(op.inputs[0])
@@ -382,20 +377,48 @@ class _Importer:
         o = op.options
         same = o.get("padding", "SAME") == "SAME"
         sh, sw = int(o["stride_h"]), int(o["stride_w"])
-        act, post = self.activation(o.get("fused_activation", "NONE"))
-        bias = self._bias(3, out_shape[1])
-        pre = self.to_nchw(op.inputs[2])
+        self.check_window(w.shape[2], w.shape[3], sh, sw, 1, 1)
+        self._transpose_conv(op.inputs[2], w, out_shape, windowed_padding(out_shape[2], w.shape[2], sh, 1, same),
+                             windowed_padding(out_shape[3], w.shape[3], sw, 1, same), sh, sw, self._bias(3, out_shape[1]),
+                             o.get("fused_activation", "NONE"))
+
+    def _transpose_conv(self, src, w, out_shape, padding_h, padding_w, sh, sw, bias, act_name):
+        act, post = self.activation(act_name)
+        pre = self.to_nchw(src)
         conv = self.node("conv2d_transpose", [pre.output], output_shape=out_shape,
                          weights=np.ascontiguousarray(w, np.float32), bias=np.zeros(out_shape[1], np.float32), groups=1,
-                         padding_h=windowed_padding(out_shape[2], w.shape[2], sh, 1, same),
-                         padding_w=windowed_padding(out_shape[3], w.shape[3], sw, 1, same),
-                         stride_h=sh, stride_w=sw, dilation_h=1, dilation_w=1, fused_activation=FULL_RANGE)
+                         padding_h=padding_h, padding_w=padding_w, stride_h=sh, stride_w=sw, dilation_h=1,
+                         dilation_w=1, fused_activation=FULL_RANGE)
         res = self.to_nhwc(conv.output).output
         if not self.ncc_exact and np.any(bias != 0):
             res = self.node("binary", [res, self.const(bias)], binary_op="add", fused_activation=act).output
         elif act != FULL_RANGE:
             res = self._clamp(res, act[0], act[1]).output
         self.out(0, self.finish(res, post))
+
+    def custom_Convolution2DTransposeBias(self, op):
+        """MediaPipe's transpose conv with bias (mediapipe/util/tflite/operations/transpose_conv_bias.cc): inputs
+        x, OHWI weights, bias; custom options = TfLiteTransposeConvParams {padding (1 SAME, 2 VALID),
+        stride_w, stride_h} as int32; output size ``s·(in−1) + k − p`` with ``p = max(0, k − (in−1) % s − 1)``
+        for SAME (0 for VALID), ``p // 2`` of it before."""
+        raw = op.options.get("custom_options", b"")
+        if len(raw) < 12:
+            raise UnsupportedError(f"{self.where()}: its custom options hold {len(raw)} bytes, the transpose conv "
+                                   "parameters need 12 (padding, stride_w, stride_h); check the model")
+        padding, sw, sh = (int(v) for v in np.frombuffer(raw[:12], "<i4"))
+        if padding not in (1, 2) or sw < 1 or sh < 1:
+            raise UnsupportedError(f"{self.where()}: padding {padding} / strides {sw}x{sh} in its custom options "
+                                   "are not valid (padding 1 SAME or 2 VALID, strides >= 1)")
+        n, h, wd, _ = _shape(self.tensor(0))
+        w = self._weights(1).transpose(0, 3, 1, 2)
+        oc, _, kh, kw = w.shape
+        self.check_window(kh, kw, sh, sw, 1, 1)
+        pads = []
+        for size, k, s in ((h, kh, sh), (wd, kw, sw)):
+            total = max(0, k - (size - 1) % s - 1) if padding == 1 else 0
+            pads.append((s * (size - 1) + k - total, (total // 2, total - total // 2)))
+        out_shape = (n, oc, pads[0][0], pads[1][0])
+        self._transpose_conv(op.inputs[0], w, out_shape, pads[0][1], pads[1][1], sh, sw, self._bias(2, oc), "NONE")
 
     def op_FULLY_CONNECTED(self, op):
         wt = self.tensor(1)
@@ -420,6 +443,7 @@ class _Importer:
         n, h, w, c = _shape(self.tensor(0))
         same = o.get("padding", "SAME") == "SAME"
         fh, fw, sh, sw = int(o["filter_h"]), int(o["filter_w"]), int(o["stride_h"]), int(o["stride_w"])
+        self.check_window(fh, fw, sh, sw, 1, 1)
         act, post = self.activation(o.get("fused_activation", "NONE"))
         pre = self.to_nchw(op.inputs[0])
         pool = self.node("reduce_window2d", [pre.output], reduce_op=reduce_op, init_value=init, filter_h=fh,
@@ -437,16 +461,18 @@ class _Importer:
 
     def _resize(self, op, mode):
         size = [int(v) for v in self.value(1, "the new size")]
-        if op.options.get("half_pixel_centers"):
-            h, w = _shape(self.tensor(0))[1:3]
-            integer_up = size[0] % h == 0 and size[1] % w == 0
-            if mode == "bilinear" or not integer_up:  # ncc ignores the flag and computes something else
-                raise UnsupportedError(f"{self.where()}: half_pixel_centers=True is not supported by the K210 "
-                                       "resize kernel; re-export with half_pixel_centers=False (e.g. "
-                                       "UpSampling2D(interpolation='nearest'))")
+        hp, ac = bool(op.options.get("half_pixel_centers")), bool(op.options.get("align_corners"))
+        if hp and ac:  # TFLite refuses this combination too
+            raise UnsupportedError(f"{self.where()}: half_pixel_centers and align_corners are both set; TFLite "
+                                   "accepts only one of them: re-export the model")
+        if len(size) != 2 or min(size) < 1:
+            raise UnsupportedError(f"{self.where()}: the new size {size} must be two positive numbers")
+        h, w = _shape(self.tensor(0))[1:3]
         pre = self.to_nchw(op.inputs[0])
-        node = self.node("resize_image", [pre.output], mode=mode, new_size=(size[0], size[1]),
-                         align_corners=bool(op.options.get("align_corners", False)))
+        attrs = dict(mode=mode, new_size=(size[0], size[1]), align_corners=ac)
+        if not resample.same_as_ncc(mode, (h, w), size, ac, hp):  # TFLite's own sampling (lowered when compiling)
+            attrs["half_pixel_centers"] = hp
+        node = self.node("resize_image", [pre.output], **attrs)
         self.out(0, self.to_nhwc(node.output).output)
 
     def op_RESIZE_BILINEAR(self, op):
@@ -519,6 +545,7 @@ class _Importer:
         one = self.const(1.0)
         plus = self.node("binary", [one, exp.output], binary_op="add", fused_activation=FULL_RANGE)
         div = self.node("binary", [one, plus.output], binary_op="div", fused_activation=FULL_RANGE)
+        self.g.composites.append(("LOGISTIC", [(neg, 0), (exp, 0), (plus, 1), (div, 1)]))
         self.out(0, div.output)
 
     def op_TANH(self, op):
@@ -537,10 +564,14 @@ class _Importer:
         self.out(0, res.output)
 
     def op_HARD_SWISH(self, op):
+        """x·min(max(x+3, 0), 6)/6; the clamp as binary max/min: a ``clamp`` would merge into the add's fused
+        activation, which ncc's fuse_one_binary then drops (quirk §13.4)."""
         p3 = self.node("binary", [op.inputs[0], self.const(3.0)], binary_op="add", fused_activation=FULL_RANGE)
-        r6 = self._clamp(p3.output, 0.0, 6.0)
+        lo = self.node("binary", [p3.output, self.const(0.0)], binary_op="max", fused_activation=FULL_RANGE)
+        r6 = self.node("binary", [lo.output, self.const(6.0)], binary_op="min", fused_activation=FULL_RANGE)
         m = self.node("binary", [op.inputs[0], r6.output], binary_op="mul", fused_activation=FULL_RANGE)
         d = self.node("binary", [m.output, self.const(6.0)], binary_op="div", fused_activation=FULL_RANGE)
+        self.g.composites.append(("HARD_SWISH", [(p3, 0), (lo, 0), (r6, 0), (m, 1), (d, 0)]))
         self.out(0, d.output)
 
     def _unary(self, op, unary_op):
@@ -721,6 +752,18 @@ class _Importer:
             parts.append(self._reshape(idx, s).output)
         self.out(0, self.node("concat", parts, axis=axis).output)
 
+    def op_DEPTH_TO_SPACE(self, op):
+        """TFLite's DCR order: out[n, h·b + i, w·b + j, c] = in[n, h, w, (i·b + j)·C' + c], as 4-D moves on NHWC:
+        reshape [N·H, W, b, b·C'], swap the middle axes, reshape [N, H·b, W·b, C']."""
+        n, h, w, c = _shape(self.tensor(0))
+        b = int(op.options.get("block_size", 0))
+        if b < 1 or c % (b * b):
+            raise UnsupportedError(f"{self.where()}: block_size {b} does not divide the {c} channels into b·b "
+                                   "groups; check the model")
+        rs = self._reshape(op.inputs[0], (n * h, w, b, c // b))
+        tp = self.node("transpose", [rs.output], perm=(0, 2, 1, 3))
+        self.out(0, self._reshape(tp.output, (n, h * b, w * b, c // (b * b))).output)
+
     def op_SPACE_TO_BATCH_ND(self, op):
         shape = _shape(self.tensor(0))
         block = [int(v) for v in np.asarray(self.value(1, "the block shape")).reshape(-1)]
@@ -744,6 +787,11 @@ class _Importer:
 def graph_operators() -> list[str]:
     """Builtin operators imported as graph nodes (ncc's 40 plus the extras)."""
     return sorted(name[3:] for name in dir(_Importer) if name.startswith("op_"))
+
+
+def custom_operators() -> list[str]:
+    """Custom (non-builtin) operators the importer knows, by their custom code."""
+    return sorted(name[7:] for name in dir(_Importer) if name.startswith("custom_"))
 
 
 def supported_operators() -> list[str]:

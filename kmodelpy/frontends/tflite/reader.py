@@ -11,12 +11,16 @@ plain Python / numpy objects so callers never touch the flatbuffer API:
   (tensor indices, -1 when absent) and ``options``: a plain dict with snake_case keys
   (``padding`` "SAME"/"VALID", ``stride_h``, ``dilation_w``, ``fused_activation`` "NONE"/"RELU"/...,
   ``filter_h``/``filter_w`` for pools, ``alpha``, ``beta``, ``axis``, ``keep_dims``, ``begin_mask``,
-  ``num_splits``, ``new_shape`` (list), ``in_data_type``/``out_data_type`` (type names) ...).
+  ``num_splits``, ``new_shape`` (list), ``in_data_type``/``out_data_type`` (type names) ...); a custom
+  operator's raw ``custom_options`` bytes.
 * :class:`TFLiteFile`: tensors, operators (file order), inputs, outputs (tensor indices), path.
 
 Dynamic shapes: a graph input whose ``shape_signature`` is -1 on the batch dimension (the usual
 Keras export) is read with batch 1 (the ``shape`` field already says 1); -1 on any other dimension
 raises :class:`FormatError` (re-export with a fixed input size).
+
+Sparse constants (``Tensor.sparsity``: TFLite's pruned-weight format) are densified here, exactly as TFLite's
+format converter does (:mod:`kmodelpy.frontends.tflite.sparsity`): ``data`` is always the dense array.
 
 Errors are :class:`kmodelpy.errors.FormatError` with a single line naming the file.
 """
@@ -29,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import FormatError
+from .sparsity import densify, read_sparsity
 
 _CONVERT_HINT = (
     "convert it with tf.lite.TFLiteConverter.from_keras_model(model).convert() "
@@ -40,6 +45,8 @@ _NP_DTYPES = {
     "UINT8": np.uint8, "INT64": np.int64, "BOOL": np.bool_, "INT16": np.int16, "INT8": np.int8,
     "UINT32": np.uint32, "UINT64": np.uint64, "UINT16": np.uint16,
 }
+
+MAX_ELEMENTS = 1 << 28  # a feature map of 1 GiB in float32: far beyond any model a K210 (or this emulator) runs
 
 # option method name -> dict key (everything else: CamelCase -> snake_case)
 _KEY_RENAMES = {
@@ -222,7 +229,8 @@ def _parse(tflite, buf: bytes, name: str) -> TFLiteFile:
         if 0 < bidx < model.BuffersLength():
             b = model.Buffers(bidx)
             raw = None
-            if not b.DataIsNone() and b.DataLength() > 0:
+            sparsity = read_sparsity(tflite, t)
+            if not b.DataIsNone() and (b.DataLength() > 0 or sparsity is not None):  # a sparse zero tensor stores none
                 raw = b.DataAsNumpy().tobytes()
                 if len(raw) != b.DataLength():
                     raise FormatError(f"{name}: truncated TFLite file (buffer of tensor '{tname}')")
@@ -231,7 +239,9 @@ def _parse(tflite, buf: bytes, name: str) -> TFLiteFile:
                 if off + size > len(buf):
                     raise FormatError(f"{name}: truncated TFLite file (buffer of tensor '{tname}')")
                 raw = buf[off:off + size]
-            if raw is not None:
+            if raw is not None and sparsity is not None:
+                data = densify(_sparse_values(raw, dtype, tname, name), sparsity, shape, tname, name)
+            elif raw is not None:
                 data = _decode(raw, dtype, shape, tname, name)
         q = t.Quantization()
         quant = None
@@ -241,6 +251,10 @@ def _parse(tflite, buf: bytes, name: str) -> TFLiteFile:
                                  np.asarray(zps, np.int64).copy(), int(q.QuantizedDimension()))
         tensors.append(Tensor(i, tname, shape, sig, dtype, data, quant))
 
+    for t in tensors:
+        if t.data is None and t.shape and int(np.prod([max(d, 1) for d in t.shape], dtype=np.int64)) > MAX_ELEMENTS:
+            raise FormatError(f"{name}: tensor '{t.name}' is declared as {list(t.shape)}, more than {MAX_ELEMENTS} "
+                              "elements (a corrupted file?); re-export or re-download the model")
     operators: list[Operator] = []
     for i in range(sg.OperatorsLength()):
         op = sg.Operators(i)
@@ -254,7 +268,10 @@ def _parse(tflite, buf: bytes, name: str) -> TFLiteFile:
         for v in ins + outs:
             if v >= len(tensors):
                 raise FormatError(f"{name}: corrupt TFLite file (operator {i} refers to tensor {v})")
-        operators.append(Operator(i, builtin, ins, outs, _options(tflite, op)))
+        options = _options(tflite, op)
+        if builtin.startswith("CUSTOM:") and not op.CustomOptionsIsNone():
+            options["custom_options"] = op.CustomOptionsAsNumpy().tobytes()
+        operators.append(Operator(i, builtin, ins, outs, options))
 
     inputs = [int(v) for v in sg.InputsAsNumpy()] if not sg.InputsIsNone() else []
     outputs = [int(v) for v in sg.OutputsAsNumpy()] if not sg.OutputsIsNone() else []
@@ -272,6 +289,15 @@ def _check_static(t: Tensor, name: str) -> None:
     if bad:
         raise FormatError(f"{name}: input tensor '{t.name}' has a dynamic shape {list(dims)}; re-export the "
                           "model with a fixed input size (e.g. keras.Input(shape=(H, W, C)))")
+
+
+def _sparse_values(raw: bytes, dtype: str, tname: str, name: str) -> np.ndarray:
+    """The stored values of a sparse constant (1-D, little-endian ``dtype``)."""
+    npt = _NP_DTYPES.get(dtype)
+    if npt is None or len(raw) % np.dtype(npt).itemsize:
+        raise FormatError(f"{name}: sparse tensor '{tname}' ({dtype}) holds {len(raw)} bytes, not a whole number "
+                          "of values; re-export or re-download the model")
+    return _decode(raw, dtype, (len(raw) // np.dtype(npt).itemsize,), tname, name)
 
 
 def _decode(raw: bytes, dtype: str, shape: tuple, tname: str, name: str) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""Run ``kmodelpy compare`` on every TFLite compile reference case (reference/ncc_outputs/cases/*/model.tflite),
-with the case's own compile options (its ncc_args), on its inputs/ (raw), against ncc's kmodel when there is
-one. Prints one line per case: layers or outputs mode (layers when kmodelpy writes ncc's bytes), the worst
+"""Run ``kmodelpy compare`` on every compile reference case (reference/ncc_outputs/cases/*/model.tflite and the
+ONNX cases' model.onnx),
+with the case's own compile options (its ncc_args), on its inputs/ (raw; the calibration set where ncc refused
+the model and wrote none), against ncc's kmodel when there is one. Prints one line per case: layers or outputs mode (layers when kmodelpy writes ncc's bytes), the worst
 layer cosine, each output's cosine, and the time. Cases whose compile fails as ncc's does (a one-line
 error) are listed with the error. Run: ``python benchmarks/compare_reference_cases.py [--limit N]``.
 """
@@ -29,15 +30,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=4, help="pictures per case (default 4)")
     a = ap.parse_args()
-    cases = sorted(p.parent for p in CASES.glob("*/model.tflite"))
+    models = sorted(CASES.glob("*/model.tflite")) + sorted(CASES.glob("*/model.onnx"))
     counts = {"layers": 0, "outputs": 0, "error": 0}
-    for case in cases:
+    for model in models:
+        case = model.parent
         calib, fmt, opts = case_options(case)
         ncc = case / "ncc.kmodel"
         t = time.perf_counter()
+        inputs = case / "inputs"  # (absent where ncc refused the model: compare on the calibration set)
+        pictures, pfmt = (inputs, "raw") if inputs.exists() else (calib, fmt)
         try:
-            r = kmodelpy.compare(case / "model.tflite", case / "inputs", kmodel=ncc if ncc.exists() else None,
-                                 calibration_dataset=calib, calibration_format=fmt, dataset_format="raw",
+            r = kmodelpy.compare(model, pictures, kmodel=ncc if ncc.exists() else None,
+                                 calibration_dataset=calib, calibration_format=fmt, dataset_format=pfmt,
                                  limit=a.limit, **opts)
         except kmodelpy.KmodelpyError as e:
             counts["error"] += 1
@@ -49,7 +53,7 @@ def main() -> None:
         worst_s = f"worst layer cosine {worst:.5f}" if worst is not None else "(outputs only)"
         print(f"{case.name:40s} {r.mode:7s} {worst_s:28s} outputs {outs}  {time.perf_counter() - t:5.1f} s",
               flush=True)
-    print(f"{len(cases)} cases: {counts['layers']} layer by layer, {counts['outputs']} outputs only, "
+    print(f"{len(models)} cases: {counts['layers']} layer by layer, {counts['outputs']} outputs only, "
           f"{counts['error']} one-line errors")
 
 

@@ -113,6 +113,9 @@ def test_compare_float_layer_is_exact(tiny):
     a = _row(r, "conv_a")
     assert a.where == "CPU float" and a.cosine == pytest.approx(1.0, abs=1e-12) and a.snr_db > 120
     assert a.max_abs_err < 1e-5 and a.drop_db < 1e-6
+    rc, out, err = _cli("compile", model, tiny[1].parent / "f.kmodel", "--dataset", pics, "--input-mean", "0",
+                        "--input-std", "1", "--float-layers", "conv_a")
+    assert rc == 0 and "CPU fallback: Conv2D 'Conv2D_0' (1x8x8x8): kept in float by --float-layers" in out, out
     assert _row(r, "dw_b").where == "KPU"
 
 
@@ -277,7 +280,8 @@ def test_optimize_accuracy_is_percentile_and_bias_correction():
 
 
 # ------------------------------------------------------------------------------------ reference cases
-REF_SUBSET = ["conv3x3_s2_same", "add_residual__no_qbin", "dense", "concat_channels", "conv_bn_relu6"]
+REF_SUBSET = ["conv3x3_s2_same", "add_residual__no_qbin", "dense", "concat_channels", "conv_bn_relu6",
+              "onnx__add_residual"]
 D3_CASES = {"conv3x3_s2_same", "conv3x3_s2_valid", "pad_explicit"}  # kmodel bytes differ from ncc's (D3)
 
 
@@ -285,7 +289,8 @@ def _case_args(case):
     """compare's arguments for a compile reference case: its ncc_args' options."""
     from kmodelpy.compiler.cli import ncc_args_options
 
-    return (CASES / case / "model.tflite", *ncc_args_options(case_json(case)["ncc_args"][2:], CASES / case))
+    model = next(CASES.joinpath(case).glob("model.*"))
+    return (model, *ncc_args_options(case_json(case)["ncc_args"][2:], CASES / case))
 
 
 @pytest.mark.parametrize("case", REF_SUBSET)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..errors import CompileError, InputError
 from ..ir.graph import Graph
+from ..ir.origins import keeps_float
 from . import transforms as T
 from .allocator import KPU_RAM_BYTES
 from .rewrite import Context, run_pass
@@ -206,7 +207,7 @@ def quantize_graph(g: Graph, ctx: Context, out, opts: Options | None = None) -> 
         run_pass(g, p(ctx), ctx)
     dump_graph(g, "after_quant", opts or Options())
     for n in g.nodes:
-        if n.op == "conv2d" and not n.need_quantize:
+        if n.op == "conv2d" and not n.need_quantize and not keeps_float(n):  # (--float-layers: asked for)
             line = f"WARN: {n.name} Fallback to float conv2d due to weights divergence."
             ctx.warnings.append(line)
             out.write(line + "\n")

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kmodelpy
+from kmodelpy.compiler.float_layers import resolve
 from kmodelpy.compiler.quant import Range
 from kmodelpy.compiler.range_search import Histogram, mse_range, optimal_range, percentile_range
 from kmodelpy.runtime import Model
@@ -268,10 +269,13 @@ def test_mse_range_trims_long_tails_and_keeps_uniform_data():
     assert optimal_range(h, "percentile", 99.9).max < r.max
 
 
-def test_optimize_accuracy_is_percentile_and_bias_correction():
+def test_optimize_accuracy_is_the_percentile_calibration():
     from kmodelpy.compiler.pipeline import Options
 
     o = Options(dataset="x", optimize_accuracy=True)
+    o.resolve()
+    assert o.calibrate_method == "percentile" and not o.bias_correction
+    o = Options(dataset="x", optimize_accuracy=True, bias_correction=True)
     o.resolve()
     assert o.calibrate_method == "percentile" and o.bias_correction
     o = Options(dataset="x", optimize_accuracy=True, calibrate_method="mse")
@@ -330,3 +334,52 @@ def test_every_layer_matched_by_construction(tmp_path_factory, h, w, c, ops, see
             assert row.snr_db > 80 or row.max_abs_err < 1e-5, (ops, row)
         else:
             assert row.merged_into or not layers[row.key].computes, (ops, row)
+
+
+# ------------------------------------------------------------------------------------ real-world corpus, ONNX, --jobs
+MEDIAPIPE = ROOT / "tests" / "data" / "mediapipe"
+FACE_PICTURE = ROOT / "tests" / "data" / "pictures" / "skimage_astronaut.png"
+
+
+@pytest.mark.parametrize("stem", sorted(p.stem for p in MEDIAPIPE.glob("*.tflite")))
+def test_compare_on_the_real_world_corpus(stem):
+    """compare on each MediaPipe model of tests/data/mediapipe (one picture, MediaPipe's normalisation): layer by
+    layer, every layer that computes something matched or named as merged, the outputs close to float."""
+    ref = np.load(MEDIAPIPE / f"{stem}.npz")
+    norm = {"input_mean": float(ref["mean"]), "input_std": float(ref["std"])}
+    r = kmodelpy.compare(MEDIAPIPE / f"{stem}.tflite", FACE_PICTURE, **norm)
+    assert r.mode == "layers" and r.pictures == 1
+    source = kmodelpy.load(MEDIAPIPE / f"{stem}.tflite").graph.source_layers
+    layers = {layer.key: layer for layer in source}
+    assert sum(x.mapped for x in r.layers) > len(r.layers) / 2
+    for row in r.layers:
+        assert row.mapped or row.merged_into or not layers[row.key].computes, row
+    assert any(x.where == "KPU" for x in r.layers)
+    assert r.outputs and all(o.cosine > 0.9 for o in r.outputs), [(o.name, o.cosine) for o in r.outputs]
+    assert r.jump is not None and resolve(source, [r.jump.layer]), r.jump  # the name --float-layers takes
+
+
+def test_compare_compiles_an_onnx_model():
+    """compare compiles an .onnx model itself (no --kmodel) and matches its layers like a .tflite's."""
+    case = "onnx__add_residual"
+    model, calib, fmt, opts = _case_args(case)
+    assert model.suffix == ".onnx"
+    r = kmodelpy.compare(model, CASES / case / "inputs", calibration_dataset=calib, dataset_format="raw",
+                         calibration_format=fmt, limit=2, **opts)
+    assert r.mode == "layers" and any(x.where == "KPU" for x in r.layers)
+    assert all(x.cosine > 0.99 for x in r.layers if x.mapped) and r.outputs[0].cosine > 0.99
+
+
+def test_compare_jobs_gives_the_same_numbers(tiny, tmp_path):
+    """--jobs 2 measures the pictures on two threads: the same report as --jobs 1."""
+    model, pics = tiny
+    reports = []
+    for jobs in ("1", "2"):
+        js = tmp_path / f"j{jobs}.json"
+        rc, out, err = _cli("compare", model, "--dataset", pics, "--input-mean", "0", "--input-std", "1", "--jobs",
+                            jobs, "--json", js)
+        assert rc == 0, err
+        reports.append(json.loads(js.read_text()))
+    for d in reports:
+        d.pop("options", None)
+    assert reports[0] == reports[1]

@@ -254,6 +254,11 @@ def _drops(rows: list[LayerRow], source_layers) -> None:
             r.drop_db = max(0.0, given - min(r.snr_db, SNR_CAP))
 
 
+def _flag_name(r: LayerRow) -> str:
+    """The layer's name as ``--float-layers`` takes it (the whole first ';'-separated part, never shortened)."""
+    return r.key.split(";")[0]
+
+
 def find_jump(rows: list[LayerRow], output_snr: float | None) -> Jump | None:
     cands = [r for r in rows if r.drop_db is not None]
     if not cands:
@@ -263,8 +268,9 @@ def find_jump(rows: list[LayerRow], output_snr: float | None) -> Jump | None:
     cause, advice = diagnose(r)
     total = SNR_CAP - output_snr if output_snr is not None else None
     if total and r.drop_db >= 0.5 * total and r.where in ("KPU", "CPU uint8"):
-        advice += f"; this one layer loses most of the accuracy: --float-layers '{r.name}' keeps it in float"
-    return Jump(r.name, r.index, r.drop_db, first is not None, cause, advice)
+        advice += (f"; this one layer loses most of the accuracy: --float-layers '{_flag_name(r)}' keeps it in "
+                   "float")
+    return Jump(_flag_name(r), r.index, r.drop_db, first is not None, cause, advice)
 
 
 def diagnose(r: LayerRow) -> tuple[str, str]:
@@ -281,19 +287,19 @@ def diagnose(r: LayerRow) -> tuple[str, str]:
     if r.range is not None and (r.range[1] - r.range[0]) < 0.05:
         lo, hi = r.range
         return (f"a tiny range [{lo:.3g}, {hi:.3g}]: the uint8 grid is as coarse as the values themselves",
-                f"--float-layers '{r.name}' (keep it in float), or --bias-correction")
+                f"--float-layers '{_flag_name(r)}' (keep it in float), or --bias-correction")
     if r.codes_used is not None and r.codes_used <= 64:
         return (f"an outlier-dominated range: {BULK:.2%} of the values use only {r.codes_used} of the 256 codes",
                 "another calibration method: --calibrate-method percentile (or mse)")
     if r.kernel in ("quantized_conv2d", "quantized_matmul"):
         return ("a uint8 convolution on the CPU: its weights share one uint8 scale (the KPU equalises them per "
                 "output channel), often because the kernel is not 1x1/3x3",
-                f"--float-layers '{r.name}', or a 1x1/3x3 kernel so it runs on the KPU")
+                f"--float-layers '{_flag_name(r)}', or a 1x1/3x3 kernel so it runs on the KPU")
     if r.where == "CPU uint8":
         return ("a CPU uint8 operator (an activation table, an element-wise op) requantizes its inputs and output",
-                f"--float-layers '{r.name}', or --bias-correction on the layers before it")
+                f"--float-layers '{_flag_name(r)}', or --bias-correction on the layers before it")
     return ("the layer's own rounding (uint8 weights, the KPU activation table) adds up",
-            "--bias-correction, or --float-layers '" + r.name + "' if it matters most")
+            "--bias-correction, or --float-layers '" + _flag_name(r) + "' if it matters most")
 
 
 def output_rows(names: list[str], shapes: list[tuple], stats: PictureStats) -> list[OutputRow]:

@@ -71,8 +71,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="kmodelpy: keep these layers (source tensor names, as `kmodelpy compare` prints them) in "
                         "float on the CPU")
     p.add_argument("--optimize-accuracy", action="store_true",
-                   help="kmodelpy: the most accurate settings measured in docs/accuracy.md (--calibrate-method "
-                        "percentile --bias-correction)")
+                   help="kmodelpy: the most accurate settings measured in general in docs/accuracy.md "
+                        "(--calibrate-method percentile)")
 
 
 REPORT_HEADER = "kmodelpy layer report (not part of ncc's output):"

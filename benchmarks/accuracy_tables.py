@@ -54,12 +54,11 @@ MODELS = {
     "pose_landmark_full": (MP / "pose_landmark/pose_landmark_full.tflite", PICTURES, PICTURES, P01, False),
 }
 
-# the "best" row: the accuracy options plus the layers --float-layers keeps in float, chosen from kmodelpy
-# compare's per-layer table (the layers that lose the most; see docs/accuracy.md). An int N: the first N
-# layers that compute something.
+# the "best" row: the best combination found per model, with --float-layers (a budget for "auto", or the layers
+# that kmodelpy compare's per-layer table blames most; see docs/accuracy.md).
 BEST = {
-    "line_follower_stock": {"float_layers": 6},  # conv1, dw_1, pw_1, dw_2, pw_2, dw_3
-    "line_follower_kpu": {"float_layers": 4},  # conv1, dw_1, pw_1, dw_2
+    "line_follower_stock": {"optimize_accuracy": True, "float_layers": "auto:6"},
+    "line_follower_kpu": {"optimize_accuracy": True, "float_layers": "auto:6"},
     "face_detection_short_range": {"optimize_accuracy": True, "float_layers": "conv2d,depthwise_conv2d_15,conv2d_16"},
     "hand_landmark_full": {"optimize_accuracy": True, "float_layers": "model_1/model/re_lu/Relu6"},
 }
@@ -70,18 +69,10 @@ CONFIGS = {
     "percentile": {"calibrate_method": "percentile"},
     "mse": {"calibrate_method": "mse"},
     "bias_correction": {"bias_correction": True},
+    "float_layers_auto": {"float_layers": "auto"},
     "optimize_accuracy": {"optimize_accuracy": True},
     "best": None,  # BEST[model]
 }
-
-
-def float_layers_for(path: Path, spec):
-    if isinstance(spec, int):
-        import kmodelpy
-
-        layers = kmodelpy.load(path).graph.source_layers
-        return [layer.key for layer in layers if layer.computes][:spec]
-    return spec
 
 
 def measure(name: str, config: str) -> dict:
@@ -93,9 +84,7 @@ def measure(name: str, config: str) -> dict:
     opts = dict(CONFIGS[config] if CONFIGS[config] is not None else BEST.get(name, {}))
     if config == "best" and name not in BEST:
         return {"error": "no layers chosen to keep in float: the same as optimize_accuracy"}
-    if "float_layers" in opts:
-        opts["float_layers"] = float_layers_for(path, opts["float_layers"])
-    res_opts = {k: (v if not isinstance(v, list) else f"{len(v)} layers") for k, v in opts.items()}
+    res_opts = dict(opts)
     t = time.perf_counter()
     try:
         r = kmodelpy.compare(path, pictures, calibration_dataset=calib, **norm, **opts)

@@ -120,6 +120,24 @@ def test_compare_float_layer_is_exact(tiny):
     assert _row(r, "dw_b").where == "KPU"
 
 
+def test_float_layers_auto_keeps_a_chain_from_the_input_within_its_budget(tiny, tmp_path):
+    """--float-layers auto:MMAC: the layers next to the input, in order, as long as their multiply-accumulates
+    fit the budget (conv_a: 8x8x8 outputs x 27 = 13824; dw_b: 8x8x8 x 9 = 4608; conv_c: 8x8x4 x 8 = 2048)."""
+    model, pics = tiny
+    for budget, chosen in ((0.014, ["conv_a"]), (0.0185, ["conv_a", "dw_b"]), (0.01, [])):
+        r = kmodelpy.compare(model, pics, float_layers=f"auto:{budget}", limit=3, **NORM)
+        assert [x.key for x in r.layers if x.where == "CPU float"] == chosen + ["out"], budget  # out: a CPU add
+        for x in r.layers:
+            if x.key in chosen:  # exact input codes, float all the way: only float32 rounding differs
+                assert x.cosine > 0.999999 and x.snr_db > 60
+    rc, out, err = _cli("compile", model, tmp_path / "a.kmodel", "--dataset", pics, "--input-mean", "0",
+                        "--input-std", "1", "--float-layers", "auto:0.0185")
+    assert rc == 0 and "Float layers (--float-layers auto, 0.0185 MMAC budget): 2 layers, 0.02 MMAC on the CPU: " \
+        "conv_a, dw_b" in out, out
+    rc, out, err = _cli("compile", model, tmp_path / "b.kmodel", "--dataset", pics, "--float-layers", "auto:lots")
+    assert rc == 2 and err.count("\n") == 1 and "auto:lots" in err and not (tmp_path / "b.kmodel").exists()
+
+
 def test_compare_json_plot_and_cli(tiny, tmp_path):
     model, pics = tiny
     js, png = tmp_path / "r.json", tmp_path / "r.png"
@@ -269,15 +287,15 @@ def test_mse_range_trims_long_tails_and_keeps_uniform_data():
     assert optimal_range(h, "percentile", 99.9).max < r.max
 
 
-def test_optimize_accuracy_is_the_percentile_calibration():
+def test_optimize_accuracy_is_percentile_and_auto_float_layers():
     from kmodelpy.compiler.pipeline import Options
 
     o = Options(dataset="x", optimize_accuracy=True)
     o.resolve()
-    assert o.calibrate_method == "percentile" and not o.bias_correction
-    o = Options(dataset="x", optimize_accuracy=True, bias_correction=True)
+    assert o.calibrate_method == "percentile" and not o.bias_correction and o.float_layers == "auto"
+    o = Options(dataset="x", optimize_accuracy=True, bias_correction=True, float_layers="conv_a")
     o.resolve()
-    assert o.calibrate_method == "percentile" and o.bias_correction
+    assert o.calibrate_method == "percentile" and o.bias_correction and o.float_layers == "conv_a"
     o = Options(dataset="x", optimize_accuracy=True, calibrate_method="mse")
     o.resolve()
     assert o.calibrate_method == "mse"

@@ -69,10 +69,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
                         "its KPU batch-norm add / CPU bias")
     p.add_argument("--float-layers", metavar="NAME,...", default=None,
                    help="kmodelpy: keep these layers (source tensor names, as `kmodelpy compare` prints them) in "
-                        "float on the CPU")
+                        "float on the CPU; 'auto[:MMAC]': the layers next to the input, within a budget of million "
+                        "multiply-accumulates (default 4)")
     p.add_argument("--optimize-accuracy", action="store_true",
                    help="kmodelpy: the most accurate settings measured in general in docs/accuracy.md "
-                        "(--calibrate-method percentile)")
+                        "(--calibrate-method percentile --float-layers auto)")
 
 
 REPORT_HEADER = "kmodelpy layer report (not part of ncc's output):"

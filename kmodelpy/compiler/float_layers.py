@@ -6,12 +6,21 @@ After pass P1 the layer's tagged output (:mod:`kmodelpy.ir.origins`) leads, thro
 to the node that computes it; that node gets a ``keep_float`` mark, which follows it through every later
 rewrite. The transforms that would move it to the KPU or quantize it (P2's KPU lowering, the quantization
 checkpoints, Q1's activation absorption, Q4's quantized binary and lookup table) leave marked nodes alone.
+
+``--float-layers auto[:MMAC]`` chooses the layers itself: the layers next to the input, in graph order, that
+read only the input or layers already chosen (a float chain from the exact input codes: a float layer fed
+by a dequantized uint8 tensor would keep its input's rounding), while their multiply-accumulates stay within
+the budget (:data:`AUTO_MMAC` million by default), the CPU time the kmodel spends on them.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from ..errors import InputError
 from ..ir.graph import Graph
 from ..ir.origins import MERGED, VALUE, VIEWS, mark_float
+
+AUTO_MMAC = 4.0  # --float-layers auto: the default budget, million multiply-accumulates on the CPU
 
 
 def parse_names(names) -> list[str]:
@@ -41,9 +50,33 @@ def resolve(layers, names: list[str], model: str = "the model") -> list[str]:
     return keys
 
 
-def mark_float_layers(g: Graph, names, model: str = "the model") -> list[str]:
+def auto_budget(names) -> float | None:
+    """``auto`` / ``auto:MMAC`` → the budget in multiply-accumulates; None for a list of names."""
+    if not isinstance(names, str) or names.split(":")[0].strip() != "auto":
+        return None
+    spec = names.partition(":")[2].strip()
+    try:
+        mmac = float(spec) if spec else AUTO_MMAC
+    except ValueError:
+        mmac = -1.0
+    if not mmac >= 0:
+        raise InputError(f"--float-layers {names}: give the budget in million multiply-accumulates, e.g. auto:4")
+    return mmac * 1e6
+
+
+def mark_float_layers(g: Graph, names, model: str = "the model", out=None) -> list[str]:
     """Mark the nodes computing the named layers (call after pass P1). Returns the resolved keys."""
     layers = getattr(g, "source_layers", None) or []
+    budget = auto_budget(names)
+    if budget is not None:
+        keys, macs = choose_from_input(g, budget)
+        if out is not None:
+            shown = ", ".join(k.split(";")[0] for k in keys) or "none"
+            out.write(f"  Float layers (--float-layers auto, {budget / 1e6:g} MMAC budget): {len(keys)} layers, "
+                      f"{macs / 1e6:.2f} MMAC on the CPU: {shown}\n")
+        for key in keys:
+            mark_float(_computing_node(g, key), key)
+        return keys
     keys = resolve(layers, parse_names(names), model)
     by_key = {layer.key: layer for layer in layers}
     for key in keys:
@@ -51,15 +84,54 @@ def mark_float_layers(g: Graph, names, model: str = "the model") -> list[str]:
         if not by_key[key].computes:
             raise InputError(f"--float-layers: layer '{short}' ({by_key[key].op}) only moves data; name a layer "
                              "that computes something")
-        oc = _holder(g, key, VALUE) or _holder(g, key, MERGED)
-        node = oc.node if oc is not None else None
-        while node is not None and node.op in VIEWS and node.inputs and node.inputs[0].producer is not None:
-            node = node.inputs[0].producer.node
+        node = _computing_node(g, key)
         if node is None or node.op in ("input", "constant"):
             raise InputError(f"--float-layers: layer '{short}' ({by_key[key].op}) is folded away by the optimizer "
                              "(e.g. computed from constants only): there is nothing to keep in float")
         mark_float(node, key)
     return keys
+
+
+def choose_from_input(g: Graph, budget: float) -> tuple[list[str], int]:
+    """(keys, their multiply-accumulates): the computing layers, in graph order, whose inputs are the graph
+    input or layers chosen before them (through data-movement layers), until the next would pass ``budget``."""
+    exact: set[str] = set()
+    keys, total = [], 0
+    for layer in getattr(g, "source_layers", None) or []:
+        if layer.op == "INPUT" or (not layer.computes and all(k in exact for k in layer.inputs)):
+            exact.add(layer.key)
+            continue
+        if not layer.computes or not layer.inputs or not all(k in exact for k in layer.inputs):
+            continue
+        node = _computing_node(g, layer.key)
+        if node is None or node.op in ("input", "constant"):
+            continue
+        macs = _macs(node)
+        if total + macs > budget:
+            break
+        keys.append(layer.key)
+        exact.add(layer.key)
+        total += macs
+    return keys, total
+
+
+def _macs(node) -> int:
+    """Multiply-accumulates of a float node on the CPU (one per output value for element-wise ops)."""
+    n = int(np.prod(node.outputs[0].shape))
+    if node.op == "conv2d":
+        return n * int(np.prod(node["weights"].shape[1:]))
+    if node.op == "matmul":
+        return n * int(node.inputs[0].shape[-1])
+    return n
+
+
+def _computing_node(g: Graph, key: str):
+    """The node that computes layer ``key`` (past the data-movement nodes after it), or None."""
+    oc = _holder(g, key, VALUE) or _holder(g, key, MERGED)
+    node = oc.node if oc is not None else None
+    while node is not None and node.op in VIEWS and node.inputs and node.inputs[0].producer is not None:
+        node = node.inputs[0].producer.node
+    return node
 
 
 def _holder(g: Graph, key: str, kind: str):

@@ -67,10 +67,14 @@ class Options:
 
     def resolve(self) -> None:
         """``optimize_accuracy``: what docs/accuracy.md measured best in general — the percentile calibration
-        (unless another method than the default was asked for). Bias correction is not part of it: it helps on
-        the calibration pictures but made the line followers' test pictures worse (docs/accuracy.md)."""
-        if self.optimize_accuracy and self.calibrate_method == "no_clip":
-            self.calibrate_method = "percentile"
+        (unless another method than the default was asked for) and ``--float-layers auto`` (the layers next to
+        the input in float, within a CPU budget; unless layers are named). Bias correction is not part of it:
+        it helps on held-out calibration pictures but made the line followers' test pictures worse."""
+        if self.optimize_accuracy:
+            if self.calibrate_method == "no_clip":
+                self.calibrate_method = "percentile"
+            if not self.float_layers:
+                self.float_layers = "auto"
 
     def validate(self) -> None:
         checks = (("-t/--target", self.target, ("k210", "cpu")),
@@ -150,7 +154,7 @@ def optimize(g: Graph, ctx: Context, out, opts: Options | None = None) -> None:
     if opts.float_layers:
         from .float_layers import mark_float_layers
 
-        mark_float_layers(g, opts.float_layers, str(opts.source or "the model"))
+        mark_float_layers(g, opts.float_layers, str(opts.source or "the model"), out)
     if opts.dump_weights_range:  # compile.cpp:252-264: plain get_range, C++ float formatting
         from .quant import get_range
 

@@ -141,6 +141,9 @@ def markdown(results: dict) -> str:
             if faces:
                 cells.append(f"{e.get('face_top_anchor', '-')} / 4")
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        best = entries.get("best", {}).get("options")
+        if best:
+            lines.append("\nbest: " + ", ".join(f"`{k}={v}`" for k, v in best.items()))
     return "\n".join(lines)
 
 

@@ -213,7 +213,8 @@ def test_options_give_runnable_v4_kmodels(tiny):
     x = load_image_u8(sorted(pics.iterdir())[0], 3, 8, 8)
     f = kmodelpy.load(model).run(x.astype(np.float32) / 255)[0]
     for opts in ({"calibrate_method": "percentile"}, {"calibrate_method": "mse"},
-                 {"bias_correction": True}, {"float_layers": "dw_b"}, {"optimize_accuracy": True}):
+                 {"bias_correction": True}, {"float_layers": "dw_b"}, {"float_layers": "auto:0.015"},
+                 {"optimize_accuracy": True}):
         data = kmodelpy.compile(model, dataset=pics, **NORM, **opts)
         km = KModel.parse(data)
         assert km.version == 4 and all(op_class(n.op.opcode) is type(n.op) for n in km.nodes)

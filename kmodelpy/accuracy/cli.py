@@ -9,7 +9,7 @@ import sys
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from ..compiler.cli import add_options
 
-    p.add_argument("model", help="the float source model (.tflite)")
+    p.add_argument("model", help="the float source model (.tflite or .onnx)")
     p.add_argument("--dataset", required=True, metavar="DIR",
                    help="pictures to compare on (a folder, walked recursively, or one file); also the calibration "
                         "set unless --calibration-dataset is given")

@@ -120,7 +120,7 @@ def test_compare_float_layer_is_exact(tiny):
     assert _row(r, "dw_b").where == "KPU"
 
 
-def test_float_layers_auto_keeps_a_chain_from_the_input_within_its_budget(tiny, tmp_path):
+def test_float_layers_auto_keeps_a_chain_from_the_input_within_its_budget(tiny, tmp_path, capsys):
     """--float-layers auto:MMAC: the layers next to the input, in order, as long as their multiply-accumulates
     fit the budget (conv_a: 8x8x8 outputs x 27 = 13824; dw_b: 8x8x8 x 9 = 4608; conv_c: 8x8x4 x 8 = 2048)."""
     model, pics = tiny
@@ -130,9 +130,9 @@ def test_float_layers_auto_keeps_a_chain_from_the_input_within_its_budget(tiny, 
         for x in r.layers:
             if x.key in chosen:  # exact input codes, float all the way: only float32 rounding differs
                 assert x.cosine > 0.999999 and x.snr_db > 60
-    rc, out, err = _cli("compile", model, tmp_path / "a.kmodel", "--dataset", pics, "--input-mean", "0",
-                        "--input-std", "1", "--float-layers", "auto:0.0185")
-    assert rc == 0 and "Float layers (--float-layers auto, 0.0185 MMAC budget): 2 layers, 0.02 MMAC on the CPU: " \
+    kmodelpy.compile(model, dataset=pics, float_layers="auto:0.0185", verbose=True, **NORM)
+    out = capsys.readouterr().out
+    assert "Float layers (--float-layers auto, 0.0185 MMAC budget): 2 layers, 0.02 MMAC on the CPU: " \
         "conv_a, dw_b" in out, out
     rc, out, err = _cli("compile", model, tmp_path / "b.kmodel", "--dataset", pics, "--float-layers", "auto:lots")
     assert rc == 2 and err.count("\n") == 1 and "auto:lots" in err and not (tmp_path / "b.kmodel").exists()

@@ -133,7 +133,7 @@ def test_equalisation_is_float_exact_and_spreads_the_channels(models):
         r = np.abs(d).max(axis=(0, 2, 3))
         return r.min() / r.max()
 
-    assert smallest_share(np.concatenate([d for _, d in after])) > 2 * smallest_share(
+    assert smallest_share(np.concatenate([d for _, d in after])) > 3 * smallest_share(
         np.concatenate([d for _, d in before]))
     # the KPU's per-output-channel weight equalisation still fills the weights' grid in every channel
     from kmodelpy.compiler.kpu_params import quantize_kpu_weights

@@ -25,6 +25,16 @@ def _conv(b, rng, x, name, cin, cout, k, act, scale=0.5, shape=(1, 16, 16)):
     return y
 
 
+def _add_relu_head(b, rng, x, c, a, path):
+    """add_d = c + a → relu_e → head 1x1 (2 channels) → the model output; saves the model."""
+    d = b.tensor("add_d", [1, 16, 16, 8])
+    b.op("ADD", [c, a], [d], "AddOptions")
+    e = b.tensor("relu_e", [1, 16, 16, 8])
+    b.op("RELU", [d], [e])
+    h = _conv(b, rng, e, "head", 8, 2, 1, "NONE")
+    return b.save(str(path), inputs=[x], outputs=[h])
+
+
 def _block_model(path, seed=0):
     """x [1,16,16,3] → conv_a 3x3 (8, relu) → dw_b 3x3 (no activation; channel 0 ×20 the others) →
     pw_c 1x1 (8) → add_d (pw_c + conv_a) → relu_e → head 1x1 (2) → out: a BlazeFace block in small."""
@@ -38,12 +48,7 @@ def _block_model(path, seed=0):
     b.op("DEPTHWISE_CONV_2D", [a, b.const("dw_b/w", wd), b.const("dw_b/b", np.zeros(8, np.float32))], [dw],
          "DepthwiseConv2DOptions", padding="SAME", stride_h=1, stride_w=1, depth_multiplier=1)
     c = _conv(b, rng, dw, "pw_c", 8, 8, 1, "NONE", scale=0.2)
-    d = b.tensor("add_d", [1, 16, 16, 8])
-    b.op("ADD", [c, a], [d], "AddOptions")
-    e = b.tensor("relu_e", [1, 16, 16, 8])
-    b.op("RELU", [d], [e])
-    h = _conv(b, rng, e, "head", 8, 2, 1, "NONE")
-    return b.save(str(path), inputs=[x], outputs=[h])
+    return _add_relu_head(b, rng, x, c, a, path)
 
 
 def _nonneg_add_model(path, seed=1):
@@ -53,12 +58,7 @@ def _nonneg_add_model(path, seed=1):
     x = b.tensor("x", [1, 16, 16, 3])
     a = _conv(b, rng, x, "conv_a", 3, 8, 3, "RELU")
     c = _conv(b, rng, a, "conv_b", 8, 8, 1, "RELU")
-    d = b.tensor("add_d", [1, 16, 16, 8])
-    b.op("ADD", [c, a], [d], "AddOptions")
-    e = b.tensor("relu_e", [1, 16, 16, 8])
-    b.op("RELU", [d], [e])
-    h = _conv(b, rng, e, "head", 8, 2, 1, "NONE")
-    return b.save(str(path), inputs=[x], outputs=[h])
+    return _add_relu_head(b, rng, x, c, a, path)
 
 
 def _scale_model(path):

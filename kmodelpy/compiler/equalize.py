@@ -11,7 +11,8 @@ the channel's calibrated largest magnitude (the full equalisation measured bette
 Nagel et al.'s balance ``k_c ∝ sqrt(w_c / r_c)`` against the next weights' column sizes ``w_c``, which also
 weighs the coarser grid of the shrunken weight columns; docs/accuracy.md).
 The producer's weights stay below the divergence threshold (``--weights-quantize-threshold``: a wider conv
-would fall back to float) and no channel grows by more than :data:`MAX_GAIN`.
+would fall back to float); a CPU conv's weights (one uint8 grid for the whole tensor) keep their largest
+magnitude; no channel grows by more than :data:`MAX_GAIN`.
 
 Runs after pass P2 (the KPU convs are ``fake_kpu_conv2d``, still float) and before the quantization
 checkpoints; the per-channel ranges come from one float run over the calibration set. The source tensor tag of
@@ -126,7 +127,10 @@ def equalize_activations(g: Graph, opts, out) -> int:
     limit = 0.45 * float(opts.weights_quantize_threshold)
     for prod, cons in pairs:
         w1 = np.asarray(prod["weights"], np.float32)
-        limit_p = max(limit, float(np.abs(w1).max()))
+        widest = float(np.abs(w1).max())
+        # a KPU conv equalises its weights per output channel; a CPU conv's share one uint8 grid, which must
+        # not widen
+        limit_p = max(limit, widest) if prod.op == "fake_kpu_conv2d" else widest
         k = channel_gains(*ranges[prod], w1, limit_p).astype(np.float32)
         shape = (-1,) + (1,) * (w1.ndim - 1)
         prod.attrs = dict(prod.attrs, weights=(w1 * k.reshape(shape)).astype(np.float32),

@@ -70,7 +70,14 @@ CONFIGS = {
     "mse": {"calibrate_method": "mse"},
     "bias_correction": {"bias_correction": True},
     "float_layers_auto": {"float_layers": "auto"},
+    "equalize_activations": {"equalize_activations": True},
+    "fold_relu": {"fold_relu": True},
+    "float_heads": {"float_heads": True},
+    "no_range_clamp": {"range_clamp": False},
+    "graph_options": {"equalize_activations": True, "fold_relu": True, "float_heads": True, "range_clamp": False},
     "optimize_accuracy": {"optimize_accuracy": True},
+    "optimize+graph_options": {"optimize_accuracy": True, "equalize_activations": True, "fold_relu": True,
+                               "float_heads": True, "range_clamp": False},
     "best": None,  # BEST[model]
 }
 

@@ -71,6 +71,17 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="kmodelpy: keep these layers (source tensor names, as `kmodelpy compare` prints them) in "
                         "float on the CPU; 'auto[:MMAC]': the layers next to the input, within a budget of million "
                         "multiply-accumulates (default 4)")
+    p.add_argument("--no-range-clamp", dest="range_clamp", action="store_false",
+                   help="kmodelpy: keep activation ranges wider than ncc's clip to [-1000, 1000]")
+    p.add_argument("--float-heads", action="store_true",
+                   help="kmodelpy: keep the small convs/matmuls that feed a model output (through reshapes and "
+                        "concatenations) in float on the CPU")
+    p.add_argument("--fold-relu", action="store_true",
+                   help="kmodelpy: a ReLU right after an add/sub/mul... becomes that op's clamp (one rounding "
+                        "and one CPU op fewer)")
+    p.add_argument("--equalize-activations", action="store_true",
+                   help="kmodelpy: scale the channels of a conv feeding another conv (no activation between) so "
+                        "each uses its tensor's uint8 range, the next conv's weights scaled back (float-exact)")
     p.add_argument("--optimize-accuracy", action="store_true",
                    help="kmodelpy: the most accurate settings measured in general in docs/accuracy.md "
                         "(--calibrate-method percentile --float-layers auto)")

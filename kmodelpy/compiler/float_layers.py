@@ -106,7 +106,7 @@ def choose_from_input(g: Graph, budget: float) -> tuple[list[str], int]:
         node = _computing_node(g, layer.key)
         if node is None or node.op in ("input", "constant"):
             continue
-        macs = _macs(node)
+        macs = node_macs(node)
         if total + macs > budget:
             break
         keys.append(layer.key)
@@ -115,7 +115,7 @@ def choose_from_input(g: Graph, budget: float) -> tuple[list[str], int]:
     return keys, total
 
 
-def _macs(node) -> int:
+def node_macs(node) -> int:
     """Multiply-accumulates of a float node on the CPU (one per output value for element-wise ops)."""
     n = int(np.prod(node.outputs[0].shape))
     if node.op == "conv2d":
@@ -138,3 +138,32 @@ def _holder(g: Graph, key: str, kind: str):
     """The output connector tagged with layer ``key`` (of ``kind``), if any."""
     return next((oc for n in g.nodes for oc in n.outputs if any(o.key == key and o.kind == kind for o in oc.origins)),
                 None)
+
+
+#: ``--float-heads``: a head stays float when it costs at most this many multiply-adds (a 1x1 conv of 64
+#: channels to 16 over 32x32 is 524288): the CPU runs it in a few milliseconds
+HEAD_MACS = 1 << 20
+#: nodes a head's value may pass through on its way to a model output unchanged in value
+_TO_OUTPUT = VIEWS | {"concat"}
+
+
+def mark_float_heads(g: Graph, limit: int = HEAD_MACS) -> list[str]:
+    """Mark the model's heads (call after pass P1): every conv2d or matmul whose output reaches a model output
+    through data movement and concatenations only, and that costs at most ``limit`` multiply-adds. A head's
+    output range is often dominated by values nobody reads (logits of −9000 next to the few positive scores
+    that decide the detection): in uint8 the informative end gets a few codes. Returns the marked keys."""
+    keys = []
+    seen = set()
+    todo = [n.inputs[0].producer.node for n in g.nodes if n.op == "output" and n.inputs and n.inputs[0].producer]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op in _TO_OUTPUT:
+            todo += [ic.producer.node for ic in node.inputs if ic.producer is not None]
+        elif node.op in ("conv2d", "matmul") and node_macs(node) <= limit:
+            key = next((o.key for o in node.outputs[0].origins if o.kind == VALUE), node.name or node.op)
+            mark_float(node, key)
+            keys.append(key)
+    return keys

@@ -36,6 +36,10 @@ class Options:
     calibrate_percentile: float = 99.99  # kmodelpy's --calibrate-method percentile
     bias_correction: bool = False  # kmodelpy: fold each channel's mean error into its add (bias_correction.py)
     float_layers: tuple | str | None = None  # kmodelpy: source layers kept in float (float_layers.py)
+    range_clamp: bool = True  # False: kmodelpy's --no-range-clamp (ncc clips activation ranges to ±1000)
+    float_heads: bool = False  # kmodelpy: small convs/matmuls feeding an output stay float (float_layers.py)
+    fold_relu: bool = False  # kmodelpy: a ReLU after a binary op becomes its fused activation (relu_fold.py)
+    equalize_activations: bool = False  # kmodelpy: rescale linear conv → conv pairs' channels (equalize.py)
     optimize_accuracy: bool = False  # kmodelpy: the best combination of docs/accuracy.md (see resolve())
     source: str | None = None  # the model file (set by run_pipeline, for messages)
     weights_quantize_threshold: float = 64.0
@@ -108,7 +112,8 @@ def make_context(opts: Options, on_cpu=frozenset()) -> Context:
     return Context(weights_quantize_threshold=float(opts.weights_quantize_threshold),
                    output_quantize_threshold=int(opts.output_quantize_threshold),
                    quantize_binary=bool(opts.quantize_binary), inference_type=opts.inference_type,
-                   input_type=opts.effective_input_type, target=opts.target, on_cpu=frozenset(on_cpu))
+                   input_type=opts.effective_input_type, target=opts.target, on_cpu=frozenset(on_cpu),
+                   range_clamp=bool(opts.range_clamp))
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -155,6 +160,10 @@ def optimize(g: Graph, ctx: Context, out, opts: Options | None = None) -> None:
         from .float_layers import mark_float_layers
 
         mark_float_layers(g, opts.float_layers, str(opts.source or "the model"), out)
+    if opts.float_heads and ctx.inference_type == "uint8":
+        from .float_layers import mark_float_heads
+
+        mark_float_heads(g)
     if opts.dump_weights_range:  # compile.cpp:252-264: plain get_range, C++ float formatting
         from .quant import get_range
 
@@ -167,6 +176,19 @@ def optimize(g: Graph, ctx: Context, out, opts: Options | None = None) -> None:
         out.write("3. Optimize Pass 2...\n")
         run_pass(g, T.pass_p2(ctx), ctx)
         dump_graph(g, "optimize_2", opts)
+
+
+def accuracy_passes(g: Graph, ctx: Context, opts: Options, out) -> None:
+    """kmodelpy's opt-in float-exact rewrites before quantization (docs/accuracy.md): ``--fold-relu``
+    (transforms/relu_fold.py), ``--equalize-activations`` (equalize.py)."""
+    if opts.fold_relu:
+        from .transforms.relu_fold import FoldReluIntoBinary
+
+        run_pass(g, [FoldReluIntoBinary()], ctx)
+    if opts.equalize_activations:
+        from .equalize import equalize_activations
+
+        equalize_activations(g, opts, out)
 
 
 def add_checkpoints(g: Graph, ctx: Context, opts: Options, out) -> None:
@@ -195,7 +217,8 @@ def calibrate(g: Graph, ctx: Context, opts: Options, out) -> None:
                              opts.use_dataset_as_input_stat, out, opts.jobs)
     elif opts.calibrate_method != "no_clip":
         ranges = C.searched_ranges(g, ranges, opts.dataset, opts.dataset_format, opts.mean, opts.std,
-                                   opts.calibrate_method, float(opts.calibrate_percentile), out, opts.jobs)
+                                   opts.calibrate_method, float(opts.calibrate_percentile), out, opts.jobs,
+                                   opts.range_clamp)
     if not opts.use_dataset_as_input_stat:
         oc = g.inputs[0].output
         r = C.fixed_input_range(opts.mean, opts.std)
@@ -284,6 +307,7 @@ def lower_and_fit(path, opts: Options, out, calibrate_stage=calibrate, checkpoin
             g = import_graph(path, out, fmt)
             optimize(g, ctx, out, opts)
             if opts.inference_type == "uint8":
+                accuracy_passes(g, ctx, opts, out)
                 add_checkpoints(g, ctx, opts, out)
         if opts.inference_type == "uint8":
             calibrate_stage(g, ctx, opts, out)

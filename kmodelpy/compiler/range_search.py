@@ -108,10 +108,10 @@ def optimal_range(h: Histogram, method: str, percentile: float = 99.99) -> Range
     raise InputError(f"--calibrate-method {method!r} is not one of {', '.join(METHODS)}")
 
 
-def histogram_ranges(ranges: dict, record_run, method: str, percentile: float = 99.99) -> dict:
+def histogram_ranges(ranges: dict, record_run, method: str, percentile: float = 99.99, clamp: bool = True) -> dict:
     """Calibration run #2 for ``method``: ``record_run(record)`` must call ``record(connector, value)`` for
     every calibrated tensor of every batch (as :func:`kmodelpy.compiler.calibrate._run` does)."""
-    hists = {oc: Histogram(fixup_range(r)) for oc, r in ranges.items()}
+    hists = {oc: Histogram(fixup_range(r, clamp)) for oc, r in ranges.items()}
 
     def record(oc, v):
         h = hists.get(oc)

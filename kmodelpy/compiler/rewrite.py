@@ -49,6 +49,7 @@ class Context:
     input_type: str = "uint8"
     target: str = "k210"  # "cpu": ncc's CPU target (no KPU passes, §2.1 last line)
     on_cpu: frozenset = frozenset()  # convs kept off the KPU because they do not fit KPU RAM (kpu_ram.fit)
+    range_clamp: bool = True  # False: kmodelpy's --no-range-clamp (activation ranges beyond ±1000 kept)
     ranges: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

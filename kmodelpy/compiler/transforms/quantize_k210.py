@@ -54,9 +54,9 @@ class KpuConv2d(Transform):
         c = m.nodes[0]
         fu = m.nodes[1] if len(m.nodes) > 1 else None
         src = m.inputs[0].producer
-        iq = get_quant_param(ctx.get_range(src), 8)
-        yq = get_quant_param(ctx.get_range(c.output), 8)
-        zq = get_quant_param(ctx.get_range(m.outputs[0]), 8)
+        iq = get_quant_param(ctx.get_range(src), 8, ctx.range_clamp)
+        yq = get_quant_param(ctx.get_range(c.output), 8, ctx.range_clamp)
+        zq = get_quant_param(ctx.get_range(m.outputs[0]), 8, ctx.range_clamp)
         p = kpu_conv_params(c["weights"], c["bias"], c["fused_activation"], iq, yq, zq,
                             fu["program"] if fu is not None else None, name=c.name or "KPU conv")
         bn = BatchNorm(norm_mul=p.norm_mul, norm_add=p.norm_add, norm_shift=p.norm_shift)

@@ -18,7 +18,7 @@ from . import build
 
 
 def qparam(ctx, out):
-    return get_quant_param(ctx.get_range(out), 8)
+    return get_quant_param(ctx.get_range(out), 8, ctx.range_clamp)
 
 
 class FoldInputQuantize(Transform):

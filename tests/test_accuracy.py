@@ -288,12 +288,13 @@ def test_mse_range_trims_long_tails_and_keeps_uniform_data():
     assert optimal_range(h, "percentile", 99.9).max < r.max
 
 
-def test_optimize_accuracy_is_percentile_and_auto_float_layers():
+def test_optimize_accuracy_is_percentile_auto_float_layers_and_the_graph_options():
     from kmodelpy.compiler.pipeline import Options
 
     o = Options(dataset="x", optimize_accuracy=True)
     o.resolve()
     assert o.calibrate_method == "percentile" and not o.bias_correction and o.float_layers == "auto"
+    assert o.equalize_activations and o.fold_relu and o.float_heads and not o.range_clamp
     o = Options(dataset="x", optimize_accuracy=True, bias_correction=True, float_layers="conv_a")
     o.resolve()
     assert o.calibrate_method == "percentile" and o.bias_correction and o.float_layers == "conv_a"

@@ -84,7 +84,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                         "each uses its tensor's uint8 range, the next conv's weights scaled back (float-exact)")
     p.add_argument("--optimize-accuracy", action="store_true",
                    help="kmodelpy: the most accurate settings measured in general in docs/accuracy.md "
-                        "(--calibrate-method percentile --float-layers auto)")
+                        "(--calibrate-method percentile --float-layers auto --equalize-activations --fold-relu "
+                        "--float-heads --no-range-clamp)")
 
 
 REPORT_HEADER = "kmodelpy layer report (not part of ncc's output):"

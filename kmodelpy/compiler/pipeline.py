@@ -71,14 +71,17 @@ class Options:
 
     def resolve(self) -> None:
         """``optimize_accuracy``: what docs/accuracy.md measured best in general — the percentile calibration
-        (unless another method than the default was asked for) and ``--float-layers auto`` (the layers next to
-        the input in float, within a CPU budget; unless layers are named). Bias correction is not part of it:
-        it helps on held-out calibration pictures but made the line followers' test pictures worse."""
+        (unless another method than the default was asked for), ``--float-layers auto`` (the layers next to the
+        input in float, within a CPU budget; unless layers are named), and the graph options
+        ``--equalize-activations --fold-relu --float-heads --no-range-clamp``. Bias correction is not part of
+        it: it helps on held-out calibration pictures but made the line followers' test pictures worse."""
         if self.optimize_accuracy:
             if self.calibrate_method == "no_clip":
                 self.calibrate_method = "percentile"
             if not self.float_layers:
                 self.float_layers = "auto"
+            self.equalize_activations = self.fold_relu = self.float_heads = True
+            self.range_clamp = False
 
     def validate(self) -> None:
         checks = (("-t/--target", self.target, ("k210", "cpu")),

@@ -162,6 +162,10 @@ def _onnx_conv_model(tmp_path, name, resize=None):
 @pytest.mark.parametrize("scale, mode, ctm, form", [
     (2.0, "linear", "pytorch_half_pixel", "bilinear_filter"),
     (1.5, "linear", "half_pixel", "separable"),
+    (1.5, "linear", "pytorch_half_pixel", "separable"),
+    (1.5, "linear", "align_corners", "resize_image"),
+    (1.5, "linear", "asymmetric", "resize_image"),
+    (1.5, "nearest", "half_pixel", "resize_image"),
     (0.5, "linear", "half_pixel", "mean_pool"),
     (2.0, "cubic", "half_pixel", "separable"),
 ])
@@ -186,7 +190,9 @@ def test_onnx_resizes_compile_and_track_float(tmp_path, scale, mode, ctm, form):
     names = [type(o).__name__ for o in KModel.parse((tmp_path / "resize.kmodel").read_bytes()).ops]
     assert names.count("KPUConv2D") >= (2 if form in ("bilinear_filter", "separable") else 1), names
     plain, resized = (kmodelpy.load(k) for k in kms)
-    sampling = kmodelpy.load(tmp_path / "resize.onnx").graph.outputs[0].input.producer.node["sampling"]
+    node = kmodelpy.load(tmp_path / "resize.onnx").graph.outputs[0].input.producer.node
+    sampling = node["sampling"]
+    assert RL.plan_of(node).form == form
     for s in samples:
         got = resized.run(s[None])[0]
         want = resample.resize(plain.run(s[None])[0], got.shape[2:], sampling)

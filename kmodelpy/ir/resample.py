@@ -28,7 +28,7 @@ one, else ``out/in``.
 * **bilinear**: ``lo = max(floor(v), 0)``, ``hi = min(ceil(v), in−1)``, the weight of ``hi`` is ``v − lo``
   (onnxruntime first clamps ``v`` to ``[0, in−1]``; TFLite's border rows then weigh one row twice, which is the
   same value), and the output is TFLite's ``x[lo,lo]·(1−dy)·(1−dx) + x[hi,lo]·dy·(1−dx) + x[lo,hi]·(1−dy)·dx +
-  x[hi,hi]·dy·dx`` (onnxruntime sums the same products in another order: within float rounding).
+  x[hi,hi]·dy·dx``, or for ``onnx`` onnxruntime's own weights and order (:func:`_onnx_bilinear`): both bit for bit.
 * **cubic** (ONNX): the 4-tap cubic convolution with coefficient ``a`` (−0.75 by default; −0.5 is Keys'),
   border taps clamped to the edge or, with ``exclude_outside``, dropped and the rest renormalised;
   **antialias** (ONNX, downscaling only) stretches the linear or cubic kernel by ``1/s`` and normalises it.
@@ -246,6 +246,8 @@ def resize(x, out_hw, s: Sampling) -> np.ndarray:
         return np.ascontiguousarray(np.einsum("oh,nchw,pw->ncop", a_h, x.astype(np.float64), a_w), F32)
     if s.mode == "nearest_neighbor":
         return np.ascontiguousarray(x[:, :, nearest_index(s, 0, h, oh), :][..., nearest_index(s, 1, w, ow)])
+    if s.convention == "onnx":
+        return _onnx_bilinear(x, oh, ow, s)
     y0, y1, dy = bilinear_taps(s, 0, h, oh)
     x0, x1, dx = bilinear_taps(s, 1, w, ow)
     dy, dx = dy[:, None], dx[None, :]
@@ -255,4 +257,25 @@ def resize(x, out_hw, s: Sampling) -> np.ndarray:
     out = out + rows1[..., x0] * dy * (one - dx)
     out = out + rows0[..., x1] * (one - dy) * dx
     out = out + rows1[..., x1] * dy * dx
+    return np.ascontiguousarray(out, F32)
+
+
+def _onnx_bilinear(x: np.ndarray, oh: int, ow: int, s: Sampling) -> np.ndarray:
+    """onnxruntime's bilinear arithmetic (``upsample.cc``): per axis ``v`` clamped to ``[0, in−1]``, ``i1 = ⌊v⌋``,
+    ``i2 = min(i1 + 1, in−1)``, ``d1 = |v − i1|``, ``d2 = |v − i2|`` (½ each when ``i1 = i2``), ``y = d2x·d2y·x[i1,i1] + d1x·d2y·x[i1,i2] + d2x·d1y·x[i2,i1] + d1x·d1y·x[i2,i2]``
+    in float32 — bit for bit its output."""
+    def axis(ax, n, o):
+        v = np.clip(source_coordinates(s, ax, n, o), F32(0), F32(n - 1)).astype(F32)
+        lo = np.minimum(np.floor(v).astype(np.int64), n - 1)
+        hi = np.minimum(lo + 1, n - 1)
+        one = lo == hi
+        d1 = np.where(one, F32(0.5), np.abs(v - lo.astype(F32))).astype(F32)
+        d2 = np.where(one, F32(0.5), np.abs(v - hi.astype(F32))).astype(F32)
+        return lo, hi, d1, d2
+
+    y1, y2, dy1, dy2 = axis(0, x.shape[2], oh)
+    x1, x2, dx1, dx2 = axis(1, x.shape[3], ow)
+    dx1, dx2, dy1, dy2 = dx1[None, :], dx2[None, :], dy1[:, None], dy2[:, None]
+    top, bottom = x[:, :, y1, :], x[:, :, y2, :]
+    out = dx2 * dy2 * top[..., x1] + dx1 * dy2 * top[..., x2] + dx2 * dy1 * bottom[..., x1] + dx1 * dy1 * bottom[..., x2]
     return np.ascontiguousarray(out, F32)

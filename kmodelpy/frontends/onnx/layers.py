@@ -236,6 +236,11 @@ class Layers:
         elif scales is not None and scales.size:
             for a, v in zip(axes, scales):
                 full_sizes[a], full_scales[a] = int(np.floor(F32(shape[a]) * F32(v))), F32(v)
+                if ctm == "align_corners" and F32(shape[a]) * F32(v) != full_sizes[a]:
+                    raise self.unsupported(
+                        f"align_corners with scale {float(v):g} on a size of {shape[a]} ({shape[a]}x{float(v):g} is "
+                        "not whole): onnxruntime and the ONNX reference differ there; give the sizes input instead of "
+                        "scales")
         else:
             raise self.unsupported("Resize needs scales or sizes")
         mode = self.attr("mode", "nearest")

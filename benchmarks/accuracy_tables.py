@@ -76,8 +76,6 @@ CONFIGS = {
     "no_range_clamp": {"range_clamp": False},
     "graph_options": {"equalize_activations": True, "fold_relu": True, "float_heads": True, "range_clamp": False},
     "optimize_accuracy": {"optimize_accuracy": True},
-    "optimize+graph_options": {"optimize_accuracy": True, "equalize_activations": True, "fold_relu": True,
-                               "float_heads": True, "range_clamp": False},
     "best": None,  # BEST[model]
 }
 

@@ -274,6 +274,7 @@ def test_optimize_accuracy_is_percentile_and_bias_correction():
     o = Options(dataset="x", optimize_accuracy=True)
     o.resolve()
     assert o.calibrate_method == "percentile" and o.bias_correction
+    assert o.equalize_activations and o.fold_relu and o.float_heads and not o.range_clamp
     o = Options(dataset="x", optimize_accuracy=True, calibrate_method="mse")
     o.resolve()
     assert o.calibrate_method == "mse"

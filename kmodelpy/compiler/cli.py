@@ -83,7 +83,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                         "each uses its tensor's uint8 range, the next conv's weights scaled back (float-exact)")
     p.add_argument("--optimize-accuracy", action="store_true",
                    help="kmodelpy: the most accurate settings measured in docs/accuracy.md (--calibrate-method "
-                        "percentile --bias-correction)")
+                        "percentile --bias-correction --equalize-activations --fold-relu --float-heads "
+                        "--no-range-clamp)")
 
 
 REPORT_HEADER = "kmodelpy layer report (not part of ncc's output):"

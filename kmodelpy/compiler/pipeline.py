@@ -71,11 +71,14 @@ class Options:
 
     def resolve(self) -> None:
         """``optimize_accuracy``: what docs/accuracy.md measured best — the percentile calibration (unless
-        another method than the default was asked for) and bias correction."""
+        another method than the default was asked for), bias correction, activation equalisation, the ReLU
+        fold, float heads and no ±1000 range clip."""
         if self.optimize_accuracy:
             if self.calibrate_method == "no_clip":
                 self.calibrate_method = "percentile"
             self.bias_correction = True
+            self.equalize_activations = self.fold_relu = self.float_heads = True
+            self.range_clamp = False
 
     def validate(self) -> None:
         checks = (("-t/--target", self.target, ("k210", "cpu")),

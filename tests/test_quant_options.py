@@ -148,6 +148,9 @@ def test_equalisation_raises_the_depthwise_snr(models):
     row = {r.key: r for r in plain.layers}["dw_b"], {r.key: r for r in equal.layers}["dw_b"]
     assert row[1].snr_db > row[0].snr_db  # compare reads the source tensor back through the channel scale
     assert equal.outputs[0].cosine > 0.99
+    # bias correction measures the scaled layer in its own units (the tap reads it through the inverse scale)
+    both = kmodelpy.compare(models["block"], models["pics"], equalize_activations=True, bias_correction=True, **NORM)
+    assert {r.key: r for r in both.layers}["dw_b"].snr_db > row[1].snr_db - 0.5
 
 
 # ------------------------------------------------------------------------------ range clamp

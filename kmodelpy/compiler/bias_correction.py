@@ -39,11 +39,19 @@ class _Target:
         self.channels = channels
         self.lo, self.hi = _linear_range(tap, llir_node)
         self.count = np.bincount(self.chan[self.valid], minlength=channels).astype(np.float64)
+        # --equalize-activations scaled this layer's channels: the tap reads the source tensor (÷ k_c); the
+        # errors and the clamp test are in the layer's own units (× k_c)
+        gain = np.ones(channels)
+        for s in tap.steps:
+            if s.op == "channel_scale":
+                gain = gain / np.asarray(s.factors, np.float64)
+        self.gain = gain[self.chan[self.valid]]
         self.float_sum = np.zeros(channels)
 
     def add_float(self, f: np.ndarray) -> None:
         f = np.asarray(f, np.float64).ravel()
-        self.float_sum += np.bincount(self.chan[self.valid], weights=f[self.valid], minlength=self.channels)
+        self.float_sum += np.bincount(self.chan[self.valid], weights=f[self.valid] * self.gain,
+                                      minlength=self.channels)
 
     def mean_error(self, kvals: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(mean error per channel over every element, share of the elements on the linear part: how much
@@ -52,7 +60,7 @@ class _Target:
         lin = np.zeros(self.channels)
         c = self.chan[self.valid]
         for k in kvals:
-            k = np.asarray(k, np.float64).ravel()[self.valid]
+            k = np.asarray(k, np.float64).ravel()[self.valid] * self.gain
             ksum += np.bincount(c, weights=k, minlength=self.channels)
             lin += np.bincount(c, weights=((k > self.lo) & (k < self.hi)).astype(np.float64), minlength=self.channels)
         n = self.count * max(len(kvals), 1)

@@ -8,9 +8,8 @@ Each repetition runs the command as a fresh process twice, side by side: as is, 
 OPENBLAS_NUM_THREADS=1 (numpy's OpenBLAS threads spin against each other on a busy 2-core machine; the
 speed work of issue 15 makes one thread the default). Prints the best wall and CPU time of each.
 
-Measured on the shared 2-core machine (load average 6-10 while other sessions ran, so indicative only):
-as is 25 s wall (15 s CPU); with one BLAS thread 9.4 s wall (6.4 s CPU): about 4 s compiling (calibration
-over the 100 pictures), 3.9 s float evaluation, 1.5 s emulation, 0.8 s per-layer statistics.
+Measured on the shared 2-core machine at load average 0.9 (best of 2): as is 7.1 s wall (7.1 s CPU), with one
+BLAS thread 7.4 s wall; at load average 9.7 the same run took 43 s wall for 8.1 s of CPU.
 """
 from __future__ import annotations
 

@@ -311,6 +311,16 @@ def _fmt_pads(p) -> str:
     return f"H ({hb},{ha}) W ({wb},{wa})"
 
 
+def _space_to_batch_pads(f) -> str:
+    """"Pad H (..) W (..) and " when a dilated conv's space-to-batch (compiler spec §5.2) starts with a pad: the
+    conv's padding plus the rows/columns that make H and W multiples of the dilation. That pad and the transposes
+    are the dilation's CPU work, not the KPU conv's own pad (which would sit right before it)."""
+    p = f.input.producer.node
+    while p.op in ("reshape", "transpose"):
+        p = p.input.producer.node
+    return f"Pad {_fmt_pads(p['paddings'])} and " if p.op == "pad" else ""
+
+
 class _Analysis:
     def __init__(self, model, wqt, oqt, structure, kpu_fit=None):
         self.m, self.wqt, self.oqt = model, float(wqt), int(oqt)
@@ -466,8 +476,6 @@ class _Analysis:
         cpu = []
         p = f.input.producer.node
         dil = tuple(op.dilation)
-        while dil != (1, 1) and p.op in ("reshape", "transpose"):  # space-to-batch: look through it
-            p = p.input.producer.node
         if p.op == "pad":
             if p.input.producer.node.op == "fake_kpu_conv2d":
                 v.notes.append("its input pad is shared with the previous KPU layer's crop")
@@ -490,7 +498,8 @@ class _Analysis:
             v.notes.append("its output is transposed to NHWC on the CPU for the next layer")
         if dil != (1, 1):
             v.notes.append(f"dilation {dil[0]}x{dil[1]}: ncc runs it as a KPU conv on {dil[0] * dil[1]} sub-images "
-                           "(space-to-batch: CPU transposes before it, batch-to-space after it)")
+                           f"(space-to-batch: CPU {_space_to_batch_pads(f)}transposes before it, batch-to-space "
+                           "after it)")
         pt = f["pool_type"]
         if pt in SELECT_POOLS and stride != (1, 1):
             v.notes.append(f"stride 2 done by the KPU ({SELECT_POOLS[pt]} select pool)")

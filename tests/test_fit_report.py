@@ -617,6 +617,14 @@ def _random_model(b, p):
 # before the transposes and the activation keeps its range: a lookup table
 @example(p={"dw": False, "k": 1, "stride": 1, "padding": "SAME", "pad": None, "act": "NONE", "next": "leaky",
             "dilation": 2, "hwc": (4, 16, 1)})
+# a dilated 1x1 conv, then a 5x5 conv (CPU): the report took the 5x5 conv for float (its input comes through the
+# space-to-batch transposes), the compile quantizes it: the precision rule now follows quantized sources only
+@example(p={"dw": False, "k": 1, "stride": 1, "padding": "SAME", "pad": None, "act": "NONE", "next": "conv5x5",
+            "dilation": 2, "hwc": (4, 33, 1)})
+# a dilated 1x1 conv after a CPU conv on 257x7: the space-to-batch pad (H and W made even) sits before the transposes;
+# the report counted it as the KPU conv's own CPU pad ("partial"), the compile has the KPU conv between transposes
+@example(p={"dw": False, "k": 1, "stride": 1, "padding": "SAME", "pad": None, "act": "NONE", "next": "none",
+            "dilation": 2, "hwc": (257, 7, 1)})
 # a 1x1 conv after an explicit PAD on a 255x321 map: its input + output need 2.2 MB: ncc fails, kmodelpy bands it
 @example(p={"dw": False, "k": 1, "stride": 1, "padding": "SAME", "pad": (0, 0, 0, 1), "act": "NONE", "next": "none",
             "dilation": 1, "hwc": (255, 320, 1)})

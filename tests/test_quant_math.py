@@ -372,8 +372,12 @@ def test_kpu_conv_params_fields_and_act0():
     p = kpu_conv_params(w, b, (F32(0.0), FLT_MAX), iq, yq)
     assert p.zq == yq and p.pad_value == 3 and p.arg_w == -3 and p.arg_x == -p.wq.zero_point
     assert p.arg_add == 9 * p.wq.zero_point * 3 and p.shift_x == p.shift_w == 0
-    assert (p.act_start_x[0], p.act_mul[0], p.act_shift[0], p.act_add[0]) == (-(2**35), 0, 0, 0)
+    # D45: segment 0 holds every pre-activation <= 0, which the RELU maps to 0.0 = code yq.zp (ncc: code 0)
+    assert (p.act_start_x[0], p.act_mul[0], p.act_shift[0], p.act_add[0]) == (-(2**35), 0, 0, 100)
     assert p.act_start_x[1] == 0  # RELU clamps xf_min to 0
+    # without a clamp the fitted range starts at yq's code 0 and segment 0 is ncc's (0 → code 0)
+    q = kpu_conv_params(w, b, (-FLT_MAX, FLT_MAX), iq, yq)
+    assert (q.act_start_x[0], q.act_mul[0], q.act_shift[0], q.act_add[0]) == (-(2**35), 0, 0, 0)
     assert np.all(np.diff(p.act_start_x) > 0)
     assert p.batch_norm().pack().shape == (4,) and len(p.activation_table().to_bytes()) == 144
     with pytest.raises(CompileError):

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+import kmodelpy
 from refcases import CASES, inputs, ncc_out
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +42,10 @@ assert "numba.np.npyimpl" in sys.modules
 def test_cold_run_skips_the_registry_refresh_and_numba_stays_whole():
     case = "line_follower_kpu"
     x = inputs(case)[0]
+    # The kernels must be in numba's on-disk cache first (a fresh clone, a fresh NUMBA_CACHE_DIR, or this file
+    # run alone has none): compiling them in the child would import what a cache load must not.
+    model = kmodelpy.load(CASES / case / "ncc.kmodel")
+    model.run(np.fromfile(x, dtype=model.input_dtype).reshape(model.input_shape))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-c", SCRIPT, case, str(CASES / case / "ncc.kmodel"), str(x)],
                        capture_output=True, env=env, timeout=600)

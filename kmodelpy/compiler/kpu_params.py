@@ -193,8 +193,23 @@ def activation_samples(yq: QuantParam, act_lo, act_hi, count: int = ACT_SAMPLES)
     return (F32(xf_min) + (i * step).astype(np.float32)).astype(np.float32)
 
 
+def _quantize_act_value(y, zq: QuantParam) -> int:
+    """An activation segment's ``add``: ``clamp(round(f32(f32(y·zq.qscale) + zq.zp)), 0, 255)``."""
+    a = f32_to_i32(round_half_away(F32(F32(y * F32(zq.scale)) + F32(zq.zero_point))))
+    return min(max(a, 0), 255)
+
+
 def kpu_activation(s_act_in: float, yq: QuantParam, zq: QuantParam, act_lo, act_hi, program=None, what="KPU conv"):
-    """ncc ``quantize_act``: the 16-segment table (start_x, mul, shift, add) and the fitted segments."""
+    """ncc ``quantize_act``: the 16-segment table (start_x, mul, shift, add) and the fitted segments.
+
+    Deviation D45 (docs/deviations.md): ncc's segment 0 (every BN output ``<= start_x[1]``) always outputs code 0.
+    When the fitted range starts at the conv's fused clamp (a fused RELU: yq's code 0 is 0.0, or the clamp cuts
+    above it), every BN output in segment 0 is a clamped value (pre-activation ``<= act.lo``), and the right
+    output there is the fitted function at that start,
+    ``program(act.lo)`` — e.g. sigmoid(0) = 0.5 for a RELU conv followed by LOGISTIC, where ncc outputs 0.0. kmodelpy
+    gives segment 0 that value's code. For the identity after RELU/RELU6 that code is 0 (unchanged); a layer
+    whose range starts below its clamp (no fused clamp) keeps ncc's table.
+    """
     S = F32(s_act_in)
     zq_scale = F32(S / F32(zq.scale))
     xs = activation_samples(yq, act_lo, act_hi)
@@ -206,14 +221,15 @@ def kpu_activation(s_act_in: float, yq: QuantParam, zq: QuantParam, act_lo, act_
     shift = np.zeros(16, np.int64)
     add = np.zeros(16, np.int64)
     start_x[0] = X_START_MIN
+    if F32(F32(0 - yq.zero_point) / F32(yq.scale)) <= F32(act_lo):  # D45: the range starts at the clamp
+        add[0] = _quantize_act_value(ys[0], zq)
     with np.errstate(all="ignore"):
         for j, g in enumerate(segs, start=1):
             start_x[j] = f64_to_i64(round_half_away(F32(g.start * S)))
             m = fixed_mul(F32(g.slope / zq_scale), 16, 20, True)
             mul[j] = m.rounded_mul
             shift[j] = m.shift
-            a = f32_to_i32(round_half_away(F32(F32(g.intercept * F32(zq.scale)) + F32(zq.zero_point))))
-            add[j] = min(max(a, 0), 255)
+            add[j] = _quantize_act_value(g.intercept, zq)
     return start_x, mul, shift, add, segs
 
 

@@ -49,3 +49,11 @@ def compile(tflite_path, dataset=None, output=None, **options):  # noqa: A001 - 
     from .compiler import compile_model
 
     return compile_model(tflite_path, dataset=dataset, output=output, **options)
+
+
+def compare(model, dataset, kmodel=None, **options):
+    """Run the float model and its kmodel side by side on the pictures of ``dataset``, layer by layer.
+    Returns a report (``.text()``, ``.to_dict()``, ``.layers``, ``.outputs``); see :mod:`kmodelpy.accuracy`."""
+    from .accuracy import compare as run
+
+    return run(model, dataset, kmodel=kmodel, **options)

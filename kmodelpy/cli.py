@@ -1,4 +1,4 @@
-"""The ``kmodelpy`` command: ``infer``, ``run``, ``inspect``, ``demo`` and ``compile``.
+"""The ``kmodelpy`` command: ``infer``, ``run``, ``inspect``, ``demo``, ``compile``, ``compare``...
 
 ``infer`` writes the same files as ``ncc infer`` (runtime spec §E). Every user error (a
 :class:`~kmodelpy.errors.KmodelpyError`) is printed as one ``error: ...`` line on stderr with exit
@@ -289,7 +289,8 @@ def _add_lazy(sub, name: str, module: str, text: str, load: bool) -> None:
 
 
 _LAZY = (("maixpy", ".maixpy.runner", "run an unmodified MaixPy v1 script with a folder of pictures as the camera"),
-         ("detect", ".maixpy.detect", "MaixPy's YOLOv2 region layer (kpu.run_yolo2) on pictures: boxes, drawn"))
+         ("detect", ".maixpy.detect", "MaixPy's YOLOv2 region layer (kpu.run_yolo2) on pictures: boxes, drawn"),
+         ("compare", ".accuracy.cli", "where a kmodel loses accuracy against its float model, layer by layer"))
 
 
 def _unavailable(msg: str) -> int:

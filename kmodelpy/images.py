@@ -157,6 +157,19 @@ def load_input(path, fmt: str, dtype, chw, mean: float = 0.0, std: float = 1.0) 
     return load_image_f32(path, c, h, w, mean, std)
 
 
+def load_pair(path, fmt: str, dtype, chw, mean: float = 0.0, std: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(float model input, kmodel input of ``dtype``) of one sample, for running a float model and its
+    kmodel side by side: the float input is what ncc's calibration feeds (``v/255`` then ``(v − mean)/std``
+    for a picture or a raw uint8 file, the normalised file itself for raw float32)."""
+    dt = np.dtype(dtype)
+    xk = load_input(path, fmt, dt, chw, mean, std)
+    if dt == np.float32:
+        return xk, xk
+    if fmt == "raw":
+        return normalize_f32(xk.astype(np.float32) * np.float32(1.0 / 255.0), mean, std), xk
+    return load_input(path, fmt, np.float32, chw, mean, std), xk
+
+
 def model_chw(input_shape) -> tuple[int, int, int]:
     """(C, H, W) of an NCHW input shape (lower ranks are padded with leading 1s)."""
     s = [int(d) for d in input_shape]

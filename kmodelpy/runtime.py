@@ -228,15 +228,24 @@ class Model:
         self.run_nodes()
         return self.read_outputs()
 
-    def run_nodes(self) -> None:
+    def run_nodes(self, after=None) -> None:
         """Run every node in file order (§B.26): a KernelFailure stops the run and is kept in
         ``last_error`` (ncc prints ``Fatal: ...`` and still writes the outputs); a KernelError
-        (ncc throws) propagates. BLAS runs on this thread only (:data:`one_blas_thread`)."""
+        (ncc throws) propagates. BLAS runs on this thread only (:data:`one_blas_thread`). ``after(k, mem)``,
+        if given, is called once node ``k`` has run (to read any node's output range before a later node
+        reuses it)."""
         self.last_error = None
         with one_blas_thread:
             for k, op in enumerate(self.kmodel.ops):
                 if not self._run_node(k, op):
                     return
+                if after is not None:
+                    after(k, self.mem)
+
+    def run_node(self, k: int) -> bool:
+        """Run node ``k`` alone on the current memory; False when its kernel failed (``last_error``)."""
+        with one_blas_thread:
+            return self._run_node(k, self.kmodel.nodes[k].op)
 
     def _run_node(self, k: int, op) -> bool:
         mem = self.mem

@@ -13,7 +13,9 @@ from ..errors import InputError
 
 OPTION_NAMES = ("dataset_format", "inference_type", "input_type", "input_mean", "input_std", "calibrate_method",
                 "weights_quantize_threshold", "output_quantize_threshold", "quantize_binary",
-                "max_allocator_solve_secs", "dump_ir", "dump_weights_range", "target", "kpu_ram_overflow", "jobs")
+                "max_allocator_solve_secs", "dump_ir", "dump_weights_range", "target", "kpu_ram_overflow", "jobs",
+                "calibrate_percentile", "bias_correction", "float_layers", "optimize_accuracy",
+                "equalize_activations", "range_clamp", "fold_relu", "float_heads")
 
 
 def compile_model(tflite_path, dataset=None, output=None, verbose: bool = False, **options):

@@ -168,9 +168,9 @@ class DatasetPlan:
         return np.stack([self._load(p) for p in paths]).reshape(self.shape).astype(np.float32)
 
 
-def run_graph(graph: Graph, x: np.ndarray, record, order=None) -> None:
+def run_graph(graph: Graph, x: np.ndarray, record, order=None, watch=None) -> None:
     """Evaluate the HLIR graph on one batch in DFS order; call ``record(out_connector, value)`` for
-    every node whose first output is marked need_quantize."""
+    every node whose first output is marked need_quantize (or, given ``watch``, is one of those connectors)."""
     from ..ir.ops import evaluator
 
     values: dict = {}
@@ -187,7 +187,10 @@ def run_graph(graph: Graph, x: np.ndarray, record, order=None) -> None:
             outs = evaluator(node.op)(node, args)
         for oc, v in zip(node.outputs, outs):
             values[oc] = v
-        if node.outputs and node.outputs[0].need_quantize:
+        if watch is not None:
+            if node.outputs and node.outputs[0] in watch:
+                record(node.outputs[0], values[node.outputs[0]])
+        elif node.outputs and node.outputs[0].need_quantize:
             record(node.outputs[0], values[node.outputs[0]])
 
 
@@ -245,7 +248,25 @@ def l2_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: f
     return result
 
 
-def _run(graph, dataset, fmt, mean, std, record, out, jobs=None) -> None:
+def searched_ranges(graph: Graph, ranges: dict, dataset, fmt: str, mean: float, std: float, method: str,
+                    percentile: float, out=None, jobs=None, clamp: bool = True) -> dict:
+    """Calibration run #2 for kmodelpy's own methods (percentile, mse: :mod:`kmodelpy.compiler.range_search`).
+    Graph inputs keep their no_clip range: a uint8 input's codes are the pixels, a clipped range would
+    misread them."""
+    from .range_search import histogram_ranges
+
+    out = out if out is not None else sys.stdout
+    searched = {oc: r for oc, r in ranges.items() if oc.node.op != "input"}
+    out.write("  4.3. Get activation distributions...\n")
+    result = dict(ranges)
+    result.update(histogram_ranges(searched, lambda record: _run(graph, dataset, fmt, mean, std, record, out, jobs),
+                                   method, percentile, clamp))
+    detail = f" (both tails at {percentile:g} %)" if method == "percentile" else ""
+    out.write(f"  4.4. Find {method} ranges{detail}...\n")
+    return result
+
+
+def _run(graph, dataset, fmt, mean, std, record, out, jobs=None, watch=None) -> None:
     """Evaluate every batch (on ``jobs`` threads; default: the free cores) and ``record`` the
     marked values batch after batch in dataset order, as one thread would."""
     from .._numba_start import install
@@ -259,7 +280,7 @@ def _run(graph, dataset, fmt, mean, std, record, out, jobs=None) -> None:
 
     def evaluate(_, i):
         marked = []
-        run_graph(graph, plan.load(i), lambda oc, v: marked.append((oc, v)), order)
+        run_graph(graph, plan.load(i), lambda oc, v: marked.append((oc, v)), order, watch)
         return marked
 
     bar = ProgressBar(len(plan.files), out)

@@ -66,6 +66,8 @@ def lower(hlir: Graph) -> Graph:
             if lic is None or hic.producer is None:
                 continue
             connect(lic, outs[hic.producer])
+    for hoc, loc in outs.items():  # the source tensors each output holds (kmodelpy.ir.origins)
+        loc.origins = hoc.origins
     fold_memorycopy(llir)
     llir.collect()
     _name_io(llir)

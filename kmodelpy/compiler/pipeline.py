@@ -13,9 +13,13 @@ from dataclasses import dataclass
 
 from ..errors import CompileError, InputError
 from ..ir.graph import Graph
+from ..ir.origins import keeps_float
 from . import transforms as T
 from .allocator import KPU_RAM_BYTES
 from .rewrite import Context, run_pass
+
+
+CALIBRATE_METHODS = ("no_clip", "l2", "percentile", "mse")  # ncc's two, then kmodelpy's (range_search)
 
 
 @dataclass
@@ -29,6 +33,15 @@ class Options:
     input_mean: float | None = None
     input_std: float | None = None
     calibrate_method: str = "no_clip"
+    calibrate_percentile: float = 99.99  # kmodelpy's --calibrate-method percentile
+    bias_correction: bool = False  # kmodelpy: fold each channel's mean error into its add (bias_correction.py)
+    float_layers: tuple | str | None = None  # kmodelpy: source layers kept in float (float_layers.py)
+    range_clamp: bool = True  # False: kmodelpy's --no-range-clamp (ncc clips activation ranges to ±1000)
+    float_heads: bool = False  # kmodelpy: small convs/matmuls feeding an output stay float (float_layers.py)
+    fold_relu: bool = False  # kmodelpy: a ReLU after a binary op becomes its fused activation (relu_fold.py)
+    equalize_activations: bool = False  # kmodelpy: rescale linear conv → conv pairs' channels (equalize.py)
+    optimize_accuracy: bool = False  # kmodelpy: the best combination of docs/accuracy.md (see resolve())
+    source: str | None = None  # the model file (set by run_pipeline, for messages)
     weights_quantize_threshold: float = 64.0
     output_quantize_threshold: int = 1024
     quantize_binary: bool = True
@@ -56,12 +69,26 @@ class Options:
     def effective_input_type(self) -> str:
         return self.inference_type if self.input_type == "default" else self.input_type
 
+    def resolve(self) -> None:
+        """``optimize_accuracy``: what docs/accuracy.md measured best in general — the percentile calibration
+        (unless another method than the default was asked for), ``--float-layers auto`` (the layers next to the
+        input in float, within a CPU budget; unless layers are named), and the graph options
+        ``--equalize-activations --fold-relu --float-heads --no-range-clamp``. Bias correction is not part of
+        it: it helps on held-out calibration pictures but made the line followers' test pictures worse."""
+        if self.optimize_accuracy:
+            if self.calibrate_method == "no_clip":
+                self.calibrate_method = "percentile"
+            if not self.float_layers:
+                self.float_layers = "auto"
+            self.equalize_activations = self.fold_relu = self.float_heads = True
+            self.range_clamp = False
+
     def validate(self) -> None:
         checks = (("-t/--target", self.target, ("k210", "cpu")),
                   ("--dataset-format", self.dataset_format, ("image", "raw")),
                   ("--inference-type", self.inference_type, ("uint8", "float")),
                   ("--input-type", self.input_type, ("default", "uint8", "float")),
-                  ("--calibrate-method", self.calibrate_method, ("no_clip", "l2")),
+                  ("--calibrate-method", self.calibrate_method, CALIBRATE_METHODS),
                   ("--kpu-ram-overflow", self.kpu_ram_overflow, ("fit", "error")))
         for flag, v, allowed in checks:
             if v not in allowed:
@@ -70,6 +97,9 @@ class Options:
             raise InputError(f"kpu_ram_budget {self.kpu_ram_budget} is not between 64 and {KPU_RAM_BYTES} bytes")
         if self.jobs is not None and not (isinstance(self.jobs, int) and self.jobs >= 1):
             raise InputError(f"--jobs {self.jobs!r}: give a number of calibration threads, 1 or more")
+        if not 50.0 < float(self.calibrate_percentile) <= 100.0:
+            raise InputError(f"--calibrate-percentile {self.calibrate_percentile}: give a percentage above 50 and "
+                             "at most 100 (e.g. 99.99)")
         if self.input_std is not None and float(self.input_std) == 0.0:
             raise InputError("--input-std 0 would divide by zero; pass the standard deviation used in training")
         if self.inference_type == "uint8" and not self.dataset:
@@ -85,7 +115,8 @@ def make_context(opts: Options, on_cpu=frozenset()) -> Context:
     return Context(weights_quantize_threshold=float(opts.weights_quantize_threshold),
                    output_quantize_threshold=int(opts.output_quantize_threshold),
                    quantize_binary=bool(opts.quantize_binary), inference_type=opts.inference_type,
-                   input_type=opts.effective_input_type, target=opts.target, on_cpu=frozenset(on_cpu))
+                   input_type=opts.effective_input_type, target=opts.target, on_cpu=frozenset(on_cpu),
+                   range_clamp=bool(opts.range_clamp))
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -128,6 +159,14 @@ def optimize(g: Graph, ctx: Context, out, opts: Options | None = None) -> None:
     out.write("2. Optimize Pass 1...\n")
     run_pass(g, T.pass_p1(ctx), ctx)
     dump_graph(g, "optimize_1", opts)
+    if opts.float_layers:
+        from .float_layers import mark_float_layers
+
+        mark_float_layers(g, opts.float_layers, str(opts.source or "the model"), out)
+    if opts.float_heads and ctx.inference_type == "uint8":
+        from .float_layers import mark_float_heads
+
+        mark_float_heads(g)
     if opts.dump_weights_range:  # compile.cpp:252-264: plain get_range, C++ float formatting
         from .quant import get_range
 
@@ -140,6 +179,19 @@ def optimize(g: Graph, ctx: Context, out, opts: Options | None = None) -> None:
         out.write("3. Optimize Pass 2...\n")
         run_pass(g, T.pass_p2(ctx), ctx)
         dump_graph(g, "optimize_2", opts)
+
+
+def accuracy_passes(g: Graph, ctx: Context, opts: Options, out) -> None:
+    """kmodelpy's opt-in float-exact rewrites before quantization (docs/accuracy.md): ``--fold-relu``
+    (transforms/relu_fold.py), ``--equalize-activations`` (equalize.py)."""
+    if opts.fold_relu:
+        from .transforms.relu_fold import FoldReluIntoBinary
+
+        run_pass(g, [FoldReluIntoBinary()], ctx)
+    if opts.equalize_activations:
+        from .equalize import equalize_activations
+
+        equalize_activations(g, opts, out)
 
 
 def add_checkpoints(g: Graph, ctx: Context, opts: Options, out) -> None:
@@ -166,6 +218,10 @@ def calibrate(g: Graph, ctx: Context, opts: Options, out) -> None:
     if opts.calibrate_method == "l2":
         ranges = C.l2_ranges(g, ranges, opts.dataset, opts.dataset_format, opts.mean, opts.std,
                              opts.use_dataset_as_input_stat, out, opts.jobs)
+    elif opts.calibrate_method != "no_clip":
+        ranges = C.searched_ranges(g, ranges, opts.dataset, opts.dataset_format, opts.mean, opts.std,
+                                   opts.calibrate_method, float(opts.calibrate_percentile), out, opts.jobs,
+                                   opts.range_clamp)
     if not opts.use_dataset_as_input_stat:
         oc = g.inputs[0].output
         r = C.fixed_input_range(opts.mean, opts.std)
@@ -180,7 +236,7 @@ def quantize_graph(g: Graph, ctx: Context, out, opts: Options | None = None) -> 
         run_pass(g, p(ctx), ctx)
     dump_graph(g, "after_quant", opts or Options())
     for n in g.nodes:
-        if n.op == "conv2d" and not n.need_quantize:
+        if n.op == "conv2d" and not n.need_quantize and not keeps_float(n):  # (--float-layers: asked for)
             line = f"WARN: {n.name} Fallback to float conv2d due to weights divergence."
             ctx.warnings.append(line)
             out.write(line + "\n")
@@ -209,8 +265,9 @@ def fit_kpu_ram(llir: Graph, out, opts: Options):
     return fit
 
 
-def generate(llir: Graph, out, kpu_placement: str, kpu_limit: int = KPU_RAM_BYTES):
-    """``7. Generate code...``: schedule and emit; returns (kmodel bytes, schedule)."""
+def generate(llir: Graph, out, kpu_placement: str, kpu_limit: int = KPU_RAM_BYTES, tune=None):
+    """``7. Generate code...``: schedule and emit; returns (kmodel bytes, schedule). ``tune(kmodel, llir,
+    schedule)`` may adjust the emitted kmodel's parameters before it is written (--bias-correction)."""
     from .emit import emit
     from .report import summary_lines, working_memory_line
     from .schedule import schedule
@@ -219,7 +276,10 @@ def generate(llir: Graph, out, kpu_placement: str, kpu_limit: int = KPU_RAM_BYTE
     out.write("  Plan buffers...\n")
     sched = schedule(llir, kpu_placement, kpu_limit)
     out.write("  Emit code...\n")
-    data = emit(llir, sched).to_bytes()
+    km = emit(llir, sched)
+    if tune is not None:
+        tune(km, llir, sched)
+    data = km.to_bytes()
     out.write(working_memory_line(sched) + "\n")
     for line in summary_lines(llir):
         out.write(line + "\n")
@@ -250,6 +310,7 @@ def lower_and_fit(path, opts: Options, out, calibrate_stage=calibrate, checkpoin
             g = import_graph(path, out, fmt)
             optimize(g, ctx, out, opts)
             if opts.inference_type == "uint8":
+                accuracy_passes(g, ctx, opts, out)
                 add_checkpoints(g, ctx, opts, out)
         if opts.inference_type == "uint8":
             calibrate_stage(g, ctx, opts, out)
@@ -269,7 +330,15 @@ def run_pipeline(path, opts: Options | None = None, out=None, fmt: str | None = 
     "onnx", ncc's ``-i``) defaults to the file name's."""
     opts = opts or Options()
     out = out if out is not None else sys.stdout
+    opts.resolve()
     opts.validate()
+    opts.source = str(path)
     g, llir, fit, ctx = lower_and_fit(path, opts, out, fmt=fmt)
-    data, sched = generate(llir, out, fit.placement, int(opts.kpu_ram_budget))
+    tune = None
+    if opts.bias_correction and opts.inference_type == "uint8":
+        from .bias_correction import correct_biases
+
+        def tune(km, llir, sched):
+            correct_biases(km, llir, sched, path, opts, out)
+    data, sched = generate(llir, out, fit.placement, int(opts.kpu_ram_budget), tune)
     return Result(data, g, llir, sched, ctx.warnings, fit)

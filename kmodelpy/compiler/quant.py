@@ -124,12 +124,13 @@ def get_range(values) -> Range:
     return Range(mn, mx)
 
 
-def fixup_range(r: Range) -> Range:
-    """ncc ``quantizer::fixup_range`` in float32 (§0.2)."""
+def fixup_range(r: Range, clamp: bool = True) -> Range:
+    """ncc ``quantizer::fixup_range`` in float32 (§0.2). ``clamp=False`` (kmodelpy's ``--no-range-clamp``)
+    skips the clip to ±1000 and keeps the minimum-width and contain-zero rules."""
     mn, mx = F32(r.min), F32(r.max)
-    if mn < -1000.0:
+    if clamp and mn < -1000.0:
         mn = F32(-1000.0)
-    if mx > 1000.0:
+    if clamp and mx > 1000.0:
         mx = F32(1000.0)
     w = F32(mx - mn)
     if w == 0:
@@ -144,9 +145,10 @@ def fixup_range(r: Range) -> Range:
     return Range(mn, mx)
 
 
-def get_quant_param(r: Range, bits: int = 8) -> QuantParam:
-    """ncc ``quantizer::get_quant_param``: ``qscale = f32((2^bits−1)/w)``, ``zp = (int)roundf(−min·qscale)``."""
-    r = fixup_range(r)
+def get_quant_param(r: Range, bits: int = 8, clamp: bool = True) -> QuantParam:
+    """ncc ``quantizer::get_quant_param``: ``qscale = f32((2^bits−1)/w)``, ``zp = (int)roundf(−min·qscale)``
+    (``clamp``: see :func:`fixup_range`)."""
+    r = fixup_range(r, clamp)
     w = F32(r.max - r.min)
     qscale = F32(F32((1 << bits) - 1) / w)
     zp = f32_to_i32(round_half_away(F32(F32(-r.min) * qscale)))

@@ -17,6 +17,7 @@ that was kept on the CPU with the reason (as collected by the passes).
 from __future__ import annotations
 
 from ..ir.graph import MEM_KPU, Graph, Node
+from ..ir.origins import keeps_float
 from .schedule import Schedule
 
 DISPLAY = {
@@ -200,6 +201,8 @@ def cpu_fallbacks(llir: Graph, weights_quantize_threshold: float = 64.0,
         if n.name in moved and n.op in ("conv2d", "quantized_conv2d", "matmul", "quantized_matmul"):
             reasons = ["its KPU feature maps do not fit the KPU RAM even as row bands of one output row "
                        "(--kpu-ram-overflow fit moved it to the CPU)"]
+        elif keeps_float(n) and n.op in ("conv2d", "matmul"):
+            reasons = ["kept in float by --float-layers"]
         elif n.op in ("conv2d", "quantized_conv2d"):
             reasons = _conv_reasons(n, weights_quantize_threshold, output_quantize_threshold)
         elif n.op in ("matmul", "quantized_matmul"):

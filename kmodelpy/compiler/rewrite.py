@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import CompileError
 from ..ir.graph import Graph, InputConnector, Node, OutputConnector
+from ..ir.origins import carry, note_merged
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Context:
     input_type: str = "uint8"
     target: str = "k210"  # "cpu": ncc's CPU target (no KPU passes, §2.1 last line)
     on_cpu: frozenset = frozenset()  # convs kept off the KPU because they do not fit KPU RAM (kpu_ram.fit)
+    range_clamp: bool = True  # False: kmodelpy's --no-range-clamp (activation ranges beyond ±1000 kept)
     ranges: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -116,6 +118,8 @@ def run_pass(graph: Graph, transforms: list[Transform], ctx: Context, limit: int
             for n in order:
                 m = t.try_match(n, ctx)
                 if m is not None:
+                    if m.outputs:
+                        note_merged(m.nodes, m.outputs[0])  # layers fused into the result (ir.origins)
                     try:
                         t.rewrite(graph, m, ctx)
                     except (ValueError, KeyError) as e:  # ncc: "Shapes must be same", map::at, ...
@@ -134,9 +138,11 @@ def run_pass(graph: Graph, transforms: list[Transform], ctx: Context, limit: int
 
 
 def reroute(old: OutputConnector, new: OutputConnector) -> None:
-    """Move every current consumer of ``old`` to ``new`` (ncc: ``for in in dup(conns): in->connect``)."""
+    """Move every current consumer of ``old`` to ``new`` (ncc: ``for in in dup(conns): in->connect``).
+    ``new`` holds the same value: the source tensors tagged on ``old`` move to it (kmodelpy.ir.origins)."""
     for c in list(old.consumers):
         c.connect(new)
+    carry(old, new)
 
 
 def link(old: OutputConnector, new: OutputConnector, ctx: Context) -> None:

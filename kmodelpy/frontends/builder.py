@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UnsupportedError
+from ..ir import origins
 from ..ir.graph import Graph, InputConnector, OutputConnector
 from ..ir.ops import infer_shapes, opdef
 
@@ -70,3 +71,33 @@ class GraphBuilder:
         if data.ndim == 0:
             data = data.reshape(1)
         return self.node("constant", [], data=np.ascontiguousarray(data)).output
+
+    # ------------------------------------------------------------ source tensors (kmodelpy compare)
+    def tag_sources(self, inputs, operators) -> None:
+        """Tag the connector of every graph input and operator output with its tensor name, and list them in
+        ``graph.source_layers`` in source order (:mod:`kmodelpy.ir.origins`; what ``kmodelpy compare`` and
+        ``--float-layers`` name). ``inputs``: (name, connector) pairs; ``operators``: (operator index, operator
+        name, input tensor names, (output name, connector) pairs) in source order."""
+        layers, known = [], set()
+        for name, oc in inputs:
+            origins.tag(oc, name)
+            layers.append(origins.SourceLayer(name, "INPUT", computes=False))
+            known.add(name)
+        for index, op, reads, outs in operators:
+            reads = tuple(r for r in reads if r in known)
+            for name, oc in outs:
+                origins.tag(oc, name)
+                layers.append(origins.SourceLayer(name, op, reads, self._computes(oc, index)))
+                known.add(name)
+        self.g.source_layers = layers
+
+    def _computes(self, oc: OutputConnector, index) -> bool:
+        """Does operator ``index`` compute ``oc`` (rather than only move data it read)?"""
+        n = oc.node
+        while self.g.source.get(n, (None,))[0] == index:
+            if n.op not in origins.VIEWS:
+                return n.op not in ("input", "constant")
+            if not n.inputs or n.inputs[0].producer is None:
+                return False
+            n = n.inputs[0].producer.node
+        return False

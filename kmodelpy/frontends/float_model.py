@@ -42,9 +42,10 @@ class FloatModel:
     def output_shapes(self) -> list[list[int]]:
         return [list(n.input.shape) for n in self.graph.outputs]
 
-    def run(self, x=None, *more) -> list[np.ndarray]:
+    def run(self, x=None, *more, on_output=None) -> list[np.ndarray]:
         """Evaluate one input (CHW or NCHW for a 4-D input; float32). Extra inputs of a multi-input
-        model follow in order (a model without inputs takes none). Returns float32 outputs (4-D as NCHW)."""
+        model follow in order (a model without inputs takes none). Returns float32 outputs (4-D as NCHW).
+        ``on_output(connector, value)`` sees every node's outputs (:func:`kmodelpy.ir.evaluate.evaluate`)."""
         from ..ir.evaluate import evaluate
 
         feeds = []
@@ -62,7 +63,7 @@ class FloatModel:
             raise InputError(f"{self.path}: the model has {len(self.graph.inputs)} inputs, {len(given)} given")
         if self._overrides is None:
             self._overrides = self.evaluators()
-        outs = evaluate(self.graph, feeds, overrides=self._overrides)
+        outs = evaluate(self.graph, feeds, on_output=on_output, overrides=self._overrides)
         self._last = [np.ascontiguousarray(o, dtype=np.float32) for o in outs]
         return [o.copy() for o in self._last]
 

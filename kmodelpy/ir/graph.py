@@ -6,7 +6,8 @@
 * :meth:`Graph.dfs` is ncc's post-order from the output nodes (inputs visited in index order; after
   a node, its consumers that are ``ignore`` nodes). It is the order of rewriting, calibration,
   evaluation and of the final execution.
-* :meth:`Graph.collect` deletes every node the DFS does not reach (output nodes are kept).
+* :meth:`Graph.collect` deletes every node the DFS does not reach (output nodes are kept); the source
+  tensors tagged on a deleted data-movement node move to its input (:mod:`kmodelpy.ir.origins`).
 
 Operator-specific attributes live in ``node.attrs`` (see :mod:`kmodelpy.ir.ops`); constant data,
 conv weights and the like are numpy arrays there.
@@ -52,7 +53,7 @@ class InputConnector:
 
 
 class OutputConnector:
-    __slots__ = ("node", "index", "shape", "dtype", "memory", "consumers", "need_quantize")
+    __slots__ = ("node", "index", "shape", "dtype", "memory", "consumers", "need_quantize", "origins")
 
     def __init__(self, node: "Node", index: int, shape, dtype: str, memory: str = MEM_MAIN):
         self.node = node
@@ -62,11 +63,16 @@ class OutputConnector:
         self.memory = memory
         self.consumers: list[InputConnector] = []
         self.need_quantize = False
+        self.origins: tuple = ()  # the source tensors this output holds (kmodelpy.ir.origins)
 
     def reroute(self, new: "OutputConnector") -> None:
-        """Move every current consumer of this output to ``new`` (appended to its consumer list)."""
+        """Move every current consumer of this output to ``new`` (appended to its consumer list); ``new``
+        holds the same value, so it takes over the source tensors tagged here."""
+        from .origins import carry
+
         for c in list(self.consumers):
             c.connect(new)
+        carry(self, new)
 
     def __repr__(self) -> str:
         return f"<out {self.node.name}#{self.index} {list(self.shape)} {self.dtype}>"
@@ -169,6 +175,7 @@ class Graph:
             for oc in n.outputs:
                 c = OutputConnector(m, oc.index, oc.shape, oc.dtype, oc.memory)
                 c.need_quantize = oc.need_quantize
+                c.origins = oc.origins
                 m.outputs.append(c)
             twin[id(n)] = m
             new.nodes.append(m)
@@ -182,6 +189,8 @@ class Graph:
         new.outputs = [twin[id(n)] for n in self.outputs]
         if hasattr(self, "source"):
             new.source = {twin[id(n)]: v for n, v in self.source.items() if id(n) in twin}
+        if hasattr(self, "source_layers"):
+            new.source_layers = self.source_layers
         return new
 
     def collect(self) -> list[Node]:
@@ -191,13 +200,17 @@ class Graph:
         live = {id(n) for n in order}
         for n in self.outputs:
             live.add(id(n))
-        for n in self.nodes:
-            if id(n) not in live:
-                for ic in n.inputs:
-                    ic.disconnect()
-                for oc in n.outputs:
-                    for c in list(oc.consumers):
-                        c.disconnect()
+        dead = [n for n in self.nodes if id(n) not in live]
+        if dead:
+            from .origins import push_dead
+
+            push_dead(dead)
+        for n in dead:
+            for ic in n.inputs:
+                ic.disconnect()
+            for oc in n.outputs:
+                for c in list(oc.consumers):
+                    c.disconnect()
         self.nodes = [n for n in self.nodes if id(n) in live]
         self.inputs = [n for n in self.inputs if id(n) in live]
         return order

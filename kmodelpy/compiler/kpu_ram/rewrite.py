@@ -17,6 +17,7 @@ ncc's DFS order: the new nodes of a consumer run right before it.
 from __future__ import annotations
 
 from ...ir.graph import MEM_KPU, MEM_MAIN, Graph, InputConnector, Node, OutputConnector
+from ...ir.origins import carry
 from ..lower import connect, new_node
 from ..transforms.build import U8
 from .bands import Band
@@ -118,6 +119,8 @@ def split_chain(llir: Graph, chain: list[Node], bands: list[Band]) -> None:
     for ic, p in zip(joined.inputs, pieces):
         connect(ic, p)
     out = joined.outputs[0]
+    for o in last.outputs:  # the joined bands hold the last layer's tensor (kmodelpy.ir.origins)
+        carry(o, out)
     if len(last.outputs) > 1:
         for ic in list(last.outputs[1].consumers):
             connect(ic, out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ir.origins import keeps_float
 from ..rewrite import Match, Transform, parent
 from .kpu_lowering import weights_width
 
@@ -20,6 +21,8 @@ class AddQuantCheckpoints(Transform):
         self.name = f"add_quant_checkpoints{{{', '.join(sorted(ops))}}}"
 
     def match(self, node, ctx):
+        if keeps_float(node):  # --float-layers
+            return None
         if node.op in ("binary", "matmul", "conv2d") and \
                 int(np.prod(node.outputs[0].shape)) < ctx.output_quantize_threshold:
             return None

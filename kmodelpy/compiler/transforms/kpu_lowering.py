@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ir.origins import keeps_float
 from ..quant import fixup_range, get_range
 from ..rewrite import Match, Transform, first_child, parent, reroute
 from . import build
@@ -49,6 +50,8 @@ class EliminateDilatedConv2d(Transform):
     ops = frozenset({"conv2d"})
 
     def match(self, node, ctx):
+        if keeps_float(node):
+            return None
         if (node["dilation_h"] != 1 or node["dilation_w"] != 1) and node["stride_h"] == 1 \
                 and node["stride_w"] == 1 and node.input.shape[0] == 1:
             return Match([node], [node.input], [node.output])
@@ -85,7 +88,7 @@ class FakeKpuConv2d(Transform):
     ops = frozenset({"conv2d"})
 
     def match(self, c, ctx):
-        if weights_width(c["weights"]) > ctx.weights_quantize_threshold or c.name in ctx.on_cpu:
+        if weights_width(c["weights"]) > ctx.weights_quantize_threshold or c.name in ctx.on_cpu or keeps_float(c):
             return None
         in_ch = c["weights"].shape[1] * c["groups"]
         kh, kw = c["weights"].shape[2:]
@@ -125,7 +128,7 @@ class MatmulToFakeKpuConv2d(Transform):
 
     def match(self, mm, ctx):
         w = parent(mm, "constant", 1)
-        if w is None or mm.name in ctx.on_cpu:
+        if w is None or mm.name in ctx.on_cpu or keeps_float(mm):
             return None
         if weights_width(w["data"]) > ctx.weights_quantize_threshold:
             return None

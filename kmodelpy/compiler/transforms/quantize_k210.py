@@ -10,6 +10,7 @@ live in KPU memory directly.
 from __future__ import annotations
 
 from ...errors import CompileError
+from ...ir.origins import carry, keeps_float
 from ...kpu.layer_args import ActivationTable, BatchNorm
 from ..kpu_params import kpu_conv_params
 from ..quant import get_quant_param
@@ -23,8 +24,14 @@ KPU_FIELDS = ("is_depthwise", "filter_type", "pool_type", "weights", "pad_value"
               "shift_w", "arg_add", "batch_norm", "activation")
 
 
+# what --bias-correction needs to know of a KPU conv (never emitted): the float clamp of its output, the
+# batch-norm units per real output unit (s_act_in), and whether the activation is that clamp alone
+TUNING_FIELDS = ("act_range", "act_in_scale", "act_linear")
+
+
 def kpu_attrs(node, **changes) -> dict:
     d = {k: node.attrs[k] for k in KPU_FIELDS}
+    d.update({k: node.attrs[k] for k in TUNING_FIELDS if k in node.attrs})
     d.update(changes)
     return d
 
@@ -39,7 +46,7 @@ class KpuConv2d(Transform):
         if not (c.input.producer.need_quantize and c.output.need_quantize):
             return None
         fu = first_child(c, "fused_unary")
-        if fu is not None and fu.input.producer.need_quantize and fu.output.need_quantize:
+        if fu is not None and fu.input.producer.need_quantize and fu.output.need_quantize and not keeps_float(fu):
             return Match([c, fu], [c.input], [fu.output])
         return Match([c], [c.input], [c.output])
 
@@ -47,9 +54,9 @@ class KpuConv2d(Transform):
         c = m.nodes[0]
         fu = m.nodes[1] if len(m.nodes) > 1 else None
         src = m.inputs[0].producer
-        iq = get_quant_param(ctx.get_range(src), 8)
-        yq = get_quant_param(ctx.get_range(c.output), 8)
-        zq = get_quant_param(ctx.get_range(m.outputs[0]), 8)
+        iq = get_quant_param(ctx.get_range(src), 8, ctx.range_clamp)
+        yq = get_quant_param(ctx.get_range(c.output), 8, ctx.range_clamp)
+        zq = get_quant_param(ctx.get_range(m.outputs[0]), 8, ctx.range_clamp)
         p = kpu_conv_params(c["weights"], c["bias"], c["fused_activation"], iq, yq, zq,
                             fu["program"] if fu is not None else None, name=c.name or "KPU conv")
         bn = BatchNorm(norm_mul=p.norm_mul, norm_add=p.norm_add, norm_shift=p.norm_shift)
@@ -59,7 +66,8 @@ class KpuConv2d(Transform):
         conv = build.kpu_conv2d(g, up.output, False, dict(
             is_depthwise=c["is_depthwise"], filter_type=c["filter_type"], pool_type=c["pool_type"],
             weights=p.weights, pad_value=iq.zero_point, arg_x=p.arg_x, shift_x=p.shift_x, arg_w=p.arg_w,
-            shift_w=p.shift_w, arg_add=p.arg_add, batch_norm=bn, activation=act), name=c.name)
+            shift_w=p.shift_w, arg_add=p.arg_add, batch_norm=bn, activation=act,
+            act_range=tuple(c["fused_activation"]), act_in_scale=float(p.s_act_in), act_linear=fu is None), name=c.name)
         down = build.kpu_download(g, conv.output)
         d = build.dequantize(g, down.output, zq, name=c.name + "/dequantize")
         link(m.outputs[0], d.output, ctx)
@@ -166,6 +174,7 @@ class FuseKpuDownload(Transform):
                 others = True
         if not others:
             build.ignore_node(g, conv.outputs[0])
+        carry(c_old.outputs[0], conv.outputs[0])
         reroute(m.outputs[0], conv.outputs[1])
 
 
@@ -185,4 +194,5 @@ class FoldInputKpuUpload(Transform):
     def rewrite(self, g, m, ctx):
         old = m.nodes[0]
         new = build.input_node(g, old.output.shape, build.U8, name="", memory=build.MEM_KPU)
+        carry(old.output, new.output)  # the same codes, now in KPU RAM
         reroute(m.outputs[0], new.output)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ir.origins import keeps_float
 from .. import cpu_quant_params as cqp
 from ..quant import get_quant_param
 from ..rewrite import Match, Transform, first_child, link, reroute
@@ -17,7 +18,7 @@ from . import build
 
 
 def qparam(ctx, out):
-    return get_quant_param(ctx.get_range(out), 8)
+    return get_quant_param(ctx.get_range(out), 8, ctx.range_clamp)
 
 
 class FoldInputQuantize(Transform):
@@ -164,7 +165,9 @@ class QuantizedConv2d(Transform):
                    padding_w=c["padding_w"], stride_h=c["stride_h"], stride_w=c["stride_w"],
                    dilation_h=c["dilation_h"], dilation_w=c["dilation_w"], input_offset=p.input_offset,
                    filter_offset=p.filter_offset, output_mul=p.output_mul, output_shift=p.output_shift,
-                   output_offset=p.output_offset, filter_shape=tuple(c["weights"].shape))
+                   output_offset=p.output_offset, filter_shape=tuple(c["weights"].shape),
+                   bias_scale=float(np.float32(iq.scale) * np.float32(p.wq.scale)),
+                   act_range=tuple(c["fused_activation"]))
         d = build.dequantize(g, qc.output, yq, name=c.name + "/dequantize")
         link(c.output, d.output, ctx)
         reroute(m.outputs[0], d.output)
@@ -191,7 +194,9 @@ class QuantizedMatmul(Transform):
         q2 = _quantize_input(g, ctx, b)
         qm = g.add("quantized_matmul", [q1.output, q2.output], [mm.output.shape], [build.U8], name=mm.name,
                    bias=p.bias, input_a_offset=p.input_a_offset, input_b_offset=p.input_b_offset,
-                   output_mul=p.output_mul, output_shift=p.output_shift, output_offset=p.output_offset)
+                   output_mul=p.output_mul, output_shift=p.output_shift, output_offset=p.output_offset,
+                   bias_scale=float(np.float32(i1q.scale) * np.float32(i2q.scale)),
+                   act_range=tuple(mm["fused_activation"]))
         d = build.dequantize(g, qm.output, yq, name=mm.name + "/dequantize")
         link(mm.output, d.output, ctx)
         reroute(m.outputs[0], d.output)
@@ -204,6 +209,8 @@ class QuantizedBinary(Transform):
     ops = frozenset({"binary"})
 
     def match(self, b, ctx):
+        if keeps_float(b):  # --float-layers
+            return None
         if b.inputs[0].producer.need_quantize and b.inputs[1].producer.need_quantize and b.output.need_quantize:
             return Match([b], list(b.inputs), [b.output])
         return None
@@ -232,7 +239,7 @@ class FusedUnaryToLookup1d(Transform):
     ops = frozenset({"fused_unary"})
 
     def match(self, f, ctx):
-        if f.input.producer.need_quantize and f.output.need_quantize:
+        if f.input.producer.need_quantize and f.output.need_quantize and not keeps_float(f):
             return Match([f], [f.input], [f.output])
         return None
 

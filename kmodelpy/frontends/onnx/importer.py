@@ -234,7 +234,16 @@ class _Importer(GraphBuilder, Layers):
                                        "check the model") from None
         self.n = None
         self.make_io()
+        self.tag_sources([(v.name, self.inputs_created[v.name]) for v in f.inputs],
+                         [(n.index, n.op_type, [i for i in n.inputs if i],
+                           [(o, self.holder(o)) for o in n.outputs if o and self.holder(o) is not None])
+                          for n in f.nodes])
         return self.g
+
+    def holder(self, name: str) -> OutputConnector | None:
+        """The connector that holds tensor ``name`` (through Identity/Dropout aliases), if any."""
+        name = self.resolve(name)
+        return self.produced.get(name) or self.inputs_created.get(name)
 
     def convert(self, n: Node) -> None:
         if n.op_type == "Constant":
@@ -269,6 +278,7 @@ class _Importer(GraphBuilder, Layers):
     def make_io(self) -> None:
         f, g = self.f, self.g
         created_inputs: dict[str, OutputConnector] = {}
+        self.inputs_created = created_inputs
         for v in f.inputs:
             node = g.add("input", [], [self.input_shapes[v.name]], name=v.name)
             created_inputs[v.name] = node.output

@@ -204,6 +204,11 @@ class _Importer(GraphBuilder):
         except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:
             raise FormatError(f"{self.tfl.path}: inconsistent graph inputs/outputs ({type(e).__name__}: "
                               f"{first_line(e)})") from None
+        tfl = self.tfl
+        self.tag_sources([(tfl.tensors[v].name, self.inputs_nhwc[v]) for v in tfl.inputs],
+                         [(op.index, op.builtin, [tfl.tensors[v].name for v in op.inputs if v >= 0],
+                           [(tfl.tensors[v].name, self.produced[v]) for v in op.outputs if v in self.produced])
+                          for op in tfl.operators])
         return self.g
 
     def check_window(self, fh, fw, sh, sw, dh, dw) -> None:
@@ -243,6 +248,7 @@ class _Importer(GraphBuilder):
     def make_io(self) -> None:
         tfl, g = self.tfl, self.g
         created_inputs: dict[int, OutputConnector] = {}
+        self.inputs_nhwc = created_inputs
         for v in tfl.inputs:
             t = tfl.tensors[v]
             shape = _shape(t)

@@ -257,6 +257,8 @@ def test_random_conv_stack_tracks_float(tmp_path_factory, h, w, c, layers, seed)
 # D12: MUL by a scalar, then RELU6: fuse_clamp_binary moves the clamp into the MUL, and ncc's fuse_one_binary
 # then drops it (negative outputs after a RELU6)
 @example(h=4, w=4, c=1, ops=["conv1", "mul_scalar", "relu6"], seed=0)
+# D71: a conv with a fused RELU then a LOGISTIC: the KPU table's bottom segment gave code 0, not sigmoid(0)
+@example(h=7, w=7, c=1, ops=["conv3_s2", "logistic"], seed=0)
 def test_random_op_chain_uint8_tracks_float(tmp_path_factory, h, w, c, ops, seed):
     """The same chains compiled for uint8 (calibrated on raw samples) stay close to the float model."""
     import kmodelpy

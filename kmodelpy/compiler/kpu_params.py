@@ -214,6 +214,12 @@ def kpu_activation(s_act_in: float, yq: QuantParam, zq: QuantParam, act_lo, act_
             shift[j] = m.shift
             a = f32_to_i32(round_half_away(F32(F32(g.intercept * F32(zq.scale)) + F32(zq.zero_point))))
             add[j] = min(max(a, 0), 255)
+        if program and xs[0] == F32(act_lo):
+            # Deviation D71: ncc's act[0] always outputs code 0. Below the fitted range the conv's fused clamp
+            # holds the value at its lower bound, so the absorbed function's value there is the answer (a
+            # RELU before a LOGISTIC: sigmoid(0) = 0.5, not code 0); without a program that is code 0 anyway.
+            a = f32_to_i32(round_half_away(F32(F32(ys[0] * F32(zq.scale)) + F32(zq.zero_point))))
+            add[0] = min(max(a, 0), 255)
     return start_x, mul, shift, add, segs
 
 

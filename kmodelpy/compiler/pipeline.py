@@ -269,7 +269,7 @@ def generate(llir: Graph, out, kpu_placement: str, kpu_limit: int = KPU_RAM_BYTE
     """``7. Generate code...``: schedule and emit; returns (kmodel bytes, schedule). ``tune(kmodel, llir,
     schedule)`` may adjust the emitted kmodel's parameters before it is written (--bias-correction)."""
     from .emit import emit
-    from .report import summary_lines, working_memory_line
+    from .report import memory_warnings, summary_lines, working_memory_line
     from .schedule import schedule
 
     out.write("7. Generate code...\n")
@@ -281,6 +281,8 @@ def generate(llir: Graph, out, kpu_placement: str, kpu_limit: int = KPU_RAM_BYTE
         tune(km, llir, sched)
     data = km.to_bytes()
     out.write(working_memory_line(sched) + "\n")
+    for line in memory_warnings(sched, len(data)):
+        out.write(line + "\n")
     for line in summary_lines(llir):
         out.write(line + "\n")
     return data, sched

@@ -16,7 +16,7 @@ that was kept on the CPU with the reason (as collected by the passes).
 """
 from __future__ import annotations
 
-from ..ir.graph import MEM_KPU, Graph, Node
+from ..ir.graph import MEM_KPU, MEM_MAIN, Graph, Node
 from ..ir.origins import keeps_float
 from .schedule import Schedule
 
@@ -39,6 +39,38 @@ def shape_str(shape) -> str:
 
 def working_memory_line(sched: Schedule) -> str:
     return f"Working memory usage: {sched.main_usage} B"
+
+
+def memory_warnings(sched: Schedule, file_size: int) -> list[str]:
+    """kmodelpy's lines after ``Working memory usage`` when the kmodel does not fit a K210 (never for a model
+    that fits: ncc's console stays as it was): the main-memory placement kmodelpy chose instead of ncc's,
+    main memory above the K210's 6 MiB (with the tensors live at the peak), model file + main memory above
+    6 MiB (both must be in RAM) or above the ~3.5 MB MaixPy leaves for them."""
+    from ..inspect_kmodel import MAIXPY_USABLE
+    from .schedule import K210_MAIN_RAM
+
+    main, lines = sched.main_usage, []
+    if sched.main_placement:
+        lines.append(f"kmodelpy: ncc's first-fit buffer placement needs {sched.first_fit_main} B of main memory, "
+                     f"more than the K210's 6 MiB ({K210_MAIN_RAM} B); placed {sched.main_placement} instead: "
+                     f"{main} B (docs/deviations.md D70)")
+    if main > K210_MAIN_RAM:
+        alloc = sched.allocators[MEM_MAIN]
+        age, peak = alloc.peak_live()
+        live = sorted(alloc.live_at(age), key=lambda b: -b.size)
+        lines.append(f"WARN: kmodelpy: this kmodel needs {main} B of main memory, more than the K210's 6 MiB "
+                     f"({K210_MAIN_RAM} B): it cannot run on a K210. At the peak ({peak} B live) the largest "
+                     "tensors are " + "; ".join(f"{b.label} {b.size} B" for b in live[:4])
+                     + ": reduce the input resolution or the channels of those layers")
+    elif main + file_size > K210_MAIN_RAM:
+        lines.append(f"WARN: kmodelpy: the kmodel ({file_size} B) and its main memory ({main} B) together need "
+                     f"{file_size + main} B, more than the K210's 6 MiB ({K210_MAIN_RAM} B; both must be in RAM): "
+                     "it cannot run on a K210")
+    elif main + file_size > MAIXPY_USABLE:
+        lines.append(f"kmodelpy: the kmodel ({file_size} B) and its main memory ({main} B) together need "
+                     f"{file_size + main} B, more than the ~3.5 MB MaixPy leaves for both: it runs from the "
+                     "K210 SDK, under MaixPy only with a minimum firmware build, if at all")
+    return lines
 
 
 def summary_lines(llir: Graph) -> list[str]:

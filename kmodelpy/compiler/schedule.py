@@ -55,6 +55,8 @@ class Schedule:
     sequence: list[Node]
     allocators: dict[str, MemoryAllocator]
     buffers: dict[OutputConnector, Buffer] = field(default_factory=dict)
+    main_placement: str | None = None  # kmodelpy's main-memory placement when ncc's first fit overflows
+    first_fit_main: int = 0  # ncc's first-fit main usage, when main_placement is set
 
     def buffer(self, out: OutputConnector) -> Buffer:
         return self.buffers[out]
@@ -81,8 +83,12 @@ def make_allocators(kpu_limit: int = KPU_RAM_BYTES) -> dict[str, MemoryAllocator
     }
 
 
-def plan_lifetimes(graph: Graph, allocators: dict[str, MemoryAllocator] | None = None) -> Schedule:
-    """Steps 1–3 above (no placement yet): the compute sequence and every buffer's birth and age."""
+def plan_lifetimes(graph: Graph, allocators: dict[str, MemoryAllocator] | None = None,
+                   in_place: bool = False) -> Schedule:
+    """Steps 1–3 above (no placement yet): the compute sequence and every buffer's birth and age.
+    ``in_place`` (kmodelpy, only for a model whose main memory would not fit the K210, see
+    :func:`schedule`): an element-wise binary writes its output over an input that has its shape and
+    that nothing reads afterwards."""
     allocators = allocators if allocators is not None else make_allocators()
     sched = Schedule([], allocators)
     for node in graph.dfs():
@@ -90,6 +96,12 @@ def plan_lifetimes(graph: Graph, allocators: dict[str, MemoryAllocator] | None =
             for _ in out.consumers:
                 buf = sched.buffers.get(out)
                 if buf is None:
+                    buf = _dying_input(node, out, sched) if in_place else None
+                    if buf is not None:
+                        buf.add_ref()
+                        buf.label += f" (then {_label(out)}, in place)"
+                        sched.buffers[out] = buf
+                        continue
                     alloc = allocators[out.memory]
                     sched.buffers[out] = alloc.allocate(tensor_bytes(out), label=_label(out))
                 else:
@@ -105,7 +117,27 @@ def plan_lifetimes(graph: Graph, allocators: dict[str, MemoryAllocator] | None =
     return sched
 
 
+IN_PLACE_OPS = ("binary", "quantized_binary")  # out[i] is written after a[i], b[i] are read (runtime §B.3)
+
+
+def _dying_input(node: Node, out: OutputConnector, sched: Schedule) -> Buffer | None:
+    """The main-memory buffer of an input of an element-wise ``node`` with ``out``'s shape and dtype whose
+    only remaining readers are ``node``'s own inputs (so ``out`` may overwrite it), if any."""
+    if node.op not in IN_PLACE_OPS or out.memory != MEM_MAIN:
+        return None
+    for ic in node.inputs:
+        src = ic.producer
+        buf = sched.buffers.get(src) if src is not None else None
+        if (buf is None or src.memory != MEM_MAIN or src.dtype != out.dtype
+                or to4(src.shape) != to4(out.shape) or src.node.op == "input"):
+            continue
+        if buf.refs == sum(1 for other in node.inputs if other.producer is src):
+            return buf
+    return None
+
+
 FIRST_FIT, BY_SIZE = "first fit", "largest first"
+K210_MAIN_RAM = 6 * 1024 * 1024  # the K210's general-purpose SRAM (its other 2 MiB are the KPU's)
 
 
 def schedule(graph: Graph, kpu_placement: str = FIRST_FIT, kpu_limit: int = KPU_RAM_BYTES) -> Schedule:
@@ -116,6 +148,8 @@ def schedule(graph: Graph, kpu_placement: str = FIRST_FIT, kpu_limit: int = KPU_
     sched = plan_lifetimes(graph, make_allocators(kpu_limit))
     for alloc in sched.allocators.values():
         alloc.finish()
+    if sched.main_usage > K210_MAIN_RAM:
+        sched = _smaller_main_memory(graph, sched, kpu_limit)
     kpu = sched.allocators[MEM_KPU]
     if kpu_placement == BY_SIZE:
         kpu.place_by_size()
@@ -131,6 +165,27 @@ def schedule(graph: Graph, kpu_placement: str = FIRST_FIT, kpu_limit: int = KPU_
             "--kpu-ram-overflow error (kmodelpy then fits it: row bands, main memory, the CPU)"
         )
     return sched
+
+
+def _smaller_main_memory(graph: Graph, sched: Schedule, kpu_limit: int) -> Schedule:
+    """kmodelpy (docs/deviations.md): ncc's first fit needs more main memory than the K210 has, so the
+    kmodel could not run as ncc writes it. Try the main buffers largest first, then also with element-wise
+    binaries computed in place; keep the smallest (first fit, ncc's, when nothing is smaller)."""
+    best, how = sched, None
+    for in_place in (False, True):
+        cand = plan_lifetimes(graph, make_allocators(kpu_limit), in_place)
+        for alloc in cand.allocators.values():
+            alloc.finish()
+        main = cand.allocators[MEM_MAIN]
+        first_fit = main.max_usage
+        if main.place_by_size() > first_fit:
+            main.finish()
+        if cand.main_usage < best.main_usage:
+            best, how = cand, in_place
+    if how is not None:
+        best.main_placement = "largest first" + (", element-wise binaries in place" if how else "")
+        best.first_fit_main = sched.main_usage
+    return best
 
 
 def _label(out: OutputConnector) -> str:

@@ -224,6 +224,9 @@ def _shape_fix(s) -> str:
     return "keep feature maps at least 4x4 (stop downsampling earlier, or flatten + Dense)"
 
 
+#: resize forms that only move data (resize_lowering.plan), with the report's note
+RESIZE_DATA = {"resize_image": "", "copy": "the resize reads one input per output: edge replication, ncc's nearest "
+               "upscale and a strided slice (uint8, exact)"}
 MOTION_OPS = ("reshape", "transpose", "pad", "strided_slice", "resize_image")
 
 
@@ -693,31 +696,32 @@ class _Analysis:
         self.do_data(op, v)
 
     def do_resize(self, op, v):
-        """ncc's ResizeImage where TFLite's sampling equals it (CPU data movement), else the compiler's lowering
-        (:mod:`kmodelpy.compiler.transforms.resize_lowering`), asked through the same decision function."""
-        from .compiler.transforms.resize_lowering import lowering
-        from .ir.resample import same_as_ncc
+        """The form the compiler's lowering gives the resize (:func:`kmodelpy.compiler.transforms.resize_lowering.plan`,
+        asked with the imported node's sampling)."""
+        from .compiler.transforms.resize_lowering import plan
 
         if not op.resize:
             return self.do_data(op, v)
-        mode, hp, ac, in_hw, out_hw = op.resize
-        if same_as_ncc(mode, in_hw, out_hw, ac, hp):
-            return self.do_data(op, v)
-        kind = lowering(mode, in_hw, out_hw, ac, hp)
-        if kind == "slice":
+        p = plan(*op.resize)
+        if p.form in RESIZE_DATA:
             self.do_data(op, v)
-            v.notes.append("TFLite's half-pixel / align-corners nearest sampling is a strided slice here")
+            if RESIZE_DATA[p.form]:
+                v.notes.append(RESIZE_DATA[p.form])
+            return
+        if p.form == "mean_pool":
+            self.do_pool(op, v)
+            v.notes.append("a half-pixel bilinear downscale by 2 is a 2x2 mean pool")
             return
         nodes = self.nodes.get(op.index, [])
         kpu = [n for n in nodes if n.op == "fake_kpu_conv2d"]
         cpu = [n for n in nodes if n.op == "conv2d"]
-        if kind == "bilinear2x":
+        if p.form == "bilinear_filter":
             v.reasons.append("half-pixel bilinear 2x: edge replication and a nearest 2x upsample on the CPU (uint8), "
-                             "then a [1,2,1]/4 depthwise 3x3 filter, then a crop (exact in float; ncc ignores "
-                             "half_pixel_centers)")
+                             "then a [1,2,1]/4 depthwise 3x3 filter, then a crop (exact in float; ncc computes "
+                             "another resize)")
         else:
-            v.reasons.append("TFLite's sampling (half-pixel / align-corners) as two 1x1 convs with interpolation "
-                             "weights, one per axis, with CPU transposes around them (exact in float)")
+            v.reasons.append("the resize's sampling as two 1x1 convs with interpolation weights, one per axis, with "
+                             "CPU transposes around them (exact in float)")
         if kpu:
             v.verdict, v.precision = PARTIAL, "uint8"
             v.reasons.append(f"the filter conv{'s run' if len(kpu) > 1 else ' runs'} on the KPU")
@@ -731,7 +735,7 @@ class _Analysis:
             shape = next((c.input.shape for c in cpu if not supported_in_shape(c.input.shape)), None)
             v.reasons.append(f"{len(cpu)} filter conv(s) on the CPU"
                              + (f": {_shape_reason(shape)}" if shape is not None else ""))
-            if kind == "bilinear2x" and shape is not None:
+            if p.form == "bilinear_filter" and shape is not None:
                 v.fixes.append("upsample feature maps of at most 126x254 (the KPU takes the 2H+4 x 2W+4 upsampled "
                                "map)")
 

@@ -135,7 +135,7 @@ def test_pass_lists_match_the_spec():
                        "dequantize_pad_motion", "dequantize_strided_slice_motion", "dequantize_resize_image_motion",
                        "dequantize_replication_concat_motion", "quantized_conv2d", "quantized_matmul",
                        "quantized_binary", "fused_unary_to_lookup1d"]
-    assert names(T.pass_p1(ctx)) == ["lower_tflite_resize"] + d  # D11, then ncc's default list
+    assert names(T.pass_p1(ctx)) == ["lower_resize"] + d  # D11, D24, then ncc's default list
     q4_nobin_float_in = names(T.pass_q4(Context(quantize_binary=False, input_type="float")))
     assert "quantized_binary" not in q4_nobin_float_in and "fold_input_quantize" not in q4_nobin_float_in
     assert names(T.pass_q5(ctx))[:2] == ["fuse_kpu_download", "fold_input_kpu_upload"]

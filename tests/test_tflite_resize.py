@@ -1,7 +1,7 @@
-"""Resizes with TFLite's sampling (half_pixel_centers, align_corners): the float evaluation against scalar
-transcriptions of TFLite's reference kernels (resize_bilinear.h, resize_nearest_neighbor.h) and of XNNPACK's
-(indirection.c + f32-ibilinear, what LiteRT's interpreter runs), the compiler's lowering onto kmodel v4 ops
-(exact in float), and the compiled uint8 kmodel (the 2x bilinear filter on the KPU, close to float)."""
+"""TFLite's resizes (half_pixel_centers, align_corners): the float evaluation against scalar transcriptions of
+TFLite's reference kernels (resize_bilinear.h, resize_nearest_neighbor.h) and of XNNPACK's (indirection.c +
+f32-ibilinear, what LiteRT's interpreter runs), the forms the lowering picks, and the compiled uint8 kmodel (the 2x
+bilinear filter on the KPU, close to float). The lowering itself, for both front ends: tests/test_resize_lowering.py."""
 from __future__ import annotations
 
 import math
@@ -101,7 +101,7 @@ resizes = st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 20), st
 @settings(max_examples=60, deadline=None)
 @given(resizes, st.integers(0, 2**31))
 def test_float_evaluation_is_tflites(tmp_path_factory, r, seed):
-    """ncc's arithmetic (arithmetic="ncc") evaluates TFLite-sampled resizes with the reference kernel's formula,
+    """The resize node's evaluation (arithmetic="ncc": kmodelpy's own float evaluator) is TFLite's reference kernel,
     bit for bit; the TFLite float reference (default) runs XNNPACK's bilinear kernel, bit for bit; nearest is a
     gather either way."""
     h, w, oh, ow, mode, (hp, ac) = r
@@ -111,57 +111,29 @@ def test_float_evaluation_is_tflites(tmp_path_factory, r, seed):
     ref = ref_bilinear if mode == "bilinear" else ref_nearest
     ncc_ar = load_tflite(path, arithmetic="ncc").run(xv.transpose(0, 3, 1, 2))[0].transpose(0, 2, 3, 1)
     tfl = kmodelpy.load(path).run(xv.transpose(0, 3, 1, 2))[0].transpose(0, 2, 3, 1)
-    if hp or (ac and mode == "nearest_neighbor"):  # TFLite's own sampling
-        np.testing.assert_array_equal(ncc_ar, ref(xv, oh, ow, ac, hp))
-    else:  # ncc's ResizeImage: the same sampling, its own rounding
-        np.testing.assert_allclose(ncc_ar, ref(xv, oh, ow, ac, hp), rtol=0, atol=4e-6 * (1 + np.abs(xv).max()))
+    np.testing.assert_array_equal(ncc_ar, ref(xv, oh, ow, ac, hp))
     want = xnnpack_bilinear(xv, oh, ow, ac, hp) if mode == "bilinear" else ref(xv, oh, ow, ac, hp)
     np.testing.assert_array_equal(tfl, want)
 
 
-def test_ncc_resizes_keep_ncc_node():
-    """Where TFLite's sampling equals ncc's (half-pixel nearest upscaling by an integer, identity sizes) the
-    importer keeps ncc's plain resize_image; elsewhere it marks the node for the lowering."""
-    from kmodelpy.ir.resample import same_as_ncc
+def test_forms_of_tflite_resizes():
+    """ncc's own ResizeImage where TFLite's sampling is ncc's (every reference case: upsample_nearest keeps ncc's
+    kmodel), the KPU filter for half-pixel 2x bilinear, copies for nearest, interpolation convs for the rest."""
+    from kmodelpy.compiler.transforms.resize_lowering import plan
+    from kmodelpy.ir.resample import Sampling
 
-    assert same_as_ncc("nearest_neighbor", (32, 32), (64, 64), False, True)
-    assert same_as_ncc("bilinear", (8, 8), (8, 8), False, True)
-    assert not same_as_ncc("bilinear", (8, 8), (16, 16), False, True)
-    assert not same_as_ncc("nearest_neighbor", (8, 8), (4, 4), False, True)  # (o+½)·2 vs o·2
-    assert not same_as_ncc("nearest_neighbor", (5, 5), (9, 9), True, False)  # rounding vs floor
-    assert same_as_ncc("bilinear", (5, 7), (9, 13), True, False)  # ncc's align_corners bilinear is TFLite's
+    def form(mode, in_hw, out_hw, ac, hp):
+        return plan(Sampling.tflite(mode, ac, hp), in_hw, out_hw).form
 
-
-@settings(max_examples=60, deadline=None)
-@given(resizes, st.integers(0, 2**31))
-def test_lowering_is_exact_in_float(r, seed):
-    """The compiler's lowering (pass P1) computes the same resize with kmodel v4 ops, up to float rounding."""
-    from kmodelpy.compiler.k210_ops import register_all
-    from kmodelpy.compiler.rewrite import Context, run_pass
-    from kmodelpy.compiler.transforms.resize_lowering import LowerTfliteResize, lowering
-    from kmodelpy.ir.evaluate import evaluate
-    from kmodelpy.ir.graph import Graph
-    from kmodelpy.ir.resample import resize_tflite
-
-    register_all()
-    h, w, oh, ow, mode, (hp, ac) = r
-    g = Graph()
-    i = g.add("input", [], [(1, 3, h, w)], name="x")
-    node = g.add("resize_image", [i.output], [(1, 3, oh, ow)], name="r", mode=mode, new_size=(oh, ow),
-                 align_corners=ac, half_pixel_centers=hp)
-    g.add("output", [node.output], [], name="y")
-    x = np.random.default_rng(seed).standard_normal((1, 3, h, w)).astype(F32)
-    want = resize_tflite(x, oh, ow, mode, ac, hp)
-    kind = lowering(mode, (h, w), (oh, ow), ac, hp)
-    run_pass(g, [LowerTfliteResize()], Context())
-    ops = [n.op for n in g.nodes]
-    assert not any(n.op == "resize_image" and "half_pixel_centers" in n.attrs for n in g.nodes)
-    if kind == "bilinear2x":
-        assert ops.count("conv2d") == 1 and "resize_image" in ops  # nearest upsample + the [1,2,1] filter
-    elif kind == "slice":
-        assert ops.count("conv2d") == 0 and "strided_slice" in ops
-    (got,) = evaluate(g, [x])
-    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * (1 + np.abs(x).max()))
+    assert form("nearest_neighbor", (32, 32), (64, 64), False, True) == "resize_image"  # (o+½)/2 floors like o/2
+    assert form("nearest_neighbor", (16, 16), (32, 32), False, False) == "resize_image"
+    assert form("bilinear", (8, 8), (8, 8), False, True) == "resize_image"
+    assert form("bilinear", (5, 7), (9, 13), True, False) == "resize_image"  # ncc's align_corners bilinear
+    assert form("bilinear", (8, 8), (16, 16), False, True) == "bilinear_filter"
+    assert form("bilinear", (8, 8), (8, 16), False, True) == "bilinear_filter"
+    assert form("bilinear", (8, 8), (4, 4), False, True) == "mean_pool"
+    assert form("nearest_neighbor", (8, 8), (4, 4), False, True) == "copy"  # (o+½)·2: rows 1, 3, 5, 7
+    assert form("bilinear", (6, 6), (9, 9), False, True) == "separable"
 
 
 def test_half_pixel_2x_is_a_kpu_filter(tmp_path):

@@ -43,7 +43,7 @@ class SourceOp:
     weights: np.ndarray | None = None  # conv weights OIHW / dense weights [N, K] (None: not constant)
     params: int = 0
     notes: list = field(default_factory=list)
-    # kind "resize" (a TFLite resize): (mode "bilinear"/"nearest_neighbor", half_pixel, align_corners, in HW, out HW)
+    # kind "resize": (the imported ``resize`` node's Sampling, in HW, out HW), set by SourceModel
     resize: tuple = ()
 
     @property
@@ -62,6 +62,12 @@ class SourceModel:
     ops: list
     graph: object  # the imported HLIR graph, graph.source: node -> (op index, ...)
     hints: dict  # fix wording in the framework's terms (see kmodelpy.fit_rules.HINT_KEYS)
+
+    def __post_init__(self):
+        by_index = {op.index: op for op in self.ops}
+        for n, src in getattr(self.graph, "source", {}).items():
+            if n.op == "resize" and src[0] in by_index:
+                by_index[src[0]].resize = (n["sampling"], tuple(n.input.shape[2:]), tuple(n["new_size"]))
 
     def producers(self) -> dict:
         return {t: op.index for op in self.ops for t in op.outputs if t is not None}

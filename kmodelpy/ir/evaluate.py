@@ -186,14 +186,16 @@ def _ev_strided_slice(node, args):
     return [strided_slice(args[0], a["begin"], a["end"], a["strides"]).reshape(node.output.shape)]
 
 
+def _ev_resize(node, args):
+    from .resample import resize
+
+    return [resize(args[0], node["new_size"], node["sampling"])]
+
+
 def _ev_resize_image(node, args):
     from ..ops.resize_image import resize_image
-    from .resample import resize_tflite, uses_tflite_sampling
 
     h, w = node["new_size"]
-    if uses_tflite_sampling(node):
-        return [resize_tflite(args[0], int(h), int(w), node["mode"], bool(node["align_corners"]),
-                              bool(node["half_pixel_centers"]))]
     return [resize_image(args[0], int(h), int(w), RESIZE_MODES.index(node["mode"]), bool(node["align_corners"]))]
 
 
@@ -257,7 +259,7 @@ for _name, _fn in (("constant", _ev_constant), ("conv2d", _ev_conv2d), ("conv2d_
                    ("matmul", _ev_matmul), ("binary", _ev_binary), ("clamp", _ev_clamp), ("unary", _ev_unary),
                    ("fused_unary", _ev_fused_unary), ("concat", _ev_concat), ("transpose", _ev_transpose),
                    ("reshape", _ev_reshape), ("pad", _ev_pad), ("strided_slice", _ev_strided_slice),
-                   ("resize_image", _ev_resize_image), ("reduce", _ev_reduce),
+                   ("resize", _ev_resize), ("resize_image", _ev_resize_image), ("reduce", _ev_reduce),
                    ("reduce_window2d", _ev_reduce_window2d), ("quantize", _ev_quantize),
                    ("dequantize", _ev_dequantize)):
     register_evaluator(_name, _fn)

@@ -39,8 +39,11 @@ reshape             ``new_shape`` (fully resolved tuple)
 pad                 ``paddings`` list of (before, after) per dim, ``pad_value`` (float)
 strided_slice       ``begin``, ``end``, ``strides`` (normalised as §4.2, masks reset to 0),
                     ``begin_mask``, ``end_mask`` (0), ``ellipsis_mask``, ``new_axis_mask``, ``shrink_axis_mask``
-resize_image        ``mode`` bilinear|nearest_neighbor, ``new_size`` (h, w), ``align_corners``; ncc's sampling,
-                    or TFLite's when the node has a ``half_pixel_centers`` attribute (:mod:`kmodelpy.ir.resample`)
+resize              ``new_size`` (h, w), ``sampling`` (:class:`kmodelpy.ir.resample.Sampling`: the source model's
+                    own resize — mode, coordinate transformation, nearest rounding, ...); the importers' node,
+                    lowered at the start of pass P1 (:mod:`kmodelpy.compiler.transforms.resize_lowering`)
+resize_image        ``mode`` bilinear|nearest_neighbor, ``new_size`` (h, w), ``align_corners``: ncc's ResizeImage
+                    and its sampling (made by the lowering of ``resize``)
 reduce              ``reduce_op`` mean|min|max|sum, ``axis`` (sorted, non-negative), ``init_value``, ``keep_dims``
 reduce_window2d     ``reduce_op``, ``init_value``, ``filter_h``, ``filter_w``, ``padding_h``, ``padding_w``,
                     ``stride_h``, ``stride_w``, ``dilation_h``, ``dilation_w``, ``fused_activation``
@@ -283,6 +286,7 @@ register_op("transpose", "Transpose", _transpose)
 register_op("reshape", "Reshape", lambda a, i: [normalize_reshape(i[0], a["new_shape"])])
 register_op("pad", "Pad", _pad)
 register_op("strided_slice", "StridedSlice", _strided_slice)
+register_op("resize", "ResizeImage", _resize)  # ncc's importers make a ResizeImage here (automatic names alike)
 register_op("resize_image", "ResizeImage", _resize)
 register_op("reduce", "Reduce", _reduce)
 register_op("reduce_window2d", "ReduceWindow2D", _reduce_window2d)

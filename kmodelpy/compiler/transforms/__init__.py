@@ -34,10 +34,11 @@ def default_list(ctx: Context) -> list[Transform]:
 
 
 def pass_p1(ctx):
-    """D, after the lowering of TFLite-sampled resizes (kmodelpy, deviation D11: ncc ignores those flags)."""
-    from .resize_lowering import LowerTfliteResize
+    """D, after the lowering of the importers' resizes (kmodelpy, deviations D11 and D24: ncc imports every
+    resize as its ResizeImage, whatever the model's sampling)."""
+    from .resize_lowering import LowerResize
 
-    return [LowerTfliteResize()] + default_list(ctx)
+    return [LowerResize()] + default_list(ctx)
 
 
 def pass_p2(ctx):

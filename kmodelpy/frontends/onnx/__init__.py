@@ -1,6 +1,6 @@
 """The ONNX front end: the reader (:mod:`.reader`, the ``onnx`` package + ``onnx.checker``), the importer into
 the HLIR graph as ncc v0.2's ``-i onnx`` builds it where ncc is right (:mod:`.importer`, with the constant and
-shape sub-graph folding in :mod:`.fold` and the resize forms in :mod:`.resize`) and the float model behind
+shape sub-graph folding in :mod:`.fold`) and the float model behind
 ``kmodelpy.load("x.onnx")`` (:mod:`.model`). Submodules (and the ``onnx`` package) load on use."""
 
 SUFFIXES = (".onnx",)

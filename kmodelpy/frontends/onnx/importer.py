@@ -15,7 +15,8 @@ Where kmodelpy differs from ncc (docs/deviations.md D21-D30):
   pad before (ncc: ``[h_begin, h_end, w_begin, w_end]``, LOWER = UPPER);
 * ConvTranspose with ONNX's ``[C_in, C_out/group, kh, kw]`` weights, its stride, pads, output_padding and
   output_shape, and its bias (ncc: weights misread, no bias, stride ignored in the shape);
-* Resize ``half_pixel`` and the other coordinate modes and nearest modes (:mod:`.resize`; ncc: asymmetric);
+* Resize ``half_pixel`` and the other coordinate modes, nearest modes, cubic and antialiased resizes: one
+  ``resize`` node with onnxruntime's sampling (ncc: asymmetric), lowered by the compiler;
 * Softmax before opset 13 normalises over every axis from ``axis`` on (ncc: that axis only);
 * LpNormalization p=1 is x / Σ|x| (ncc: Σ|x| with one channel);
 * Squeeze/Unsqueeze/Reduce* axes given as an input (opset 13/18), Slice ends of INT64_MAX, Reshape 0;
@@ -193,12 +194,6 @@ class _Importer(GraphBuilder, Layers):
 
     def concat(self, parts, axis: int) -> OutputConnector:
         return parts[0] if len(parts) == 1 else self.node("concat", list(parts), axis=axis).output
-
-    def edge_pad(self, x, shape, pad_h, pad_w) -> OutputConnector:
-        """Replicate the border rows/columns of NCHW ``x`` (ONNX Pad mode=edge on H and W)."""
-        for ax, (b, a) in ((2, pad_h), (3, pad_w)):
-            x = self.pad_axis(x, ax, b, a, "edge")
-        return x
 
     def pad_axis(self, x, axis: int, before: int, after: int, mode: str) -> OutputConnector:
         """Reflect/edge padding of one axis: slices of the border concatenated around ``x``."""

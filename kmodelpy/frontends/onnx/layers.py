@@ -8,14 +8,13 @@ helpers they use): Conv, ConvTranspose, BatchNormalization, MatMul, Gemm, the po
   into the constant weights).
 * MaxPool / AveragePool: reduce_window2d with ONNX pads, ceil_mode as extra end padding (not counted by the mean),
   count_include_pad as an explicit zero pad; GlobalAveragePool/GlobalMaxPool: reduce over H and W.
-* Resize / Upsample: onnxruntime's semantics on the K210 resize kernel (:mod:`.resize`, D24).
+* Resize / Upsample: one ``resize`` node with onnxruntime's sampling, lowered by the compiler (D24).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ...ir.ops import FLT_MAX, FULL_RANGE, windowed_padding
-from . import resize
 
 F32 = np.float32
 
@@ -206,10 +205,10 @@ class Layers:
     def op_Resize(self, n):
         shape = self.check_4d()
         scales = sizes = None
+        policy = "stretch"
         if self.f.opset < 11 or len(n.inputs) == 2:  # Resize-10: X, scales
             scales = self.value(1, "the scales").astype(F32).reshape(-1)
-            ctm = "asymmetric"
-            nearest_mode = "simple"
+            ctm, nearest_mode = "asymmetric", "simple"
         else:
             if self.has(3):
                 sizes = self.ints(3, "the sizes")
@@ -217,30 +216,58 @@ class Layers:
                 scales = self.value(2, "the scales").astype(F32).reshape(-1)
             ctm = self.attr("coordinate_transformation_mode", "half_pixel")
             nearest_mode = self.attr("nearest_mode", "round_prefer_floor")
-            if int(self.attr("antialias", 0)):
-                raise self.unsupported("antialiased Resize is not supported")
-            if self.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
-                raise self.unsupported("keep_aspect_ratio_policy other than 'stretch' is not supported")
-        axes = list(self.attr("axes", range(4)))
+            policy = self.attr("keep_aspect_ratio_policy", "stretch")
+            if ctm == "tf_crop_and_resize":
+                raise self.unsupported("coordinate_transformation_mode 'tf_crop_and_resize' (a crop by the roi input) "
+                                       "is not supported; crop with Slice and resize with 'half_pixel' or "
+                                       "'align_corners'")
+            if policy not in ("stretch", "not_larger", "not_smaller"):
+                raise self.unsupported(f"keep_aspect_ratio_policy {policy!r} is not supported")
+        axes = [a + 4 if a < 0 else a for a in self.attr("axes", range(4))]
         full_scales, full_sizes = [F32(1)] * 4, list(shape)
-        for i, a in enumerate(axes):
-            a = a + 4 if a < 0 else a
-            if sizes is not None:
-                full_sizes[a] = sizes[i]
-                full_scales[a] = F32(sizes[i]) / F32(shape[a])
-            elif scales is not None and scales.size:
-                full_scales[a] = scales[i]
-                full_sizes[a] = int(np.floor(F32(shape[a]) * scales[i]))
-            else:
-                raise self.unsupported("Resize needs scales or sizes")
-        self._resize(shape, full_sizes, full_scales, self.attr("mode", "nearest"), ctm, nearest_mode)
+        if sizes is not None:
+            ratios = {a: F32(v) / F32(shape[a]) for a, v in zip(axes, sizes)}
+            if policy != "stretch":  # one scale for every resized axis, sizes rounded half up
+                one = (min if policy == "not_larger" else max)(ratios.values())
+                ratios = {a: one for a in ratios}
+                sizes = [int(np.floor(F32(one) * F32(shape[a]) + F32(0.5))) for a in axes]
+            for a, v in zip(axes, sizes):
+                full_sizes[a], full_scales[a] = int(v), ratios[a]
+        elif scales is not None and scales.size:
+            for a, v in zip(axes, scales):
+                full_sizes[a], full_scales[a] = int(np.floor(F32(shape[a]) * F32(v))), F32(v)
+                if ctm == "align_corners" and F32(shape[a]) * F32(v) != full_sizes[a]:
+                    raise self.unsupported(
+                        f"align_corners with scale {float(v):g} on a size of {shape[a]} ({shape[a]}x{float(v):g} is "
+                        "not whole): onnxruntime and the ONNX reference differ there; give the sizes input instead of "
+                        "scales")
+        else:
+            raise self.unsupported("Resize needs scales or sizes")
+        mode = self.attr("mode", "nearest")
+        self._resize(shape, full_sizes, full_scales, mode, ctm, nearest_mode,
+                     cubic_a=float(F32(self.attr("cubic_coeff_a", -0.75))),
+                     exclude_outside=bool(self.attr("exclude_outside", 0)), antialias=bool(self.attr("antialias", 0)))
 
-    def _resize(self, shape, sizes, scales, mode, ctm, nearest_mode):
+    def _resize(self, shape, sizes, scales, mode, ctm, nearest_mode, **more):
+        """A ``resize`` node with onnxruntime's sampling (:mod:`kmodelpy.ir.resample`)."""
+        from ...ir.resample import Sampling
+
         if tuple(sizes[:2]) != tuple(shape[:2]):
             raise self.unsupported(f"resizing the batch or channel axis ({list(shape)} -> {list(sizes)}) is not "
                                    "supported")
-        mode = {"bilinear": "linear"}.get(mode, mode)
-        self.out(0, resize.build(self, self.inp(0), shape, sizes[2:], scales[2:], mode, ctm, nearest_mode))
+        if min(sizes[2:]) < 1:
+            raise self.unsupported(f"the resized size {list(sizes)} is empty")
+        kind = {"nearest": "nearest_neighbor", "linear": "bilinear", "bilinear": "bilinear", "cubic": "cubic"}.get(mode)
+        if kind is None:
+            raise self.unsupported(f"resize mode {mode!r} is not supported (nearest, linear and cubic are)")
+        if kind == "nearest_neighbor" and more.get("antialias"):
+            more["antialias"] = False  # onnxruntime ignores antialias for nearest
+        try:
+            sampling = Sampling(kind, ctm, nearest_mode, "onnx", (float(scales[2]), float(scales[3])), **more)
+        except ValueError as e:
+            raise self.unsupported(str(e)) from None
+        self.out(0, self.node("resize", [self.inp(0)], new_size=(int(sizes[2]), int(sizes[3])),
+                              sampling=sampling).output)
 
     def op_Upsample(self, n):
         shape = self.check_4d()

@@ -11,8 +11,8 @@ KINDS = {"Conv": "conv", "Gemm": "dense", "MatMul": "dense", "ConvTranspose": "t
          "ReduceSum": "reduce", "ReduceMax": "reduce", "ReduceMin": "reduce", "Clip": "clamp", "HardSigmoid": "clamp",
          "PRelu": "prelu", "Pad": "pad", "Reshape": "reshape", "Flatten": "reshape", "Squeeze": "reshape",
          "Unsqueeze": "reshape", "Identity": "reshape", "Dropout": "reshape", "Cast": "reshape",
-         "Transpose": "transpose", "Slice": "data", "Split": "data", "Gather": "data", "Resize": "data",
-         "Upsample": "data", "Expand": "data", "Concat": "concat", "Softmax": "softmax"}
+         "Transpose": "transpose", "Slice": "data", "Split": "data", "Gather": "data", "Resize": "resize",
+         "Upsample": "resize", "Expand": "data", "Concat": "concat", "Softmax": "softmax"}
 BINARY = {"Add", "Sub", "Mul", "Div", "Min", "Max", "Sum", "Mean"}
 UNARY = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "Abs", "Ceil", "Cos", "Exp", "Floor", "Log", "Neg",
          "Sin", "Sqrt", "Reciprocal", "Pow"}

@@ -25,10 +25,9 @@ Beyond ncc:
   DEPTHWISE_CONV_2D with depth_multiplier > 1 (groups = C); RESHAPE without a shape tensor;
   declared outputs that are also consumed inside the graph; DEPTH_TO_SPACE (reshape + transpose + reshape);
   MediaPipe's custom ``Convolution2DTransposeBias`` (a TRANSPOSE_CONV with its bias).
-* RESIZE_* with ``half_pixel_centers`` or a nearest-neighbour ``align_corners`` (ncc silently ignores both):
-  where TFLite's sampling equals ncc's (e.g. a half-pixel nearest upscale by an integer factor) the node is
-  ncc's plain ``resize_image``; elsewhere it carries ``half_pixel_centers`` and is evaluated with TFLite's
-  sampling (:mod:`kmodelpy.ir.resample`), and the compiler lowers it onto kmodel v4 ops.
+* RESIZE_* with ``half_pixel_centers`` or a nearest-neighbour ``align_corners`` (ncc silently ignores both): the
+  ``resize`` node carries TFLite's sampling (:mod:`kmodelpy.ir.resample`), which the compiler lowers onto
+  kmodel v4 ops (ncc's own ResizeImage wherever its sampling is the same).
 * Refused with one line: fully int8/uint8-quantized models (export a float model:
   ``converter.optimizations = []`` and no representative dataset), unsupported operators (listing
   the supported ones), dynamic input shapes (see :mod:`kmodelpy.frontends.tflite.reader`).
@@ -461,12 +460,9 @@ class _Importer(GraphBuilder):
                                    "accepts only one of them: re-export the model")
         if len(size) != 2 or min(size) < 1:
             raise UnsupportedError(f"{self.where()}: the new size {size} must be two positive numbers")
-        h, w = _shape(self.tensor(0))[1:3]
         pre = self.to_nchw(op.inputs[0])
-        attrs = dict(mode=mode, new_size=(size[0], size[1]), align_corners=ac)
-        if not resample.same_as_ncc(mode, (h, w), size, ac, hp):  # TFLite's own sampling (lowered when compiling)
-            attrs["half_pixel_centers"] = hp
-        node = self.node("resize_image", [pre.output], **attrs)
+        node = self.node("resize", [pre.output], new_size=(size[0], size[1]),
+                         sampling=resample.Sampling.tflite(mode, ac, hp))
         self.out(0, self.to_nhwc(node.output).output)
 
     def op_RESIZE_BILINEAR(self, op):

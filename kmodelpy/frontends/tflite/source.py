@@ -60,10 +60,6 @@ def _op(tfl, op) -> SourceOp:
                  curve=CURVES.get(name, ""), pool_op="max" if name == "MAX_POOL_2D" else "mean")
     if op.inputs and op.inputs[0] >= 0:
         s.in_shape = _nchw(tfl.tensors[op.inputs[0]].shape)
-    if kind == "resize" and t is not None and len(t.shape) == 4 and s.in_shape:
-        s.resize = ("bilinear" if name == "RESIZE_BILINEAR" else "nearest_neighbor",
-                    bool(o.get("half_pixel_centers")), bool(o.get("align_corners")), tuple(s.in_shape[2:]),
-                    tuple(t.shape[1:3]))
     s.stride = (o.get("stride_h", 1), o.get("stride_w", 1))
     s.dilation = (o.get("dilation_h", 1), o.get("dilation_w", 1))
     if kind in ("conv", "depthwise", "dense", "transpose_conv"):

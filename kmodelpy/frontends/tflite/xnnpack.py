@@ -174,8 +174,8 @@ def _is_unpadded_mean_pool(n) -> bool:
 # ------------------------------------------------------------------------------------------ graph
 def _resize(node, args):
     h, w = node["new_size"]
-    return [resize_bilinear_xnnpack(args[0], int(h), int(w), bool(node["align_corners"]),
-                                    bool(node.attrs.get("half_pixel_centers", False)))]
+    c = node["sampling"].coordinate
+    return [resize_bilinear_xnnpack(args[0], int(h), int(w), c == "align_corners", c == "half_pixel")]
 
 
 def tflite_evaluators(graph, hybrid: bool) -> dict:
@@ -191,7 +191,7 @@ def tflite_evaluators(graph, hybrid: bool) -> dict:
     for n in graph.nodes:
         if n.op == "reduce_window2d" and _is_unpadded_mean_pool(n):
             res[n] = _average_pool
-        elif n.op == "resize_image" and n["mode"] == "bilinear":
+        elif n.op == "resize" and n["sampling"].mode == "bilinear":
             res[n] = _resize
     for kind, chain in getattr(graph, "composites", []):
         fn = COMPOSITES.get(kind)

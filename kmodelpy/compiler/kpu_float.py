@@ -69,21 +69,22 @@ def _conv_channels(x, wt, bias, k, depthwise, lo, hi, s, dy, dx, oh, ow, out):
                 kx1 = min(k, w - ox + p)
                 for o in range(oc_n):
                     acc[o] = bias[o]
+                # (indexed in place: a row view per tap would cost two atomic reference-count
+                # updates, more than the tap's own multiply-adds)
                 if depthwise:
                     for ky in range(ky0, ky1):
                         for kx in range(kx0, kx1):
-                            xr = x[n, oy + ky - p, ox + kx - p]
-                            wr = wt[ky * k + kx]
+                            yy, xx, r = oy + ky - p, ox + kx - p, ky * k + kx
                             for o in range(oc_n):
-                                acc[o] += xr[o] * wr[o]
+                                acc[o] += x[n, yy, xx, o] * wt[r, o]
                 else:
                     for ic in range(ic_n):
                         for ky in range(ky0, ky1):
                             for kx in range(kx0, kx1):
                                 xv = x[n, oy + ky - p, ox + kx - p, ic]
-                                wr = wt[(ic * k + ky) * k + kx]
+                                r = (ic * k + ky) * k + kx
                                 for o in range(oc_n):
-                                    acc[o] += xv * wr[o]
+                                    acc[o] += xv * wt[r, o]
                 row = (n * oh + i) * ow + j
                 for o in range(oc_n):
                     out[row, o] = clamp(acc[o], lo, hi)

@@ -590,6 +590,10 @@ def pool_c(cv, ih, iw, pool_type, use_min, dst):
 # sum, in any order (fused or not, BLAS included), is an integer of magnitude <= 2^24: float32
 # holds each exactly, so D = Σ x'·w' is the exact integer, at FMA and BLAS speed.
 MAX_F32_TAPS = 1024
+# For the same reason a multiply and an add may be fused (one rounding instead of two changes
+# nothing when neither rounds): the convolution loops are compiled with FMA contraction only
+# (no reassociation, no other fast-math assumption), half the instructions of mul + add.
+EXACT_FMA = {"contract"}
 # Flat indexes into planes are computed in uint64 (``U64``; numba would turn any mix with a
 # signed int into float64, so every operand is converted). numba checks each *signed* index for
 # wrap-around (a negative index counts from the end), which keeps LLVM from vectorising a loop
@@ -691,7 +695,7 @@ def _sum_x(xp, k, ax, sx, taps, cs, sxc, axsx):
     _ax_sx(sxc, ax, sx, taps, axsx)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_FMA)
 def _conv_rows(xf, ph, pw, c0, c1, wf, o, k, ih, iw, acc):
     """acc[y·iw+x] = Σ_{c0<=c<c1} Σ_{ky,kx} wf[o, (c−c0)·k²+ky·k+kx] · x'[c, y+ky, x+kx] (f32,
     ``xf`` the flat padded planes [IC, PH, PW]), one output row at a time so it stays in L1."""
@@ -712,7 +716,7 @@ def _conv_rows(xf, ph, pw, c0, c1, wf, o, k, ih, iw, acc):
                         acc[ob + x] += wv * xf[s + x]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_FMA)
 def _conv3_rows(xf, ph, pw, c0, c1, wf, o, ih, iw, acc):
     """3×3 form of :func:`_conv_rows`: the nine taps of a channel are summed in registers, so each
     output row is loaded and stored once per input channel."""
@@ -735,7 +739,52 @@ def _conv3_rows(xf, ph, pw, c0, c1, wf, o, ih, iw, acc):
                                 + w8 * xf[d + x + two])
 
 
-@numba.njit(cache=True, nogil=True)
+CONV3_GROUP = 4  # output channels a narrow 3×3 layer computes per pass over its input rows
+
+
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_FMA)
+def _conv3_rows4(xf, ph, pw, ic, wf, o, ih, iw, acc):
+    """:func:`_conv3_rows` for the four output channels o..o+3 at once, into acc[j·IH·IW + p]:
+    each input tap is loaded once for all four (the kernel is bound by multiply-adds, not loads)."""
+    upw, uiw = U64(pw), U64(iw)
+    one, two = U64(1), U64(2)
+    m = U64(ih * iw)
+    m2, m3 = m + m, m + m + m
+    for y in range(U64(ih)):
+        ob = y * uiw
+        for x in range(uiw):
+            acc[ob + x] = 0
+            acc[m + ob + x] = 0
+            acc[m2 + ob + x] = 0
+            acc[m3 + ob + x] = 0
+        for c in range(ic):
+            t = c * 9
+            a0, a1, a2, a3, a4 = wf[o, t], wf[o, t + 1], wf[o, t + 2], wf[o, t + 3], wf[o, t + 4]
+            a5, a6, a7, a8 = wf[o, t + 5], wf[o, t + 6], wf[o, t + 7], wf[o, t + 8]
+            b0, b1, b2, b3, b4 = wf[o + 1, t], wf[o + 1, t + 1], wf[o + 1, t + 2], wf[o + 1, t + 3], wf[o + 1, t + 4]
+            b5, b6, b7, b8 = wf[o + 1, t + 5], wf[o + 1, t + 6], wf[o + 1, t + 7], wf[o + 1, t + 8]
+            c0, c1, c2, c3, c4 = wf[o + 2, t], wf[o + 2, t + 1], wf[o + 2, t + 2], wf[o + 2, t + 3], wf[o + 2, t + 4]
+            c5, c6, c7, c8 = wf[o + 2, t + 5], wf[o + 2, t + 6], wf[o + 2, t + 7], wf[o + 2, t + 8]
+            d0, d1, d2, d3, d4 = wf[o + 3, t], wf[o + 3, t + 1], wf[o + 3, t + 2], wf[o + 3, t + 3], wf[o + 3, t + 4]
+            d5, d6, d7, d8 = wf[o + 3, t + 5], wf[o + 3, t + 6], wf[o + 3, t + 7], wf[o + 3, t + 8]
+            r0 = (U64(c * ph) + y) * upw
+            r1 = r0 + upw
+            r2 = r1 + upw
+            for x in range(uiw):
+                p0, p1, p2 = xf[r0 + x], xf[r0 + x + one], xf[r0 + x + two]
+                p3, p4, p5 = xf[r1 + x], xf[r1 + x + one], xf[r1 + x + two]
+                p6, p7, p8 = xf[r2 + x], xf[r2 + x + one], xf[r2 + x + two]
+                acc[ob + x] += (a0 * p0 + a1 * p1 + a2 * p2 + a3 * p3 + a4 * p4 + a5 * p5 + a6 * p6 + a7 * p7
+                                + a8 * p8)
+                acc[m + ob + x] += (b0 * p0 + b1 * p1 + b2 * p2 + b3 * p3 + b4 * p4 + b5 * p5 + b6 * p6 + b7 * p7
+                                    + b8 * p8)
+                acc[m2 + ob + x] += (c0 * p0 + c1 * p1 + c2 * p2 + c3 * p3 + c4 * p4 + c5 * p5 + c6 * p6 + c7 * p7
+                                     + c8 * p8)
+                acc[m3 + ob + x] += (d0 * p0 + d1 * p1 + d2 * p2 + d3 * p3 + d4 * p4 + d5 * p5 + d6 * p6 + d7 * p7
+                                     + d8 * p8)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_FMA)
 def _dw3_rows(xf, ph, pw, o, wf, ih, iw, with_sum, acc, sxc):
     """Depthwise 3×3 channel ``o``, row by row: D (``acc``) and, ``with_sum``, Σx' (``sxc``) of
     every output pixel in one pass over its nine taps (the wide-image form of :func:`_dw3_flat`)."""
@@ -1038,7 +1087,7 @@ def _finish(cv, coff, c_lo, c_hi, o, n, ih, iw, bnt, seg, prog, sorted_starts, m
     return err
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=EXACT_FMA)
 def _channels(xp, wf, dw, k, ax, xm, sx, aw, sw, aadd, bnt, seg, prog, sorted_starts, min_start, pool_type, pool_first,
               out, n, sxc, axsx, acc, cv, cv32, bvs, pooled, pooled32, u, fl, tv):
     """Every output channel of batch ``n`` of a direct (non-GEMM) layer: the
@@ -1055,8 +1104,16 @@ def _channels(xp, wf, dw, k, ax, xm, sx, aw, sw, aadd, bnt, seg, prog, sorted_st
     of = out.reshape(out.size)
     with_sum = xm != 0 or sx != 0  # else Σx' is folded into the weights (xm = 0)
     regs = (taps, np.int64(gic), np.int64(ax), np.int64(xm), np.int64(sx), np.int64(aw), np.int64(sw), np.int64(aadd))
+    npix = ih * iw
+    # a narrow 3×3 layer given room for four planes in ``acc``: four output channels per pass
+    grouped = not dw and k == 3 and acc.shape[0] >= CONV3_GROUP * npix
     for o in range(wf.shape[0]):
-        if dw:
+        j = o % CONV3_GROUP if grouped and o - o % CONV3_GROUP + CONV3_GROUP <= wf.shape[0] else -1
+        if j == 0:
+            _conv3_rows4(xf, ph, pw, ic, wf, o, ih, iw, acc)
+        elif j > 0:
+            pass  # computed with channel o − j
+        elif dw:
             if k == 3 and iw <= DW_FLAT_MAX_W:
                 _dw3_flat(xf, ph, pw, o, wf, ih, iw, with_sum, fl, acc, sxc)
             elif k == 3:
@@ -1070,8 +1127,9 @@ def _channels(xp, wf, dw, k, ax, xm, sx, aw, sw, aadd, bnt, seg, prog, sorted_st
             _conv3_rows(xf, ph, pw, 0, ic, wf, o, ih, iw, acc)
         else:
             _conv_rows(xf, ph, pw, 0, ic, wf, o, k, ih, iw, acc)
-        e = _channel_out(acc, sxc, axsx, o, n, ih, iw, regs, bnt, seg, prog, sorted_starts, min_start, pool_type,
-                         pool_first, out, of, cv, cv32, bvs, pooled, pooled32, u, tv)
+        j = max(j, 0)
+        e = _channel_out(acc[j * npix : (j + 1) * npix], sxc, axsx, o, n, ih, iw, regs, bnt, seg, prog, sorted_starts,
+                         min_start, pool_type, pool_first, out, of, cv, cv32, bvs, pooled, pooled32, u, tv)
         if e != ERR_NONE:
             err = e
     return err

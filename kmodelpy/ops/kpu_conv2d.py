@@ -11,7 +11,7 @@ from ..errors import FormatError, KernelError
 from ..format.binio import DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
 from ..kpu.layer_args import ACT_TABLE_SIZE, ActivationTable, BatchNorm, LayerArgs
 from ..kpu.layout import kpu_bytes, kpu_download, kpu_upload
-from ..kpu.kernels import (DW_FLAT_MAX_W, ERR_NO_SEGMENT, ERR_SHIFT, MAX_F32_TAPS, POOL_STRIDE, SEG_START,
+from ..kpu.kernels import (CONV3_GROUP, DW_FLAT_MAX_W, ERR_NO_SEGMENT, ERR_SHIFT, MAX_F32_TAPS, POOL_STRIDE, SEG_START,
                            channel_table, gemm_finish, gemm_input, im2col_rows, kpu_layer, layer_programs,
                            ram_download, ram_upload, segment_table, select_input, work_arrays)
 from .base import Op, register
@@ -136,7 +136,8 @@ class _Plan:
                                 pr.min_start, pool_type, pf, self.out, xp, np.empty(ih * iw, np.int32),
                                 np.empty(ih * iw if sx != 0 else 0, np.int64),
                                 np.empty(xp.shape[1] * xp.shape[2], np.float32),
-                                *work_arrays(ih * iw, ih * iw, opix, nflat))
+                                *work_arrays(ih * iw * (1 if pr.dw or k != 3 else CONV3_GROUP), ih * iw, opix,
+                                             nflat))
             return
         self.xp = xp
         self.sxc = np.empty(gh * gw, np.int32)

@@ -260,6 +260,9 @@ def test_random_conv_stack_tracks_float(tmp_path_factory, h, w, c, layers, seed)
 # D45: a RELU conv followed by LOGISTIC (absorbed into the KPU activation): ncc's segment 0 outputs code 0 (0.0) for
 # every pre-activation <= 0 where sigmoid(relu(x)) is 0.5 (outputs 0.13-0.49 where float gives 0.51-0.55)
 @example(h=7, w=7, c=1, ops=["conv3_s2", "logistic"], seed=0)
+# D46: the half-pixel 2x bilinear lowering's crop, then a zero PAD: ncc's fold_pad_pad summed them into a smaller
+# crop (the padded zeros became replicated edge data: mean 0.447 where float gives 0.361)
+@example(h=4, w=4, c=1, ops=["bilinear_hp2x", "pad"], seed=0)
 def test_random_op_chain_uint8_tracks_float(tmp_path_factory, h, w, c, ops, seed):
     """The same chains compiled for uint8 (calibrated on raw samples) stay close to the float model."""
     import kmodelpy

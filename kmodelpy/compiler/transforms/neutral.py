@@ -94,7 +94,8 @@ class FoldPadPad(Transform):
 
     def match(self, node, ctx):
         p2 = first_child(node, "pad")
-        if p2 is not None and pad_value_key(node["pad_value"]) == pad_value_key(p2["pad_value"]):
+        if p2 is not None and pad_value_key(node["pad_value"]) == pad_value_key(p2["pad_value"]) \
+                and not _crop_then_pad(node["paddings"], p2["paddings"]):
             return Match([node, p2], [node.input], [p2.output])
         return None
 
@@ -103,6 +104,15 @@ class FoldPadPad(Transform):
         pads = [(a[0] + b[0], a[1] + b[1]) for a, b in zip(p1["paddings"], p2["paddings"])]
         p = build.pad(g, m.inputs[0].producer, pads, p1["pad_value"], name=p1.name)
         reroute(m.outputs[0], p.output)
+
+
+def _crop_then_pad(first, second) -> bool:
+    """Deviation D46: ncc sums the paddings of any two pads in a row. Where the first pad crops a side (negative)
+    by more than the second pads it (positive), the sum is a smaller crop: the pad values the second pad adds
+    are replaced by cropped data (a unit-stride slice turned into a cropping pad, then a zero PAD). Such pairs
+    stay two pads. A crop and a pad of the same width (sum 0) are still summed as ncc does: ncc's own
+    stride-2 SAME conv lowering writes that pair (reference case output_2x2) where the row is never read."""
+    return any(a < 0 < b and a + b < 0 for pa, pb in zip(first, second) for a, b in zip(pa, pb))
 
 
 class FoldPadStridedSlice(Transform):

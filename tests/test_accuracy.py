@@ -403,3 +403,26 @@ def test_compare_jobs_gives_the_same_numbers(tiny, tmp_path):
     for d in reports:
         d.pop("options", None)
     assert reports[0] == reports[1]
+
+
+def test_compare_names_a_later_larger_loss_too():
+    """An early 6 dB jump does not hide a later layer that loses far more (a late uint8 dense layer): both are
+    named, each with its cause; a later loss not clearly larger than the first jump is not repeated."""
+    from kmodelpy.accuracy.report import LayerRow, find_jump, find_largest
+
+    def row(i, name, drop, where="KPU", kernel="kpu_conv2d"):
+        return LayerRow(i, name, name, "CONV_2D", where, kernel, cosine=0.9, snr_db=20.0, drop_db=drop,
+                        clipped=0.0, codes_used=200, range=(-1.0, 1.0))
+
+    rows = [row(0, "conv_a", 6.5), row(1, "conv_b", 1.0),
+            row(2, "dense", 21.4, "CPU uint8", "quantized_matmul"), row(3, "conv_c", 2.0)]
+    jump = find_jump(rows, 5.0)
+    assert jump.layer == "conv_a" and jump.jumped
+    largest = find_largest(rows, jump, 5.0)
+    assert largest is not None and largest.layer == "dense" and largest.drop_db == 21.4
+    assert "CPU" in largest.cause and "--float-layers 'dense'" in largest.advice
+    rows[2].drop_db = 8.0  # not clearly larger than the 6.5 dB jump
+    assert find_largest(rows, find_jump(rows, 5.0), 5.0) is None
+    rows[0].drop_db = 3.0  # no jump at all: the largest loss is the jump itself, not repeated
+    jump = find_jump(rows, 5.0)
+    assert jump.layer == "dense" and find_largest(rows, jump, 5.0) is None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from .report import Report, find_jump, layer_rows, output_rows
+from .report import Report, find_jump, find_largest, layer_rows, output_rows
 
 
 def compare(model, dataset, kmodel=None, calibration_dataset=None, dataset_format: str = "image",
@@ -71,7 +71,9 @@ def compare(model, dataset, kmodel=None, calibration_dataset=None, dataset_forma
         report.layers = layer_rows(getattr(graph, "source_layers", []), m.taps, m.merged, total)
         by_key = {r.key: r for r in report.layers}
         out_snrs = [by_key[n.name].snr_db for n in graph.outputs if n.name in by_key and by_key[n.name].mapped]
-        report.jump = find_jump(report.layers, min(out_snrs) if out_snrs else None)
+        out_snr = min(out_snrs) if out_snrs else None
+        report.jump = find_jump(report.layers, out_snr)
+        report.largest = find_largest(report.layers, report.jump, out_snr)
     report.outputs = output_rows([n.name for n in graph.outputs], [n.inputs[0].shape for n in graph.outputs], total)
     return report
 

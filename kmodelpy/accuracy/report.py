@@ -80,6 +80,7 @@ class Report:
     reason: str = ""  # why outputs only
     layers: list = field(default_factory=list)
     jump: Jump | None = None
+    largest: Jump | None = None  # the largest single loss, when it is not the first jump's layer
     outputs: list = field(default_factory=list)
     picture_names: list = field(default_factory=list)  # in measurement order (argmax_agrees follows it)
 
@@ -130,7 +131,12 @@ class Report:
         else:
             head = (f"No layer loses {JUMP_DB:.0f} dB or more at once; the largest single loss is #{j.index} "
                     f"'{j.layer}' ({j.drop_db:.1f} dB).")
-        return [head, f"  likely cause: {j.cause}", f"  try: {j.advice}"]
+        lines = [head, f"  likely cause: {j.cause}", f"  try: {j.advice}"]
+        g = self.largest
+        if g is not None:
+            lines += [f"The largest single loss is later, at #{g.index} '{g.layer}': {g.drop_db:.1f} dB.",
+                      f"  likely cause: {g.cause}", f"  try: {g.advice}"]
+        return lines
 
     # ------------------------------------------------------------ JSON and plot
     def to_dict(self) -> dict:
@@ -260,17 +266,33 @@ def _flag_name(r: LayerRow) -> str:
 
 
 def find_jump(rows: list[LayerRow], output_snr: float | None) -> Jump | None:
+    """The first layer losing JUMP_DB or more at once (else the largest single loss), diagnosed."""
     cands = [r for r in rows if r.drop_db is not None]
     if not cands:
         return None
     first = next((r for r in cands if r.drop_db >= JUMP_DB), None)
-    r = first or max(cands, key=lambda r: r.drop_db)
+    return _diagnosed(first or max(cands, key=lambda r: r.drop_db), first is not None, output_snr)
+
+
+def find_largest(rows: list[LayerRow], jump: Jump | None, output_snr: float | None) -> Jump | None:
+    """The largest single loss when it is another layer than ``jump`` and loses more than it (e.g. a late dense
+    layer whose uint8 weights cost one output most of its accuracy, after an earlier, smaller jump)."""
+    cands = [r for r in rows if r.drop_db is not None]
+    if jump is None or not cands:
+        return None
+    r = max(cands, key=lambda r: r.drop_db)
+    if r.index == jump.index or r.drop_db < max(JUMP_DB, jump.drop_db + 3.0):
+        return None
+    return _diagnosed(r, True, output_snr)
+
+
+def _diagnosed(r: LayerRow, jumped: bool, output_snr: float | None) -> Jump:
     cause, advice = diagnose(r)
     total = SNR_CAP - output_snr if output_snr is not None else None
     if total and r.drop_db >= 0.5 * total and r.where in ("KPU", "CPU uint8"):
         advice += (f"; this one layer loses most of the accuracy: --float-layers '{_flag_name(r)}' keeps it in "
                    "float")
-    return Jump(_flag_name(r), r.index, r.drop_db, first is not None, cause, advice)
+    return Jump(_flag_name(r), r.index, r.drop_db, jumped, cause, advice)
 
 
 def diagnose(r: LayerRow) -> tuple[str, str]:

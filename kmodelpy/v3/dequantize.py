@@ -36,12 +36,7 @@ def channelwise_dequantize(src, dest, channel_size, params):
 class Dequantize(ScaleBiasLayer):
     code = 12
     name = "DEQUANTIZE"
-
-    def inputs(self):
-        return [main_u8(self.input, self.count)]
-
-    def outputs(self):
-        return [main_f32(self.output, self.count)]
+    IN_ITEM, OUT_ITEM = 1, 4
 
     def summary(self) -> str:
         return f"{self.count} uint8 -> float32, x = q * {self.scale:.6g} + {self.bias:.6g}"

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from ..errors import FormatError
 from ..format.binio import DT_FLOAT32, DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
 
@@ -185,12 +187,22 @@ class VectorLayer(Layer):
         self.kernel(mem.f32(self.inputs()[0]), mem.f32(self.outputs()[0]))
 
 
+@dataclass(eq=False)
 class MapLayer(Layer):
-    """A CHW map in main memory to a CHW map in main memory, ``ITEM`` bytes an element (1: u8, 4: float32):
-    ``input``, ``output``, ``in_width``, ``in_height``, ``in_channels``, ``out_width``, ``out_height`` and
-    ``out_channels`` (a field, or a property) (the pools, RESIZE_NEAREST_NEIGHBOR)."""
+    """A CHW map in main memory to a CHW map in main memory, ``ITEM`` bytes an element (1: u8, 4: float32);
+    the body starts ``flags, input, output, in_width, in_height, in_channels, out_width, out_height``, and
+    the subclass adds ``out_channels`` (a field, or a property) (the pools, RESIZE_NEAREST_NEIGHBOR)."""
 
     ITEM: ClassVar[int] = 4
+
+    flags: int = 0
+    input: int = 0
+    output: int = 0
+    in_width: int = 1
+    in_height: int = 1
+    in_channels: int = 1
+    out_width: int = 1
+    out_height: int = 1
 
     def inputs(self):
         return [main_items(self.input, self.in_width * self.in_height * self.in_channels, self.ITEM)]
@@ -236,7 +248,10 @@ class CountLayer(Layer):
 
 @dataclass(eq=False)
 class ScaleBiasLayer(CountLayer):
-    """Body ``flags, input, output, count, f32 scale, f32 bias`` (QUANTIZE, DEQUANTIZE)."""
+    """Body ``flags, input, output, count, f32 scale, f32 bias``, run by the numba
+    ``kernel(src, dest, scale, bias)`` (QUANTIZE, DEQUANTIZE)."""
+
+    kernel: ClassVar = None
 
     scale: float = 1.0
     bias: float = 0.0
@@ -247,3 +262,7 @@ class ScaleBiasLayer(CountLayer):
     def write_rest(self, w: Writer) -> None:
         w.f32(self.scale)
         w.f32(self.bias)
+
+    def run(self, mem) -> None:
+        self.kernel(mem.view(self.inputs()[0]), mem.view(self.outputs()[0]), np.float32(self.scale),
+                    np.float32(self.bias))

@@ -96,14 +96,6 @@ class QuantizedMaxPool2D(MapLayer):
              "padding_height")
     ITEM = 1
 
-    flags: int = 0
-    input: int = 0
-    output: int = 0
-    in_width: int = 1
-    in_height: int = 1
-    in_channels: int = 1
-    out_width: int = 1
-    out_height: int = 1
     out_channels: int = 1
     kernel_width: int = 1
     kernel_height: int = 1

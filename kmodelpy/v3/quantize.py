@@ -29,9 +29,7 @@ class Quantize(ScaleBiasLayer):
     code = 11
     name = "QUANTIZE"
     IN_ITEM, OUT_ITEM = 4, 1
+    kernel = staticmethod(quantize)
 
     def summary(self) -> str:
         return f"{self.count} float32 -> uint8, q = round((x - {self.bias:.6g}) / {self.scale:.6g})"
-
-    def run(self, mem) -> None:
-        quantize(mem.f32(self.inputs()[0]), mem.u8(self.outputs()[0]), np.float32(self.scale), np.float32(self.bias))

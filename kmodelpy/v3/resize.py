@@ -55,14 +55,6 @@ class ResizeNearestNeighbor(MapLayer):
              "align_corners")
     ITEM = 4
 
-    flags: int = 0
-    input: int = 0
-    output: int = 0
-    in_width: int = 1
-    in_height: int = 1
-    in_channels: int = 1
-    out_width: int = 1
-    out_height: int = 1
     align_corners: int = 0
 
     @property

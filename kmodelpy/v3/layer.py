@@ -12,6 +12,10 @@ dataclass subclass of :class:`Layer` holding the body's fields (kmodel v3 runtim
   one line for ``inspect``.
 
 Main-memory addresses are byte offsets into the main buffer; KPU addresses in bodies are 64-byte lines.
+
+Bodies several layer types share have a base here: :class:`VectorLayer` (float32 vector in, vector out),
+:class:`CountLayer` and :class:`ScaleBiasLayer` (``count`` elements in, ``count`` out), :class:`MapLayer`
+(CHW map in, CHW map out); each layer module keeps its own kernel.
 """
 from __future__ import annotations
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import subprocess
 import sys
-import time
 import tracemalloc
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from timing import cold_start_seconds, repeat_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "reference" / "ncc_outputs" / "cases"
@@ -33,12 +32,7 @@ def bench_model(case: str, repeats: int, profile: bool) -> dict:
     model = kmodelpy.load(CASES / case / "ncc.kmodel")
     x = np.fromfile(sorted((CASES / case / "inputs").glob("*.bin"))[0], dtype=model.input_dtype)
     x = x.reshape(model.input_shape)
-    model.run(x)  # first run: numba compiles or loads its cache
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.run(x)
-        times.append(time.perf_counter() - t0)
+    times = repeat_seconds(lambda: model.run(x), repeats)
     tracemalloc.start()
     model.run(x)
     _, peak = tracemalloc.get_traced_memory()
@@ -57,14 +51,8 @@ def bench_model(case: str, repeats: int, profile: bool) -> dict:
 
 def cold_start(repeats: int = 3) -> float:
     data = ROOT / "kmodelpy" / "data"
-    cmd = [sys.executable, "-m", "kmodelpy", "run", str(data / "line_follower.kmodel"), str(data / "test000.png")]
-    subprocess.run(cmd, check=True, capture_output=True)  # warm-up: fills the numba cache
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return cold_start_seconds([sys.executable, "-m", "kmodelpy", "run", str(data / "line_follower.kmodel"),
+                               str(data / "test000.png")], repeats)
 
 
 def main(argv=None) -> int:

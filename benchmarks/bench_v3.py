@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import cold_start_seconds, repeat_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 REF = ROOT / "reference" / "ncc_outputs"
@@ -24,24 +23,12 @@ def per_image_ms(path: Path, sample: Path, repeats: int) -> tuple[float, float]:
 
     model = kmodelpy.load(path)
     x = np.fromfile(sample, dtype=model.input_dtype).reshape(model.input_shape)
-    model.run(x)  # numba compiles or loads its cache
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.run(x)
-        times.append(time.perf_counter() - t0)
+    times = repeat_seconds(lambda: model.run(x), repeats)
     return 1e3 * statistics.median(times), 1e3 * min(times)
 
 
 def cold_start(model: Path, sample: Path, repeats: int = 3) -> float:
-    cmd = [sys.executable, "-m", "kmodelpy", "run", str(model), str(sample)]
-    subprocess.run(cmd, check=True, capture_output=True)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return cold_start_seconds([sys.executable, "-m", "kmodelpy", "run", str(model), str(sample)], repeats)
 
 
 def main(argv=None) -> int:

@@ -81,9 +81,13 @@ class Model:
         self.mem = Memory(km, self.path)
         self.last_error: str | None = None
         self._shapes: list[list[int]] | None = None
-        if not km.inputs:
-            raise FormatError(f"{self.path}: the kmodel has no inputs")
+        self._check_input()
         self._check_ranges()
+
+    def _check_input(self) -> None:
+        """Refuse, at load time, a model that cannot be fed (kmodel v3 also finds its input here)."""
+        if not self.kmodel.inputs:
+            raise FormatError(f"{self.path}: the kmodel has no inputs")
 
     def _check_ranges(self) -> None:
         """Refuse, at load time, any range that lies outside its memory (ncc never checks and would

@@ -148,26 +148,33 @@ class KModel:
         for mr in self.outputs:
             mr.write(w)
         w.raw(self.constants)
-        headers_at = len(w.buf)
-        w.zeros(8 * len(self.nodes))
-        sizes = []
-        last_pad = 0
-        for entry in self.nodes:
-            start = w.offset
-            entry.op.write(w)
-            if entry.tail is None:
-                last_pad = w.align(8)
-            else:
-                w.raw(entry.tail)
-                last_pad = 0
-            sizes.append(w.offset - start)
-        for k, (entry, size) in enumerate(zip(self.nodes, sizes)):
-            struct.pack_into("<II", w.buf, headers_at + 8 * k, entry.op.opcode, size)
-        out = bytes(w.buf)
-        if self.nodes:
-            drop = last_pad if self.missing_tail is None else self.missing_tail
-            out = out[: len(out) - drop]
-        return out + self.trailer
+        bodies = [(entry.op.opcode, entry.op.write, entry.tail) for entry in self.nodes]
+        return write_bodies(w, bodies, self.missing_tail) + self.trailer
+
+
+def write_bodies(w: Writer, bodies, missing_tail: int | None) -> bytes:
+    """Append the bodies of a kmodel (v4 nodes, v3 layers) after a table of 8-byte headers (u32 code, u32
+    body size); return all of ``w``'s bytes. ``bodies`` holds ``(code, write, tail)``: ``write(w)`` writes
+    a body, then comes ``tail`` as the file read had it, or (None) zeros up to 8-byte alignment. The
+    last body's padding is dropped, or, when ``missing_tail`` is not None, its ``missing_tail`` bytes
+    that the file read lacked."""
+    headers_at = len(w.buf)
+    w.zeros(8 * len(bodies))
+    last_pad = 0
+    for k, (code, write, tail) in enumerate(bodies):
+        start = w.offset
+        write(w)
+        if tail is None:
+            last_pad = w.align(8)
+        else:
+            w.raw(tail)
+            last_pad = 0
+        struct.pack_into("<II", w.buf, headers_at + 8 * k, code, w.offset - start)
+    out = bytes(w.buf)
+    if bodies:
+        drop = last_pad if missing_tail is None else missing_tail
+        out = out[: len(out) - drop]
+    return out
 
 
 def read_body(cls_, br: Reader, what: str, file: str):

@@ -209,21 +209,20 @@ class Image:
         return self
 
     def to_grayscale(self, copy=False, **_ignored):
-        if self._bpp == 1:
-            return self.copy() if copy else self
-        gray = _gray_of_rgb(self._rgb888())
-        if copy:
-            return Image._from_gray(gray)
-        self._bpp, self._px, self._pix_ai = 1, gray, None
-        return self
+        return self._to_format(1, _gray_of_rgb, copy)
 
     def to_rgb565(self, copy=False, **_ignored):
-        if self._bpp == 2:
+        return self._to_format(2, rgb888_to_565, copy)
+
+    def _to_format(self, bpp: int, convert, copy: bool):
+        """This image with ``bpp`` bytes a pixel: as it is (or a copy) if it has them, else
+        ``convert(rgb888)``'s pixels, in place or (``copy``) in a new image."""
+        if self._bpp == bpp:
             return self.copy() if copy else self
-        out = rgb888_to_565(self._rgb888())
+        px = convert(self._rgb888())
         if copy:
-            return Image._make(2, out)
-        self._bpp, self._px, self._pix_ai = 2, out, None
+            return Image._make(bpp, px)
+        self._bpp, self._px, self._pix_ai = bpp, px, None
         return self
 
     def to_bytes(self):

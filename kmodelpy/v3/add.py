@@ -15,11 +15,12 @@ counts use their low 6 bits, as the K210's ``mul``/``sra`` do.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numba
 import numpy as np
 
-from .layer import Layer, main_f32, main_u8, register
+from .layer import Layer, main_items, register
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -66,12 +67,13 @@ def _quantized_add(a, b, out, n, off_a, mul_a, sh_a, off_b, mul_b, sh_b, off_o, 
             out[i0 + j] = min(255, max(0, v))
 
 
-@register
 @dataclass(eq=False)
-class Add(Layer):
-    code = 1
-    name = "ADD"
+class ElementwiseSum(Layer):
+    """The part ADD and QUANTIZED_ADD share: body ``flags, input_a, input_b, output, count``, ``count``
+    elements of ``ITEM`` bytes (1: u8, 4: float32) each."""
+
     WORDS = ("flags", "input_a", "input_b", "output", "count")
+    ITEM: ClassVar[int] = 4
 
     flags: int = 0
     input_a: int = 0
@@ -80,16 +82,23 @@ class Add(Layer):
     count: int = 0
 
     def inputs(self):
-        return [main_f32(self.input_a, self.count), main_f32(self.input_b, self.count)]
+        return [main_items(self.input_a, self.count, self.ITEM), main_items(self.input_b, self.count, self.ITEM)]
 
     def outputs(self):
-        return [main_f32(self.output, self.count)]
+        return [main_items(self.output, self.count, self.ITEM)]
 
     def output_shape(self):
         return [int(self.count)]
 
     def summary(self) -> str:
-        return f"{self.count} float32"
+        return f"{self.count} {'uint8' if self.ITEM == 1 else 'float32'}"
+
+
+@register
+@dataclass(eq=False)
+class Add(ElementwiseSum):
+    code = 1
+    name = "ADD"
 
     def run(self, mem) -> None:
         ra, rb = self.inputs()
@@ -98,18 +107,14 @@ class Add(Layer):
 
 @register
 @dataclass(eq=False)
-class QuantizedAdd(Layer):
+class QuantizedAdd(ElementwiseSum):
     code = 2
     name = "QUANTIZED_ADD"
-    WORDS = ("flags", "input_a", "input_b", "output", "count", "in_a_offset", "in_a_mul", "in_a_shift",
-             "in_b_offset", "in_b_mul", "in_b_shift", "out_offset", "out_mul", "out_shift")
+    WORDS = ElementwiseSum.WORDS + ("in_a_offset", "in_a_mul", "in_a_shift", "in_b_offset", "in_b_mul",
+                                    "in_b_shift", "out_offset", "out_mul", "out_shift")
     SIGNED = frozenset(WORDS[5:])
+    ITEM = 1
 
-    flags: int = 0
-    input_a: int = 0
-    input_b: int = 0
-    output: int = 0
-    count: int = 0
     in_a_offset: int = 0
     in_a_mul: int = 1
     in_a_shift: int = 0
@@ -119,18 +124,6 @@ class QuantizedAdd(Layer):
     out_offset: int = 0
     out_mul: int = 1
     out_shift: int = 0
-
-    def inputs(self):
-        return [main_u8(self.input_a, self.count), main_u8(self.input_b, self.count)]
-
-    def outputs(self):
-        return [main_u8(self.output, self.count)]
-
-    def output_shape(self):
-        return [int(self.count)]
-
-    def summary(self) -> str:
-        return f"{self.count} uint8"
 
     def run(self, mem) -> None:
         size = len(mem.main)

@@ -36,19 +36,11 @@ def channelwise_dequantize(src, dest, channel_size, params):
 class Dequantize(ScaleBiasLayer):
     code = 12
     name = "DEQUANTIZE"
-
-    def inputs(self):
-        return [main_u8(self.input, self.count)]
-
-    def outputs(self):
-        return [main_f32(self.output, self.count)]
+    IN_ITEM, OUT_ITEM = 1, 4
+    kernel = staticmethod(dequantize)
 
     def summary(self) -> str:
         return f"{self.count} uint8 -> float32, x = q * {self.scale:.6g} + {self.bias:.6g}"
-
-    def run(self, mem) -> None:
-        dequantize(mem.u8(self.inputs()[0]), mem.f32(self.outputs()[0]), np.float32(self.scale),
-                   np.float32(self.bias))
 
 
 @register

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..errors import FormatError, UnsupportedError
 from ..format.binio import Reader, Writer
-from ..format.kmodel import read_body
+from ..format.kmodel import read_body, write_bodies
 from .layer import LAYER_TYPES, Layer, layer_class
 
 VERSION = 3
@@ -120,23 +120,8 @@ class KModelV3:
         for address, size in self.outputs:
             w.u32(address)
             w.u32(size)
-        headers_at = len(w.buf)
-        w.zeros(8 * len(self.entries))
-        last_pad = 0
-        for k, entry in enumerate(self.entries):
-            start = w.offset
-            entry.layer.write(w)
-            if entry.tail is None:
-                last_pad = w.align(8)
-            else:
-                w.raw(entry.tail)
-                last_pad = 0
-            struct.pack_into("<II", w.buf, headers_at + 8 * k, entry.layer.code, w.offset - start)
-        out = bytes(w.buf)
-        if self.entries:
-            drop = last_pad if self.missing_tail is None else self.missing_tail
-            out = out[: len(out) - drop]
-        return out + self.trailer
+        bodies = [(entry.layer.code, entry.layer.write, entry.tail) for entry in self.entries]
+        return write_bodies(w, bodies, self.missing_tail) + self.trailer
 
 
 def _known_class(code: int, k: int, file: str):

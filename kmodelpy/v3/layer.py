@@ -12,11 +12,17 @@ dataclass subclass of :class:`Layer` holding the body's fields (kmodel v3 runtim
   one line for ``inspect``.
 
 Main-memory addresses are byte offsets into the main buffer; KPU addresses in bodies are 64-byte lines.
+
+Bodies several layer types share have a base here: :class:`VectorLayer` (float32 vector in, vector out),
+:class:`CountLayer` and :class:`ScaleBiasLayer` (``count`` elements in, ``count`` out), :class:`MapLayer`
+(CHW map in, CHW map out); each layer module keeps its own kernel.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
+
+import numpy as np
 
 from ..errors import FormatError
 from ..format.binio import DT_FLOAT32, DT_UINT8, MEM_KPU, MEM_MAIN, MemoryRange, Reader, Writer
@@ -186,15 +192,71 @@ class VectorLayer(Layer):
 
 
 @dataclass(eq=False)
-class ScaleBiasLayer(Layer):
-    """Body ``flags, input, output, count, f32 scale, f32 bias`` (QUANTIZE, DEQUANTIZE)."""
+class MapLayer(Layer):
+    """A CHW map in main memory to a CHW map in main memory, ``ITEM`` bytes an element (1: u8, 4: float32);
+    the body starts ``flags, input, output, in_width, in_height, in_channels, out_width, out_height``, and
+    the subclass adds ``out_channels`` (a field, or a property) (the pools, RESIZE_NEAREST_NEIGHBOR)."""
+
+    ITEM: ClassVar[int] = 4
+
+    flags: int = 0
+    input: int = 0
+    output: int = 0
+    in_width: int = 1
+    in_height: int = 1
+    in_channels: int = 1
+    out_width: int = 1
+    out_height: int = 1
+
+    def inputs(self):
+        return [main_items(self.input, self.in_width * self.in_height * self.in_channels, self.ITEM)]
+
+    def outputs(self):
+        return [main_items(self.output, self.out_width * self.out_height * self.out_channels, self.ITEM)]
+
+    def output_shape(self):
+        return [1, int(self.out_channels), int(self.out_height), int(self.out_width)]
+
+    def summary(self) -> str:
+        return (f"{shape3(self.in_width, self.in_height, self.in_channels)} -> "
+                f"{shape3(self.out_width, self.out_height, self.out_channels)}")
+
+    def kernel_views(self, mem):
+        """(source, destination) arrays for the kernel: the source runs from the input to the end of main
+        memory (the kernel reports a read past it: a damaged body), the destination is the output."""
+        src, dest = self.inputs()[0], self.outputs()[0]
+        view = mem.u8 if self.ITEM == 1 else mem.f32
+        return view(src, (len(mem.main) - src.start) // self.ITEM), view(dest)
+
+
+@dataclass(eq=False)
+class CountLayer(Layer):
+    """Body ``flags, input, output, count``: ``count`` elements in main memory to as many, ``IN_ITEM`` /
+    ``OUT_ITEM`` bytes each (1: u8, 4: float32) (QUANTIZE, DEQUANTIZE, REQUANTIZE)."""
 
     WORDS = ("flags", "input", "output", "count")
+    IN_ITEM: ClassVar[int] = 1
+    OUT_ITEM: ClassVar[int] = 1
 
     flags: int = 0
     input: int = 0
     output: int = 0
     count: int = 0
+
+    def inputs(self):
+        return [main_items(self.input, self.count, self.IN_ITEM)]
+
+    def outputs(self):
+        return [main_items(self.output, self.count, self.OUT_ITEM)]
+
+
+@dataclass(eq=False)
+class ScaleBiasLayer(CountLayer):
+    """Body ``flags, input, output, count, f32 scale, f32 bias``, run by the numba
+    ``kernel(src, dest, scale, bias)`` (QUANTIZE, DEQUANTIZE)."""
+
+    kernel: ClassVar = None
+
     scale: float = 1.0
     bias: float = 0.0
 
@@ -204,3 +266,7 @@ class ScaleBiasLayer(Layer):
     def write_rest(self, w: Writer) -> None:
         w.f32(self.scale)
         w.f32(self.bias)
+
+    def run(self, mem) -> None:
+        self.kernel(mem.view(self.inputs()[0]), mem.view(self.outputs()[0]), np.float32(self.scale),
+                    np.float32(self.bias))

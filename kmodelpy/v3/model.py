@@ -19,7 +19,6 @@ import numpy as np
 
 from ..errors import FormatError, UnsupportedError
 from ..format.binio import DT_FLOAT32, MEM_MAIN, MemoryRange
-from ..runtime import Memory
 from ..runtime import Model as ModelV4
 from .kmodel import KModelV3
 from .layer import main_f32, type_name
@@ -31,14 +30,8 @@ class Model(ModelV4):
     version = 3
     UNIT = "layer"
 
-    def __init__(self, km: KModelV3, path: str = "model"):
-        self.kmodel = km
-        self.path = str(path)
-        self.mem = Memory(km, self.path)
-        self.last_error: str | None = None
-        self._shapes: list[list[int]] | None = None
+    def _check_input(self) -> None:
         self._place = self._find_input()
-        self._check_ranges()
 
     @classmethod
     def from_bytes(cls, data: bytes, path: str = "model") -> "Model":

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .layer import Layer, main_items, outside_main_memory, register, shape3
+from .layer import MapLayer, outside_main_memory, register
 
 ERR_OUTSIDE = 1  # a window tap outside the input range (a damaged body)
 
@@ -88,7 +88,7 @@ def average_pool(src, dest, in_w, in_h, out_w, out_h, out_c, kw, kh, sw, sh, pw,
 
 @register
 @dataclass(eq=False)
-class QuantizedMaxPool2D(Layer):
+class QuantizedMaxPool2D(MapLayer):
     code = 8
     name = "QUANTIZED_MAX_POOL2D"
     WORDS = ("flags", "input", "output", "in_width", "in_height", "in_channels", "out_width", "out_height",
@@ -96,14 +96,6 @@ class QuantizedMaxPool2D(Layer):
              "padding_height")
     ITEM = 1
 
-    flags: int = 0
-    input: int = 0
-    output: int = 0
-    in_width: int = 1
-    in_height: int = 1
-    in_channels: int = 1
-    out_width: int = 1
-    out_height: int = 1
     out_channels: int = 1
     kernel_width: int = 1
     kernel_height: int = 1
@@ -112,27 +104,15 @@ class QuantizedMaxPool2D(Layer):
     padding_width: int = 0
     padding_height: int = 0
 
-    def inputs(self):
-        return [main_items(self.input, self.in_width * self.in_height * self.in_channels, self.ITEM)]
-
-    def outputs(self):
-        return [main_items(self.output, self.out_width * self.out_height * self.out_channels, self.ITEM)]
-
-    def output_shape(self):
-        return [1, int(self.out_channels), int(self.out_height), int(self.out_width)]
-
     def summary(self) -> str:
-        return (f"{shape3(self.in_width, self.in_height, self.in_channels)} -> "
-                f"{shape3(self.out_width, self.out_height, self.out_channels)} k{self.kernel_width}x"
-                f"{self.kernel_height} s{self.stride_width}x{self.stride_height} p{self.padding_width}x{self.padding_height}")
+        return (f"{super().summary()} k{self.kernel_width}x{self.kernel_height} s{self.stride_width}x"
+                f"{self.stride_height} p{self.padding_width}x{self.padding_height}")
 
     def run(self, mem) -> None:
-        src, dest = self.inputs()[0], self.outputs()[0]
-        view, kernel = (mem.u8, max_pool) if self.ITEM == 1 else (mem.f32, average_pool)
-        err = kernel(view(src, (len(mem.main) - src.start) // self.ITEM), view(dest),
-                   self.in_width, self.in_height, self.out_width, self.out_height, self.out_channels,
-                   self.kernel_width, self.kernel_height, self.stride_width, self.stride_height,
-                   self.padding_width, self.padding_height)
+        kernel = max_pool if self.ITEM == 1 else average_pool
+        err = kernel(*self.kernel_views(mem), self.in_width, self.in_height, self.out_width, self.out_height,
+                     self.out_channels, self.kernel_width, self.kernel_height, self.stride_width, self.stride_height,
+                     self.padding_width, self.padding_height)
         if err:
             raise outside_main_memory(mem, "a pooling window reads")
 

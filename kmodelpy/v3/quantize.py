@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from ..fma import f32_to_i32, roundf
-from .layer import ScaleBiasLayer, main_f32, main_u8, register
+from .layer import ScaleBiasLayer, register
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -28,15 +28,8 @@ def quantize(src, dest, scale, bias):
 class Quantize(ScaleBiasLayer):
     code = 11
     name = "QUANTIZE"
-
-    def inputs(self):
-        return [main_f32(self.input, self.count)]
-
-    def outputs(self):
-        return [main_u8(self.output, self.count)]
+    IN_ITEM, OUT_ITEM = 4, 1
+    kernel = staticmethod(quantize)
 
     def summary(self) -> str:
         return f"{self.count} float32 -> uint8, q = round((x - {self.bias:.6g}) / {self.scale:.6g})"
-
-    def run(self, mem) -> None:
-        quantize(mem.f32(self.inputs()[0]), mem.u8(self.outputs()[0]), np.float32(self.scale), np.float32(self.bias))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from .layer import Layer, main_u8, register
+from .layer import CountLayer, register
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -17,15 +17,10 @@ def requantize(src, dest, table):
 
 @register
 @dataclass(eq=False)
-class Requantize(Layer):
+class Requantize(CountLayer):
     code = 13
     name = "REQUANTIZE"
-    WORDS = ("flags", "input", "output", "count")
 
-    flags: int = 0
-    input: int = 0
-    output: int = 0
-    count: int = 0
     table: np.ndarray = field(default_factory=lambda: np.arange(256, dtype=np.uint8))
 
     def read_rest(self, r) -> None:
@@ -33,13 +28,6 @@ class Requantize(Layer):
 
     def write_rest(self, w) -> None:
         w.array(self.table, np.uint8)
-
-
-    def inputs(self):
-        return [main_u8(self.input, self.count)]
-
-    def outputs(self):
-        return [main_u8(self.output, self.count)]
 
     def summary(self) -> str:
         return f"{self.count} uint8 through a 256-entry table"

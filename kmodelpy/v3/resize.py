@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .layer import Layer, main_items, outside_main_memory, register, shape3
+from .layer import MapLayer, outside_main_memory, register
 
 ERR_OUTSIDE = 1
 
@@ -48,41 +48,22 @@ def resize_nearest(src, dest, in_w, in_h, in_c, out_w, out_h):
 
 @register
 @dataclass(eq=False)
-class ResizeNearestNeighbor(Layer):
+class ResizeNearestNeighbor(MapLayer):
     code = 22
     name = "RESIZE_NEAREST_NEIGHBOR"
     WORDS = ("flags", "input", "output", "in_width", "in_height", "in_channels", "out_width", "out_height",
              "align_corners")
     ITEM = 4
 
-    flags: int = 0
-    input: int = 0
-    output: int = 0
-    in_width: int = 1
-    in_height: int = 1
-    in_channels: int = 1
-    out_width: int = 1
-    out_height: int = 1
     align_corners: int = 0
 
-    def inputs(self):
-        return [main_items(self.input, self.in_width * self.in_height * self.in_channels, self.ITEM)]
-
-    def outputs(self):
-        return [main_items(self.output, self.out_width * self.out_height * self.in_channels, self.ITEM)]
-
-    def output_shape(self):
-        return [1, int(self.in_channels), int(self.out_height), int(self.out_width)]
-
-    def summary(self) -> str:
-        return (f"{shape3(self.in_width, self.in_height, self.in_channels)} -> "
-                f"{shape3(self.out_width, self.out_height, self.in_channels)}")
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels
 
     def run(self, mem) -> None:
-        src, dest = self.inputs()[0], self.outputs()[0]
-        view = mem.u8 if self.ITEM == 1 else mem.f32
-        err = resize_nearest(view(src, (len(mem.main) - src.start) // self.ITEM), view(dest), self.in_width,
-                             self.in_height, self.in_channels, self.out_width, self.out_height)
+        err = resize_nearest(*self.kernel_views(mem), self.in_width, self.in_height, self.in_channels,
+                             self.out_width, self.out_height)
         if err:
             raise outside_main_memory(mem, "a source pixel lies")
 

@@ -140,14 +140,20 @@ FIRST_FIT, BY_SIZE = "first fit", "largest first"
 K210_MAIN_RAM = 6 * 1024 * 1024  # the K210's general-purpose SRAM (its other 2 MiB are the KPU's)
 
 
+def _first_fit(graph: Graph, kpu_limit: int, in_place: bool = False) -> Schedule:
+    """:func:`plan_lifetimes` with every space placed first fit (ncc's placement)."""
+    sched = plan_lifetimes(graph, make_allocators(kpu_limit), in_place)
+    for alloc in sched.allocators.values():
+        alloc.finish()
+    return sched
+
+
 def schedule(graph: Graph, kpu_placement: str = FIRST_FIT, kpu_limit: int = KPU_RAM_BYTES) -> Schedule:
     """Plan lifetimes, then place every space first-fit (KPU RAM largest first when ``kpu_placement`` is
     ``BY_SIZE``, as :mod:`kmodelpy.compiler.kpu_ram` decides for a model first fit cannot place). Raises
     CompileError when the KPU tensors do not fit the K210's 2 MiB KPU RAM (``kpu_limit``), naming the
     layer whose tensor overflows (ncc only says ``KPU allocator cannot allocate more memory.``)."""
-    sched = plan_lifetimes(graph, make_allocators(kpu_limit))
-    for alloc in sched.allocators.values():
-        alloc.finish()
+    sched = _first_fit(graph, kpu_limit)
     if sched.main_usage > K210_MAIN_RAM:
         sched = _smaller_main_memory(graph, sched, kpu_limit)
     kpu = sched.allocators[MEM_KPU]
@@ -173,9 +179,7 @@ def _smaller_main_memory(graph: Graph, sched: Schedule, kpu_limit: int) -> Sched
     binaries computed in place; keep the smallest (first fit, ncc's, when nothing is smaller)."""
     best, how = sched, None
     for in_place in (False, True):
-        cand = plan_lifetimes(graph, make_allocators(kpu_limit), in_place)
-        for alloc in cand.allocators.values():
-            alloc.finish()
+        cand = _first_fit(graph, kpu_limit, in_place)
         main = cand.allocators[MEM_MAIN]
         first_fit = main.max_usage
         if main.place_by_size() > first_fit:

@@ -104,7 +104,7 @@ def _factors(tables, in_hw, out_hw, want) -> tuple | None:
     for t, n, o in zip(tables, in_hw, out_hw):
         if o == n and resample.same_taps(t, (np.arange(n), np.arange(n), np.zeros(n, F32))):
             res.append(1)
-        elif want(n, o) is not None and resample.same_taps(t, want(n, o)):
+        elif (wanted := want(n, o)) is not None and resample.same_taps(t, wanted):
             res.append(2)
         else:
             return None

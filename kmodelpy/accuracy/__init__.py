@@ -51,7 +51,8 @@ def compare(model, dataset, kmodel=None, calibration_dataset=None, dataset_forma
     opts = Options(dataset=str(calibration_dataset or dataset), dataset_format=calibration_format or dataset_format,
                    **options)
     m = _match(model, opts, given, kmodel)
-    _check_input(model, float_model, m.kmodel, m.name)
+    if given is None:  # a given kmodel was checked above, before compiling
+        _check_input(model, float_model, m.kmodel, m.name)
     from ..parallel import free_cores, map_ordered
     from ..runtime import Model
 
@@ -124,9 +125,9 @@ def _match(model: Path, opts, given, kmodel) -> _Matched:
     if given is None:
         return _Matched(Model.from_bytes(result.kmodel, "kmodel"), result.kmodel, taps, merged, None, reason)
     if given[0] != result.kmodel:
+        taps, merged = {}, {}
         reason = (f"{kmodel} is not what kmodelpy compiles from {model.name} with these options (ncc's kmodel, "
                   "other options or another calibration set): its buffers cannot be matched to the model's tensors")
-        return _Matched(given[1], given[0], {}, {}, str(kmodel), reason)
     return _Matched(given[1], given[0], taps, merged, str(kmodel), reason)
 
 

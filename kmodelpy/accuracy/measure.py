@@ -140,14 +140,13 @@ class Session:
         model = self.kmodel
         model.set_input(np.asarray(xk).reshape(model.input_shape))
         kvals: dict = {}
-        for t in self.by_node.get(-1, ()):
-            kvals[t.key] = t.read(model.mem)
         by_node = self.by_node
 
         def after(k, mem):
             for t in by_node.get(k, ()):
                 kvals[t.key] = t.read(mem)
 
+        after(-1, model.mem)  # the taps on the kmodel's input
         model.run_nodes(after if by_node else None)
         if model.last_error:
             raise InputError(f"{path}: the kmodel stopped: {model.last_error}")

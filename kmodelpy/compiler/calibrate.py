@@ -187,11 +187,10 @@ def run_graph(graph: Graph, x: np.ndarray, record, order=None, watch=None) -> No
             outs = evaluator(node.op)(node, args)
         for oc, v in zip(node.outputs, outs):
             values[oc] = v
-        if watch is not None:
-            if node.outputs and node.outputs[0] in watch:
-                record(node.outputs[0], values[node.outputs[0]])
-        elif node.outputs and node.outputs[0].need_quantize:
-            record(node.outputs[0], values[node.outputs[0]])
+        if node.outputs:
+            oc = node.outputs[0]
+            if (oc in watch) if watch is not None else oc.need_quantize:
+                record(oc, values[oc])
 
 
 def collect_ranges(graph: Graph, dataset, fmt: str, mean: float, std: float, use_input_stat: bool,

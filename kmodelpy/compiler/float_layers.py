@@ -69,13 +69,14 @@ def mark_float_layers(g: Graph, names, model: str = "the model", out=None) -> li
     layers = getattr(g, "source_layers", None) or []
     budget = auto_budget(names)
     if budget is not None:
-        keys, macs = choose_from_input(g, budget)
+        chosen, macs = choose_from_input(g, budget)
+        keys = list(chosen)
         if out is not None:
             shown = ", ".join(k.split(";")[0] for k in keys) or "none"
             out.write(f"  Float layers (--float-layers auto, {budget / 1e6:g} MMAC budget): {len(keys)} layers, "
                       f"{macs / 1e6:.2f} MMAC on the CPU: {shown}\n")
-        for key in keys:
-            mark_float(_computing_node(g, key), key)
+        for key, node in chosen.items():
+            mark_float(node, key)
         return keys
     keys = resolve(layers, parse_names(names), model)
     by_key = {layer.key: layer for layer in layers}
@@ -92,11 +93,12 @@ def mark_float_layers(g: Graph, names, model: str = "the model", out=None) -> li
     return keys
 
 
-def choose_from_input(g: Graph, budget: float) -> tuple[list[str], int]:
-    """(keys, their multiply-accumulates): the computing layers, in graph order, whose inputs are the graph
-    input or layers chosen before them (through data-movement layers), until the next would pass ``budget``."""
+def choose_from_input(g: Graph, budget: float) -> tuple[dict, int]:
+    """({key: computing node}, their multiply-accumulates): the computing layers, in graph order, whose inputs
+    are the graph input or layers chosen before them (through data-movement layers), until the next would pass
+    ``budget``."""
     exact: set[str] = set()
-    keys, total = [], 0
+    chosen, total = {}, 0
     for layer in getattr(g, "source_layers", None) or []:
         if layer.op == "INPUT" or (not layer.computes and all(k in exact for k in layer.inputs)):
             exact.add(layer.key)
@@ -109,10 +111,10 @@ def choose_from_input(g: Graph, budget: float) -> tuple[list[str], int]:
         macs = node_macs(node)
         if total + macs > budget:
             break
-        keys.append(layer.key)
+        chosen[layer.key] = node
         exact.add(layer.key)
         total += macs
-    return keys, total
+    return chosen, total
 
 
 def node_macs(node) -> int:

@@ -13,6 +13,7 @@ from .measure import CODES, LayerSums, PictureStats
 
 SNR_CAP = 60.0  # dB: above this an error is not worth talking about (uint8 full-scale noise is ~50 dB)
 JUMP_DB = 6.0  # a layer losing this much SNR at once is "where the error jumps"
+LARGER_BY_DB = 3.0  # a later layer losing this much more than the first jump is named too
 CLIP_SHARE = 0.001  # clipping above 0.1 % of the values is a likely cause
 BULK = 0.9999  # share of the values that counts as "the bulk" when judging a range
 
@@ -277,11 +278,10 @@ def find_jump(rows: list[LayerRow], output_snr: float | None) -> Jump | None:
 def find_largest(rows: list[LayerRow], jump: Jump | None, output_snr: float | None) -> Jump | None:
     """The largest single loss when it is another layer than ``jump`` and loses more than it (e.g. a late dense
     layer whose uint8 weights cost one output most of its accuracy, after an earlier, smaller jump)."""
-    cands = [r for r in rows if r.drop_db is not None]
-    if jump is None or not cands:
+    if jump is None:  # no layer has a loss at all
         return None
-    r = max(cands, key=lambda r: r.drop_db)
-    if r.index == jump.index or r.drop_db < max(JUMP_DB, jump.drop_db + 3.0):
+    r = max((r for r in rows if r.drop_db is not None), key=lambda r: r.drop_db)
+    if r.index == jump.index or r.drop_db < max(JUMP_DB, jump.drop_db + LARGER_BY_DB):
         return None
     return _diagnosed(r, True, output_snr)
 
